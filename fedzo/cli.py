@@ -1,0 +1,68 @@
+"""`fedzo` command line: one sub-command per module in :mod:`fedzo.commands`.
+
+Each command module exposes ``register(subparsers)`` which adds its parser and sets
+``func`` (a callable taking the parsed namespace and returning an exit code). User
+errors (:class:`fedzo.errors.FedzoError`) are printed as one line, without traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from fedzo.errors import FedzoError
+
+# Order here is the order in `fedzo --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "fedzo.commands.train",
+    "fedzo.commands.bench",
+    "fedzo.commands.assets",
+    "fedzo.commands.evaluate",
+    "fedzo.commands.plot",
+    "fedzo.commands.report",
+)
+
+
+def _quiet_environment() -> None:
+    """Turn off telemetry and update checks of the libraries we drive."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="fedzo",
+        description="Federated zeroth-order fine-tuning simulator (MeZO over Flower).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fedzo` console script; returns the process exit code."""
+    _quiet_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FedzoError as exc:
+        print(f"fedzo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fedzo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

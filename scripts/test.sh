@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment (if none is active), install fedzo with its test extras,
+# and run the test suite. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  python3 -m venv .venv
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[test]"
+python -m pytest -q "$@"
