@@ -1,0 +1,37 @@
+"""`fedzo bench ...`: benchmarks that print ratios measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `bench` sub-command group."""
+    p = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    z = bsub.add_parser("zo", help="ZO step vs two forwards; memory vs inference; MeZO reference; backprop")
+    z.add_argument("--model", default=None, help="model name (default: smollm2-135m if cached, else tiny-llama); "
+                                                 "'tiny' means tiny-llama")
+    z.add_argument("--batch", type=int, default=16)
+    z.add_argument("--seq", type=int, default=64)
+    z.add_argument("--repeats", type=int, default=3)
+    z.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    z.add_argument("--chunk-size", type=int, default=1 << 20)
+    z.add_argument("--no-compile", action="store_true", help="eager portable generator only")
+    z.add_argument("--json", action="store_true", help="print the report as JSON")
+    z.set_defaults(func=_zo)
+
+
+def _zo(args: argparse.Namespace) -> int:
+    from fedzo.bench.zo import default_model, format_report, run_bench
+
+    model = args.model or default_model()
+    if model == "tiny":
+        model = "tiny-llama"
+    report = run_bench(model, args.batch, args.seq, repeats=args.repeats, compile=not args.no_compile,
+                       chunk_size=args.chunk_size, threads=args.threads)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,132 @@
+"""Run directories: the resolved config, metrics, update log and summary of one run.
+
+Layout (read by :mod:`analysis`, never by training code of another run)::
+
+    RUN/
+      scenario.yaml     the resolved configuration (what was actually run)
+      metrics.jsonl     one JSON object per line: kind "round" (one per round or
+                        evaluation point) and kind "client" (one per client-round)
+      update_log.jsonl  the replayable update log (fedzo.zo.log)
+      summary.json      final figures (written at the end, rewritten on resume)
+      plots/            figures written at the end of the run
+
+Metrics are appended one line per completed round, after the update log has that
+round, so a run killed at any point resumes from the last round present in both and
+no line is lost or duplicated (lines of unfinished rounds are dropped on resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedzo.errors import ConfigError
+
+SCENARIO = "scenario.yaml"
+METRICS = "metrics.jsonl"
+UPDATE_LOG = "update_log.jsonl"
+SUMMARY = "summary.json"
+STATE = "state"
+
+
+class RunDir:
+    """A run directory being written (fresh or resumed)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # -- creation -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: Mapping[str, Any], *, force: bool = False) -> RunDir:
+        """Start a fresh run directory; refuses to overwrite an existing run unless ``force``."""
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            if not force:
+                raise ConfigError(
+                    f"{run.path}: directory exists and is not empty; use --resume {run.path} to "
+                    "continue that run, --force to overwrite it, or --out to choose another directory"
+                )
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / SCENARIO).write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """An existing run directory (for resume); clear error when it is not one."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise ConfigError(f"{run.path}: no such run directory")
+        if not (run.path / SCENARIO).is_file():
+            raise ConfigError(f"{run.path}: not a fedzo run directory (no {SCENARIO})")
+        return run
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration stored in the run."""
+        data = yaml.safe_load((self.path / SCENARIO).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.path / SCENARIO}: not a mapping")
+        return data
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        """Where the update log lives."""
+        return self.path / UPDATE_LOG
+
+    @property
+    def state_dir(self) -> Path:
+        """Extra resumable state (first-order checkpoints)."""
+        d = self.path / STATE
+        d.mkdir(exist_ok=True)
+        return d
+
+    def append_metrics(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append metric records (one JSON line each), flushed and fsynced together."""
+        lines = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
+        with open(self.path / METRICS, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All complete metric records (a torn last line is ignored)."""
+        p = self.path / METRICS
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                break
+        return out
+
+    def truncate_metrics(self, last_round: int) -> list[dict[str, Any]]:
+        """Keep only records of rounds <= ``last_round`` (drops unfinished rounds)."""
+        kept = [r for r in self.read_metrics() if int(r.get("round", -1)) <= last_round]
+        tmp = self.path / (METRICS + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path / METRICS)
+        return kept
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write summary.json atomically."""
+        tmp = self.path / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(dict(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path / SUMMARY)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
