@@ -1,0 +1,293 @@
+"""Figures overlaying fedzo runs, built from run directories only.
+
+Figures (file stems):
+
+- ``accuracy_vs_time``   eval accuracy vs cumulative simulated wall-clock
+- ``accuracy_vs_bytes``  eval accuracy vs cumulative bytes up + down (log x)
+- ``accuracy_vs_round``  eval accuracy vs round
+- ``memory_frontier``    largest model trainable per memory budget, BP vs ZO
+- ``timeline[-LABEL]``   per-device timeline, one file per federated run
+
+A figure that no run has data for is skipped with a note (e.g. a centralized run has
+no bytes). Figures are plain :class:`matplotlib.figure.Figure` objects, never pyplot
+state, so PNGs are rendered by the Agg canvas and nothing global is touched: it is safe
+to call :func:`plot_runs` at the end of ``fedzo run`` inside another program.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+
+from analysis.rundir import MemoryFrontier, RoundRecord, Run, display_names, is_finite, load_run
+from analysis.timeline import timeline_figure
+from analysis.units import format_bytes, format_memory, format_params, time_unit
+from fedzo.errors import ConfigError
+
+FORMATS = ("png", "svg", "pdf")
+PNG_DPI = 150
+RC_PARAMS = {"svg.hashsalt": "fedzo", "svg.fonttype": "none", "axes.titlesize": "medium"}
+
+Note = Callable[[str], None]
+
+
+@dataclass
+class NamedFigure:
+    """A built figure and the file stem it is saved under."""
+
+    stem: str
+    figure: Figure
+
+
+def print_note(message: str) -> None:
+    """Default note sink: one line on stdout."""
+    print(f"note: {message}", file=sys.stdout)
+
+
+def _colors(n: int) -> list[str]:
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+def _x_or_zero(rec: RoundRecord, value: float | None) -> float | None:
+    """A cumulative x value; the initial evaluation (round 0) starts at zero if unrecorded."""
+    if is_finite(value):
+        return float(value)
+    return 0.0 if rec.round == 0 else None
+
+
+def _accuracy_axes(ax: Axes, title: str) -> None:
+    ax.set_ylabel("eval accuracy (%)")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+
+
+def _curves(
+    runs: Sequence[Run], labels: Sequence[str], x_of: Callable[[RoundRecord], float | None]
+) -> list[tuple[str, str, list[float], list[float]]]:
+    """(label, color, xs, accuracies) per run that has at least one point."""
+    out = []
+    for run, label, color in zip(runs, labels, _colors(len(runs)), strict=True):
+        pts = [(x, r.eval_accuracy) for r in run.eval_rounds if (x := x_of(r)) is not None]
+        if pts:
+            out.append((label, color, [p[0] for p in pts], [float(p[1] or 0.0) for p in pts]))
+    return out
+
+
+def _line_figure(
+    curves: list[tuple[str, str, list[float], list[float]]], scale: float = 1.0
+) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(8.0, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for label, color, xs, ys in curves:
+        ax.plot([x / scale for x in xs], ys, marker="o", markersize=3.5, linewidth=1.6,
+                color=color, label=label)
+    return fig, ax
+
+
+def accuracy_vs_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
+    """Eval accuracy vs cumulative simulated wall-clock, one line per run."""
+    curves = _curves(runs, labels, lambda r: _x_or_zero(r, r.sim_seconds))
+    missing = {lab for lab in labels} - {c[0] for c in curves}
+    for label in sorted(missing):
+        note(f"{label}: no eval accuracy with simulated time; left out of accuracy vs wall-clock")
+    if not curves:
+        return None
+    unit, scale = time_unit(max(max(c[2]) for c in curves))
+    fig, ax = _line_figure(curves, scale)
+    ax.set_xlabel(f"simulated wall-clock ({unit})")
+    ax.set_xlim(left=0)
+    _accuracy_axes(ax, "Accuracy vs simulated wall-clock")
+    return fig
+
+
+def accuracy_vs_bytes(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
+    """Eval accuracy vs cumulative bytes communicated (up + down), log x axis.
+
+    Points at zero bytes (the initial model) cannot sit on a log axis and are left out;
+    runs that communicated nothing (centralized training) are left out with a note.
+    """
+    def x_of(r: RoundRecord) -> float | None:
+        total = r.bytes_total
+        return total if is_finite(total) and total > 0 else None
+
+    curves = _curves(runs, labels, x_of)
+    for label in sorted(set(labels) - {c[0] for c in curves}):
+        note(f"{label}: no bytes communicated (centralized?); left out of accuracy vs bytes")
+    if not curves:
+        return None
+    fig, ax = _line_figure(curves)
+    ax.set_xscale("log")
+    lo = min(min(c[2]) for c in curves)
+    hi = max(max(c[2]) for c in curves)
+    if math.log10(hi / lo) < 2.5:  # few decades: label 1-2-5 steps, not only powers of 10
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("bytes communicated (log scale)")
+    _accuracy_axes(ax, "Accuracy vs bytes communicated (uplink + downlink, cumulative)")
+    return fig
+
+
+def accuracy_vs_round(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
+    """Eval accuracy vs round (for centralized runs: the evaluation index)."""
+    curves = _curves(runs, labels, lambda r: float(r.round))
+    if not curves:
+        return None
+    fig, ax = _line_figure(curves)
+    ax.set_xlabel("round (centralized runs: evaluation interval)")
+    ax.set_xlim(left=0)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    _accuracy_axes(ax, "Accuracy vs round")
+    return fig
+
+
+def _frontier_axes(ax: Axes, frontier: MemoryFrontier) -> None:
+    budgets = list(frontier.budgets_bytes)
+    ranked = sorted(frontier.models, key=lambda m: (m.params or 0.0, m.zo_bytes))
+    use_params = all(is_finite(m.params) for m in frontier.models)
+    width = 0.38
+    styles = (("bp", "BP (backprop)", "#b0bec5", -width / 2), ("zo", "ZO (forward only)", "#1e88e5",
+                                                              width / 2))
+    for method, label, color, offset in styles:
+        heights, names = [], []
+        for budget in budgets:
+            model = frontier.largest_fitting(budget, method)
+            if model is None:
+                heights.append(0.0)
+                names.append("none fits")
+            else:
+                heights.append(float(model.params) if use_params else ranked.index(model) + 1.0)
+                names.append(model.name)
+        xs = [i + offset for i in range(len(budgets))]
+        bars = ax.bar(xs, heights, width, color=color, edgecolor="#37474f", linewidth=0.5,
+                      label=label)
+        ax.bar_label(bars, labels=names, rotation=90, padding=3, fontsize=7)
+    ax.set_xticks(range(len(budgets)), [format_memory(b) for b in budgets])
+    ax.set_xlabel("device memory budget")
+    if use_params:
+        ax.set_ylabel("largest trainable model (parameters)")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_params(v)))
+    else:
+        ax.set_ylabel("largest trainable model (size rank)")
+        ax.set_yticks(range(1, len(ranked) + 1), [m.name for m in ranked], fontsize=7)
+    ax.margins(y=0.35)
+    ax.set_title(f"Memory frontier ({frontier.family}): largest model trainable per budget")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def memory_frontier(runs: Sequence[Run], note: Note) -> Figure | None:
+    """Largest model per memory budget, BP vs ZO; one panel per distinct frontier."""
+    frontiers: list[MemoryFrontier] = []
+    for run in runs:
+        if run.frontier is not None and run.frontier not in frontiers:
+            frontiers.append(run.frontier)
+    if not frontiers:
+        note("no run has memory_frontier.json; memory frontier figure skipped")
+        return None
+    fig = Figure(figsize=(8.0, 4.8 * len(frontiers)), layout="constrained")
+    axes = fig.subplots(len(frontiers), 1, squeeze=False)[:, 0]
+    for ax, frontier in zip(axes, frontiers, strict=True):
+        _frontier_axes(ax, frontier)
+    return fig
+
+
+def build_figures(runs: Sequence[Run], note: Note = print_note) -> list[NamedFigure]:
+    """Every figure that ``runs`` have data for; skipped figures are reported to ``note``."""
+    labels = display_names(list(runs))
+    figures: list[NamedFigure] = []
+    if not any(run.eval_rounds for run in runs):
+        note("no run has an eval accuracy in metrics.jsonl; accuracy figures skipped")
+    else:
+        for stem, builder in (
+            ("accuracy_vs_time", accuracy_vs_time),
+            ("accuracy_vs_bytes", accuracy_vs_bytes),
+            ("accuracy_vs_round", accuracy_vs_round),
+        ):
+            fig = builder(runs, labels, note)
+            if fig is None and stem == "accuracy_vs_bytes":
+                note("no run communicated bytes; accuracy vs bytes figure skipped")
+            if fig is not None:
+                figures.append(NamedFigure(stem, fig))
+    frontier_fig = memory_frontier(runs, note)
+    if frontier_fig is not None:
+        figures.append(NamedFigure("memory_frontier", frontier_fig))
+    for run, label in zip(runs, labels, strict=True):
+        fig = timeline_figure(run, label, note)
+        if fig is not None:
+            stem = "timeline" if len(runs) == 1 else f"timeline-{_slug(label)}"
+            figures.append(NamedFigure(stem, fig))
+    return figures
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate image formats given as ``"png,svg"`` or a sequence of names."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise ConfigError(
+            f"--format: {', '.join(bad) or 'nothing given'} is not supported; "
+            f"expected a comma-separated list of {', '.join(FORMATS)}"
+        )
+    return names
+
+
+def save_figures(
+    figures: Sequence[NamedFigure], out_dir: Path, formats: Sequence[str]
+) -> list[Path]:
+    """Write each figure as ``out_dir/STEM.FORMAT``; returns the written paths."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot create the output directory ({exc})") from exc
+    written: list[Path] = []
+    with matplotlib.rc_context(RC_PARAMS):
+        for named in figures:
+            for fmt in formats:
+                path = out_dir / f"{named.stem}.{fmt}"
+                metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+                named.figure.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
+                written.append(path)
+    return written
+
+
+def plot_runs(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    formats: Sequence[str] = ("png", "svg"),
+    *,
+    note: Note = print_note,
+) -> list[Path]:
+    """Load ``run_dirs``, draw every figure they have data for, save into ``out_dir``.
+
+    This is what ``fedzo plot`` runs, and what ``fedzo run`` calls at the end of a run
+    (typically with ``out_dir = RUN/plots``). Figures without data are skipped and
+    reported through ``note`` (printed by default). Returns the written file paths.
+
+    Raises:
+        ConfigError: a run directory is missing or malformed, or a format is unknown.
+    """
+    fmts = parse_formats(formats)
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise ConfigError("no run directories given; expected at least one RUN")
+    with matplotlib.rc_context(RC_PARAMS):
+        figures = build_figures(runs, note)
+    return save_figures(figures, Path(out_dir), fmts)

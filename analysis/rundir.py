@@ -1,0 +1,402 @@
+"""Read and validate a fedzo run directory.
+
+The layout (the contract between ``fedzo run``/``fedzo train`` and this package)::
+
+    RUN/scenario.yaml         resolved scenario (optional; only ``name`` is read)
+    RUN/metrics.jsonl         one JSON object per line, ``kind`` "round" or "client"
+    RUN/summary.json          totals of the run (optional if metrics.jsonl exists)
+    RUN/memory_frontier.json  optional: memory needed by a model family, BP vs ZO
+
+Every field except ``kind`` and ``round`` (and ``client`` on client lines) is optional:
+missing or ``null`` values become ``None``. Values of the wrong type, malformed JSON and
+a directory that is not a run are :class:`~fedzo.errors.ConfigError` naming the file
+(and line). Lines of an unknown ``kind`` and unknown keys are ignored, so newer runs
+stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import yaml
+
+from fedzo.errors import ConfigError
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+FRONTIER_FILE = "memory_frontier.json"
+SCENARIO_FILE = "scenario.yaml"
+
+CLIENT_STATUSES = ("ok", "late", "dropped", "failed", "excluded", "offline")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One ``kind: round`` line. Cumulative quantities are totals up to this round."""
+
+    round: int
+    sim_seconds: float | None = None  # cumulative simulated wall-clock, s
+    host_seconds: float | None = None  # cumulative host wall-clock, s
+    bytes_up: float | None = None  # cumulative payload bytes, clients -> server
+    bytes_down: float | None = None  # cumulative payload bytes, server -> clients
+    train_loss: float | None = None
+    eval_accuracy: float | None = None  # fraction in [0, 1], only on eval rounds
+    eval_macro_f1: float | None = None
+    participants: float | None = None
+    round_sim_seconds: float | None = None  # simulated duration of this round, s
+
+    @property
+    def bytes_total(self) -> float | None:
+        """Cumulative bytes in both directions, or None when neither is recorded."""
+        if self.bytes_up is None and self.bytes_down is None:
+            return None
+        return (self.bytes_up or 0.0) + (self.bytes_down or 0.0)
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """One ``kind: client`` line: a client's part in one round (times are simulated s)."""
+
+    round: int
+    client: int | str
+    device: str | None = None
+    status: str = "ok"  # one of CLIENT_STATUSES (others are kept as written)
+    bytes_up: float | None = None
+    bytes_down: float | None = None
+    sim_start: float | None = None
+    sim_download_end: float | None = None
+    sim_compute_end: float | None = None
+    sim_end: float | None = None
+    host_compute_seconds: float | None = None
+    peak_memory_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class FrontierModel:
+    """One model of a memory frontier: bytes needed to train it with ZO and with BP."""
+
+    name: str
+    params: float | None
+    zo_bytes: float
+    bp_bytes: float
+
+
+@dataclass(frozen=True)
+class MemoryFrontier:
+    """``memory_frontier.json``: which models of a family fit which memory budgets."""
+
+    family: str
+    budgets_bytes: tuple[float, ...]
+    models: tuple[FrontierModel, ...]
+
+    def largest_fitting(self, budget: float, method: str) -> FrontierModel | None:
+        """The largest model (by parameters, then bytes) trainable within ``budget``.
+
+        ``method`` is ``"zo"`` or ``"bp"``. Returns None when no model fits.
+        """
+        key = "zo_bytes" if method == "zo" else "bp_bytes"
+        fitting = [m for m in self.models if getattr(m, key) <= budget]
+        if not fitting:
+            return None
+        return max(fitting, key=lambda m: (m.params or 0.0, getattr(m, key)))
+
+
+@dataclass
+class Run:
+    """A loaded run directory.
+
+    ``summary`` is ``summary.json`` with gaps filled from the metrics (final and best
+    accuracy, cumulative times and bytes, peak client memory), so every key of the
+    summary contract is present (``None`` where unknown).
+    """
+
+    path: Path
+    name: str
+    summary: dict[str, Any]
+    rounds: list[RoundRecord] = field(default_factory=list)
+    clients: list[ClientRecord] = field(default_factory=list)
+    frontier: MemoryFrontier | None = None
+
+    @property
+    def eval_rounds(self) -> list[RoundRecord]:
+        """Rounds that carry an evaluation accuracy, in round order."""
+        return [r for r in self.rounds if r.eval_accuracy is not None]
+
+    @property
+    def is_federated(self) -> bool:
+        """True when the run has client lines or communicated any bytes."""
+        if self.clients:
+            return True
+        return any((r.bytes_total or 0.0) > 0 for r in self.rounds)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _number(value: Any, where: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: field {key!r} is {value!r}; expected a number or null")
+    return value
+
+
+def _integer(value: Any, where: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: field {key!r} is {value!r}; expected an integer")
+    return value
+
+
+def _text(value: Any, where: str, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: field {key!r} is {value!r}; expected a string or null")
+    return value
+
+
+_ROUND_NUMBERS = (
+    "sim_seconds",
+    "host_seconds",
+    "bytes_up",
+    "bytes_down",
+    "train_loss",
+    "eval_accuracy",
+    "eval_macro_f1",
+    "participants",
+    "round_sim_seconds",
+)
+_CLIENT_NUMBERS = (
+    "bytes_up",
+    "bytes_down",
+    "sim_start",
+    "sim_download_end",
+    "sim_compute_end",
+    "sim_end",
+    "host_compute_seconds",
+    "peak_memory_bytes",
+)
+
+
+def _round_record(obj: dict[str, Any], where: str) -> RoundRecord:
+    if "round" not in obj:
+        raise ConfigError(f"{where}: round line has no 'round' field; expected an integer")
+    values = {k: _number(obj.get(k), where, k) for k in _ROUND_NUMBERS}
+    return RoundRecord(round=_integer(obj["round"], where, "round"), **values)
+
+
+def _client_record(obj: dict[str, Any], where: str) -> ClientRecord:
+    for key in ("round", "client"):
+        if key not in obj:
+            raise ConfigError(f"{where}: client line has no {key!r} field")
+    client = obj["client"]
+    if isinstance(client, bool) or not isinstance(client, int | str):
+        raise ConfigError(f"{where}: field 'client' is {client!r}; expected an integer or string")
+    status = _text(obj.get("status"), where, "status") or "ok"
+    values = {k: _number(obj.get(k), where, k) for k in _CLIENT_NUMBERS}
+    return ClientRecord(
+        round=_integer(obj["round"], where, "round"),
+        client=client,
+        device=_text(obj.get("device"), where, "device"),
+        status=status,
+        **values,
+    )
+
+
+def read_metrics(path: Path) -> tuple[list[RoundRecord], list[ClientRecord]]:
+    """Parse ``metrics.jsonl`` into round and client records.
+
+    Blank lines are skipped. When a round (or a client in a round) appears more than
+    once, as after a resumed run, the last line wins. Records come back sorted by round.
+    """
+    rounds: dict[int, RoundRecord] = {}
+    clients: dict[tuple[int, str], ClientRecord] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc}); expected a UTF-8 JSONL file") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                "expected one JSON object per line"
+            ) from exc
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{where}: line is {type(obj).__name__}; expected a JSON object")
+        kind = obj.get("kind")
+        if kind == "round":
+            rec = _round_record(obj, where)
+            rounds[rec.round] = rec
+        elif kind == "client":
+            crec = _client_record(obj, where)
+            clients[(crec.round, str(crec.client))] = crec
+        elif kind is None:
+            raise ConfigError(f"{where}: line has no 'kind'; expected 'round' or 'client'")
+        # other kinds: written by a newer fedzo, not needed here
+    ordered_rounds = [rounds[k] for k in sorted(rounds)]
+    ordered_clients = sorted(clients.values(), key=lambda c: (c.round, _client_key(c.client)))
+    return ordered_rounds, ordered_clients
+
+
+def _client_key(client: int | str) -> tuple[int, int | str]:
+    """Sort key putting integer ids first, in numeric order, then strings."""
+    return (0, client) if isinstance(client, int) else (1, client)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}:{exc.lineno}: malformed JSON ({exc.msg}); expected a JSON object"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc}); expected a UTF-8 JSON file") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: top level is {type(obj).__name__}; expected a JSON object")
+    return obj
+
+
+def read_frontier(path: Path) -> MemoryFrontier:
+    """Parse and validate ``memory_frontier.json``.
+
+    ``budgets_bytes`` may be missing, in which case the budgets are the distinct memory
+    requirements of the models themselves.
+    """
+    obj = _read_json_object(path)
+    models_raw = obj.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise ConfigError(f"{path}: 'models' is {models_raw!r}; expected a non-empty list")
+    models: list[FrontierModel] = []
+    for i, m in enumerate(models_raw):
+        where = f"{path}: models[{i}]"
+        if not isinstance(m, dict):
+            raise ConfigError(f"{where} is {m!r}; expected an object")
+        name = _text(m.get("name"), where, "name") or f"model-{i}"
+        zo = _number(m.get("zo_bytes"), where, "zo_bytes")
+        bp = _number(m.get("bp_bytes"), where, "bp_bytes")
+        if zo is None or bp is None:
+            raise ConfigError(f"{where}: needs both 'zo_bytes' and 'bp_bytes' (numbers)")
+        models.append(FrontierModel(name, _number(m.get("params"), where, "params"), zo, bp))
+    budgets_raw = obj.get("budgets_bytes")
+    if budgets_raw is None:
+        budgets = sorted({v for m in models for v in (m.zo_bytes, m.bp_bytes)})
+    elif isinstance(budgets_raw, list) and budgets_raw:
+        budgets = sorted(
+            float(_number(b, f"{path}: budgets_bytes[{i}]", "budget") or 0.0)
+            for i, b in enumerate(budgets_raw)
+        )
+    else:
+        raise ConfigError(
+            f"{path}: 'budgets_bytes' is {budgets_raw!r}; expected a non-empty list of numbers"
+        )
+    family = _text(obj.get("family"), str(path), "family") or "models"
+    return MemoryFrontier(family, tuple(budgets), tuple(models))
+
+
+def _scenario_name(path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the scenario ({exc}); expected YAML") from exc
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        return data["name"]
+    return None
+
+
+def _derived_summary(rounds: list[RoundRecord], clients: list[ClientRecord]) -> dict[str, Any]:
+    """Summary values computed from the metrics, used where summary.json is silent."""
+    accs = [r.eval_accuracy for r in rounds if r.eval_accuracy is not None]
+    peaks = [c.peak_memory_bytes for c in clients if c.peak_memory_bytes is not None]
+
+    def last(attr: str) -> Any:
+        values = [getattr(r, attr) for r in rounds if getattr(r, attr) is not None]
+        return values[-1] if values else None
+
+    return {
+        "final_accuracy": accs[-1] if accs else None,
+        "best_accuracy": max(accs) if accs else None,
+        "sim_seconds": last("sim_seconds"),
+        "host_seconds": last("host_seconds"),
+        "bytes_up": last("bytes_up"),
+        "bytes_down": last("bytes_down"),
+        "peak_client_memory_bytes": max(peaks) if peaks else None,
+        "model_sha256": None,
+        "model": None,
+        "optimizer": None,
+        "method": None,
+    }
+
+
+def load_run(path: str | Path) -> Run:
+    """Load and validate the run directory at ``path``.
+
+    Raises:
+        ConfigError: the path is missing or not a directory, holds neither
+            ``summary.json`` nor ``metrics.jsonl``, or one of its files is malformed
+            (the message names the file and, for JSONL, the line).
+    """
+    root = Path(path)
+    if not root.exists():
+        raise ConfigError(f"{root}: no such run directory; expected a fedzo run directory")
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a directory; expected a fedzo run directory")
+    summary_path, metrics_path = root / SUMMARY_FILE, root / METRICS_FILE
+    if not summary_path.is_file() and not metrics_path.is_file():
+        raise ConfigError(
+            f"{root}: not a fedzo run directory (no {SUMMARY_FILE} or {METRICS_FILE})"
+        )
+    rounds, clients = read_metrics(metrics_path) if metrics_path.is_file() else ([], [])
+    raw = _read_json_object(summary_path) if summary_path.is_file() else {}
+    summary = _derived_summary(rounds, clients)
+    summary.update({k: v for k, v in raw.items() if v is not None})
+    frontier_path = root / FRONTIER_FILE
+    frontier = read_frontier(frontier_path) if frontier_path.is_file() else None
+
+    name = raw.get("name") if isinstance(raw.get("name"), str) and raw.get("name") else None
+    scenario_path = root / SCENARIO_FILE
+    if name is None and scenario_path.is_file():
+        name = _scenario_name(scenario_path)
+    if name is None:
+        name = root.resolve().name
+    summary["name"] = name
+    return Run(root, name, summary, rounds, clients, frontier)
+
+
+def display_names(runs: list[Run]) -> list[str]:
+    """Legend labels for ``runs``: the run names, made unique.
+
+    Runs sharing a name get their directory name appended (``"quickstart [run-2]"``);
+    if that still collides, a running index.
+    """
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    labels = []
+    for run in runs:
+        label = run.name
+        if counts[run.name] > 1:
+            label = f"{run.name} [{run.path.resolve().name}]"
+        labels.append(label)
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return unique
+
+
+def is_finite(value: float | None) -> TypeGuard[float]:
+    """True for a real, finite number (narrows ``value`` to ``float`` for type checkers)."""
+    return value is not None and math.isfinite(value)

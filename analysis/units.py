@@ -1,0 +1,70 @@
+"""Human-readable units for bytes, memory, durations and parameter counts.
+
+Communicated bytes use decimal prefixes (kB, MB, GB) like network figures; device
+memory uses binary prefixes (KiB, MiB, GiB) like memory budgets.
+"""
+
+from __future__ import annotations
+
+import math
+
+_DECIMAL = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
+_BINARY = ((2.0**40, "TiB"), (2.0**30, "GiB"), (2.0**20, "MiB"), (2.0**10, "KiB"))
+
+
+def _scaled(value: float, steps: tuple[tuple[float, str], ...], unit: str) -> str:
+    for factor, name in steps:
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {name}"
+    return f"{value:.0f} {unit}"
+
+
+def format_bytes(value: float | None) -> str:
+    """Communicated bytes, decimal prefixes: ``1234567 -> '1.23 MB'``; None -> '–'."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return _scaled(float(value), _DECIMAL, "B")
+
+
+def format_memory(value: float | None) -> str:
+    """Memory bytes, binary prefixes: ``612000000 -> '584 MiB'``; None -> '–'."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return _scaled(float(value), _BINARY, "B")
+
+
+def format_params(value: float | None) -> str:
+    """Parameter count: ``134515008 -> '135M'``; None -> '?'."""
+    if value is None or not math.isfinite(value):
+        return "?"
+    for factor, name in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{name}"
+    return f"{value:.0f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration in the largest fitting unit: ``812.4 -> '13.5 min'``; None -> '–'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    unit, scale = time_unit(seconds)
+    return f"{seconds / scale:.3g} {unit}"
+
+
+def time_unit(max_seconds: float) -> tuple[str, float]:
+    """The axis unit for times up to ``max_seconds``: ``(name, seconds per unit)``.
+
+    Seconds below 2 minutes, minutes below 2 hours, hours above.
+    """
+    if max_seconds >= 7200:
+        return "h", 3600.0
+    if max_seconds >= 120:
+        return "min", 60.0
+    return "s", 1.0
+
+
+def format_accuracy(value: float | None) -> str:
+    """An accuracy fraction as a percentage: ``0.7412 -> '74.12 %'``; None -> '–'."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100.0 * value:.2f} %"

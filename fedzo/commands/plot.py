@@ -1,0 +1,47 @@
+"""`fedzo plot RUN... [--out DIR] [--format png,svg]`: overlay runs in figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def default_out_dir(runs: list[str]) -> Path:
+    """``RUN/plots`` for one run, ``./plots`` for several."""
+    return Path(runs[0]) / "plots" if len(runs) == 1 else Path("plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw the figures of ``args.runs`` into ``args.out``; prints each written file."""
+    from analysis.plots import parse_formats, plot_runs  # matplotlib only when used
+
+    formats = parse_formats(args.format)
+    out = Path(args.out) if args.out else default_out_dir(args.runs)
+    for path in plot_runs(args.runs, out, formats):
+        print(path)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `plot` sub-command."""
+    parser = subparsers.add_parser(
+        "plot",
+        help="overlay runs: accuracy vs time/bytes/round, memory frontier, device timelines",
+        description=(
+            "Overlay fedzo run directories: accuracy vs simulated wall-clock, vs bytes "
+            "communicated and vs round; the memory frontier (BP vs ZO) when a run has "
+            "memory_frontier.json; a per-device timeline for each federated run. "
+            "Figures without data are skipped with a note."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument(
+        "--out", metavar="DIR", default=None,
+        help="output directory (default: RUN/plots for one run, ./plots for several)",
+    )
+    parser.add_argument(
+        "--format", default="png,svg", metavar="FMT[,FMT]",
+        help="comma-separated image formats: png, svg, pdf (default: png,svg)",
+    )
+    parser.set_defaults(func=run)

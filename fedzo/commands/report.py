@@ -1,0 +1,40 @@
+"""`fedzo report RUN... [--out FILE]`: one self-contained HTML page comparing runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def default_out_file(runs: list[str]) -> Path:
+    """``RUN/report.html`` for one run, ``./report.html`` for several."""
+    return Path(runs[0]) / "report.html" if len(runs) == 1 else Path("report.html")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the HTML report of ``args.runs`` and print its path."""
+    from analysis.report import write_report  # matplotlib only when used
+
+    out = Path(args.out) if args.out else default_out_file(args.runs)
+    print(write_report(args.runs, out))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `report` sub-command."""
+    parser = subparsers.add_parser(
+        "report",
+        help="write one self-contained HTML page: comparison table and figures",
+        description=(
+            "Write one HTML page (figures embedded, no external files) with a table of "
+            "run totals (accuracy, simulated and host time, bytes, peak client memory, "
+            "model hash) and the figures of `fedzo plot`."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument(
+        "--out", metavar="FILE", default=None,
+        help="output HTML file (default: RUN/report.html for one run, ./report.html for several)",
+    )
+    parser.set_defaults(func=run)
