@@ -1,0 +1,88 @@
+"""`fedzo evaluate`: zero-shot accuracy of a model on a task split (no training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from fedzo.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``evaluate`` command."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="zero-shot accuracy of a model on a task split",
+        description="Evaluate a model (prompt + verbalizer for causal LMs) on a task split.",
+    )
+    p.add_argument("--model", default="smollm2-135m", help="embedded name, local dir or hub id")
+    p.add_argument("--task", default="rotten-tomatoes", help="embedded task, hf:NAME[:CONFIG] or a path")
+    p.add_argument("--prompt", default=None, help="prompt name (default: the task's best measured)")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None, help="default: the task's")
+    p.add_argument("--seed", type=int, default=0, help="split seed of the task")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--text-column", default=None, help="text column of a user dataset")
+    p.add_argument("--label-column", default=None, help="label column of a user dataset")
+    p.add_argument("--cache-dir", default=None, help="asset cache (default: $FEDZO_CACHE or ~/.cache/fedzo)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load model and task, evaluate, print the metrics."""
+    from transformers.utils import logging as hf_logging
+
+    from fedzo.models import load_model
+    from fedzo.tasks import build_classifier, load_task
+
+    hf_logging.disable_progress_bar()
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be >= 1")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
+    load_s = time.perf_counter() - t0
+    task = load_task(
+        args.task,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
+    clf = build_classifier(loaded, task, args.prompt, max_length=args.max_length)
+    examples = task.split(args.split)[: args.limit]
+    t1 = time.perf_counter()
+    metrics = clf.evaluate(examples, batch_size=args.batch_size)
+    eval_s = time.perf_counter() - t1
+    prompt = getattr(getattr(clf, "prompt", None), "name", None)
+    result = {
+        "model": loaded.name,
+        "task": task.name,
+        "prompt": prompt,
+        "split": args.split,
+        **metrics,
+        "load_seconds": round(load_s, 2),
+        "eval_seconds": round(eval_s, 2),
+        "threads": torch.get_num_threads(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        counts = ", ".join(f"{n}={c}" for n, c in zip(task.label_names, metrics["pred_counts"], strict=True))
+        print(
+            f"{loaded.name} on {task.name}/{args.split} (prompt {prompt}): "
+            f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, n {metrics['n']}; "
+            f"predicted {counts}; load {load_s:.1f} s, eval {eval_s:.1f} s"
+        )
+    return 0

@@ -1,0 +1,89 @@
+"""Parameter-efficient wrappers (peft): which parameters a fine-tuning run may change.
+
+The trainable set is marked by ``requires_grad``; ZO code walks the parameters with
+``requires_grad`` sorted by name. LoRA targets are found by module type (every
+``nn.Linear`` inside a module whose class is an attention block), never by name
+substrings, so the same call works for Llama, BERT and other architectures.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from fedzo.errors import ConfigError
+
+__all__ = ["PEFT_MODES", "PeftMode", "apply_peft", "attention_linear_names", "trainable_names"]
+
+PeftMode = Literal["full", "lora", "prefix", "prompt"]
+PEFT_MODES: tuple[str, ...] = ("full", "lora", "prefix", "prompt")
+
+
+def _is_attention(module: nn.Module) -> bool:
+    """True for attention blocks, recognised by their class (e.g. LlamaAttention)."""
+    return type(module).__name__.endswith("Attention")
+
+
+def attention_linear_names(model: nn.Module) -> list[str]:
+    """Full names of the ``nn.Linear`` modules that sit inside attention blocks."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        if not _is_attention(module):
+            continue
+        for sub, child in module.named_modules():
+            if isinstance(child, nn.Linear) and sub:
+                names.add(f"{prefix}.{sub}" if prefix else sub)
+    return sorted(names)
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters with ``requires_grad``, sorted (the ZO walk order)."""
+    return sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def _task_type(model: nn.Module) -> str:
+    """peft task type: causal LMs (models that can generate) get the LM prompt wiring."""
+    can_generate = getattr(model, "can_generate", None)
+    return "CAUSAL_LM" if callable(can_generate) and can_generate() else "FEATURE_EXTRACTION"
+
+
+def apply_peft(
+    model: nn.Module,
+    mode: PeftMode = "full",
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    num_virtual_tokens: int = 10,
+    target_modules: list[str] | None = None,
+) -> nn.Module:
+    """Mark (and if needed wrap) ``model`` for fine-tuning with ``mode``; eval mode kept.
+
+    - ``full``: every parameter trainable, model returned as is.
+    - ``lora``: rank ``r`` adapters (scale ``alpha / r``, no dropout, so two forward
+      passes agree) on ``target_modules`` (default: the linears inside attention blocks).
+    - ``prefix`` / ``prompt``: ``num_virtual_tokens`` learned key/value prefixes or input
+      embeddings (peft prefix / prompt tuning).
+    """
+    if mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    if mode == "lora":
+        targets = target_modules if target_modules is not None else attention_linear_names(model)
+        if not targets:
+            raise ConfigError(
+                f"peft mode 'lora': no nn.Linear inside an attention block of "
+                f"{type(model).__name__}; pass target_modules=[...] explicitly"
+            )
+        config: object = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
+    elif mode == "prefix":
+        config = PrefixTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens)
+    elif mode == "prompt":
+        config = PromptTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens)
+    else:
+        raise ConfigError(f"peft mode {mode!r} is not one of {', '.join(PEFT_MODES)}")
+    wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
+    return wrapped.eval()

@@ -1,0 +1,242 @@
+"""Classifiers over a loaded model: prompt + verbalizer for causal LMs, pooled head for encoders.
+
+Both are ``nn.Module`` s whose ``named_parameters()`` hold everything trainable (the
+backbone, possibly PEFT-wrapped, and for encoders the linear head), so a ZO optimizer can
+walk the parameters with ``requires_grad`` in sorted-name order. Both share
+``batches / logits / loss / predict / evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedzo.errors import ConfigError
+from fedzo.models.loading import LoadedModel
+from fedzo.tasks.batching import Batch, make_batches
+from fedzo.tasks.metrics import accuracy, macro_f1
+from fedzo.tasks.types import Example, Prompt, Task
+
+__all__ = ["Classifier", "EncoderClassifier", "PromptClassifier", "build_classifier", "last_positions"]
+
+
+def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad token of each row, for left or right padding: (B,)."""
+    idx = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * idx).argmax(dim=1)
+
+
+class Classifier(nn.Module):
+    """Shared batching, loss and metrics; subclasses define ``encode`` and ``logits``."""
+
+    def __init__(self, loaded: LoadedModel, task: Task, max_length: int | None) -> None:
+        super().__init__()
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.task = task
+        self.max_length = max_length or task.max_length
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes."""
+        return self.task.num_labels
+
+    def encode(self, text: str) -> list[int]:  # pragma: no cover - abstract
+        """Token ids for one example text, at most ``max_length`` long."""
+        raise NotImplementedError
+
+    def logits(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        """Class scores (B, num_labels)."""
+        raise NotImplementedError
+
+    def _encode_cached(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = self._cache[text] = self.encode(text)
+        return ids
+
+    def batches(
+        self, examples: Sequence[Example], batch_size: int, *, seed: int = 0, shuffle: bool = False
+    ) -> Iterator[Batch]:
+        """Padded batches (to the batch's longest, truncated to ``max_length``)."""
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ConfigError(f"the tokenizer of model {type(self.model).__name__} has no pad token")
+        side = getattr(self.tokenizer, "padding_side", "right")
+        return make_batches(
+            examples, batch_size, self._encode_cached, pad_id=pad_id, side=side, seed=seed, shuffle=shuffle
+        )
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy of the class scores against ``batch.labels`` (a scalar)."""
+        return F.cross_entropy(self.logits(batch), batch.labels)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """Predicted class per row (B,)."""
+        return self.logits(batch).argmax(dim=-1)
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[Example], batch_size: int = 16) -> dict[str, Any]:
+        """``accuracy``, ``macro_f1``, ``n`` and ``pred_counts`` (predictions per class)."""
+        device = next(self.parameters()).device
+        labels: list[int] = []
+        preds: list[int] = []
+        for batch in self.batches(examples, batch_size):
+            preds += self.predict(batch.to(device)).tolist()
+            labels += batch.labels.tolist()
+        return {
+            "accuracy": accuracy(labels, preds),
+            "macro_f1": macro_f1(labels, preds, self.num_labels),
+            "n": len(labels),
+            "pred_counts": [preds.count(c) for c in range(self.num_labels)],
+        }
+
+
+class PromptClassifier(Classifier):
+    """MeZO-style prompt classification with a causal LM.
+
+    The example is rendered with the prompt; the scores are the LM logits of the
+    verbalizer tokens at the last non-pad position. Only that position goes through the
+    output head: a pre-hook on the head selects it, which works whatever wraps the model
+    (PEFT LoRA, prefix or prompt tuning) and for left or right padding.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, task: Task, prompt: str | None = None, *, max_length: int | None = None
+    ) -> None:
+        super().__init__(loaded, task, max_length)
+        if loaded.kind != "causal-lm":
+            raise ConfigError(f"PromptClassifier needs a causal LM; model {loaded.name!r} is an {loaded.kind}")
+        self.prompt: Prompt = task.prompt(prompt)
+        if len(self.prompt.verbalizer) != task.num_labels:
+            raise ConfigError(
+                f"prompt {self.prompt.name!r} has {len(self.prompt.verbalizer)} label words, "
+                f"task {task.name!r} has {task.num_labels} labels"
+            )
+        self.register_buffer(
+            "label_token_ids", torch.tensor(self._label_tokens(loaded.name), dtype=torch.long), persistent=False
+        )
+
+    def _label_tokens(self, model_name: str) -> list[int]:
+        """The single token id of each verbalizer word; error if a word is not one token."""
+        ids = []
+        for label, word in zip(self.task.label_names, self.prompt.verbalizer, strict=True):
+            toks = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            unk = self.tokenizer.unk_token_id
+            if unk is not None and toks == [unk]:
+                raise ConfigError(
+                    f"prompt {self.prompt.name!r} of task {self.task.name!r}: label word {word!r} "
+                    f"(label {label!r}) is unknown to the tokenizer of model {model_name!r}; "
+                    f"choose another prompt ({', '.join(self.task.prompts)})"
+                )
+            if len(toks) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(toks)
+                raise ConfigError(
+                    f"prompt {self.prompt.name!r} of task {self.task.name!r}: label word {word!r} "
+                    f"(label {label!r}) is {len(toks)} tokens {pieces} for model {model_name!r}; "
+                    "each label word must be a single token. Choose another prompt "
+                    f"({', '.join(self.task.prompts)}) or a verbalizer of single-token words"
+                )
+            ids.append(toks[0])
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"prompt {self.prompt.name!r}: two labels share a token {ids}")
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt token ids; an over-long text is cut (never the prompt's answer cue)."""
+        special = not self.prompt.chat
+        tok = self.tokenizer
+
+        def ids_for(t: str) -> list[int]:
+            return list(tok(self.prompt.render(t, tok), add_special_tokens=special)["input_ids"])
+
+        ids = ids_for(text)
+        if len(ids) <= self.max_length:
+            return ids
+        text_ids = tok(text, add_special_tokens=False)["input_ids"]
+        keep = len(text_ids) - (len(ids) - self.max_length)
+        while keep > 0:
+            ids = ids_for(tok.decode(text_ids[:keep]))
+            if len(ids) <= self.max_length:
+                return ids
+            keep -= max(1, len(ids) - self.max_length)
+        raise ConfigError(
+            f"max_length {self.max_length} is too short for prompt {self.prompt.name!r} "
+            f"({len(ids_for(''))} tokens without any text)"
+        )
+
+    def _prompt_learning(self) -> bool:
+        config = getattr(self.model, "active_peft_config", None)
+        return bool(getattr(config, "is_prompt_learning", False))
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Verbalizer logits at the answer position (B, num_labels)."""
+        mask = batch.attention_mask
+        from_end = mask.shape[1] - 1 - last_positions(mask)  # (B,)
+        rows = torch.arange(mask.shape[0], device=mask.device)
+
+        def select(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            hidden = args[0]  # (B, T', H); T' > T when virtual tokens were prepended
+            return (hidden[rows, hidden.shape[1] - 1 - from_end].unsqueeze(1), *args[1:])
+
+        head = self.model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(select)
+        kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask, "use_cache": False}
+        if not self._prompt_learning():
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        try:
+            out = self.model(**kwargs)
+        finally:
+            handle.remove()
+        scores = out.logits[:, -1, :]  # (B, V)
+        return scores.index_select(-1, self.label_token_ids)
+
+
+class EncoderClassifier(Classifier):
+    """Mean-pooled encoder states followed by a linear head (seeded init, trainable)."""
+
+    def __init__(
+        self, loaded: LoadedModel, task: Task, *, max_length: int | None = None, seed: int = 0
+    ) -> None:
+        super().__init__(loaded, task, max_length)
+        config = getattr(loaded.model, "config", None)
+        hidden = getattr(config, "hidden_size", None)
+        if hidden is None:
+            raise ConfigError(f"model {loaded.name!r} has no config.hidden_size for a classification head")
+        dtype = next(loaded.model.parameters()).dtype
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = nn.Linear(hidden, task.num_labels, dtype=dtype)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids with the tokenizer's special tokens, truncated to ``max_length``."""
+        return list(self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"])
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Head scores of the mean of non-pad token states (B, num_labels)."""
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        states = out.last_hidden_state  # (B, T', H)
+        mask = batch.attention_mask
+        extra = states.shape[1] - mask.shape[1]  # virtual tokens of prompt tuning
+        if extra > 0:
+            mask = torch.cat([mask.new_ones(mask.shape[0], extra), mask], dim=1)
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def build_classifier(
+    loaded: LoadedModel, task: Task, prompt: str | None = None, *, max_length: int | None = None
+) -> Classifier:
+    """A :class:`PromptClassifier` for causal LMs, an :class:`EncoderClassifier` for encoders."""
+    if loaded.kind == "causal-lm":
+        return PromptClassifier(loaded, task, prompt, max_length=max_length)
+    if prompt is not None:
+        raise ConfigError(f"prompt {prompt!r} given, but model {loaded.name!r} is an encoder (no prompts)")
+    return EncoderClassifier(loaded, task, max_length=max_length)
