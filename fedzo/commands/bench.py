@@ -23,6 +23,11 @@ def register(sub: Any) -> None:
     z.add_argument("--no-compile", action="store_true", help="eager portable generator only")
     z.add_argument("--json", action="store_true", help="print the report as JSON")
     z.set_defaults(func=_zo)
+    f = bsub.add_parser("federation", help="uplink bytes per client-round; server time 1000 vs 10 clients")
+    f.add_argument("--k", type=int, default=10, help="local steps (seeds) per round")
+    f.add_argument("--numel", type=int, default=500_000, help="parameters the server replays onto")
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    f.set_defaults(func=_federation)
 
 
 def _zo(args: argparse.Namespace) -> int:
@@ -33,5 +38,13 @@ def _zo(args: argparse.Namespace) -> int:
         model = "tiny-llama"
     report = run_bench(model, args.batch, args.seq, repeats=args.repeats, compile=not args.no_compile,
                        chunk_size=args.chunk_size, threads=args.threads)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _federation(args: argparse.Namespace) -> int:
+    from fedzo.bench.federation import format_report, run_bench
+
+    report = run_bench(numel=args.numel, k=args.k)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

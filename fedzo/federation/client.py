@@ -1,0 +1,300 @@
+"""The client side: a worker that answers ``train`` messages with K x q scalars.
+
+A worker (a Ray actor in simulation, a client-app process in deployment, this process
+in the in-process engine) keeps ONE clean model synced to some round of the global
+model and ONE working copy (the classifier's own parameters), cached at module level
+so that consecutive virtual clients on the same worker reuse the loaded model.
+
+Per message: the clean copy is brought to ``global(r - 1)`` exactly (the message's
+catch-up, or, when this worker's cache sits at another round than the client's last
+sync, a re-sync from the run's update log), copied into the working copy, and the K
+local ZO steps run from there with the server's seeds on this client's partition.
+Nothing client-specific survives the message: the working copy is overwritten from
+the clean copy every time, batches come from explicit seeds, no global RNG is used.
+
+Where the run's update log is not reachable (the deployment engine: a fresh client-app
+process per message, the server on another machine), the clean copy lives on in the
+node's on-disk cache (:mod:`fedzo.federation.nodecache`) between messages instead.
+
+FedAvg backprop messages (:mod:`fedzo.federation.fedavg_client`) arrive through the
+same ClientApp and the same handshake; :func:`handle` tells them apart by their records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedzo.errors import ConfigError, FedzoError
+from fedzo.federation.catchup import SeedPool
+from fedzo.federation.config import FederatedRunConfig
+from fedzo.federation.nodecache import NodeCache, default_base
+from fedzo.federation.messages import (
+    Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest,
+)
+from fedzo.zo import (
+    EstimatorConfig, NoiseSpec, ParamSet, Perturber, UpdateLog, derive_seed, make_zo_optimizer, zo_step,
+)
+
+BATCH_TAG = 0xBA7C
+SETUP_STATE_KEY = "fz.setup"
+
+
+class CatchUpError(FedzoError):
+    """The worker cannot reach the round the server asked for."""
+
+
+def config_digest(config_json: str) -> str:
+    """Short digest naming a run configuration (sent with every train message)."""
+    return hashlib.sha256(config_json.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ClientSetup:
+    """What a client needs besides the messages: the run config and where to re-sync from."""
+
+    run: FederatedRunConfig
+    resync_log: str | None = None  # the run's update log (simulation / in-process only)
+
+    def to_json(self) -> str:
+        """Canonical JSON (its digest names the setup)."""
+        return json.dumps({"run": self.run.model_dump(mode="json"), "resync_log": self.resync_log},
+                          sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ClientSetup:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        return cls(FederatedRunConfig.model_validate(data["run"]), data.get("resync_log"))
+
+
+class Worker:
+    """One loaded model: the clean synced copy and the working copy."""
+
+    def __init__(self, setup: ClientSetup) -> None:
+        from fedzo.tasks import partition
+        from fedzo.train import build_objective
+
+        self.setup = setup
+        self.digest = config_digest(setup.to_json())
+        run = setup.run
+        fed = run.federation
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        self.objective = build_objective(run.objective_config())
+        clf = self.objective.classifier
+        self.work = ParamSet.from_module(clf)
+        self.spec = NoiseSpec(fed.generator, fed.distribution, fed.chunk_size)
+        self.initial = self.work.snapshot()
+        self.clean = ParamSet.from_tensors({n: t.clone() for n, t in self.initial.items()})
+        self.round = 0
+        self.work_perturber = Perturber(self.work, self.spec)
+        self.clean_perturber = Perturber(self.clean, self.spec)
+        labels = [int(e.label) for e in self.objective.train]
+        self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha,
+                                    seed=fed.seed)
+
+    # -- catch-up ----------------------------------------------------------------------
+    def _reset_clean(self) -> None:
+        self.clean.load(self.initial)
+        self.round = 0
+
+    def _apply_pairs(self, seeds: tuple[int, ...], coefs: tuple[float, ...]) -> None:
+        for seed, coef in zip(seeds, coefs, strict=True):
+            self.clean_perturber.apply(seed, (coef,))
+
+    def _rebuild_pool(self, seeds: tuple[int, ...], coefs: tuple[float, ...], to_round: int) -> None:
+        self._reset_clean()
+        self._apply_pairs(seeds, coefs)
+        self.round = to_round
+
+    def _resync_from_log(self, to_round: int) -> None:
+        path = self.setup.resync_log
+        if path is None:
+            raise CatchUpError(f"node holds round {self.round}, the message catches up from another "
+                               f"round, and no update log is available to re-sync to round {to_round}; "
+                               "use catch_up: full or auto, or keep the node cache (cache-dir) between rounds")
+        log, _ = UpdateLog.load(path)
+        if (log.last_round or 0) < to_round:
+            raise CatchUpError(f"update log {path} ends at round {log.last_round}; need round {to_round}")
+        fed = self.setup.run.federation
+        if fed.catch_up == "seed_pool":
+            pool = SeedPool(fed.seed, fed.seed_pool_size)
+            pool.accumulate([(e.seed, e.coefficient) for e in log.entries(upto=to_round)])
+            cu = pool.catch_up(to_round)
+            self._rebuild_pool(cu.seeds, cu.coefs, to_round)
+            return
+        if self.round > to_round:
+            self._reset_clean()
+        for e in log.entries(after=self.round, upto=to_round):
+            self.clean_perturber.apply(e.seed, e.alphas)
+        self.round = to_round
+
+    def catch_up(self, d: Downlink, cache: NodeCache | None = None) -> str:
+        """Bring the clean copy to ``global(d.catch_up.to_round)``; returns how it was done.
+
+        With a node ``cache``: start from the cached synced model when it is at another
+        round than the one in memory (a fresh process), and save the result.
+        """
+        if cache is not None:
+            cached = cache.load(self.digest)
+            if cached is not None and cached.round != self.round:
+                self.clean.load(cached.tensors)
+                self.round = cached.round
+        how = self._catch_up(d)
+        if cache is not None and how != "cached":
+            cache.save(self.round, self.digest, dict(zip(self.clean.names, self.clean.tensors, strict=True)))
+        return how
+
+    def _catch_up(self, d: Downlink) -> str:
+        cu = d.catch_up
+        if cu.kind == "full":
+            assert cu.weights is not None
+            self.clean.load({k: torch.from_numpy(v.copy()) for k, v in cu.weights.items()})
+            self.round = cu.to_round
+            return "full"
+        if self.round == cu.to_round:
+            return "cached"
+        if cu.kind == "seed_pool":
+            self._rebuild_pool(cu.seeds, cu.coefs, cu.to_round)
+            return "seed_pool"
+        if cu.kind == "replay" and self.round == cu.from_round:
+            self._apply_pairs(cu.seeds, cu.coefs)
+            self.round = cu.to_round
+            return "replay"
+        self._resync_from_log(cu.to_round)
+        return "log"
+
+    # -- training ----------------------------------------------------------------------
+    def batch(self, client: int, round_: int, step: int) -> Any:
+        """The minibatch of local step ``step``: a pure function of (seed, round, client, step)."""
+        fed = self.setup.run.federation
+        part = self.partitions[client]
+        rng = random.Random(derive_seed(fed.seed, BATCH_TAG, round_, client, step))
+        picked = [self.objective.train[i] for i in rng.sample(part, min(fed.batch_size, len(part)))]
+        clf = self.objective.classifier
+        return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)  # type: ignore[operator]
+
+    def train(self, d: Downlink, cache: NodeCache | None = None) -> Uplink:
+        """Catch up, then K local ZO steps from ``global(r - 1)``; returns the scalars."""
+        fed = self.setup.run.federation
+        if not 0 <= d.client < fed.num_clients:
+            raise ConfigError(f"client {d.client} is out of range; allowed: 0..{fed.num_clients - 1}")
+        t0 = time.perf_counter()
+        self.catch_up(d, cache)
+        self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
+        est = EstimatorConfig(fed.estimator, d.eps, d.q)
+        opt = make_zo_optimizer(fed.optimizer)
+        clf = self.objective.classifier
+        if torch.cuda.is_available() and self.objective.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.objective.device)
+        scalars: list[float] = []
+        losses: list[float] = []
+        examples = 0
+        for k, seed in enumerate(d.seeds):
+            batch = self.batch(d.client, d.round, k)
+            examples += len(batch.labels)
+
+            def loss_fn(b: Any = batch) -> float:
+                with torch.no_grad():
+                    return float(clf.loss(b))  # type: ignore[operator]
+
+            res = zo_step(self.work_perturber, loss_fn, seed, est, opt, d.lr)
+            scalars.extend(res.grads)
+            losses.append(res.loss)
+        seconds = time.perf_counter() - t0
+        return Uplink(d.round, d.client, tuple(scalars), seeds_digest(d.seeds), examples,
+                      sum(losses) / len(losses), losses[-1], seconds, peak_memory_bytes(self.objective.device))
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process so far: allocated on a CUDA device, else peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    from fedzo.runs import peak_rss_bytes
+
+    return peak_rss_bytes()
+
+
+_WORKER: Worker | None = None
+_WORKER_DIGEST: str | None = None
+
+
+def get_worker(setup_json: str) -> Worker:
+    """The module-level worker for this setup (rebuilt when the setup changes)."""
+    global _WORKER, _WORKER_DIGEST
+    digest = config_digest(setup_json)
+    if _WORKER is None or _WORKER_DIGEST != digest:
+        _WORKER = None
+        _WORKER = Worker(ClientSetup.from_json(setup_json))
+        _WORKER_DIGEST = digest
+    return _WORKER
+
+
+def reset_worker() -> None:
+    """Forget the cached worker (tests)."""
+    global _WORKER, _WORKER_DIGEST
+    _WORKER, _WORKER_DIGEST = None, None
+
+
+def _partition_id(context: Context) -> int:
+    pid = context.node_config.get("partition-id")
+    if pid is None:
+        raise ConfigError("node_config has no 'partition-id'; start the SuperNode with "
+                          "--node-config 'partition-id=I num-partitions=N'")
+    return int(pid)  # type: ignore[call-overload]
+
+
+def node_cache(context: Context) -> NodeCache:
+    """This node's on-disk synced-model cache for the current run."""
+    return NodeCache(default_base(dict(context.node_config)), _partition_id(context), context.run_id)
+
+
+def _setup_json(context: Context, digest: str) -> str:
+    if SETUP_STATE_KEY not in context.state:
+        raise CatchUpError("train message before setup: this node never received the run configuration")
+    setup_json = str(context.state.config_records[SETUP_STATE_KEY]["cfg"])
+    if config_digest(setup_json) != digest:
+        raise CatchUpError(f"train message for configuration {digest}; this node was set up "
+                           f"with {config_digest(setup_json)}")
+    return setup_json
+
+
+def handle(content: RecordDict, context: Context) -> RecordDict:
+    """Answer one downlink: ``setup`` stores the run config, ``train`` returns scalars
+    (seeds-and-scalars) or trained weights (FedAvg baseline)."""
+    from fedzo.federation import fedavg_client
+
+    if fedavg_client.is_fedavg_downlink(content):
+        cfg = content.config_records[fedavg_client.CONFIG_KEY]
+        worker = get_worker(_setup_json(context, str(cfg[fedavg_client.DIGEST_KEY])))
+        return fedavg_client.train_local(worker, _partition_id(context), content)
+    d = parse_downlink(content)
+    if d.op == "setup":
+        from flwr.app import ConfigRecord
+
+        context.state[SETUP_STATE_KEY] = ConfigRecord({"cfg": d.config_json})
+        worker = get_worker(d.config_json)
+        pid = _partition_id(context)
+        if worker.setup.resync_log is None and worker.setup.run.federation.is_zo:
+            node_cache(context).start_run()
+        return build_setup_reply(pid)
+    worker = get_worker(_setup_json(context, d.config_digest))
+    cache = node_cache(context) if worker.setup.resync_log is None else None
+    return build_uplink(worker.train(d, cache))
+
+
+app = ClientApp()
+
+
+@app.train()
+def _train(msg: Message, context: Context) -> Message:
+    return Message(handle(msg.content, context), reply_to=msg)

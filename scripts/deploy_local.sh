@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Run a fedzo scenario on Flower's deployment engine: a real flower-superlink and N
+# flower-supernode processes, then `flwr run` of the fedzo app (scripts/fedzo-app) with
+# the scenario path as run config. Waits for the run, checks its final status with
+# `flwr ls` (`flwr run --stream` exits 0 even when the ServerApp failed), prints the
+# summary, and stops every process it started by its PID (trap on exit).
+#
+# Usage: scripts/deploy_local.sh SCENARIO [options]
+#   --out DIR          run directory (default: runs/<scenario name>-deploy)
+#   --nodes N          SuperNodes to start here (default: the scenario's num_clients;
+#                      0 with --host 0.0.0.0 to wait for boards on the LAN instead)
+#   --host HOST        SuperLink bind address (default 127.0.0.1; 0.0.0.0 for a LAN)
+#   --port PORT        SuperLink port (default: a free port)
+#   --timeout SECONDS  give up after this long (default 1800)
+#   --logs DIR         keep process logs here (default: a temporary directory, removed
+#                      on success and kept, with its path printed, on failure)
+#   --resume           continue the run in --out instead of starting it afresh
+# Environment: FLWR_* and FEDZO_* variables pass through to all processes.
+set -euo pipefail
+
+die() { echo "deploy_local: $*" >&2; exit 2; }
+
+SCENARIO="" OUT="" NODES="" HOST="127.0.0.1" PORT="" TIMEOUT=1800 LOGS="" RESUME=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT="$2"; shift 2 ;;
+    --nodes) NODES="$2"; shift 2 ;;
+    --host) HOST="$2"; shift 2 ;;
+    --port) PORT="$2"; shift 2 ;;
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    --logs) LOGS="$2"; shift 2 ;;
+    --resume) RESUME=true; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option $1 (see --help)" ;;
+    *) [ -z "$SCENARIO" ] || die "one scenario only (got $SCENARIO and $1)"; SCENARIO="$1"; shift ;;
+  esac
+done
+[ -n "$SCENARIO" ] || die "give a scenario file (see --help)"
+[ -f "$SCENARIO" ] || die "$SCENARIO: no such file"
+for tool in flower-superlink flower-supernode flwr python; do
+  command -v "$tool" >/dev/null || die "$tool not found: activate the environment where fedzo is installed"
+done
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+APP="$REPO/scripts/fedzo-app"
+SCENARIO="$(cd "$(dirname "$SCENARIO")" && pwd)/$(basename "$SCENARIO")"
+# name and num_clients from the validated scenario (fails early on a bad file)
+read -r NAME NUM_CLIENTS < <(python -c '
+import sys
+from fedzo.scenario import load_scenario
+s = load_scenario(sys.argv[1])
+print(s.name, s.federation.num_clients)' "$SCENARIO")
+NODES="${NODES:-$NUM_CLIENTS}"
+OUT="${OUT:-runs/$NAME-deploy}"
+mkdir -p "$(dirname "$OUT")"
+OUT="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
+
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="${PORT:-$(free_port)}"
+
+KEEP_LOGS=true
+if [ -z "$LOGS" ]; then LOGS="$(mktemp -d -t fedzo-deploy.XXXXXX)"; KEEP_LOGS=false; fi
+mkdir -p "$LOGS"
+export FLWR_HOME="$LOGS/flwr-home"   # a private Flower CLI config: never touches ~/.flwr
+export FLWR_TELEMETRY_ENABLED="${FLWR_TELEMETRY_ENABLED:-0}"
+export FLWR_DISABLE_UPDATE_CHECK="${FLWR_DISABLE_UPDATE_CHECK:-1}"
+mkdir -p "$FLWR_HOME"
+cat > "$FLWR_HOME/config.toml" <<EOF
+[superlink]
+default = "fedzo-deploy"
+
+[superlink.fedzo-deploy]
+address = "127.0.0.1:$PORT"
+insecure = true
+EOF
+
+PIDS=()
+STATUS=1
+cleanup() {
+  # Stop what this script started, by PID: each process leads its own process group
+  # (setsid), so its children (flwr-serverapp, flwr-clientapp) stop with it.
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=false
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+    $alive || break
+    sleep 0.2
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  if [ "$STATUS" -eq 0 ] && ! $KEEP_LOGS; then rm -rf "$LOGS"; else echo "deploy_local: logs in $LOGS" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+SETSID=""; command -v setsid >/dev/null && SETSID=setsid   # util-linux; without it, PIDs only
+start() {  # start NAME CMD...: in its own process group, logging to $LOGS/NAME.log
+  local name="$1"; shift
+  $SETSID "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
+}
+
+start superlink flower-superlink --insecure --host "$HOST" --port "$PORT" \
+  --disable-runtime-dependency-installation
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$LOGS/superlink.log" >&2; die "the SuperLink exited"; }
+  sleep 0.2
+done
+echo "deploy_local: SuperLink on $HOST:$PORT (pid ${PIDS[0]}); starting $NODES SuperNode(s)"
+for i in $(seq 0 $((NODES - 1))); do
+  start "supernode-$i" flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port "$(free_port)" \
+    --node-config "partition-id=$i num-partitions=$NUM_CLIENTS cache-dir=\"$LOGS/node-cache\""
+done
+
+echo "deploy_local: pids ${PIDS[*]}"
+
+RUN_CONFIG="scenario=\"$SCENARIO\" out=\"$OUT\" force=$( $RESUME && echo false || echo true ) resume=$RESUME"
+SUBMIT="$(flwr run "$APP" fedzo-deploy --run-config "$RUN_CONFIG" --format json 2>"$LOGS/flwr-run.err")" || {
+  cat "$LOGS/flwr-run.err" >&2; die "flwr run failed"; }
+RUN_ID="$(python -c 'import json, sys; print(json.loads(sys.argv[1])["run-id"])' "$SUBMIT")" || die "flwr run answered: $SUBMIT"
+echo "deploy_local: run $RUN_ID submitted; writing $OUT"
+
+# Poll the run's status: finished:completed is success; finished:failed/stopped is not.
+DEADLINE=$((SECONDS + TIMEOUT))
+while :; do
+  LS="$(flwr ls fedzo-deploy --run-id "$RUN_ID" --format json 2>/dev/null || true)"
+  STATE="$(python -c '
+import json, sys
+try:
+    runs = json.loads(sys.argv[1]).get("runs", [])
+except ValueError:
+    runs = []
+print(runs[0]["status"] if runs else "unknown")' "$LS")"
+  case "$STATE" in
+    finished:completed) break ;;
+    finished:*) flwr log "$RUN_ID" fedzo-deploy --show >"$LOGS/run.log" 2>&1 || true
+                die "run $RUN_ID ended with status $STATE (ServerApp log: $LOGS/run.log)" ;;
+  esac
+  [ "$SECONDS" -lt "$DEADLINE" ] || die "run $RUN_ID still '$STATE' after ${TIMEOUT} s"
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "process $pid exited early (logs in $LOGS)"; done
+  sleep 1
+done
+[ -f "$OUT/summary.json" ] || die "run $RUN_ID completed but $OUT/summary.json is missing"
+STATUS=0
+echo "deploy_local: run $RUN_ID completed"
+python -c 'import json, sys; s = json.load(open(sys.argv[1])); print(json.dumps({k: s.get(k) for k in ("name", "method", "final_accuracy", "bytes_up", "bytes_down", "model_sha256")}))' "$OUT/summary.json"

@@ -1,0 +1,44 @@
+"""A tiny federated scenario shared by the engine tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedzo.federation.config import FederatedRunConfig, FederationConfig
+
+
+def tiny_config(**fed: Any) -> FederatedRunConfig:
+    """4 clients, 2 per round, 3 rounds of K=3 local steps on the tiny model."""
+    base: dict[str, Any] = dict(num_clients=4, clients_per_round=2, rounds=3, local_steps=3, lr=1e-3,
+                                batch_size=8, round_timeout=120, seed_pool_size=16)
+    return FederatedRunConfig(model="tiny-llama", task="synthetic-sentiment", train_examples=128,
+                              eval_examples=32, threads=1, federation=FederationConfig(**{**base, **fed}))
+
+
+TIMING_KEYS = {"host_seconds", "sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
+               "sim_compute_end", "sim_end", "host_compute_seconds", "peak_memory_bytes"}
+
+
+def metrics_without_timings(run: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl minus the fields that measure host time or memory."""
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out.append({k: v for k, v in rec.items() if k not in TIMING_KEYS})
+    return out
+
+
+@pytest.fixture(scope="session")
+def fed_config() -> Any:
+    """The tiny scenario builder."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def strip_timings() -> Any:
+    """The metrics reader that drops timings."""
+    return metrics_without_timings

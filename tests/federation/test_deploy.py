@@ -1,0 +1,102 @@
+"""The deployment path without processes: the ServerApp's run config, the Flower app
+project, and nodes that keep their synced model only in their on-disk cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import fedzo.federation.client as client_mod
+from fedzo.errors import ConfigError
+from fedzo.federation.client import CatchUpError, ClientSetup, Worker
+from fedzo.federation.deploy import read_run_config
+from fedzo.federation.inprocess import InProcessGrid, InProcessTransport
+from fedzo.federation.messages import CatchUp, Downlink
+from fedzo.federation.nodecache import NodeCache
+from fedzo.federation.run import run_federated, run_on_grid
+from fedzo.federation.server import step_seeds
+
+REAL_GET_WORKER = client_mod.get_worker
+APP = Path(__file__).resolve().parents[2] / "scripts" / "fedzo-app"
+
+
+@pytest.fixture
+def fresh_process_per_message(monkeypatch, tmp_path):
+    """Every message gets a newly built worker, as a board's fresh client-app process does."""
+    monkeypatch.setenv("FEDZO_NODE_CACHE", str(tmp_path / "cache"))
+    built: list[Worker] = []
+
+    def fresh(setup_json: str) -> Worker:
+        built.append(Worker(ClientSetup.from_json(setup_json)))
+        return built[-1]
+
+    monkeypatch.setattr(client_mod, "get_worker", fresh)
+    return built
+
+
+@pytest.mark.parametrize("optimizer", ["zo-sgd", "fo-sgd"])
+def test_nodes_without_the_log_reach_the_same_model(tmp_path, monkeypatch, fed_config,
+                                                    fresh_process_per_message, optimizer) -> None:
+    """4 clients, 2 per round, 3 rounds: returning clients catch up from their node cache."""
+    cfg = fed_config(optimizer=optimizer, **({"lr": 0.05} if optimizer == "fo-sgd" else {}))
+    deployed = run_on_grid(cfg, tmp_path / "deployed", InProcessGrid(InProcessTransport(4)))
+    built = len(fresh_process_per_message)
+    monkeypatch.setattr(client_mod, "get_worker", REAL_GET_WORKER)
+    client_mod.reset_worker()
+    reference = run_federated(cfg, tmp_path / "reference")
+    assert deployed["model_sha256"] == reference["model_sha256"]
+    statuses = [json.loads(x).get("status") for x in (tmp_path / "deployed" / "metrics.jsonl").read_text().splitlines()]
+    assert statuses.count("ok") == 6 and set(statuses) <= {None, "ok"}
+    assert built == 4 + 3 * 2  # handshake + one fresh worker per train message
+    caches = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.safetensors"))
+    if optimizer == "zo-sgd":
+        assert caches and all(str(p).endswith("run-1/synced.safetensors") for p in caches)
+    else:
+        assert caches == []  # FedAvg sends the weights every round
+
+
+def test_a_fresh_node_without_cache_or_log_refuses_a_partial_catch_up(fed_config) -> None:
+    worker = Worker(ClientSetup(fed_config(), None))
+    d = Downlink("train", 3, 0, step_seeds(0, 3, 3), 1e-3, 1e-3, 1, CatchUp("replay", 1, 2, (5,), (0.1,)))
+    with pytest.raises(CatchUpError, match="cache-dir"):
+        worker.train(d)
+
+
+def test_node_cache_round_trip_and_cleanup(tmp_path) -> None:
+    import torch
+
+    old = NodeCache(tmp_path, 0, 7)
+    old.save(2, "abc", {"w": torch.ones(3)})
+    new = NodeCache(tmp_path, 0, 8)
+    new.save(5, "abc", {"w": torch.arange(3.0)})
+    got = new.load("abc")
+    assert got is not None and got.round == 5 and torch.equal(got.tensors["w"], torch.arange(3.0))
+    assert new.load("other-config") is None
+    new.start_run()
+    assert not old.dir.exists() and new.path.exists()
+
+
+def test_read_run_config(tmp_path) -> None:
+    scen = tmp_path / "s.yaml"
+    scen.write_text("name: x\n")
+    assert read_run_config({"scenario": str(scen), "out": "", "force": True, "resume": False}) == (
+        scen, None, True, False)
+    with pytest.raises(ConfigError, match="scenario"):
+        read_run_config({"scenario": ""})
+    with pytest.raises(ConfigError, match="no such file"):
+        read_run_config({"scenario": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ConfigError, match="force"):
+        read_run_config({"scenario": str(scen), "force": "yes"})
+
+
+def test_flower_app_project_is_valid() -> None:
+    """`flwr run scripts/fedzo-app` accepts the project and can import both components."""
+    import tomllib
+
+    from flwr.common.config import validate_config
+
+    config = tomllib.loads((APP / "pyproject.toml").read_text())
+    ok, errors, _ = validate_config(config, check_module=True, project_dir=APP)
+    assert ok, errors
