@@ -1,0 +1,121 @@
+"""`fedzo memory`: BP vs ZO memory breakdown, largest model per budget, validation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from fedzo.devices.units import format_bytes, parse_bytes
+from fedzo.errors import ConfigError
+
+_ROWS = (
+    "weights", "gradients", "optimizer_states", "optimizer_temporaries", "activations",
+    "logits", "perturbation_chunk", "runtime_overhead", "allocator_reserve",
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `memory` sub-command."""
+    p = subparsers.add_parser(
+        "memory", help="predict training memory (BP vs ZO); --validate measures it",
+        description="Predict the peak memory of BP and ZO training of a model, or with "
+        "--validate measure real peaks on this CPU and compare.",
+    )
+    p.add_argument("--model", default="smollm2-135m",
+                   help="architecture name (see fedzo.devices.architectures.MODEL_CONFIGS)")
+    p.add_argument("--batch", type=int, default=16, help="batch size")
+    p.add_argument("--seq", type=int, default=64, help="sequence length in tokens")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--peft", default="full", choices=["full", "lora", "prefix"])
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam"],
+                   help="BP optimizer (ZO keeps no optimizer state)")
+    p.add_argument("--checkpoint-fraction", type=float, default=0.0,
+                   help="share of layers recomputed in backward (BP)")
+    p.add_argument("--budget", help='memory budget, e.g. "1GB": also print the largest '
+                   "model of the family that fits, BP and ZO")
+    p.add_argument("--device", help="device profile name: use its budget and check the fit")
+    p.add_argument("--validate", action="store_true",
+                   help="measure peaks in fresh subprocesses and compare (about 3 min)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _estimate(args: argparse.Namespace, model: str, mode: str) -> Any:
+    from fedzo.devices.architectures import model_config
+    from fedzo.devices.memory import estimate_memory
+
+    return estimate_memory(
+        model_config(model), mode, batch=args.batch, seq=args.seq,  # type: ignore[arg-type]
+        dtype=args.dtype, peft=args.peft, lora_rank=args.lora_rank,
+        optimizer=args.optimizer, checkpoint_fraction=args.checkpoint_fraction,
+    )
+
+
+def largest_fitting(args: argparse.Namespace, budget: int, mode: str) -> str | None:
+    """Largest member of ``args.model``'s family whose ``mode`` training fits ``budget``."""
+    from fedzo.devices.architectures import FAMILIES, family_of
+
+    best = None
+    for name in FAMILIES[family_of(args.model)]:
+        if _estimate(args, name, mode).total <= budget:
+            best = name
+    return best
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print breakdowns (or the validation table); returns the exit code."""
+    if args.validate:
+        from fedzo.devices.validate import format_table, results_json, validate
+
+        results = validate()
+        print(json.dumps(results_json(results), indent=2) if args.json else format_table(results))
+        return 0
+    if args.batch < 1 or args.seq < 1:
+        raise ConfigError(f"--batch/--seq: must be >= 1 (got {args.batch}, {args.seq})")
+    bp, zo = _estimate(args, args.model, "bp"), _estimate(args, args.model, "zo")
+    budget = None
+    if args.budget is not None:
+        try:
+            budget = parse_bytes(args.budget)
+        except ValueError as exc:
+            raise ConfigError(f"--budget: {args.budget!r} {exc}") from None
+    out: dict[str, Any] = {"model": args.model, "batch": args.batch, "seq": args.seq,
+                           "dtype": args.dtype, "peft": args.peft, "optimizer": args.optimizer,
+                           "bp": bp.as_dict(), "zo": zo.as_dict()}
+    fit_lines: list[str] = []
+    if args.device:
+        from fedzo.devices.architectures import model_config
+        from fedzo.devices.fit import check_fit
+        from fedzo.devices.profiles import get_profile
+
+        profile = get_profile(args.device)
+        budget = budget if budget is not None else profile.memory_budget
+        for mode in ("bp", "zo"):
+            rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
+                            args.peft, model_name=args.model, dtype=args.dtype,
+                            optimizer=args.optimizer, lora_rank=args.lora_rank)
+            out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
+            fit_lines.append(rep.message())
+    if budget is not None:
+        out["budget"] = budget
+        out["largest_fitting"] = {m: largest_fitting(args, budget, m) for m in ("bp", "zo")}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{args.model}: batch {args.batch} x seq {args.seq}, {args.dtype}, peft {args.peft}, "
+          f"BP optimizer {args.optimizer}")
+    print(f"{'component':<24}{'BP':>12}{'ZO':>12}")
+    for row in _ROWS:
+        print(f"{row:<24}{format_bytes(getattr(bp, row)):>12}{format_bytes(getattr(zo, row)):>12}")
+    print(f"{'peak (total)':<24}{format_bytes(bp.total):>12}{format_bytes(zo.total):>12}")
+    print(f"{'peak phase':<24}{bp.peak_phase:>12}{zo.peak_phase:>12}")
+    print(f"ZO needs {zo.total / bp.total:.2f} x the memory of BP.")
+    for line in fit_lines:
+        print(line)
+    if budget is not None:
+        lf = out["largest_fitting"]
+        print(f"largest model that fits {format_bytes(budget)}: BP {lf['bp'] or 'none'}, "
+              f"ZO {lf['zo'] or 'none'}")
+    return 0

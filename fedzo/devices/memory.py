@@ -1,0 +1,333 @@
+"""Memory model: bytes needed to train a transformers model by backprop (BP) or by ZO.
+
+Counts are per *token* and per *layer*, from the tensors PyTorch keeps alive (listed next
+to each constant), in the element size of ``dtype``. The model distinguishes memory that
+stays resident for the whole step (weights, optimizer states, the framework itself) from
+transient peaks that do not coexist in PyTorch: activations are freed during backward
+before the optimizer step allocates its temporaries. ``MemoryBreakdown.total`` is
+resident + the largest transient phase; ``additive_total`` is the conservative sum.
+
+Supported shapes: llama-style decoders (``model_type`` llama, mistral, qwen2, ... any
+config with ``intermediate_size`` and a causal LM head) and BERT-style encoders with a
+sequence-classification head. Attention is assumed to run through SDPA (no S x S matrix
+kept) unless ``config._attn_implementation == "eager"`` or BERT dropout forces the math path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from transformers import PretrainedConfig
+
+from fedzo.errors import ConfigError
+
+Mode = Literal["zo", "bp"]
+PeftMode = Literal["full", "lora", "prefix"]
+Optimizer = Literal["sgd", "adam"]
+LogitsMode = Literal["full", "last"]
+
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+# Resident set of a CPU process after importing torch 2.13 (CPU), transformers 5.23 with the
+# Llama and BERT model modules, and fedzo, on the 2-core x86 reference host (measured: 254 MB
+# for torch + transformers alone, 356 MB with the model modules). `fedzo memory --validate`
+# re-measures it and prints it; a device profile may override it (runtime_overhead).
+RUNTIME_OVERHEAD_BYTES = 356_000_000
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+
+# glibc on the CPU host keeps freed blocks in its heaps, so the resident peak exceeds the
+# live tensors: measured 0-50 % over the transient (activation/logit/gradient) bytes, and
+# a reserve after model construction and the first forward (lazily created kernel buffers,
+# ~10 MB, plus fragments of the random initialisation, growing with the weights). The three
+# numbers were fitted on this host to the cases of `fedzo memory --validate` and the tiny
+# cases of tests/devices; pass allocator_slack=0, allocator_reserve=0 for live tensors only.
+ALLOCATOR_SLACK = 0.25
+ALLOCATOR_RESERVE_BYTES = 28_000_000
+ALLOCATOR_RESERVE_PER_WEIGHT_BYTE = 0.04
+
+
+@dataclass(frozen=True)
+class ArchDims:
+    """The shape numbers the memory model needs, read from a config."""
+
+    kind: Literal["decoder", "encoder"]
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    max_positions: int
+    type_vocab: int
+    num_labels: int
+    dropout: bool  # BERT: hidden/attention dropout active in training
+    eager_attention: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def arch_dims(config: PretrainedConfig) -> ArchDims:
+    """Shape numbers of a llama-style decoder or a BERT-style encoder config."""
+    get = config.to_dict().get
+    hidden = get("hidden_size") or get("n_embd") or get("d_model")
+    layers = get("num_hidden_layers") or get("n_layer")
+    heads = get("num_attention_heads") or get("n_head")
+    if not (hidden and layers and heads):
+        raise ConfigError(
+            f"model config {type(config).__name__}: needs hidden_size, num_hidden_layers and "
+            "num_attention_heads (llama-style decoders and BERT-style encoders are supported)"
+        )
+    is_encoder = config.model_type in {"bert", "roberta", "distilbert", "electra", "xlm-roberta"}
+    head_dim = get("head_dim") or hidden // heads
+    dropout = is_encoder and (
+        (get("hidden_dropout_prob") or 0) > 0 or (get("attention_probs_dropout_prob") or 0) > 0
+    )
+    return ArchDims(
+        kind="encoder" if is_encoder else "decoder",
+        layers=int(layers), hidden=int(hidden),
+        intermediate=int(get("intermediate_size") or get("n_inner") or 4 * hidden),
+        heads=int(heads), kv_heads=int(get("num_key_value_heads") or heads),
+        head_dim=int(head_dim), vocab=int(get("vocab_size") or 0),
+        tied=bool(get("tie_word_embeddings", True)),
+        max_positions=int(get("max_position_embeddings") or 0),
+        type_vocab=int(get("type_vocab_size") or 0),
+        num_labels=int(getattr(config, "num_labels", None) or 2),
+        dropout=bool(dropout),
+        eager_attention=getattr(config, "_attn_implementation", None) == "eager",
+    )
+
+
+def count_parameters(d: ArchDims) -> int:
+    """Parameters of LlamaForCausalLM / BertForSequenceClassification with these shapes."""
+    h, i = d.hidden, d.intermediate
+    if d.kind == "decoder":
+        per_layer = h * d.q_dim + 2 * h * d.kv_dim + d.q_dim * h + 3 * h * i + 2 * h
+        head = 0 if d.tied else d.vocab * h
+        return d.vocab * h + d.layers * per_layer + h + head
+    emb = (d.vocab + d.max_positions + d.type_vocab) * h + 2 * h
+    per_layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+    pooler_and_head = h * h + h + h * d.num_labels + d.num_labels
+    return emb + d.layers * per_layer + pooler_and_head
+
+
+def largest_tensor(d: ArchDims) -> int:
+    """Elements of the largest parameter tensor (the token embedding for these families)."""
+    return max(d.vocab * d.hidden, d.hidden * d.intermediate)
+
+
+def trainable_parameters(
+    d: ArchDims, peft: PeftMode = "full", *, lora_rank: int = 8, prefix_tokens: int = 16
+) -> tuple[int, int]:
+    """(trainable parameter count, elements of the largest trainable tensor).
+
+    LoRA adapts the query and value projections (PEFT's default for llama and BERT) and,
+    for encoders, trains the classifier; prefix tuning trains ``prefix_tokens`` key/value
+    vectors per layer.
+    """
+    if peft == "full":
+        return count_parameters(d), largest_tensor(d)
+    if peft == "lora":
+        per_layer = lora_rank * (d.hidden + d.q_dim) + lora_rank * (d.hidden + d.kv_dim)
+        head = d.hidden * d.num_labels + d.num_labels if d.kind == "encoder" else 0
+        return d.layers * per_layer + head, max(lora_rank * d.hidden, head)
+    if peft == "prefix":
+        per_layer = 2 * prefix_tokens * d.kv_dim
+        return d.layers * per_layer, per_layer
+    raise ConfigError(f"peft: {peft!r} is not one of full, lora, prefix")
+
+
+def layer_saved_elements(d: ArchDims, seq: int, *, training: bool) -> float:
+    """Elements kept per token by one layer: saved for backward (BP) or live at once (ZO).
+
+    Decoder, BP: 2 RMSNorms save input and output (4h); q/k/v input (h); q, k, v and the
+    rotated q, k kept for SDPA (2q + 3kv); attention output and o_proj input (2h -> counted
+    as 2q); MLP gate, SiLU output, up and their product (4I).
+    Decoder, ZO (no grad, one layer alive): residual, normed input, attention output, its
+    contiguous copy for o_proj and the carried hidden state (5h) plus gate/up/product of
+    the MLP (3I). Encoder, ZO: the same 5h with intermediate and GELU output (2I).
+    Encoder, BP: q/k/v input, q, k, v, context, 2 dropout outputs, 2 LayerNorm inputs and
+    outputs (10h), intermediate and GELU output (2I), and with dropout the math attention
+    path: softmax and dropped probabilities (2 x heads x S) plus byte masks.
+    """
+    h, i, kv, q = d.hidden, d.intermediate, d.kv_dim, d.q_dim
+    scores = d.heads * seq
+    if d.kind == "decoder":
+        if training:
+            return 5 * h + 4 * q + 3 * kv + 4 * i + (2 * scores if d.eager_attention else 0)
+        return 5 * h + 3 * i + (2 * scores if d.eager_attention else 0)
+    if training:
+        # math attention path: scores, softmax output, dropped probabilities, byte mask
+        attn = 3 * scores + scores / 4 if (d.dropout or d.eager_attention) else 0
+        masks = 2 * h / 4 if d.dropout else 0  # bool masks, 1 byte vs 4-byte elements
+        return 10 * h + 2 * i + attn + masks
+    return 5 * h + 2 * i + (2 * scores if d.eager_attention else 0)
+
+
+def logits_elements(d: ArchDims, batch: int, seq: int, logits: LogitsMode) -> int:
+    """Elements of the model's output scores (vocabulary logits, or classifier logits)."""
+    if d.kind == "encoder":
+        return batch * d.num_labels
+    return batch * (seq if logits == "full" else 1) * d.vocab
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes by component, and how they combine into the peak (``total``).
+
+    ``phases`` are transient working sets that do not coexist; the peak is the resident
+    part (weights, optimizer states, runtime, allocator reserve) plus the largest phase
+    times (1 + allocator_slack).
+    """
+
+    mode: Mode
+    weights: int
+    gradients: int
+    optimizer_states: int
+    optimizer_temporaries: int
+    activations: int
+    logits: int
+    perturbation_chunk: int
+    runtime_overhead: int
+    phases: tuple[tuple[str, int], ...]
+    allocator_slack: float = 0.0
+    allocator_reserve: int = 0
+
+    @property
+    def resident(self) -> int:
+        """Bytes held for the whole step: weights, optimizer states, framework, allocator."""
+        return self.weights + self.optimizer_states + self.runtime_overhead + self.allocator_reserve
+
+    @property
+    def transient(self) -> int:
+        """The largest phase, with the allocator's slack on top."""
+        return int(max(b for _, b in self.phases) * (1.0 + self.allocator_slack))
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda p: p[1])[0]
+
+    @property
+    def total(self) -> int:
+        """Predicted peak bytes of the training process."""
+        return self.resident + self.transient
+
+    @property
+    def additive_total(self) -> int:
+        """Every component added up (with the same slack): ignores the freeing order."""
+        transient = (
+            self.gradients + self.optimizer_temporaries + self.activations + self.logits
+            + self.perturbation_chunk
+        )
+        return self.resident + int(transient * (1.0 + self.allocator_slack))
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready dict, with ``total`` and ``peak_phase``."""
+        out = asdict(self)
+        out["phases"] = dict(self.phases)
+        out["total"] = self.total
+        out["transient"] = self.transient
+        out["peak_phase"] = self.peak_phase
+        return out
+
+
+def estimate_memory(
+    config: PretrainedConfig,
+    mode: Mode,
+    *,
+    batch: int,
+    seq: int,
+    dtype: str = "fp32",
+    peft: PeftMode = "full",
+    lora_rank: int = 8,
+    prefix_tokens: int = 16,
+    optimizer: Optimizer = "sgd",
+    logits: LogitsMode | None = None,
+    checkpoint_fraction: float = 0.0,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    noise_bytes: int = 4,
+    runtime_overhead: int | None = None,
+    allocator_slack: float = ALLOCATOR_SLACK,
+    allocator_reserve: int | None = None,
+) -> MemoryBreakdown:
+    """Peak bytes to train ``config`` at batch x seq tokens by ZO or BP.
+
+    ``logits`` defaults to "last" for ZO (a verbalizer or classifier reads the answer
+    position) and "full" for BP (language-model loss over every position).
+    ``checkpoint_fraction`` is the share of layers whose activations are recomputed in
+    backward (BP only). ``chunk_elements`` x ``noise_bytes`` is the ZO perturbation buffer.
+    ``allocator_slack``/``allocator_reserve`` model the CPU allocator (see constants; the
+    reserve defaults to ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE x weights).
+    """
+    if mode not in ("zo", "bp"):
+        raise ConfigError(f"mode: {mode!r} is not one of zo, bp")
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"dtype: {dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
+    if optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"optimizer: {optimizer!r} is not one of sgd, adam")
+    if batch < 1 or seq < 1:
+        raise ConfigError(f"batch and seq must be >= 1 (got batch={batch}, seq={seq})")
+    if not 0.0 <= checkpoint_fraction <= 1.0:
+        raise ConfigError(f"checkpoint_fraction: {checkpoint_fraction} must be in [0, 1]")
+    d = arch_dims(config)
+    el = DTYPE_BYTES[dtype]
+    tokens = batch * seq
+    n_params = count_parameters(d)
+    trainable, largest_trainable = trainable_parameters(
+        d, peft, lora_rank=lora_rank, prefix_tokens=prefix_tokens
+    )
+    weights = (n_params + (trainable if peft != "full" else 0)) * el
+    runtime = RUNTIME_OVERHEAD_BYTES if runtime_overhead is None else runtime_overhead
+    if allocator_reserve is None:
+        allocator_reserve = int(ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE * weights)
+    logits = logits or ("last" if mode == "zo" else "full")
+    n_logits = logits_elements(d, batch, seq, logits)
+    upcast = 4 if el < 4 else 0  # the loss upcasts half-precision logits to fp32
+
+    if mode == "zo":
+        acts = int(layer_saved_elements(d, seq, training=False) * tokens * el)
+        logit_bytes = n_logits * (el + upcast + 4)  # logits + fp32 log-softmax of the loss
+        chunk = min(chunk_elements, largest_trainable) * noise_bytes
+        return MemoryBreakdown(
+            mode="zo", weights=weights, gradients=0, optimizer_states=0,
+            optimizer_temporaries=0, activations=acts, logits=logit_bytes,
+            perturbation_chunk=chunk, runtime_overhead=runtime,
+            phases=(("forward+perturb", acts + logit_bytes + chunk),),
+            allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
+        )
+
+    per_layer = layer_saved_elements(d, seq, training=True)
+    stored = (1 - checkpoint_fraction) * per_layer + checkpoint_fraction * d.hidden
+    recompute = per_layer if checkpoint_fraction > 0 else 0.0
+    model_level = 3 * d.hidden  # final norm in/out + head input (decoder); embeddings (encoder)
+    acts = int((d.layers * stored + recompute + model_level) * tokens * el)
+    logits_fwd = n_logits * (el + upcast + 4)  # logits (+ fp32 copy) + saved log-softmax
+    logits_bwd = logits_fwd + n_logits * 4  # + gradient of the logits
+    grads = trainable * el
+    states = 2 * trainable * el if optimizer == "adam" else 0
+    temps = 2 * largest_trainable * el if optimizer == "adam" else 0  # sqrt, division
+    head_trainable = peft == "full" and d.kind == "decoder"
+    head_grad = d.vocab * d.hidden * el if head_trainable else 0
+    # Tied embeddings: the embedding's dense gradient is summed into the head's.
+    embed_temp = d.vocab * d.hidden * el if head_trainable and d.tied else 0
+    phases = (
+        ("forward", acts + logits_fwd),
+        ("backward-start", acts + logits_bwd + head_grad),
+        ("backward-end", grads + embed_temp),
+        ("optimizer-step", grads + temps),
+    )
+    return MemoryBreakdown(
+        mode="bp", weights=weights, gradients=grads, optimizer_states=states,
+        optimizer_temporaries=temps, activations=acts, logits=logits_bwd,
+        perturbation_chunk=0, runtime_overhead=runtime, phases=phases,
+        allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
+    )

@@ -1,0 +1,119 @@
+"""Memory model: parameter counts, hand-checked components, orderings, measured peaks."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+
+from fedzo.devices.architectures import FAMILIES, MODEL_CONFIGS, model_config
+from fedzo.devices.memory import (
+    arch_dims,
+    count_parameters,
+    estimate_memory,
+    trainable_parameters,
+)
+from fedzo.errors import ConfigError
+
+
+def _actual_params(config: object) -> int:
+    with torch.device("meta"):
+        cls = LlamaForCausalLM if isinstance(config, LlamaConfig) else BertForSequenceClassification
+        model = cls(config)  # type: ignore[arg-type]
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "smollm2-135m", "smollm2-1.7b", "minilm-l6"])
+def test_parameter_count_matches_transformers(name: str) -> None:
+    config = model_config(name)
+    assert count_parameters(arch_dims(config)) == _actual_params(config)
+
+
+def test_parameter_count_untied_and_gqa() -> None:
+    config = LlamaConfig(vocab_size=300, hidden_size=96, intermediate_size=200,
+                         num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                         tie_word_embeddings=False)
+    assert count_parameters(arch_dims(config)) == _actual_params(config)
+    bert = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=128, num_labels=3)
+    assert count_parameters(arch_dims(bert)) == _actual_params(bert)
+
+
+def test_smollm2_135m_is_134_5m() -> None:
+    assert count_parameters(arch_dims(model_config("smollm2-135m"))) == 134_515_008
+
+
+def test_zo_breakdown_by_hand() -> None:
+    # tiny-llama: h=64, I=128, 2 layers, vocab 1000, 138,048 params (fp32 -> 552,192 B).
+    b = estimate_memory(model_config("tiny-llama"), "zo", batch=2, seq=10, runtime_overhead=0,
+                        allocator_slack=0.0, allocator_reserve=0, chunk_elements=1000)
+    assert b.weights == 138_048 * 4
+    assert b.activations == (5 * 64 + 3 * 128) * 20 * 4  # one layer's working set, 20 tokens
+    assert b.logits == 2 * 1000 * (4 + 4)  # last position: logits + fp32 log-softmax
+    assert b.perturbation_chunk == 1000 * 4
+    assert (b.gradients, b.optimizer_states) == (0, 0)
+    assert b.total == b.weights + b.activations + b.logits + b.perturbation_chunk
+
+
+def test_bp_needs_more_than_zo_and_orderings() -> None:
+    cfg = model_config("smollm2-135m")
+
+    def total(mode: str, **kw: object) -> int:
+        return estimate_memory(cfg, mode, batch=8, seq=128, **kw).total  # type: ignore[arg-type]
+
+    assert total("zo") < total("bp", optimizer="sgd") < total("bp", optimizer="adam")
+    assert total("bp", peft="lora", optimizer="adam") < total("bp", optimizer="adam")
+    assert total("bp", checkpoint_fraction=1.0) < total("bp", checkpoint_fraction=0.0)
+    assert total("zo", logits="last") < total("zo", logits="full")
+    assert total("zo", dtype="bf16") < total("zo")
+    b8 = estimate_memory(cfg, "bp", batch=8, seq=128, optimizer="adam")
+    assert b8.total <= b8.additive_total
+    assert b8.optimizer_states == 2 * b8.gradients
+
+
+def test_peft_trainable_counts() -> None:
+    d = arch_dims(model_config("smollm2-135m"))
+    n, largest = trainable_parameters(d, "lora", lora_rank=8)
+    assert n == 30 * (8 * (576 + 576) + 8 * (576 + 192))  # q_proj and v_proj adapters
+    assert largest == 8 * 576
+    n, _ = trainable_parameters(d, "prefix", prefix_tokens=10)
+    assert n == 30 * 2 * 10 * 192
+
+
+def test_bad_arguments_name_the_option() -> None:
+    cfg = model_config("tiny-llama")
+    with pytest.raises(ConfigError, match="dtype: 'fp8'"):
+        estimate_memory(cfg, "zo", batch=1, seq=1, dtype="fp8")
+    with pytest.raises(ConfigError, match="known:.*smollm2-135m"):
+        model_config("gpt-5")
+
+
+def test_families_are_ordered_by_size() -> None:
+    for members in FAMILIES.values():
+        sizes = [count_parameters(arch_dims(MODEL_CONFIGS[m]())) for m in members]
+        assert sizes == sorted(sizes)
+
+
+# Measured against the model on tiny llama configs in fresh subprocesses (~8 s each on an
+# idle 2-core machine). Tiny weights make the runtime (~350 MB of torch + transformers)
+# dominate the process peak, so the check is on the model-attributable bytes (VmHWM - RSS
+# after imports), with shapes chosen so activations are 80-150 MB. Tolerance 25 %: the same
+# tiny ZO case measured 145-179 MB across runs on a loaded 2-core machine (glibc per-thread
+# arenas), predicted 145 MB; the 15 % target is checked on realistic sizes by
+# `fedzo memory --validate`. The process-level check (runtime included) uses 15 %.
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    "mode,batch,seq,optimizer,logits",
+    [("zo", 64, 512, "sgd", None), ("bp", 32, 128, "adam", None)],
+)
+def test_prediction_matches_measured_peak(
+    mode: str, batch: int, seq: int, optimizer: str, logits: str | None
+) -> None:
+    from fedzo.devices.validate import ValidationCase, run_case
+
+    r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer,
+                                logits=logits))
+    assert abs(r.error) <= 0.25, (r.predicted, r.measured)
+    assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured
