@@ -17,8 +17,11 @@ from fedzo.errors import FedzoError
 
 # Order here is the order in `fedzo --help`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "fedzo.commands.run",
+    "fedzo.commands.validate",
     "fedzo.commands.train",
     "fedzo.commands.bench",
+    "fedzo.commands.memory",
     "fedzo.commands.assets",
     "fedzo.commands.evaluate",
     "fedzo.commands.plot",

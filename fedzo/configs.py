@@ -61,7 +61,7 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str) -> 
         kind = err.get("type", "")
         line = f"{source}: {_path(loc)}: "
         if kind == "extra_forbidden":
-            line += f"unknown key"
+            line += "unknown key"
             allowed = _allowed(model, loc)
             if allowed:
                 line += f"; {allowed}"
@@ -69,7 +69,7 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str) -> 
             line += "required key is missing"
         else:
             shown = repr(value) if not isinstance(value, dict) else "{...}"
-            line += f"{shown}: {msg}"
+            line += f"{shown}: {msg.removeprefix('Value error, ')}"
             allowed = _allowed(model, loc) if kind == "literal_error" else None
             if allowed and not allowed.startswith("known keys"):
                 line += f" (allowed: {allowed})"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment (if none is active), install fedzo, and run the
+# quickstart. This is the README's main command. Extra arguments go to `fedzo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  python3 -m venv .venv
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+python -m pip install -q --upgrade pip
+python -m pip install -q -e .
+fedzo train scenarios/train-quickstart.yaml --force "$@"
