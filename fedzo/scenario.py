@@ -63,6 +63,11 @@ class FleetConfig(BaseModel):
         None, gt=0, description="simulated seconds after which a round closes; later clients are dropped")
     over_commit: float = Field(
         0.0, ge=0, le=4, description="sample this fraction more clients and keep the first to finish")
+    compute_model: Literal["flops", "measured"] = Field(
+        "flops", description="simulated local compute: flops (FLOPs of the model at batch x seq over the "
+        "profile's sustained rate: deterministic) or measured (host seconds x the profile's speed_ratio; "
+        "deadline, over-commit and availability decisions then depend on host timing and runs no longer "
+        "reproduce exactly)")
 
     @field_validator("default_profile")
     @classmethod
@@ -93,6 +98,15 @@ class Scenario(FederatedRunConfig):
             if total != n:
                 raise ValueError(f"fleet.devices counts add up to {total} but federation.num_clients is {n}; "
                                  "make them equal")
+        if self.federation.generator == "torch":
+            profiles = _known_profiles()
+            names = sorted(set(self.fleet.profiles_per_client(n)))
+            kinds = {profiles[p].accelerator for p in names if p in profiles}
+            if len(kinds) > 1:
+                cuda = [p for p in names if profiles[p].accelerator == "cuda"]
+                raise ValueError(f"federation.generator: 'torch' with a fleet mixing cpu and cuda devices "
+                                 f"({', '.join(cuda)} on cuda): the torch generator draws different directions "
+                                 "on CPU and CUDA; use generator: portable")
         return self
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,6 +45,9 @@ class DeviceProfile(BaseModel):
     availability: Availability = Field(default_factory=AlwaysAvailable)
     runtime_overhead: int | None = Field(
         default=None, ge=0, description="framework bytes (overrides the measured host constant)"
+    )
+    accelerator: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="where training computes: cpu, or a CUDA GPU (Jetson, datacenter)"
     )
 
     @field_validator("memory_budget", "runtime_overhead", mode="before")

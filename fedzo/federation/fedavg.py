@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -39,14 +39,15 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.client import ClientSetup, config_digest
-from fedzo.federation.clock import client_timeline
+from fedzo.devices.clock import simulate_round
 from fedzo.federation.config import FederatedRunConfig
 from fedzo.federation.fedavg_client import (
     ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, WEIGHT_KEY, FedAvgMessageError, build_train_config, check_arrays,
     load_arrays, params_to_arrays,
 )
 from fedzo.federation.handshake import handshake
-from fedzo.federation.server import GridTransport, sample_clients
+from fedzo.federation.fleet import FleetPlan, plan_fleet
+from fedzo.federation.server import GridTransport, _timeline, sample_clients, write_fleet_files
 from fedzo.runs import RunDir, peak_rss_bytes
 from fedzo.zo import ParamSet, Schedule, param_digest
 
@@ -65,6 +66,8 @@ class RoundState:
     rejected: dict[int, str] = field(default_factory=dict)
     skipped: str | None = None
     round_sim: float = 0.0
+    start: float = 0.0  # simulated time the current attempt started
+    keep: int | None = None  # over-commit: replies kept per attempt
 
 
 def check_reply(params: ParamSet, content: RecordDict) -> tuple[int, dict[str, Any]]:
@@ -83,13 +86,14 @@ class FedAvgBaseline:
     """Server state of a FedAvg run: global tensors, records, checkpoint; runs the strategy."""
 
     def __init__(self, cfg: FederatedRunConfig, run: RunDir, objective: Any, *, resume: bool,
-                 engine: str) -> None:
+                 engine: str, fleet: Any | None = None) -> None:
         self.cfg = cfg
         self.fed = cfg.federation
         self.run = run
         self.objective = objective
         self.engine = engine
         self.params = ParamSet.from_module(objective.classifier)
+        self.plan: FleetPlan = plan_fleet(cfg, fleet, objective, self.params.numel)
         self.setup_json = ClientSetup(cfg, None).to_json()  # FedAvg clients never re-sync from a log
         self.digest = config_digest(self.setup_json)
         self.schedule = Schedule(self.fed.lr, self.fed.schedule, self.fed.rounds, self.fed.warmup_rounds)
@@ -140,17 +144,29 @@ class FedAvgBaseline:
         """Train messages of one attempt of ``round_``, measured; records their sizes."""
         st = self.current
         assert st is not None
-        clients = sample_clients(self.fed.seed, round_, self.fed.num_clients, self.fed.participants, attempt)
+        plan, fed = self.plan, self.fed
+        count, st.keep = plan.sample_sizes(fed.participants)
+        st.start = self.sim_seconds + st.round_sim
+        clients = sample_clients(fed.seed, round_, fed.num_clients, count, attempt, eligible=plan.eligible)
         record = RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: build_train_config(round_, st.lr, self.digest)})
         msgs = list(strategy._construct_messages(record, [self.node_of[c] for c in clients], MessageType.TRAIN))
+        sent = []
         for c, msg in zip(clients, msgs, strict=True):
             size = MessageSize.of(msg)
-            self.bytes_down += size.message
-            st.records.append({"kind": "client", "round": round_, "client": c, "device": "host",
-                               "status": "dropped", "reason": "no reply within round_timeout",
-                               "attempt": attempt, "bytes_up": 0, "bytes_down": size.message,
-                               "payload_bytes_up": 0, "payload_bytes_down": size.payload})
-        return msgs
+            pre = plan.timing(c, down_bytes=size.message, up_bytes=0, replay_entries=0, host_seconds=None)
+            off = plan.offline_at(c, pre, seed=fed.seed, round_=round_, attempt=attempt, start=st.start)
+            rec = {"kind": "client", "round": round_, "client": c, "device": plan.names[c],
+                   "status": "dropped", "reason": "no reply within round_timeout",
+                   "attempt": attempt, "bytes_up": 0, "bytes_down": size.message,
+                   "payload_bytes_up": 0, "payload_bytes_down": size.payload}
+            if off is not None and off <= st.start:  # offline when the round starts: never sent
+                rec.update(status="offline", reason="offline when the round started (device availability)",
+                           bytes_down=0, payload_bytes_down=0)
+            else:
+                self.bytes_down += size.message
+                sent.append(msg)
+            st.records.append(rec)
+        return sent
 
     def collect(self, replies: Iterable[Message], attempt: int) -> list[Message]:
         """Measure and check replies; returns the valid ones sorted by client id."""
@@ -176,15 +192,41 @@ class FedAvgBaseline:
                 st.rejected[c] = "failed" if rep.has_error() else "malformed"
                 continue
             compute = float(m.get("compute-seconds", 0.0))
-            tl = client_timeline(self.sim_seconds, rec["bytes_down"], compute, size.message)
-            st.round_sim = max(st.round_sim, tl.sim_end - self.sim_seconds)
             peak = int(m.get("peak-memory-bytes", 0))
-            self.peak_client_memory = max(self.peak_client_memory, peak)
             rec.update(status="ok", reason=None, examples=n, train_loss=float(m["train-loss"]),
-                       host_compute_seconds=compute, peak_memory_bytes=peak, sim_start=tl.sim_start,
-                       sim_download_end=tl.sim_download_end, sim_compute_end=tl.sim_compute_end, sim_end=tl.sim_end)
+                       host_compute_seconds=compute, peak_memory_bytes=peak)
             valid[c] = rep
-        st.accepted = sorted(valid)
+        # the simulated clock decides who is kept: deadline, over-commit, availability
+        plan, fed = self.plan, self.fed
+        timings = {}
+        for c in sorted(valid):
+            rec = recs[c]
+            t = plan.timing(c, down_bytes=rec["bytes_down"], up_bytes=rec["bytes_up"], replay_entries=0,
+                            host_seconds=rec["host_compute_seconds"],
+                            examples=rec["examples"] * fed.fo_local_epochs)
+            timings[c] = replace(t, offline_at=plan.offline_at(c, t, seed=fed.seed, round_=st.round,
+                                                              attempt=attempt, start=st.start))
+        sim = simulate_round(list(timings.values()), deadline=plan.deadline, keep=st.keep, start=st.start)
+        kept = []
+        for tl in sim.timelines:
+            c = int(tl.client_id)
+            rec = recs[c]
+            rec.update(sim_start=tl.start, sim_download_end=tl.download_end, sim_replay_end=tl.replay_end,
+                       sim_compute_end=tl.compute_end, sim_end=tl.end)
+            if tl.status == "ok":
+                kept.append(c)
+                self.peak_client_memory = max(self.peak_client_memory, rec["peak_memory_bytes"])
+                continue
+            self.bytes_up -= rec["bytes_up"]  # the server no longer listens for this reply
+            rec.update(status="late" if tl.status == "dropped" else tl.status, bytes_up=0, payload_bytes_up=0,
+                       train_loss=None, reason={
+                           "offline": f"went offline at simulated {tl.end:.3f} s before its upload ended "
+                                      "(device availability)",
+                           "late": f"finished at simulated {tl.upload_end:.3f} s, after the deadline of "
+                                   f"{plan.deadline} s",
+                           "dropped": f"over-commit: the first {st.keep} replies were already in"}[tl.status])
+        st.round_sim += (sim.end - st.start) if timings else 0.0
+        st.accepted = sorted(kept)
         return [valid[c] for c in st.accepted]
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -199,11 +241,20 @@ class FedAvgBaseline:
         assert st is not None and st.round == self.done + 1
         load_arrays(self.params, arrays)
         for r in st.records:
-            if r["status"] != "ok":  # the clock of a client that did not deliver: transfers only
-                tl = client_timeline(self.sim_seconds, r["bytes_down"], 0.0, r["bytes_up"])
-                r.update(host_compute_seconds=0.0, peak_memory_bytes=None, sim_start=tl.sim_start,
-                         sim_download_end=tl.sim_download_end, sim_compute_end=tl.sim_compute_end,
-                         sim_end=tl.sim_end)
+            if "sim_start" not in r:  # a client that did not deliver: its transfers on the clock
+                start = self.sim_seconds
+                if r["status"] == "offline":
+                    tl = _timeline(replace(self.plan.timing(r["client"], down_bytes=0, up_bytes=0, replay_entries=0,
+                                                            host_seconds=None), download_s=0.0, upload_s=0.0,
+                                           compute_s=0.0), start, "offline")
+                else:
+                    tl = _timeline(replace(self.plan.timing(r["client"], down_bytes=r["bytes_down"],
+                                                            up_bytes=r["bytes_up"], replay_entries=0,
+                                                            host_seconds=None), compute_s=0.0), start, "dropped")
+                r.update(host_compute_seconds=r.get("host_compute_seconds", 0.0),
+                         peak_memory_bytes=r.get("peak_memory_bytes"), sim_start=tl.start,
+                         sim_download_end=tl.download_end, sim_replay_end=tl.replay_end,
+                         sim_compute_end=tl.compute_end, sim_end=tl.end)
         self.sim_seconds += st.round_sim
         self.host_seconds += time.perf_counter() - st.started
         m = None
@@ -249,6 +300,7 @@ class FedAvgBaseline:
         """Handshake, then the remaining rounds through ``FedzoFedAvg.start``; returns the summary."""
         self.node_of = handshake(GridTransport(grid), self.setup_json, self.digest, self.fed.num_clients,
                                  self.fed.round_timeout)
+        write_fleet_files(self.run, self.plan)
         remaining = self.fed.rounds - self.done
         if remaining > 0:
             FedzoFedAvg(self).start(grid=grid, initial_arrays=params_to_arrays(self.params), num_rounds=remaining,
@@ -267,6 +319,8 @@ class FedAvgBaseline:
             "best_accuracy": max(accs) if accs else None, "sim_seconds": self.sim_seconds,
             "host_seconds": self.host_seconds, "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "peak_client_memory_bytes": self.peak_client_memory, "server_peak_rss_bytes": peak_rss_bytes(),
+            "modelled_client_memory_bytes": self.plan.modelled_memory(),
+            "excluded_clients": list(self.plan.excluded),
             "model_sha256": param_digest(self.params),
         }
         self.run.write_summary(s)
@@ -318,9 +372,10 @@ class FedzoFedAvg(FedAvg):
 
 
 def run_fedavg(cfg: FederatedRunConfig, run: RunDir, grid: Any, *, resume: bool, engine: str,
-               objective: Any | None = None) -> dict[str, Any]:
-    """Run (or resume) the FedAvg baseline of ``cfg`` over ``grid`` into ``run``."""
+               objective: Any | None = None, fleet: Any | None = None) -> dict[str, Any]:
+    """Run (or resume) the FedAvg baseline of ``cfg`` over ``grid`` into ``run`` on ``fleet``
+    (a scenario's FleetConfig; None: every client on the host stand-in)."""
     from fedzo.train import build_objective
 
     obj = objective if objective is not None else build_objective(cfg.objective_config())
-    return FedAvgBaseline(cfg, run, obj, resume=resume, engine=engine).run_all(grid)
+    return FedAvgBaseline(cfg, run, obj, resume=resume, engine=engine, fleet=fleet).run_all(grid)

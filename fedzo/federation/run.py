@@ -16,8 +16,8 @@ def coerce_config(config: Any) -> FederatedRunConfig:
     """A FederatedRunConfig from itself, a dict, or a scenario object with a ``federation``."""
     if type(config) is FederatedRunConfig:  # a subclass (Scenario) is narrowed below
         return config
-    if isinstance(config, dict):
-        return FederatedRunConfig.model_validate(config)
+    if isinstance(config, dict):  # a scenario's fleet/out are read by fleet_of / the caller
+        return FederatedRunConfig.model_validate({k: v for k, v in config.items() if k not in ("fleet", "out")})
     fed = getattr(config, "federation", None)
     if fed is None:
         raise ConfigError(f"{type(config).__name__} has no 'federation' settings; pass a "
@@ -30,11 +30,23 @@ def coerce_config(config: Any) -> FederatedRunConfig:
     return FederatedRunConfig.model_validate({**picked, "federation": fed_obj})
 
 
+def fleet_of(config: Any) -> Any | None:
+    """The scenario's ``fleet`` (a :class:`fedzo.scenario.FleetConfig`), or None."""
+    if isinstance(config, dict) and "fleet" in config:
+        from fedzo.scenario import FleetConfig
+
+        return FleetConfig.model_validate(config["fleet"])
+    return getattr(config, "fleet", None)
+
+
 def _prepare(config: Any, out: str | os.PathLike[str], resume: bool, force: bool) -> tuple[FederatedRunConfig, RunDir]:
     """Validated config and the run directory (fresh, or opened for resume)."""
+    fleet = fleet_of(config)
     cfg = coerce_config(config)
     dump = {"kind": "federated", **cfg.model_dump(mode="json")}
     dump["federation"] = {k: v for k, v in dump["federation"].items() if k != "engine"}
+    if fleet is not None:  # stored so that `fedzo run --resume` rebuilds the same fleet
+        dump["fleet"] = fleet.model_dump(mode="json")
     if resume:
         run = RunDir.open(out)
         if run.config() != dump:
@@ -63,10 +75,11 @@ def run_federated(config: Any, out: str | os.PathLike[str], *, resume: bool = Fa
                           "simulation (deployment: scripts/deploy_local.sh)")
     cfg, run = _prepare(config, out, resume, force)
     if not cfg.federation.is_zo:
-        return _run_fedavg(cfg, run, resume=resume, engine=eng)
+        return _run_fedavg(cfg, run, resume=resume, engine=eng, fleet=fleet_of(config))
     from fedzo.federation.server import FederatedServer, GridTransport
 
-    server = FederatedServer(cfg, run, build_objective(cfg.objective_config()), resume=resume)
+    server = FederatedServer(cfg, run, build_objective(cfg.objective_config()), resume=resume,
+                             fleet=fleet_of(config))
     if eng == "inprocess":
         from fedzo.federation.inprocess import InProcessTransport
 
@@ -90,8 +103,9 @@ def run_on_grid(config: Any, out: str | os.PathLike[str], grid: Any, *, resume: 
     if not cfg.federation.is_zo:
         from fedzo.federation.fedavg import run_fedavg
 
-        return run_fedavg(cfg, run, grid, resume=resume, engine="deployment")
-    server = FederatedServer(cfg, run, build_objective(cfg.objective_config()), resume=resume)
+        return run_fedavg(cfg, run, grid, resume=resume, engine="deployment", fleet=fleet_of(config))
+    server = FederatedServer(cfg, run, build_objective(cfg.objective_config()), resume=resume,
+                             fleet=fleet_of(config))
     # FederatedServer's setup names the run's log (the same-machine re-sync shortcut);
     # a deployment must not rely on it.
     server.setup_json = ClientSetup(cfg, None).to_json()
@@ -99,7 +113,8 @@ def run_on_grid(config: Any, out: str | os.PathLike[str], grid: Any, *, resume: 
     return server.run_all(GridTransport(grid))
 
 
-def _run_fedavg(cfg: FederatedRunConfig, run: RunDir, *, resume: bool, engine: str) -> dict[str, Any]:
+def _run_fedavg(cfg: FederatedRunConfig, run: RunDir, *, resume: bool, engine: str,
+                fleet: Any | None = None) -> dict[str, Any]:
     """The FedAvg backprop baseline (``fo-sgd``/``fo-adam``) on the in-process or Ray engine."""
     from fedzo.federation.fedavg import run_fedavg
 
@@ -107,8 +122,9 @@ def _run_fedavg(cfg: FederatedRunConfig, run: RunDir, *, resume: bool, engine: s
         from fedzo.federation.inprocess import InProcessGrid, InProcessTransport
 
         grid = InProcessGrid(InProcessTransport(cfg.federation.num_clients))
-        return run_fedavg(cfg, run, grid, resume=resume, engine=engine)
-    return _simulate(lambda grid: run_fedavg(cfg, run, grid, resume=resume, engine=engine), cfg, run)
+        return run_fedavg(cfg, run, grid, resume=resume, engine=engine, fleet=fleet)
+    return _simulate(lambda grid: run_fedavg(cfg, run, grid, resume=resume, engine=engine, fleet=fleet),
+                     cfg, run)
 
 
 def _simulate(drive: Callable[[Any], dict[str, Any]], cfg: FederatedRunConfig, run: RunDir) -> dict[str, Any]:

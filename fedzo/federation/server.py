@@ -17,19 +17,20 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import Message, RecordDict
 
 from fedzo.errors import FedzoError
-from fedzo.federation.aggregate import make_aggregator, validate_replies
+from fedzo.federation.aggregate import Contribution, make_aggregator, validate_replies
 from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.catchup import CatchUpPlanner, SeedPool
 from fedzo.federation.client import ClientSetup, config_digest
-from fedzo.federation.clock import client_timeline
+from fedzo.devices.clock import ClientTimeline, ClientTiming, Status, simulate_round
 from fedzo.federation.config import FederatedRunConfig
+from fedzo.federation.fleet import FleetPlan, memory_frontier, plan_fleet
 from fedzo.federation.messages import (
     MESSAGE_TYPE, Downlink, Expected, build_downlink, parse_setup_reply,
 )
@@ -101,16 +102,34 @@ def step_seeds(run_seed: int, round_: int, k: int) -> tuple[int, ...]:
     return tuple(derive_seed(run_seed, STEP_TAG, round_, i) for i in range(k))
 
 
-def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, attempt: int = 0) -> list[int]:
-    """The participants of a round (sorted), a pure function of the seeds."""
+def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, attempt: int = 0,
+                   eligible: Sequence[int] | None = None) -> list[int]:
+    """The participants of a round (sorted), a pure function of the seeds.
+
+    ``eligible`` restricts the draw (clients excluded for memory); with every client
+    eligible the draw is the same as without it.
+    """
     rng = random.Random(derive_seed(run_seed, SAMPLE_TAG, round_, attempt))
-    return sorted(rng.sample(range(num_clients), count))
+    population: Sequence[int] = range(num_clients) if eligible is None else list(eligible)
+    return sorted(rng.sample(population, min(count, len(population))))
+
+
+def _timeline(t: ClientTiming, start: float, status: Status) -> ClientTimeline:
+    """Absolute times of a client that is not part of the keep/deadline decision."""
+    d = start + t.download_s
+    r = d + t.replay_s
+    c = r + t.compute_s
+    u = c + t.upload_s
+    return ClientTimeline(t.client_id, start, d, r, c, u, status, u)
 
 
 class FederatedServer:
     """Server state: global model, update log, catch-up planner, clock; runs rounds."""
 
-    def __init__(self, cfg: FederatedRunConfig, run: RunDir, objective: Any, *, resume: bool) -> None:
+    def __init__(self, cfg: FederatedRunConfig, run: RunDir, objective: Any, *, resume: bool,
+                 fleet: Any | None = None) -> None:
+        """``fleet`` (a scenario's :class:`fedzo.scenario.FleetConfig`, or None for every client
+        on the host stand-in) is checked here: a refused fleet raises before any round."""
         self.cfg = cfg
         self.fed = fed = cfg.federation
         self.run = run
@@ -119,6 +138,8 @@ class FederatedServer:
         self.spec = NoiseSpec(fed.generator, fed.distribution, fed.chunk_size)
         self.perturber = Perturber(self.params, self.spec)
         self.initial = self.params.snapshot()
+        self.plan: FleetPlan = plan_fleet(cfg, fleet, objective, self.params.numel)
+        self._synced_this_round: list[int] = []
         self.setup_json = ClientSetup(cfg, str(run.log_path)).to_json()
         self.digest = config_digest(self.setup_json)
         self.aggregate = make_aggregator(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip)
@@ -167,7 +188,7 @@ class FederatedServer:
         self.log = log
         for r, entries in log.rounds:
             for rec in kept:
-                if rec.get("kind") == "client" and rec["round"] == r and rec["status"] == "ok":
+                if rec.get("kind") == "client" and rec["round"] == r and rec.get("synced", rec["status"] == "ok"):
                     self.planner.mark_synced(int(rec["client"]), r - 1)
             self._apply(r, entries)
         last = [r for r in kept if r.get("kind") == "round"]
@@ -230,15 +251,17 @@ class FederatedServer:
         attempts = 2 if fed.below_min == "retry" else 1
         records: list[dict[str, Any]] = []
         round_sim = 0.0
+        self._synced_this_round = []
         for attempt in range(attempts):
-            outcome, recs, sim = self._attempt(transport, round_, seeds, lr, attempt)
+            outcome, recs, sim = self._attempt(transport, round_, seeds, lr, attempt, self.sim_seconds + round_sim)
             records += recs
             round_sim += sim
             if outcome.skipped_reason is None:
                 break
         self.log.append_round(round_, outcome.entries)
         self._apply(round_, outcome.entries)
-        for c in outcome.accepted:
+        # every client whose worker caught up to global(r - 1) (kept or not) now holds it
+        for c in sorted(set(self._synced_this_round)):
             self.planner.mark_synced(c, round_ - 1)
         self.sim_seconds += round_sim
         self.host_seconds += time.perf_counter() - t0
@@ -257,6 +280,8 @@ class FederatedServer:
             "eval_accuracy": None if m is None else m["accuracy"],
             "eval_macro_f1": None if m is None else m["macro_f1"],
             "participants": len(outcome.accepted), "round_sim_seconds": round_sim,
+            "late": sorted(r["client"] for r in records if r["kind"] == "client" and r["status"] == "late"),
+            "offline": sorted(r["client"] for r in records if r["kind"] == "client" and r["status"] == "offline"),
             "rejected": dict(sorted(outcome.rejected.items())) if outcome.rejected else {},
             "skipped": outcome.skipped_reason, "history_entries": self.planner.history_entries,
             **{f"{k}_labelled_estimate": v for k, v in estimated_transport_overhead(
@@ -269,22 +294,35 @@ class FederatedServer:
         return outcome
 
     def _attempt(self, transport: Transport, round_: int, seeds: tuple[int, ...], lr: float,
-                 attempt: int) -> tuple[RoundOutcome, list[dict[str, Any]], float]:
-        fed = self.fed
-        clients = sample_clients(fed.seed, round_, fed.num_clients, fed.participants, attempt)
+                 attempt: int, start: float) -> tuple[RoundOutcome, list[dict[str, Any]], float]:
+        """One try of a round starting at simulated time ``start``; returns the outcome, the
+        client records and the attempt's simulated duration."""
+        fed, plan = self.fed, self.plan
+        count, keep = plan.sample_sizes(fed.participants)
+        clients = sample_clients(fed.seed, round_, fed.num_clients, count, attempt, eligible=plan.eligible)
         expected: dict[int, Expected] = {}
         msgs: list[Message] = []
         sizes_down: dict[int, MessageSize] = {}
+        entries_of: dict[int, int] = {}
         client_of_node: dict[int, int] = {}
+        offline_at_start: set[int] = set()
         for c in clients:
             cu = self.planner.plan(c, round_ - 1, self.weights)
             d = Downlink("train", round_, c, seeds, lr, fed.eps, fed.q, cu, config_digest=self.digest)
             msg = transport.new_message(build_downlink(d), self.node_of[c], round_)
             sizes_down[c] = MessageSize.of(msg)
+            entries_of[c] = len(cu.seeds) if cu.kind in ("replay", "seed_pool") else 0
+            # a device that is offline when the round starts never gets the message
+            pre = plan.timing(c, down_bytes=sizes_down[c].message, up_bytes=0, replay_entries=entries_of[c],
+                              host_seconds=None, local_steps=fed.local_steps)
+            off = plan.offline_at(c, pre, seed=fed.seed, round_=round_, attempt=attempt, start=start)
+            if off is not None and off <= start:
+                offline_at_start.add(c)
+                continue
             msgs.append(msg)
             client_of_node[self.node_of[c]] = c
             expected[c] = Expected(round_, c, seeds, fed.q, fed.max_abs_scalar)
-        replies = transport.exchange(msgs, fed.round_timeout)
+        replies = transport.exchange(msgs, fed.round_timeout) if msgs else []
         contents: dict[int, RecordDict | Exception] = {}
         sizes_up: dict[int, MessageSize] = {}
         for rep in replies:
@@ -294,43 +332,83 @@ class FederatedServer:
             sizes_up[c] = MessageSize.of(rep)
             contents[c] = rep.content if rep.has_content() else FederationError(rep.error.reason or "error")
         check = validate_replies(contents, expected)
+        # the simulated clock: who finishes when, who is kept (deterministic inputs only)
+        timings: dict[int, ClientTiming] = {}
+        for c in clients:
+            if c in offline_at_start:
+                continue
+            u = check.uplinks.get(c)
+            t = plan.timing(c, down_bytes=sizes_down[c].message, up_bytes=sizes_up.get(c, MessageSize(0, 0)).message,
+                            replay_entries=entries_of[c], host_seconds=u.compute_seconds if u is not None else None,
+                            local_steps=fed.local_steps)
+            off = plan.offline_at(c, t, seed=fed.seed, round_=round_, attempt=attempt, start=start)
+            timings[c] = replace(t, offline_at=off)
+        sim = simulate_round([timings[c] for c in sorted(check.uplinks)], deadline=plan.deadline, keep=keep,
+                             start=start)
+        lines = {int(tl.client_id): tl for tl in sim.timelines}
+        round_end = sim.end if lines else start
         records: list[dict[str, Any]] = []
-        round_sim = 0.0
+        accepted: list[int] = []
         for c in clients:
             down = sizes_down[c]
             up = sizes_up.get(c, MessageSize(0, 0))
+            u = check.uplinks.get(c)
+            reason: str | None
+            if c in offline_at_start:
+                status, reason = "offline", "offline when the round started (device availability)"
+                down = up = MessageSize(0, 0)
+                tl = ClientTimeline(str(c), start, start, start, start, start, "offline", start)
+            elif c in lines:
+                tl = lines[c]
+                status = "late" if tl.status == "dropped" else tl.status
+                reason = {
+                    "ok": None,
+                    "offline": f"went offline at simulated {tl.end:.3f} s before its upload ended "
+                               "(device availability)",
+                    "late": f"finished at simulated {tl.upload_end:.3f} s, after the deadline of "
+                            f"{plan.deadline} s",
+                    "dropped": f"over-commit: the first {keep} replies were already in",
+                }[tl.status]
+                if status != "ok":
+                    up = MessageSize(0, 0)  # the server no longer listens for this reply
+            else:  # no reply, or a reply the server rejected: its transfers on the clock
+                tl = _timeline(timings[c], start, "dropped")
+                status = "dropped" if c not in contents else "failed" if check.rejected[c] == "failed" else "excluded"
+                reason = check.reasons.get(c) if c in contents else "no reply within round_timeout"
+                if c in contents:
+                    round_end = max(round_end, min(tl.upload_end, start + plan.deadline)
+                                    if plan.deadline is not None else tl.upload_end)
             self.bytes_down += down.message
             self.bytes_up += up.message
-            u = check.uplinks.get(c)
-            status = "ok" if u is not None else ("dropped" if c not in contents else
-                                                  "failed" if check.rejected[c] == "failed" else "excluded")
-            compute = u.compute_seconds if u is not None else 0.0
-            tl = client_timeline(self.sim_seconds, down.message, compute, up.message)
-            if u is not None:
-                round_sim = max(round_sim, tl.sim_end - self.sim_seconds)
+            if status == "ok" and u is not None:
+                accepted.append(c)
                 self.peak_client_memory = max(self.peak_client_memory, u.peak_memory_bytes)
             records.append({
-                "kind": "client", "round": round_, "client": c, "device": "host", "status": status,
-                "reason": check.reasons.get(c) if c in contents else "no reply within round_timeout",
-                "attempt": attempt, "bytes_up": up.message, "bytes_down": down.message,
+                "kind": "client", "round": round_, "client": c, "device": plan.names[c], "status": status,
+                "reason": reason, "attempt": attempt, "bytes_up": up.message, "bytes_down": down.message,
                 "payload_bytes_up": up.payload, "payload_bytes_down": down.payload,
-                "sim_start": tl.sim_start, "sim_download_end": tl.sim_download_end,
-                "sim_compute_end": tl.sim_compute_end, "sim_end": tl.sim_end,
-                "host_compute_seconds": compute,
+                "sim_start": tl.start, "sim_download_end": tl.download_end, "sim_replay_end": tl.replay_end,
+                "sim_compute_end": tl.compute_end, "sim_end": tl.end,
+                "catch_up_entries": entries_of[c] if c not in offline_at_start else 0,
+                "synced": u is not None,
+                "host_compute_seconds": u.compute_seconds if u is not None else 0.0,
                 "peak_memory_bytes": u.peak_memory_bytes if u is not None else None,
-                "train_loss": u.loss_mean if u is not None else None,
+                "train_loss": u.loss_mean if status == "ok" and u is not None else None,
             })
-        accepted = sorted(check.uplinks)
+        self._synced_this_round += sorted(check.uplinks)
+        round_sim = round_end - start
+        rejected = dict(check.rejected)
         if len(accepted) < fed.min_clients:
             reason = (f"{len(accepted)} valid replies < min_clients {fed.min_clients} "
                       f"(policy {fed.below_min}{', retrying' if attempt == 0 and fed.below_min == 'retry' else ''})")
-            return RoundOutcome(round_, [], [], check.rejected, reason), records, round_sim
-        grads = self.aggregate(check.contributions())
+            return RoundOutcome(round_, [], [], rejected, reason), records, round_sim
+        grads = self.aggregate([Contribution(c, check.uplinks[c].num_examples, check.uplinks[c].scalars)
+                                for c in accepted])
         dirs = [s for step in seeds for s in direction_seeds(step, fed.q)]
         lr_dir = lr / fed.q
         entries = [LogEntry(round_, s, (self.optimizer.coefficient(g, lr_dir),), g, lr_dir)
                    for s, g in zip(dirs, grads, strict=True)]
-        return RoundOutcome(round_, entries, accepted, check.rejected), records, round_sim
+        return RoundOutcome(round_, entries, accepted, rejected), records, round_sim
 
     def evaluate(self) -> dict[str, Any]:
         """Accuracy of the global model on the evaluation split."""
@@ -339,6 +417,7 @@ class FederatedServer:
     def run_all(self, transport: Transport) -> dict[str, Any]:
         """Handshake, then the remaining rounds; returns the summary (also written)."""
         self.handshake(transport)
+        self.write_fleet_files()
         if self.done == 0 and not any(r.get("kind") == "round" for r in self.run.read_metrics()):
             m = self.evaluate()
             self.run.append_metrics([{
@@ -350,6 +429,10 @@ class FederatedServer:
         for r in range(self.done + 1, self.fed.rounds + 1):
             self.run_round(transport, r)
         return self.summary()
+
+    def write_fleet_files(self) -> None:
+        """``memory_frontier.json`` and the ``kind: fleet`` record (once per run directory)."""
+        write_fleet_files(self.run, self.plan)
 
     def summary(self) -> dict[str, Any]:
         """summary.json content."""
@@ -363,7 +446,20 @@ class FederatedServer:
             "sim_seconds": self.sim_seconds, "host_seconds": self.host_seconds,
             "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "peak_client_memory_bytes": self.peak_client_memory, "server_peak_rss_bytes": peak_rss_bytes(),
+            "modelled_client_memory_bytes": self.plan.modelled_memory(),
+            "excluded_clients": list(self.plan.excluded),
             "model_sha256": self.model_sha256,
         }
         self.run.write_summary(s)
         return s
+
+
+def write_fleet_files(run: RunDir, plan: FleetPlan) -> None:
+    """Write ``memory_frontier.json`` and append the ``kind: fleet`` record unless present."""
+    import json
+
+    tmp = run.path / "memory_frontier.json.tmp"
+    tmp.write_text(json.dumps(memory_frontier(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(run.path / "memory_frontier.json")
+    if not any(r.get("kind") == "fleet" for r in run.read_metrics()):
+        run.append_metrics([plan.record()])
