@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn
 
 from fedzo.errors import ConfigError
@@ -56,6 +57,7 @@ def apply_peft(
     alpha: int = 16,
     num_virtual_tokens: int = 10,
     target_modules: list[str] | None = None,
+    seed: int = 0,
 ) -> nn.Module:
     """Mark (and if needed wrap) ``model`` for fine-tuning with ``mode``; eval mode kept.
 
@@ -64,6 +66,9 @@ def apply_peft(
       passes agree) on ``target_modules`` (default: the linears inside attention blocks).
     - ``prefix`` / ``prompt``: ``num_virtual_tokens`` learned key/value prefixes or input
       embeddings (peft prefix / prompt tuning).
+
+    Adapter initialisation is seeded by ``seed``: the same call gives the same adapters in
+    every process.
     """
     if mode == "full":
         for p in model.parameters():
@@ -82,8 +87,19 @@ def apply_peft(
     elif mode == "prefix":
         config = PrefixTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens)
     elif mode == "prompt":
-        config = PromptTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens)
+        # Virtual tokens start as embeddings of randomly sampled vocabulary tokens (seeded
+        # below): same scale as real inputs, so the starting accuracy stays
+        # near zero-shot instead of collapsing under N(0, 1) embeddings.
+        from peft import PromptTuningInit
+
+        config = PromptTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens,
+                                    prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
     else:
         raise ConfigError(f"peft mode {mode!r} is not one of {', '.join(PEFT_MODES)}")
-    wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
+    # Adapter initialisation (LoRA's A, sampled prompt tokens) draws from torch's global
+    # generator: pin it so that every process (server, clients, a resumed run) builds the
+    # same starting adapters, and leave the caller's generator state untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
     return wrapped.eval()

@@ -56,3 +56,20 @@ def test_bad_mode_and_no_targets_are_config_errors():
         apply_peft(load_model("tiny-llama").model, "adapter")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="target_modules"):
         apply_peft(nn.Sequential(nn.Linear(2, 2)), "lora")
+
+
+@pytest.mark.parametrize("mode", ["lora", "prefix", "prompt"])
+def test_adapter_initialisation_is_seeded_and_leaves_the_global_generator_alone(mode):
+    def adapters(seed: int) -> dict[str, torch.Tensor]:
+        model = apply_peft(load_model("tiny-llama").model, mode, seed=seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    torch.manual_seed(123)
+    a = adapters(0)
+    after_first = torch.rand(1)
+    torch.manual_seed(123)
+    b = adapters(0)
+    assert torch.equal(torch.rand(1), after_first)  # caller's stream unchanged
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = adapters(1)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
