@@ -96,7 +96,12 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ScenarioError(f"{p}: no such file")
     if p.is_dir():
         raise ScenarioError(f"{p}: is a directory, expected a YAML file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot be read: {exc.strerror or exc}") from None
     if not text.strip():
         raise ScenarioError(f"{p}: file is empty; expected a YAML mapping")
     try:

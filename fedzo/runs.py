@@ -18,6 +18,7 @@ no line is lost or duplicated (lines of unfinished rounds are dropped on resume)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,8 @@ METRICS = "metrics.jsonl"
 UPDATE_LOG = "update_log.jsonl"
 SUMMARY = "summary.json"
 STATE = "state"
+
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -108,8 +111,23 @@ class RunDir:
                 break
         return out
 
+    def torn_metrics_lines(self) -> int:
+        """Lines of metrics.jsonl from the first unreadable one on (a write cut by a kill)."""
+        p = self.path / METRICS
+        if not p.exists():
+            return 0
+        lines = p.read_text(encoding="utf-8").splitlines()
+        return len(lines) - len(self.read_metrics())
+
     def truncate_metrics(self, last_round: int) -> list[dict[str, Any]]:
-        """Keep only records of rounds <= ``last_round`` (drops unfinished rounds)."""
+        """Keep only records of rounds <= ``last_round`` (drops unfinished rounds).
+
+        A torn tail (an interrupted write) is dropped too, and reported as a warning.
+        """
+        torn = self.torn_metrics_lines()
+        if torn:
+            log.warning("%s: dropped %d unreadable line(s) at the end of %s (a write cut short); "
+                        "resuming from round %d", self.path, torn, METRICS, last_round)
         kept = [r for r in self.read_metrics() if int(r.get("round", -1)) <= last_round]
         tmp = self.path / (METRICS + ".tmp")
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
@@ -121,6 +139,13 @@ class RunDir:
         tmp = self.path / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(dict(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / SUMMARY)
+
+
+def report_torn_log(path: str | os.PathLike[str], bad_line: int | None, dropped: int) -> None:
+    """Warn that an update log had a bad tail (``UpdateLog.load`` report) that was dropped."""
+    if bad_line is not None:
+        log.warning("%s: line %d is truncated or corrupted; dropped %d line(s) and resuming from the "
+                    "last good round", path, bad_line, dropped)
 
 
 def peak_rss_bytes() -> int:

@@ -28,6 +28,17 @@ def register(sub: Any) -> None:
     f.add_argument("--numel", type=int, default=500_000, help="parameters the server replays onto")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     f.set_defaults(func=_federation)
+    fl = bsub.add_parser("faults", help="fault injection: resume after a kill per fault kind; Byzantine "
+                                        "clients x aggregator (tiny model)")
+    fl.add_argument("--rounds", type=int, default=8)
+    fl.add_argument("--clients", type=int, default=5, help="clients (all participate every round)")
+    fl.add_argument("--fraction", type=float, default=0.2, help="faulty fraction per fault kind")
+    fl.add_argument("--byzantine-fraction", type=float, default=0.2)
+    fl.add_argument("--byzantine-kinds", default="sign_flip,random,scale",
+                    help="comma-separated: sign_flip, scale, nan, inf, random")
+    fl.add_argument("--seed", type=int, default=0)
+    fl.add_argument("--json", action="store_true", help="print the report as JSON")
+    fl.set_defaults(func=_faults)
 
 
 def _zo(args: argparse.Namespace) -> int:
@@ -46,5 +57,16 @@ def _federation(args: argparse.Namespace) -> int:
     from fedzo.bench.federation import format_report, run_bench
 
     report = run_bench(numel=args.numel, k=args.k)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _faults(args: argparse.Namespace) -> int:
+    from fedzo.bench.faults import format_report, run_bench
+
+    report = run_bench(rounds=args.rounds, num_clients=args.clients, fraction=args.fraction,
+                       byzantine_fraction=args.byzantine_fraction,
+                       byzantine_kinds=[k.strip() for k in args.byzantine_kinds.split(",") if k.strip()],
+                       seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fedzo.federation.faultspec import FaultsConfig
+
 ZO_FEDERATED_OPTIMIZERS = ("zo-sgd", "zo-sgd-sign")
 FO_FEDERATED_OPTIMIZERS = ("fo-sgd", "fo-adam")
 CATCH_UP_POLICIES = ("replay", "seed_pool", "full", "auto")
@@ -54,6 +56,11 @@ class FederationConfig(BaseModel):
         "mean", description="per-seed aggregation of the clients' scalars (mean is example-weighted)")
     trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction cut at each end (trimmed-mean)")
     clip: float | None = Field(None, gt=0, description="clip each scalar to [-clip, clip] before aggregation")
+    aggregator_clip: Literal["none", "running-median"] = Field(
+        "none", description="running-median: clip each client scalar to clip_multiplier x the median "
+        "|aggregated scalar| of the last clip_window applied rounds (first round: of the round's scalars)")
+    clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median clip bound")
+    clip_window: int = Field(10, ge=1, description="rounds in the running median (aggregator_clip)")
     max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
     min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
     below_min: Literal["skip", "retry"] = Field(
@@ -133,6 +140,16 @@ class FederatedRunConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where clients and server compute")
     federation: FederationConfig = Field(default_factory=FederationConfig, description="federated settings")
+    faults: FaultsConfig = Field(default_factory=FaultsConfig,
+                                 description="injected client faults (seeds-and-scalars protocol only)")
+
+    @model_validator(mode="after")
+    def _faults_need_zo(self) -> FederatedRunConfig:
+        if self.faults.active and not self.federation.is_zo:
+            raise ValueError(f"faults: fault injection covers the seeds-and-scalars protocol; optimizer "
+                             f"{self.federation.optimizer!r} runs the FedAvg baseline; use zo-sgd or "
+                             "zo-sgd-sign, or remove faults")
+        return self
 
     def objective_config(self) -> Any:
         """The centralized TrainConfig that builds the same model and data (reuses fedzo.train)."""

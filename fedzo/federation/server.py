@@ -24,17 +24,19 @@ import numpy as np
 from flwr.app import Message, RecordDict
 
 from fedzo.errors import FedzoError
-from fedzo.federation.aggregate import Contribution, make_aggregator, validate_replies
+from fedzo.federation.aggregate import Contribution, validate_replies
 from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.catchup import CatchUpPlanner, SeedPool
 from fedzo.federation.client import ClientSetup, config_digest
 from fedzo.devices.clock import ClientTimeline, ClientTiming, Status, simulate_round
 from fedzo.federation.config import FederatedRunConfig
+from fedzo.federation.faults import collect_replies, fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier, plan_fleet
+from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.messages import (
     MESSAGE_TYPE, Downlink, Expected, build_downlink, parse_setup_reply,
 )
-from fedzo.runs import RunDir, peak_rss_bytes
+from fedzo.runs import RunDir, peak_rss_bytes, report_torn_log
 from fedzo.zo import (
     LogEntry, NoiseSpec, ParamSet, Perturber, Schedule, UpdateLog, derive_seed, direction_seeds,
     param_digest,
@@ -142,7 +144,8 @@ class FederatedServer:
         self._synced_this_round: list[int] = []
         self.setup_json = ClientSetup(cfg, str(run.log_path)).to_json()
         self.digest = config_digest(self.setup_json)
-        self.aggregate = make_aggregator(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip)
+        self.aggregate = RobustAggregator.from_config(fed)  # running-median clip state: see _apply
+        self.unknown_replies = 0  # replies from nodes outside the round (reset per round)
         self.optimizer = ZOSGDSign() if fed.optimizer == "zo-sgd-sign" else ZOSGD()
         self.schedule = Schedule(fed.lr, fed.schedule, fed.rounds, fed.warmup_rounds)
         self.pool = SeedPool(fed.seed, fed.seed_pool_size) if fed.catch_up == "seed_pool" else None
@@ -178,7 +181,8 @@ class FederatedServer:
             if resume:
                 self.run.truncate_metrics(-1)
             return
-        log, _ = UpdateLog.load(self.run.log_path, repair=True)
+        log, load_report = UpdateLog.load(self.run.log_path, repair=True)
+        report_torn_log(self.run.log_path, load_report.bad_line, load_report.dropped_lines)
         if log.header.get("initial_digest") != header["initial_digest"]:
             raise FederationError(f"{self.run.path}: the initial model differs from the one this run started from")
         rounds = [int(r["round"]) for r in self.run.read_metrics() if r.get("kind") == "round"]
@@ -203,6 +207,7 @@ class FederatedServer:
         """Move the global model by a logged round (and tell the planner)."""
         pairs = [(e.seed, e.coefficient) for e in entries]
         self.planner.record_round(round_, pairs)
+        self.aggregate.observe(entries)  # rebuilt from the log on resume
         if self.pool is not None:
             cu = self.pool.catch_up(round_)
             self.params.load(self.initial)
@@ -284,11 +289,13 @@ class FederatedServer:
             "offline": sorted(r["client"] for r in records if r["kind"] == "client" and r["status"] == "offline"),
             "rejected": dict(sorted(outcome.rejected.items())) if outcome.rejected else {},
             "skipped": outcome.skipped_reason, "history_entries": self.planner.history_entries,
+            **round_fault_counts(records, self.unknown_replies),
             **{f"{k}_labelled_estimate": v for k, v in estimated_transport_overhead(
                 2 * len([r for r in records if r["kind"] == "client"])).items()},
         })
         for r in records[:-1]:
             r.pop("train_loss", None)
+        self.unknown_replies = 0
         self.run.append_metrics(records)
         self.done = round_
         return outcome
@@ -323,14 +330,11 @@ class FederatedServer:
             client_of_node[self.node_of[c]] = c
             expected[c] = Expected(round_, c, seeds, fed.q, fed.max_abs_scalar)
         replies = transport.exchange(msgs, fed.round_timeout) if msgs else []
-        contents: dict[int, RecordDict | Exception] = {}
-        sizes_up: dict[int, MessageSize] = {}
-        for rep in replies:
-            c = client_of_node.get(int(rep.metadata.src_node_id))
-            if c is None or c in contents:
-                continue
-            sizes_up[c] = MessageSize.of(rep)
-            contents[c] = rep.content if rep.has_content() else FederationError(rep.error.reason or "error")
+        collected = collect_replies(replies, client_of_node, expected, FederationError)
+        contents: dict[int, RecordDict | Exception] = collected.contents
+        sizes_up = {c: MessageSize.of(rep) for c, rep in collected.messages.items()}
+        self.unknown_replies += collected.unknown
+        injected = getattr(transport, "injected", {})
         check = validate_replies(contents, expected)
         # the simulated clock: who finishes when, who is kept (deterministic inputs only)
         timings: dict[int, ClientTiming] = {}
@@ -393,6 +397,7 @@ class FederatedServer:
                 "synced": u is not None,
                 "host_compute_seconds": u.compute_seconds if u is not None else 0.0,
                 "peak_memory_bytes": u.peak_memory_bytes if u is not None else None,
+                "fault": injected.get(c), "extra_replies": collected.extras.get(c, []),
                 "train_loss": u.loss_mean if status == "ok" and u is not None else None,
             })
         self._synced_this_round += sorted(check.uplinks)
@@ -416,6 +421,7 @@ class FederatedServer:
 
     def run_all(self, transport: Transport) -> dict[str, Any]:
         """Handshake, then the remaining rounds; returns the summary (also written)."""
+        transport = with_faults(transport, self.cfg.faults)
         self.handshake(transport)
         self.write_fleet_files()
         if self.done == 0 and not any(r.get("kind") == "round" for r in self.run.read_metrics()):
@@ -448,7 +454,7 @@ class FederatedServer:
             "peak_client_memory_bytes": self.peak_client_memory, "server_peak_rss_bytes": peak_rss_bytes(),
             "modelled_client_memory_bytes": self.plan.modelled_memory(),
             "excluded_clients": list(self.plan.excluded),
-            "model_sha256": self.model_sha256,
+            "model_sha256": self.model_sha256, "faults": fault_totals(self.run.read_metrics()),
         }
         self.run.write_summary(s)
         return s
