@@ -67,6 +67,9 @@ class FederationConfig(BaseModel):
         "skip", description="when fewer than min_clients replied: skip the round (no update) or retry it once")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every E rounds (and at the end)")
     round_timeout: float = Field(600.0, gt=0, description="seconds the server waits for replies per round")
+    setup_timeout: float = Field(
+        900.0, gt=0, description="seconds the server waits for every node to register and load the model "
+        "before round 1 (a cold node imports torch and reads the weights first)")
     engine: Literal["inprocess", "simulation", "deployment"] = Field(
         "inprocess", description="inprocess (direct calls, tests), simulation (Flower + Ray), deployment")
     batch_size: int = Field(16, ge=1, description="examples per local step")

@@ -299,7 +299,7 @@ class FedAvgBaseline:
     def run_all(self, grid: Any) -> dict[str, Any]:
         """Handshake, then the remaining rounds through ``FedzoFedAvg.start``; returns the summary."""
         self.node_of = handshake(GridTransport(grid), self.setup_json, self.digest, self.fed.num_clients,
-                                 self.fed.round_timeout)
+                                 self.fed.setup_timeout)
         write_fleet_files(self.run, self.plan)
         remaining = self.fed.rounds - self.done
         if remaining > 0:

@@ -33,8 +33,9 @@ from fedzo.federation.config import FederatedRunConfig
 from fedzo.federation.faults import collect_replies, fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier, plan_fleet
 from fedzo.federation.robust import RobustAggregator
+from fedzo.federation.handshake import handshake
 from fedzo.federation.messages import (
-    MESSAGE_TYPE, Downlink, Expected, build_downlink, parse_setup_reply,
+    MESSAGE_TYPE, Downlink, Expected, build_downlink,
 )
 from fedzo.runs import RunDir, peak_rss_bytes, report_torn_log
 from fedzo.zo import (
@@ -229,18 +230,8 @@ class FederatedServer:
     # -- protocol --------------------------------------------------------------------------
     def handshake(self, transport: Transport) -> None:
         """Send the run configuration to every node; learn which client each node serves."""
-        nodes = transport.node_ids(self.fed.num_clients, self.fed.round_timeout)
-        d = Downlink("setup", 0, -1, config_json=self.setup_json, config_digest=self.digest)
-        msgs = [transport.new_message(build_downlink(d), n, 0) for n in nodes]
-        replies = transport.exchange(msgs, self.fed.round_timeout)
-        for rep in replies:
-            if rep.has_error():
-                raise FederationError(f"node {rep.metadata.src_node_id} failed the handshake: {rep.error.reason}")
-            self.node_of[parse_setup_reply(rep.content)] = int(rep.metadata.src_node_id)
-        missing = sorted(set(range(self.fed.num_clients)) - set(self.node_of))
-        if missing:
-            raise FederationError(f"no node announced client(s) {missing[:10]} in the handshake; each "
-                                  "client id 0..num_clients-1 needs one node (node_config partition-id)")
+        self.node_of = handshake(transport, self.setup_json, self.digest, self.fed.num_clients,
+                                 self.fed.setup_timeout)
 
     def _seeds(self, round_: int) -> tuple[int, ...]:
         if self.pool is not None:
