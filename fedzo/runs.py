@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    def on_append(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Call ``listener`` with every batch of metric records once it is on disk (progress bars)."""
+        self._listeners.append(listener)
 
     # -- creation -------------------------------------------------------------------------
     @classmethod
@@ -92,11 +97,14 @@ class RunDir:
 
     def append_metrics(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Append metric records (one JSON line each), flushed and fsynced together."""
-        lines = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
+        batch = [dict(r) for r in records]
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in batch)
         with open(self.path / METRICS, "a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+        for listener in self._listeners:
+            listener(batch)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All complete metric records (a torn last line is ignored)."""

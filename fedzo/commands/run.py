@@ -17,6 +17,8 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--engine", choices=["inprocess", "simulation"], help="override federation.engine")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="do not write RUN/plots at the end")
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else scenario.out_dir
     else:
         raise ConfigError("give a scenario file, or --resume DIR")
-    summary = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine)
+    summary = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine,
+                            progress=not args.no_progress, plots=not args.no_plots)
     print(f"run: {out}")
     print(f"accuracy: final {summary.get('final_accuracy')}, best {summary.get('best_accuracy')}")
     print(f"simulated {summary.get('sim_seconds', 0):.1f} s, host {summary.get('host_seconds', 0):.1f} s, "

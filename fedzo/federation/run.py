@@ -61,19 +61,41 @@ def _prepare(config: Any, out: str | os.PathLike[str], resume: bool, force: bool
 
 
 def run_federated(config: Any, out: str | os.PathLike[str], *, resume: bool = False,
-                  force: bool = False, engine: str | None = None) -> dict[str, Any]:
+                  force: bool = False, engine: str | None = None, progress: bool = False,
+                  plots: bool = False) -> dict[str, Any]:
     """Run (or resume) a federated scenario into ``out``; returns the summary.
 
     ``engine`` overrides ``federation.engine`` (inprocess | simulation). The optimizer
     picks the protocol: ``zo-*`` seeds and scalars, ``fo-*`` the FedAvg backprop baseline.
+    ``progress`` shows a bar per round; ``plots`` writes ``out/plots`` at the end.
     """
-    from fedzo.train import build_objective
+    from fedzo.federation.progress import RoundProgress
 
     eng = engine or coerce_config(config).federation.engine
     if eng not in ("inprocess", "simulation"):
         raise ConfigError(f"engine: {eng!r} cannot be started from run_federated; allowed: inprocess, "
                           "simulation (deployment: scripts/deploy_local.sh)")
     cfg, run = _prepare(config, out, resume, force)
+    done = max((r.get("round", 0) for r in run.read_metrics() if r.get("kind") == "round"), default=0)
+    bar = RoundProgress(cfg.name, cfg.federation.rounds, done, enabled=progress).attach(run)
+    try:
+        summary = _execute(config, cfg, run, resume, eng)
+    finally:
+        bar.close()
+    if plots:
+        try:
+            from analysis.plots import plot_runs
+
+            plot_runs([run.path], run.path / "plots")
+        except Exception as exc:  # plotting must never lose a finished run
+            print(f"note: plots not written ({exc})")
+    return summary
+
+
+def _execute(config: Any, cfg: FederatedRunConfig, run: RunDir, resume: bool, eng: str) -> dict[str, Any]:
+    """Start the protocol the optimizer family names on engine ``eng``."""
+    from fedzo.train import build_objective
+
     if not cfg.federation.is_zo:
         return _run_fedavg(cfg, run, resume=resume, engine=eng, fleet=fleet_of(config))
     from fedzo.federation.server import FederatedServer, GridTransport
