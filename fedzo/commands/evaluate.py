@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--text-column", default=None, help="text column of a user dataset")
     p.add_argument("--label-column", default=None, help="label column of a user dataset")
     p.add_argument("--cache-dir", default=None, help="asset cache (default: $FEDZO_CACHE or ~/.cache/fedzo)")
+    p.add_argument("--run", metavar="DIR", default=None,
+                   help="evaluate the global model of a federated run directory (initial model + its "
+                        "update log replayed); --model/--task/--prompt come from the run")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.run:
+        return _evaluate_run(args)
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
     load_s = time.perf_counter() - t0
@@ -85,4 +90,34 @@ def run(args: argparse.Namespace) -> int:
             f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, n {metrics['n']}; "
             f"predicted {counts}; load {load_s:.1f} s, eval {eval_s:.1f} s"
         )
+    return 0
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    """``--run DIR``: rebuild the run's global model from its log and evaluate it."""
+    from fedzo.federation.global_model import load_global_model
+    from fedzo.tasks import load_task
+
+    t0 = time.perf_counter()
+    gm = load_global_model(args.run)
+    load_s = time.perf_counter() - t0
+    task = load_task(gm.config.task, seed=gm.config.federation.seed, cache_dir=args.cache_dir)
+    examples = task.split(args.split)[: args.limit]
+    t1 = time.perf_counter()
+    metrics = gm.objective.classifier.evaluate(examples, batch_size=args.batch_size)
+    eval_s = time.perf_counter() - t1
+    result = {
+        "run": str(args.run), "model": gm.config.model, "task": task.name, "split": args.split,
+        "rounds": gm.rounds, "model_sha256": gm.model_sha256, "matches_summary": gm.matches_summary,
+        **metrics, "load_seconds": round(load_s, 2), "eval_seconds": round(eval_s, 2),
+        "threads": torch.get_num_threads(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        check = {True: "matches summary.json", False: "DIFFERS from summary.json",
+                 None: "no summary.json (run unfinished)"}[gm.matches_summary]
+        print(f"{args.run}: global model after {gm.rounds} rounds ({check}) on {task.name}/{args.split}: "
+              f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, n {metrics['n']}; "
+              f"rebuild {load_s:.1f} s, eval {eval_s:.1f} s")
     return 0
