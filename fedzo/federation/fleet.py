@@ -118,6 +118,7 @@ class FleetPlan:
     over_commit: float = 0.0
     compute_model: ComputeModel = "flops"
     from_scenario: bool = True
+    label_histograms: list[list[int]] = field(default_factory=list)  # client -> examples per label
 
     # -- who ---------------------------------------------------------------------------
     def profile_of(self, client: int) -> DeviceProfile:
@@ -209,6 +210,7 @@ class FleetPlan:
             "forwards_per_step": s.forwards_per_step, "memory_policy": self.memory_policy,
             "compute_model": self.compute_model, "deadline_seconds": self.deadline,
             "over_commit": self.over_commit, "devices": devices, "excluded_clients": list(self.excluded),
+            "label_histograms": self.label_histograms,
         }
 
 
@@ -258,7 +260,17 @@ def plan_fleet(cfg: Any, fleet: Any | None, objective: Any, trainable: int) -> F
                               f"({', '.join(too_big)} out of memory); lower min_clients")
     return FleetPlan(names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded,
                      memory_policy=policy, deadline=deadline, over_commit=over, compute_model=compute,
-                     from_scenario=fleet is not None)
+                     from_scenario=fleet is not None, label_histograms=_label_histograms(cfg, objective))
+
+
+def _label_histograms(cfg: Any, objective: Any) -> list[list[int]]:
+    """Examples per label on each client's partition (the same split the clients train on)."""
+    from fedzo.tasks.partition import label_histogram, partition
+
+    fed = cfg.federation
+    labels = [int(e.label) for e in objective.train]
+    parts = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=fed.seed)
+    return label_histogram(labels, parts)
 
 
 # --------------------------------------------------------------------------- frontier
