@@ -159,9 +159,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         typ = _type_name(ann).replace("|", "\\|")
         rows.append(f"| `{key}` | {typ} | {default} | {desc} |")
-        for sub in nested:
+        is_list = typing.get_origin(ann) is list
+        for sub in [] if is_list else nested:
             rows += _rows(sub, f"{key}.")
-        if typing.get_origin(ann) is list:
+        if is_list:
             for sub in typing.get_args(ann):
                 if isinstance(sub, type) and issubclass(sub, BaseModel):
                     rows += _rows(sub, f"{key}[].")

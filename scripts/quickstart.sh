@@ -10,4 +10,4 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q --upgrade pip
 python -m pip install -q -e .
-fedzo train scenarios/train-quickstart.yaml --force "$@"
+fedzo run scenarios/quickstart.yaml --force "$@"
