@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     budget = None
     if args.budget is not None:
         try:
-            budget = parse_bytes(args.budget)
+            # a bare number is GB (``--budget 1`` = 1 GB); units as in the profiles otherwise
+            raw = args.budget.strip()
+            budget = parse_bytes(f"{raw}GB" if raw.replace(".", "", 1).isdigit() else raw)
         except ValueError as exc:
             raise ConfigError(f"--budget: {args.budget!r} {exc}") from None
     out: dict[str, Any] = {"model": args.model, "batch": args.batch, "seq": args.seq,
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for row in _ROWS:
         print(f"{row:<24}{format_bytes(getattr(bp, row)):>12}{format_bytes(getattr(zo, row)):>12}")
     print(f"{'peak (total)':<24}{format_bytes(bp.total):>12}{format_bytes(zo.total):>12}")
-    print(f"{'peak phase':<24}{bp.peak_phase:>12}{zo.peak_phase:>12}")
+    print(f"peak phase: BP {bp.peak_phase}, ZO {zo.peak_phase}")
     print(f"ZO needs {zo.total / bp.total:.2f} x the memory of BP.")
     for line in fit_lines:
         print(line)
