@@ -42,3 +42,29 @@ def fed_config() -> Any:
 def strip_timings() -> Any:
     """The metrics reader that drops timings."""
     return metrics_without_timings
+
+
+def interrupted_then_resumed(config: Any, out: Path, crash_round: int, monkeypatch: Any) -> dict[str, Any]:
+    """Run ``config`` into ``out``, interrupt it at the start of ``crash_round`` (as Ctrl-C
+    would), then resume it; returns the resumed run's summary."""
+    from fedzo.federation.run import run_federated
+    from fedzo.federation.server import FederatedServer
+
+    real = FederatedServer.run_round
+
+    def crash(self: Any, transport: Any, round_: int) -> Any:
+        if round_ == crash_round:
+            raise KeyboardInterrupt
+        return real(self, transport, round_)
+
+    monkeypatch.setattr(FederatedServer, "run_round", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_federated(config, out)
+    monkeypatch.setattr(FederatedServer, "run_round", real)
+    return run_federated(config, out, resume=True)
+
+
+@pytest.fixture
+def interrupt_and_resume(monkeypatch: Any) -> Any:
+    """``interrupt_and_resume(config, out, crash_round)`` -> the resumed summary."""
+    return lambda config, out, crash_round: interrupted_then_resumed(config, out, crash_round, monkeypatch)

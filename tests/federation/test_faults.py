@@ -119,20 +119,9 @@ def test_each_fault_is_observed_and_counted(faulty_run) -> None:
     assert totals["status"]["ok"] == seen[None] + seen["duplicate"]
 
 
-def test_faulty_run_resumes_bitwise(faulty_run, tmp_path, monkeypatch, strip_timings) -> None:
+def test_faulty_run_resumes_bitwise(faulty_run, tmp_path, interrupt_and_resume, strip_timings) -> None:
     cfg, out, ref = faulty_run
-    real = FederatedServer.run_round
-
-    def crash_in_round_4(self, transport, round_):
-        if round_ == 4:
-            raise KeyboardInterrupt
-        return real(self, transport, round_)
-
-    monkeypatch.setattr(FederatedServer, "run_round", crash_in_round_4)
-    with pytest.raises(KeyboardInterrupt):
-        run_federated(cfg, tmp_path / "cut")
-    monkeypatch.setattr(FederatedServer, "run_round", real)
-    resumed = run_federated(cfg, tmp_path / "cut", resume=True)
+    resumed = interrupt_and_resume(cfg, tmp_path / "cut", 4)
     assert resumed["model_sha256"] == ref["model_sha256"]
     assert resumed["faults"] == ref["faults"]
     assert strip_timings(tmp_path / "cut") == strip_timings(out)
@@ -179,23 +168,12 @@ def test_running_median_clip_bounds_and_state() -> None:
     assert plain(_contribs(honest + [[1e6, -1e6]])) == (1.0, -1.0) and plain.last_bound is None
 
 
-def test_running_median_clip_run_resumes_bitwise(tmp_path, monkeypatch, fed_config, strip_timings) -> None:
+def test_running_median_clip_run_resumes_bitwise(tmp_path, interrupt_and_resume, fed_config, strip_timings) -> None:
     cfg = fed_config(num_clients=4, clients_per_round=4, rounds=4, aggregator_clip="running-median",
                      clip_multiplier=2.0, clip_window=2).model_copy(
         update={"faults": FaultsConfig(seed=2, byzantine={"fraction": 0.25, "kind": "scale"})})
     ref = run_federated(cfg, tmp_path / "ref")
-    real = FederatedServer.run_round
-
-    def crash(self, transport, round_):
-        if round_ == 3:
-            raise KeyboardInterrupt
-        return real(self, transport, round_)
-
-    monkeypatch.setattr(FederatedServer, "run_round", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_federated(cfg, tmp_path / "cut")
-    monkeypatch.setattr(FederatedServer, "run_round", real)
-    assert run_federated(cfg, tmp_path / "cut", resume=True)["model_sha256"] == ref["model_sha256"]
+    assert interrupt_and_resume(cfg, tmp_path / "cut", 3)["model_sha256"] == ref["model_sha256"]
     assert strip_timings(tmp_path / "cut") == strip_timings(tmp_path / "ref")
 
 

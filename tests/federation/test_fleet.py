@@ -166,20 +166,9 @@ def test_fleet_run_reproduces_and_availability_is_seeded(flaky_run, tmp_path) ->
     assert without_host(tmp_path / "again") == without_host(out)
 
 
-def test_fleet_run_resumes_exactly(flaky_run, tmp_path, monkeypatch) -> None:
+def test_fleet_run_resumes_exactly(flaky_run, tmp_path, interrupt_and_resume) -> None:
     s, out, ref = flaky_run
-    real = FederatedServer.run_round
-
-    def crash_in_round_3(self, transport, round_):
-        if round_ == 3:
-            raise KeyboardInterrupt
-        return real(self, transport, round_)
-
-    monkeypatch.setattr(FederatedServer, "run_round", crash_in_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run_federated(s, tmp_path / "cut")
-    monkeypatch.setattr(FederatedServer, "run_round", real)
-    resumed = run_federated(s, tmp_path / "cut", resume=True)
+    resumed = interrupt_and_resume(s, tmp_path / "cut", 3)
     assert resumed["model_sha256"] == ref["model_sha256"]
     assert without_host(tmp_path / "cut") == without_host(out)
 

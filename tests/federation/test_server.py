@@ -86,20 +86,9 @@ def test_two_runs_are_identical(replay_run, tmp_path, fed_config, strip_timings)
     assert strip_timings(tmp_path / "again") == strip_timings(out)
 
 
-def test_killed_server_resumes_bitwise(replay_run, tmp_path, monkeypatch, fed_config, strip_timings) -> None:
+def test_killed_server_resumes_bitwise(replay_run, tmp_path, interrupt_and_resume, fed_config, strip_timings) -> None:
     out, ref = replay_run
-    real = FederatedServer.run_round
-
-    def crash_in_round_3(self, transport, round_):
-        if round_ == 3:
-            raise KeyboardInterrupt
-        return real(self, transport, round_)
-
-    monkeypatch.setattr(FederatedServer, "run_round", crash_in_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run_federated(fed_config(), tmp_path / "cut")
-    monkeypatch.setattr(FederatedServer, "run_round", real)
-    resumed = run_federated(fed_config(), tmp_path / "cut", resume=True)
+    resumed = interrupt_and_resume(fed_config(), tmp_path / "cut", 3)
     assert resumed["model_sha256"] == ref["model_sha256"]
     assert strip_timings(tmp_path / "cut") == strip_timings(out)
 
