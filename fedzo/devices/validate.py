@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fedzo.errors import FedzoError
 from fedzo.devices.units import format_bytes
 
 __all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "run_case", "validate"]
@@ -194,12 +195,16 @@ def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
 
     env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1",
                TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedzo.devices.validate", "--worker", json.dumps(asdict(case))],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedzo.devices.validate", "--worker", json.dumps(asdict(case))],
+            capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FedzoError(f"measuring {case.label} ({case.mode}) took longer than {timeout:.0f} s; "
+                         "run on an idle machine or pass a larger timeout") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"measuring {case.label} failed:\n{proc.stderr[-2000:]}")
+        raise FedzoError(f"measuring {case.label} ({case.mode}) failed:\n{proc.stderr[-2000:]}")
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     breakdown = estimate_memory(
         model_config(case.model), case.mode,  # type: ignore[arg-type]
@@ -249,7 +254,11 @@ def _main(argv: list[str] | None = None) -> int:
         case = ValidationCase(**json.loads(args.worker))
         print(json.dumps(_worker(case)))
         return 0
-    print(format_table(validate()))
+    try:
+        print(format_table(validate()))
+    except FedzoError as exc:
+        print(f"python -m fedzo.devices.validate: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

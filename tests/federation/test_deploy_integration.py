@@ -37,6 +37,9 @@ federation:
   lr: 0.001
   batch_size: 8
   round_timeout: 300
+fleet:
+  default_profile: rpi5-8gb  # always available: every client-round must come back
+
 """
 
 
