@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fedzo.tasks.corpora import SENTIMENT_CORPORA, load_bbc_news, load_sentiment_corpus
 from fedzo.tasks.hf import load_hf_task
-from fedzo.tasks.synthetic import load_synthetic_sentiment
+from fedzo.tasks.synthetic import LARGE_SIZE, load_synthetic_sentiment
 from fedzo.tasks.types import Task
 
 __all__ = ["TASK_NAMES", "load_task"]
@@ -21,6 +21,7 @@ _LOADERS: dict[str, _Loader] = {
     },
     "bbc-news": lambda seed, cache: load_bbc_news(seed=seed, cache_dir=cache),
     "synthetic-sentiment": lambda seed, cache: load_synthetic_sentiment(seed=seed),
+    "synthetic-sentiment-large": lambda seed, cache: load_synthetic_sentiment(seed=seed, size=LARGE_SIZE),
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_LOADERS)

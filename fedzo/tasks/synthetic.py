@@ -57,11 +57,16 @@ def generate_sentences(n: int, *, seed: int = 0) -> list[Example]:
     return out
 
 
-def load_synthetic_sentiment(*, seed: int = 0) -> Task:
-    """The synthetic task: 1200 sentences split 840 train / 120 dev / 240 test."""
+LARGE_SIZE = 12_000
+"""Examples of ``synthetic-sentiment-large`` (10,500 train by the default split): enough for 1000-client fleets."""
+
+
+def load_synthetic_sentiment(*, seed: int = 0, size: int = SIZE) -> Task:
+    """The synthetic task: ``size`` sentences split train / dev / test by the default rule
+    (1200 by default: 840 / 120 / 240; ``LARGE_SIZE`` for ``synthetic-sentiment-large``, whose dev and test splits are capped by the default rule)."""
     return make_task(
-        "synthetic-sentiment",
-        generate_sentences(SIZE, seed=seed),
+        "synthetic-sentiment" if size == SIZE else "synthetic-sentiment-large",
+        generate_sentences(size, seed=seed),
         SENTIMENT_LABELS,
         seed=seed,
         max_length=32,

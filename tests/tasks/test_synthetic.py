@@ -24,3 +24,11 @@ def test_every_word_is_in_the_tiny_vocabulary():
     words = {w for e in task.train + task.test for w in e.text.split()}
     assert words <= set(TINY_VOCAB)
     assert all(tok.unk_token_id not in tok(e.text)["input_ids"] for e in task.test)
+
+
+def test_large_synthetic_task_has_room_for_a_thousand_clients() -> None:
+    from fedzo.tasks import load_task
+
+    task = load_task("synthetic-sentiment-large")
+    assert task.name == "synthetic-sentiment-large"
+    assert len(task.train) == 10500 and len(task.dev) == 500 and len(task.test) == 1000
