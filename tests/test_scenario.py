@@ -90,3 +90,24 @@ def test_validate_command_exit_codes(tmp_path: Path, capsys) -> None:
     assert main(["validate", str(good), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "federation.rounds: 0" in err and "Traceback" not in err
+
+
+def test_resume_with_a_changed_configuration_names_the_keys(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    out = tmp_path / "run"
+    assert main(["run", str(ROOT / "scenarios" / "smoke-tiny.yaml"), "--out", str(out), "--no-progress",
+                 "--no-plots"]) == 0
+    stored = yaml.safe_load((out / "scenario.yaml").read_text())
+    stored["federation"]["lr"] = 0.5  # as if the file had been edited after the run
+    (out / "scenario.yaml").write_text(yaml.safe_dump(stored))
+    before = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    from fedzo.errors import ConfigError
+    from fedzo.federation.run import run_federated
+
+    with pytest.raises(ConfigError, match=r"changed: federation\.lr"):
+        run_federated(load_scenario(ROOT / "scenarios" / "smoke-tiny.yaml"), out, resume=True)
+    assert (out / "metrics.jsonl").read_text() == before  # nothing overwritten
+    assert main(["run", str(ROOT / "scenarios" / "smoke-tiny.yaml"), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err

@@ -50,7 +50,9 @@ def _prepare(config: Any, out: str | os.PathLike[str], resume: bool, force: bool
     if resume:
         run = RunDir.open(out)
         if run.config() != dump:
-            raise ConfigError(f"{out}: cannot resume with a changed configuration")
+            changed = ", ".join(_changed_keys(run.config(), dump)) or "(formatting)"
+            raise ConfigError(f"{out}: cannot resume with a changed configuration (changed: {changed}); "
+                              "start a new run directory, or rerun with --force to overwrite this one")
     else:
         run = RunDir.create(out, dump, force=force)
     if cfg.threads:
@@ -58,6 +60,16 @@ def _prepare(config: Any, out: str | os.PathLike[str], resume: bool, force: bool
 
         torch.set_num_threads(cfg.threads)
     return cfg, run
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths at which two stored configurations differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def run_federated(config: Any, out: str | os.PathLike[str], *, resume: bool = False,
