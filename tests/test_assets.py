@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
-import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from fixture_archives import offline_cache, tar_gz_bytes
 from fedzo import assets
 from fedzo.commands import assets as assets_cmd
 from fedzo.errors import AssetError
@@ -20,22 +19,7 @@ from fedzo.errors import AssetError
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Any accidental real download fails; the default cache is a temp folder."""
-
-    def refuse(asset: assets.Asset, dest: Path) -> Path:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(assets, "pip_download", refuse)
-    monkeypatch.setenv("FEDZO_CACHE", str(tmp_path / "env-cache"))
-
-
-def _tar_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    offline_cache(monkeypatch, tmp_path / "env-cache")
 
 
 def fake_asset(
@@ -57,7 +41,7 @@ def fake_asset(
     else:
         assert real.nested is not None
         archive = tmp_path / f"{real.package}-{real.version}.tar.gz"
-        archive.write_bytes(_tar_bytes({real.nested: _tar_bytes(inner), "setup.py": b""}))
+        archive.write_bytes(tar_gz_bytes({real.nested: tar_gz_bytes(inner), "setup.py": b""}))
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     asset = dataclasses.replace(real, sha256=sha)
     monkeypatch.setitem(assets.ASSETS, name, asset)

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fixture_archives import offline_cache, tar_gz_bytes
 from fedzo import assets
 
 
 @pytest.fixture(autouse=True)
 def _offline_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No real downloads: an empty temp cache and a downloader that refuses."""
-
-    def refuse(asset: assets.Asset, dest: Path) -> Path:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(assets, "pip_download", refuse)
-    monkeypatch.setenv("FEDZO_CACHE", str(tmp_path / "cache"))
-
-
-def _tar_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    offline_cache(monkeypatch, tmp_path / "cache")
 
 
 @pytest.fixture
@@ -53,7 +37,7 @@ def serve_assets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[d
             else:
                 assert real.nested is not None
                 archive = tmp_path / f"{real.package}-{real.version}.tar.gz"
-                archive.write_bytes(_tar_bytes({real.nested: _tar_bytes(inner)}))
+                archive.write_bytes(tar_gz_bytes({real.nested: tar_gz_bytes(inner)}))
             sha = hashlib.sha256(archive.read_bytes()).hexdigest()
             monkeypatch.setitem(assets.ASSETS, name, dataclasses.replace(real, sha256=sha))
             archives[name] = archive
