@@ -163,3 +163,11 @@ def peak_rss_bytes() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def accuracy_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
+    """``initial_accuracy``, ``final_accuracy`` and ``best_accuracy`` of a run's round records."""
+    accs = [r["eval_accuracy"] for r in records
+            if r.get("kind") == "round" and r.get("eval_accuracy") is not None]
+    return {"initial_accuracy": accs[0] if accs else None, "final_accuracy": accs[-1] if accs else None,
+            "best_accuracy": max(accs) if accs else None}

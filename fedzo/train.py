@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from fedzo.errors import ConfigError
-from fedzo.runs import RunDir, peak_rss_bytes
+from fedzo.runs import RunDir, accuracy_summary, peak_rss_bytes
 from fedzo.zo import (
     BlockSchedule, EstimatorConfig, LogEntry, MagnitudeMask, NoiseSpec, ParamSet, Perturber,
     RandomMask, Schedule, UpdateLog, check_signature, default_blocks, derive_seed,
@@ -314,15 +314,13 @@ def _round_record(step: int, host: float, loss: float | None, m: dict[str, Any] 
 
 
 def _summary(cfg: TrainConfig, run: RunDir, clf: nn.Module, perturber: Perturber | None) -> dict[str, Any]:
-    rounds = [r for r in run.read_metrics() if r.get("kind") == "round"]
-    accs = [r["eval_accuracy"] for r in rounds if r.get("eval_accuracy") is not None]
+    records = run.read_metrics()
+    rounds = [r for r in records if r.get("kind") == "round"]
     params = perturber.params if perturber is not None else ParamSet.from_module(clf, lambda n, p: True)
     return {
         "name": cfg.name, "model": cfg.model, "optimizer": cfg.optimizer, "peft": cfg.peft,
         "method": "bp" if cfg.optimizer in FO_OPTIMIZERS else "zo",
-        "initial_accuracy": accs[0] if accs else None,
-        "final_accuracy": accs[-1] if accs else None,
-        "best_accuracy": max(accs) if accs else None,
+        **accuracy_summary(records),
         "steps": cfg.steps,
         "sim_seconds": rounds[-1]["sim_seconds"] if rounds else 0.0,
         "host_seconds": rounds[-1]["host_seconds"] if rounds else 0.0,

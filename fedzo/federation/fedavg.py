@@ -48,7 +48,7 @@ from fedzo.federation.fedavg_client import (
 from fedzo.federation.handshake import handshake
 from fedzo.federation.fleet import FleetPlan, plan_fleet
 from fedzo.federation.server import GridTransport, _timeline, sample_clients, write_fleet_files
-from fedzo.runs import RunDir, peak_rss_bytes
+from fedzo.runs import RunDir, accuracy_summary, peak_rss_bytes
 from fedzo.zo import ParamSet, Schedule, param_digest
 
 CHECKPOINT = "fedavg_global.safetensors"
@@ -309,14 +309,11 @@ class FedAvgBaseline:
 
     def summary(self) -> dict[str, Any]:
         """summary.json content (the same keys as a seeds-and-scalars run)."""
-        rounds = [r for r in self.run.read_metrics() if r.get("kind") == "round"]
-        accs = [r["eval_accuracy"] for r in rounds if r.get("eval_accuracy") is not None]
         s = {
             "name": self.cfg.name, "model": self.cfg.model, "optimizer": self.fed.optimizer, "method": "bp",
             "catch_up": None, "engine": self.engine, "rounds": self.fed.rounds, "peft": self.cfg.peft,
             "fo_local_epochs": self.fed.fo_local_epochs,
-            "initial_accuracy": accs[0] if accs else None, "final_accuracy": accs[-1] if accs else None,
-            "best_accuracy": max(accs) if accs else None, "sim_seconds": self.sim_seconds,
+            **accuracy_summary(self.run.read_metrics()), "sim_seconds": self.sim_seconds,
             "host_seconds": self.host_seconds, "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "peak_client_memory_bytes": self.peak_client_memory, "server_peak_rss_bytes": peak_rss_bytes(),
             "modelled_client_memory_bytes": self.plan.modelled_memory(),

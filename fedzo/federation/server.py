@@ -37,7 +37,7 @@ from fedzo.federation.handshake import handshake
 from fedzo.federation.messages import (
     MESSAGE_TYPE, Downlink, Expected, build_downlink,
 )
-from fedzo.runs import RunDir, peak_rss_bytes, report_torn_log
+from fedzo.runs import RunDir, accuracy_summary, peak_rss_bytes, report_torn_log
 from fedzo.zo import (
     LogEntry, NoiseSpec, ParamSet, Perturber, Schedule, UpdateLog, derive_seed, direction_seeds,
     param_digest,
@@ -433,19 +433,17 @@ class FederatedServer:
 
     def summary(self) -> dict[str, Any]:
         """summary.json content."""
-        rounds = [r for r in self.run.read_metrics() if r.get("kind") == "round"]
-        accs = [r["eval_accuracy"] for r in rounds if r.get("eval_accuracy") is not None]
+        records = self.run.read_metrics()
         s = {
             "name": self.cfg.name, "model": self.cfg.model, "optimizer": self.fed.optimizer,
             "method": "zo-federated", "catch_up": self.fed.catch_up, "engine": self.fed.engine,
-            "rounds": self.fed.rounds, "initial_accuracy": accs[0] if accs else None,
-            "final_accuracy": accs[-1] if accs else None, "best_accuracy": max(accs) if accs else None,
+            "rounds": self.fed.rounds, **accuracy_summary(records),
             "sim_seconds": self.sim_seconds, "host_seconds": self.host_seconds,
             "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "peak_client_memory_bytes": self.peak_client_memory, "server_peak_rss_bytes": peak_rss_bytes(),
             "modelled_client_memory_bytes": self.plan.modelled_memory(),
             "excluded_clients": list(self.plan.excluded),
-            "model_sha256": self.model_sha256, "faults": fault_totals(self.run.read_metrics()),
+            "model_sha256": self.model_sha256, "faults": fault_totals(records),
         }
         self.run.write_summary(s)
         return s
