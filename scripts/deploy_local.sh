@@ -8,19 +8,27 @@
 # Usage: scripts/deploy_local.sh SCENARIO [options]
 #   --out DIR          run directory (default: runs/<scenario name>-deploy)
 #   --nodes N          SuperNodes to start here (default: the scenario's num_clients;
-#                      0 with --host 0.0.0.0 to wait for boards on the LAN instead)
-#   --host HOST        SuperLink bind address (default 127.0.0.1; 0.0.0.0 for a LAN)
+#                      0 with --host LAN_IP to wait for boards on the LAN instead)
+#   --host HOST        SuperLink bind address (default 127.0.0.1; for a LAN, the server's
+#                      LAN address; 0.0.0.0 listens on every interface)
 #   --port PORT        SuperLink port (default: a free port)
 #   --timeout SECONDS  give up after this long (default 1800)
 #   --logs DIR         keep process logs here (default: a temporary directory, removed
 #                      on success and kept, with its path printed, on failure)
 #   --resume           continue the run in --out instead of starting it afresh
+#   --secure DIR       TLS and SuperNode authentication instead of --insecure. DIR holds
+#                      ca.crt, server.crt (SAN: every address nodes dial; 127.0.0.1 too
+#                      with --host 0.0.0.0), server.key, the public key of every
+#                      SuperNode allowed to join (*.pub, OpenSSH format, NIST EC curve;
+#                      each is registered with `flwr supernode register`) and, for the
+#                      N nodes started here, their keys node-<i> and node-<i>.pub.
+#                      See docs/deployment.md, "Securing a fleet".
 # Environment: FLWR_* and FEDZO_* variables pass through to all processes.
 set -euo pipefail
 
 die() { echo "deploy_local: $*" >&2; exit 2; }
 
-SCENARIO="" OUT="" NODES="" HOST="127.0.0.1" PORT="" TIMEOUT=1800 LOGS="" RESUME=false
+SCENARIO="" OUT="" NODES="" HOST="127.0.0.1" PORT="" TIMEOUT=1800 LOGS="" RESUME=false SECURE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -30,7 +38,8 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --logs) LOGS="$2"; shift 2 ;;
     --resume) RESUME=true; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --secure) SECURE="$2"; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [ -z "$SCENARIO" ] || die "one scenario only (got $SCENARIO and $1)"; SCENARIO="$1"; shift ;;
   esac
@@ -55,6 +64,21 @@ OUT="${OUT:-runs/$NAME-deploy}"
 mkdir -p "$(dirname "$OUT")"
 OUT="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
 
+if [ -n "$SECURE" ]; then
+  [ -d "$SECURE" ] || die "--secure $SECURE: no such directory"
+  SECURE="$(cd "$SECURE" && pwd)"
+  for f in ca.crt server.crt server.key; do [ -f "$SECURE/$f" ] || die "--secure: $SECURE/$f is missing"; done
+  PUBKEYS=("$SECURE"/*.pub)
+  [ -f "${PUBKEYS[0]}" ] || die "--secure: no *.pub in $SECURE: no SuperNode could join"
+  for i in $(seq 0 $((NODES - 1))); do
+    for f in "node-$i" "node-$i.pub"; do
+      [ -f "$SECURE/$f" ] || die "--secure: $SECURE/$f (key of local SuperNode $i) is missing"
+    done
+  done
+fi
+# The address this machine's processes dial: the bind address, or loopback for 0.0.0.0.
+CONNECT="$HOST"; [ "$HOST" = "0.0.0.0" ] && CONNECT=127.0.0.1
+
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="${PORT:-$(free_port)}"
 
@@ -70,8 +94,8 @@ cat > "$FLWR_HOME/config.toml" <<EOF
 default = "fedzo-deploy"
 
 [superlink.fedzo-deploy]
-address = "127.0.0.1:$PORT"
-insecure = true
+address = "$CONNECT:$PORT"
+$( [ -n "$SECURE" ] && echo "root-certificates = \"$SECURE/ca.crt\"" || echo "insecure = true" )
 EOF
 
 PIDS=()
@@ -99,16 +123,39 @@ start() {  # start NAME CMD...: in its own process group, logging to $LOGS/NAME.
   PIDS+=("$!")
 }
 
-start superlink flower-superlink --insecure --host "$HOST" --port "$PORT" \
+if [ -n "$SECURE" ]; then
+  LINK_SECURITY=(--ssl-ca-certfile "$SECURE/ca.crt" --ssl-certfile "$SECURE/server.crt"
+                 --ssl-keyfile "$SECURE/server.key" --enable-supernode-auth)
+else
+  LINK_SECURITY=(--insecure)
+fi
+start superlink flower-superlink "${LINK_SECURITY[@]}" --host "$HOST" --port "$PORT" \
   --disable-runtime-dependency-installation
 for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  (exec 3<>"/dev/tcp/$CONNECT/$PORT") 2>/dev/null && break
   kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$LOGS/superlink.log" >&2; die "the SuperLink exited"; }
   sleep 0.2
 done
-echo "deploy_local: SuperLink on $HOST:$PORT (pid ${PIDS[0]}); starting $NODES SuperNode(s)"
+echo "deploy_local: SuperLink on $HOST:$PORT (pid ${PIDS[0]}); $( [ -n "$SECURE" ] \
+  && echo "TLS and SuperNode authentication" || echo "insecure")"
+if [ -n "$SECURE" ]; then
+  # A fresh SuperLink (in-memory state) knows no SuperNode: register every allowed key.
+  for pub in "${PUBKEYS[@]}"; do
+    REG="$(flwr supernode register "$pub" fedzo-deploy --format json 2>"$LOGS/register.err")" || {
+      cat "$LOGS/register.err" >&2; die "flwr supernode register $pub failed"; }
+    NODE_ID="$(python -c 'import json, sys; print(json.loads(sys.argv[1])["node-id"])' "$REG")" \
+      || die "flwr supernode register answered: $REG"
+    echo "deploy_local: registered $(basename "$pub") as node $NODE_ID"
+  done
+fi
+echo "deploy_local: starting $NODES SuperNode(s)"
 for i in $(seq 0 $((NODES - 1))); do
-  start "supernode-$i" flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port "$(free_port)" \
+  if [ -n "$SECURE" ]; then
+    NODE_SECURITY=(--root-certificates "$SECURE/ca.crt" --auth-supernode-private-key "$SECURE/node-$i")
+  else
+    NODE_SECURITY=(--insecure)
+  fi
+  start "supernode-$i" flower-supernode "${NODE_SECURITY[@]}" --superlink "$CONNECT:$PORT" --port "$(free_port)" \
     --node-config "partition-id=$i num-partitions=$NUM_CLIENTS cache-dir=\"$LOGS/node-cache\""
 done
 
