@@ -29,6 +29,11 @@ import yaml
 
 from fedzo.errors import ConfigError
 
+# Metric fields measured on the host (time, memory): they differ between two runs of the
+# same configuration, unlike every other field, which a rerun or a resume reproduces.
+HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
+                                "server_replay_seconds"})
+
 SCENARIO = "scenario.yaml"
 METRICS = "metrics.jsonl"
 UPDATE_LOG = "update_log.jsonl"

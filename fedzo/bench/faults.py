@@ -31,9 +31,10 @@ from typing import Any
 
 from fedzo.federation.config import FederatedRunConfig, FederationConfig
 from fedzo.federation.faults import DELIVERY_FAULTS, FaultsConfig
+from fedzo.runs import HOST_MEASURED_KEYS
 
-TIMING_KEYS = {"host_seconds", "sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
-               "sim_replay_end", "sim_compute_end", "sim_end", "host_compute_seconds", "peak_memory_bytes"}
+TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
+                                    "sim_replay_end", "sim_compute_end", "sim_end"}
 FAULT_KINDS: tuple[str, ...] = (*DELIVERY_FAULTS, "byzantine")
 AGGREGATOR_SETTINGS: dict[str, dict[str, Any]] = {
     "mean": {"aggregator": "mean"},
@@ -48,12 +49,18 @@ class _Interrupt(BaseException):
 
 
 def tiny_run_config(*, rounds: int, num_clients: int, faults: FaultsConfig | None = None,
-                    **fed: Any) -> FederatedRunConfig:
-    """A seconds-long federated run on the tiny model, every client in every round."""
+                    eval_examples: int = 64, train_examples: int = 160, **fed: Any) -> FederatedRunConfig:
+    """A seconds-long federated run on the tiny model, every client in every round.
+
+    More than 160 training or 120 evaluation examples switch to the large synthetic
+    task (10,500 / 750), so a Byzantine table can be measured at a meaningful scale.
+    """
     base: dict[str, Any] = dict(num_clients=num_clients, rounds=rounds, local_steps=3, lr=2e-3, batch_size=8,
                                 round_timeout=120)
-    return FederatedRunConfig(name="bench-faults", model="tiny-llama", task="synthetic-sentiment",
-                              train_examples=160, eval_examples=64, threads=1,
+    large = train_examples > 840 or eval_examples > 120
+    return FederatedRunConfig(name="bench-faults", model="tiny-llama",
+                              task="synthetic-sentiment-large" if large else "synthetic-sentiment",
+                              train_examples=train_examples, eval_examples=eval_examples, threads=1,
                               federation=FederationConfig(**{**base, **fed}), faults=faults or FaultsConfig())
 
 
@@ -123,27 +130,30 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
               byzantine_kinds: Sequence[str] = ("sign_flip", "random", "scale"),
               kinds: Sequence[str] = FAULT_KINDS,
               aggregators: Sequence[str] = tuple(AGGREGATOR_SETTINGS), seed: int = 0,
+              eval_examples: int = 64, train_examples: int = 160,
               work_dir: str | None = None) -> dict[str, Any]:
     """All figures in one dict (the JSON report)."""
     from fedzo.federation.run import run_federated
 
     t0 = time.perf_counter()
+    sizes = {"eval_examples": eval_examples, "train_examples": train_examples}
     with tempfile.TemporaryDirectory(prefix="fedzo-bench-faults-", dir=work_dir) as tmp:
         root = Path(tmp)
         faults: dict[str, Any] = {}
         for i, kind in enumerate(kinds):
             fc = (FaultsConfig(seed=seed, byzantine={"fraction": fraction, "kind": byzantine_kinds[0]})
                   if kind == "byzantine" else FaultsConfig(seed=seed, **{kind: fraction}))
-            cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, min_clients=1)
+            cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, min_clients=1, **sizes)
             faults[kind] = crash_resume(cfg, root / kind, seed=seed + i)
-        clean = run_federated(tiny_run_config(rounds=rounds, num_clients=num_clients), root / "fault-free")
+        clean = run_federated(tiny_run_config(rounds=rounds, num_clients=num_clients, **sizes), root / "fault-free")
         base = clean["final_accuracy"]
         byz: dict[str, dict[str, Any]] = {}
         for bkind in byzantine_kinds:
             fc = FaultsConfig(seed=seed, byzantine={"fraction": byzantine_fraction, "kind": bkind})
             byz[bkind] = {}
             for name in aggregators:
-                cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, **AGGREGATOR_SETTINGS[name])
+                cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, **sizes,
+                                      **AGGREGATOR_SETTINGS[name])
                 s = run_federated(cfg, root / f"byz-{bkind}-{name}")
                 byz[bkind][name] = {
                     "final_accuracy": s["final_accuracy"],
@@ -152,7 +162,7 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
                     "rejected": s["faults"]["rejected"], "model_sha256": s["model_sha256"]}
     return {
         "settings": {"model": "tiny-llama", "rounds": rounds, "num_clients": num_clients, "clients_per_round":
-                     num_clients, "fault_fraction": fraction, "seed": seed},
+                     num_clients, "fault_fraction": fraction, "seed": seed, **sizes},
         "faults": faults,
         "byzantine": {"fraction": byzantine_fraction, "fault_free_accuracy": base,
                       "initial_accuracy": clean["initial_accuracy"], "kinds": byz},
@@ -164,7 +174,7 @@ def format_report(r: dict[str, Any]) -> str:
     """Human-readable tables of :func:`run_bench`'s report."""
     s = r["settings"]
     lines = [f"fault injection: {s['model']}, {s['num_clients']} clients, {s['rounds']} rounds, "
-             f"{s['fault_fraction']:.0%} of participants faulty",
+             f"{s['fault_fraction']:.0%} of participants faulty, accuracy on {s.get('eval_examples', 64)} examples",
              f"{'fault':<14}{'runs ok':>8}{'resume ==':>11}{'lost':>6}{'dup':>5}  injected / observed"]
     for kind, f in r["faults"].items():
         observed = ", ".join(f"{k} {v}" for k, v in f["status"].items())

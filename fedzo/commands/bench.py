@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
     fl.add_argument("--byzantine-kinds", default="sign_flip,random,scale",
                     help="comma-separated: sign_flip, scale, nan, inf, random")
     fl.add_argument("--seed", type=int, default=0)
+    fl.add_argument("--kinds", default="all",
+                    help="fault kinds of the crash-resume part, comma-separated: 'all', 'none' or some of "
+                         "crash_before, crash_after, straggler, dropout, duplicate, stale, byzantine")
+    fl.add_argument("--eval-examples", type=int, default=64, help="examples the accuracies are measured on")
+    fl.add_argument("--train-examples", type=int, default=160, help="training examples split over the clients")
     fl.add_argument("--json", action="store_true", help="print the report as JSON")
     fl.set_defaults(func=_faults)
 
@@ -61,12 +66,26 @@ def _federation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinds(text: str) -> list[str]:
+    from fedzo.bench.faults import FAULT_KINDS
+    from fedzo.errors import ConfigError
+
+    if text.strip() in ("all", "none"):
+        return list(FAULT_KINDS) if text.strip() == "all" else []
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    if unknown:
+        raise ConfigError(f"--kinds: {', '.join(unknown)} not known; allowed: {', '.join(FAULT_KINDS)}")
+    return kinds
+
+
 def _faults(args: argparse.Namespace) -> int:
     from fedzo.bench.faults import format_report, run_bench
 
     report = run_bench(rounds=args.rounds, num_clients=args.clients, fraction=args.fraction,
                        byzantine_fraction=args.byzantine_fraction,
                        byzantine_kinds=[k.strip() for k in args.byzantine_kinds.split(",") if k.strip()],
-                       seed=args.seed)
+                       kinds=_kinds(args.kinds), seed=args.seed, eval_examples=args.eval_examples,
+                       train_examples=args.train_examples)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

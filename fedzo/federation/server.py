@@ -255,7 +255,9 @@ class FederatedServer:
             if outcome.skipped_reason is None:
                 break
         self.log.append_round(round_, outcome.entries)
+        t_replay = time.perf_counter()
         self._apply(round_, outcome.entries)
+        replay_seconds = time.perf_counter() - t_replay
         # every client whose worker caught up to global(r - 1) (kept or not) now holds it
         for c in sorted(set(self._synced_this_round)):
             self.planner.mark_synced(c, round_ - 1)
@@ -267,7 +269,8 @@ class FederatedServer:
         losses = [r["train_loss"] for r in records if r.get("train_loss") is not None]
         records.append({
             "kind": "round", "round": round_, "sim_seconds": self.sim_seconds,
-            "host_seconds": self.host_seconds, "bytes_up": sum(r["bytes_up"] for r in records),
+            "host_seconds": self.host_seconds, "server_replay_seconds": replay_seconds,
+            "bytes_up": sum(r["bytes_up"] for r in records),
             "bytes_down": sum(r["bytes_down"] for r in records),
             "bytes_up_total": self.bytes_up, "bytes_down_total": self.bytes_down,
             "payload_bytes_up": sum(r["payload_bytes_up"] for r in records),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fedzo.federation.config import FederatedRunConfig, FederationConfig
+from fedzo.runs import HOST_MEASURED_KEYS
 
 
 def tiny_config(**fed: Any) -> FederatedRunConfig:
@@ -19,8 +20,8 @@ def tiny_config(**fed: Any) -> FederatedRunConfig:
                               eval_examples=32, threads=1, federation=FederationConfig(**{**base, **fed}))
 
 
-TIMING_KEYS = {"host_seconds", "sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
-               "sim_compute_end", "sim_end", "host_compute_seconds", "peak_memory_bytes"}
+TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
+                                    "sim_compute_end", "sim_end"}
 
 
 def metrics_without_timings(run: Path) -> list[dict[str, Any]]:

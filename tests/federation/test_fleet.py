@@ -12,6 +12,7 @@ import fedzo.federation.client as client_mod
 from fedzo.errors import MemoryBudgetExceeded, ScenarioError
 from fedzo.federation.run import run_federated
 from fedzo.federation.server import FederatedServer
+from fedzo.runs import HOST_MEASURED_KEYS
 from fedzo.scenario import Scenario, load_scenario
 
 PROFILE = """\
@@ -23,7 +24,7 @@ downlink_bps: 16.0e6
 latency_s: 0.5
 availability: {availability}
 """
-HOST_KEYS = {"host_seconds", "host_compute_seconds", "peak_memory_bytes"}
+HOST_KEYS = HOST_MEASURED_KEYS
 
 
 @pytest.fixture
