@@ -1,0 +1,1 @@
+"""Experiments that reproduce fedzo's key results; each writes data and figures under analysis/results/."""

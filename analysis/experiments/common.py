@@ -1,0 +1,65 @@
+"""What the experiment scripts share: resumable scenario runs and measured peak memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def fedzo_command(*args: str) -> list[str]:
+    """The `fedzo` command line, run by this interpreter (works without the entry point)."""
+    return [sys.executable, "-m", "fedzo", *args]
+
+
+def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a scenario into ``out`` unless it finished there before; resume a cut run.
+
+    ``overrides`` (nested keys, e.g. ``{"federation": {"catch_up": "seed_pool"}}``) are
+    merged into the scenario, which is then written next to the run as ``OUT.yaml``.
+    Returns the run's summary.json. Raises RuntimeError naming the run when it fails.
+    """
+    summary = out / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text(encoding="utf-8"))
+    path = Path(scenario)
+    if overrides:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for key, value in overrides.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path = out.parent / f"{out.name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    if (out / "metrics.jsonl").exists():
+        cmd = fedzo_command("run", "--resume", str(out), "--no-plots", "--no-progress")
+    else:
+        cmd = fedzo_command("run", str(path), "--out", str(out), "--no-plots", "--no-progress")
+    print(f"[{out.name}] {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+    print(f"[{out.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def measured_peak(out: Path, train_args: list[str]) -> int:
+    """Peak RSS of a short centralized `fedzo train` run in a fresh process (bytes).
+
+    The process loads the model, evaluates, and trains; its summary records the peak
+    resident set size, which covers weights, activations and optimizer state.
+    """
+    summary = out / "summary.json"
+    if not summary.exists():
+        cmd = fedzo_command("train", "--no-progress", "--force", "--out", str(out), *train_args)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+    return int(json.loads(summary.read_text(encoding="utf-8"))["peak_client_memory_bytes"])

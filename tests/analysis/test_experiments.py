@@ -1,0 +1,92 @@
+"""The experiment scripts end to end on the tiny models (seconds, no assets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from analysis.experiments import communication, equal_memory, optimizer_peft
+
+TINY_ZO: dict[str, Any] = {
+    "name": "tiny-zo", "model": "tiny-llama", "task": "synthetic-sentiment", "train_examples": 64,
+    "eval_examples": 32, "threads": 1,
+    "federation": {"num_clients": 4, "clients_per_round": 2, "rounds": 2, "local_steps": 2, "lr": 1e-3,
+                   "eps": 1e-3, "batch_size": 8, "catch_up": "replay", "eval_every": 1, "seed": 0},
+    "fleet": {"devices": [{"profile": "rpi5-2gb", "count": 4}], "memory_policy": "refuse"},
+}
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_equal_memory_runs_both_sides_and_finds_the_leader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zo = _write(tmp_path / "zo.yaml", TINY_ZO)
+    bp_data = {**TINY_ZO, "name": "tiny-bp", "model": "tiny-bert", "peft": "full",
+               "federation": {**TINY_ZO["federation"], "optimizer": "fo-adam", "lr": 1e-3, "fo_local_epochs": 1}}
+    bp = _write(tmp_path / "bp.yaml", bp_data)
+    monkeypatch.setattr(equal_memory, "MEMORY_CONFIGS", (
+        ("ZO tiny", "tiny-llama", "zo", "full", "sgd", ["--optimizer", "zo-sgd", "--lr", "1e-3"]),))
+    out = tmp_path / "out"
+    monkeypatch.setattr("sys.argv", ["x"])
+    assert equal_memory.main(["--out", str(out), "--zo-scenario", str(zo), "--bp-scenario", str(bp)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["budget_bytes"] == 1_500_000_000
+    (mem,) = result["memory"]
+    assert mem["measured_peak_rss_bytes"] > 50e6 and mem["fits_budget_measured"]
+    assert set(result["runs"]) == {"zo-smollm2", "bp-minilm"}
+    assert result["comparison"]["leader_at_end"] in {"zo", "bp", "tie"}
+    assert (out / "accuracy_vs_time.png").stat().st_size > 10_000
+    first = (out / "runs" / "zo-smollm2" / "metrics.jsonl").read_text()
+    assert equal_memory.main(["--out", str(out), "--zo-scenario", str(zo), "--bp-scenario", str(bp)]) == 0
+    assert (out / "runs" / "zo-smollm2" / "metrics.jsonl").read_text() == first  # reused, not rerun
+
+
+def test_leader_comparison_is_a_step_function() -> None:
+    zo = [(0.0, 0.8), (100.0, 0.85)]
+    bp = [(0.0, 0.5), (50.0, 0.9)]
+    c = equal_memory.compare(zo, bp)
+    assert c["leader_at_start"] == "zo" and c["leader_at_end"] == "bp"
+    assert c["lead_changes"] == [{"sim_seconds": 50.0, "new_leader": "bp"}]
+
+
+def test_communication_counts_bytes_to_target(tmp_path: Path) -> None:
+    scen = _write(tmp_path / "c.yaml", {**TINY_ZO, "fleet": {"devices": [{"profile": "rpi5-8gb", "count": 4}]}})
+    out = tmp_path / "out"
+    assert communication.main(["--out", str(out), "--scenario", str(scen), "--targets", "0.0", "1.01",
+                               "--fedavg-rounds", "1", "--variants", "zo-replay", "fedavg-lora"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    zo, fa = r["runs"]["zo-replay"], r["runs"]["fedavg-lora"]
+    assert zo["to_target"]["0.0"]["round"] == 0 and zo["to_target"]["1.01"] is None
+    assert fa["bytes_up"] / fa["client_rounds"] > 100 * zo["bytes_up"] / zo["client_rounds"]
+    assert "not reached" in (out / "table.md").read_text()
+
+
+def test_optimizer_table_cells_resume_and_report(tmp_path: Path) -> None:
+    args = ["--out", str(tmp_path), "--model", "tiny-llama", "--task", "synthetic-sentiment", "--steps", "2",
+            "--eval-examples", "8", "--threads", "1", "--optimizers", "zo-sgd", "fo-adam", "--pefts", "lora"]
+    assert optimizer_peft.main(args) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["optimizer"], r["peft"]) for r in rows] == [("zo-sgd", "lora"), ("fo-adam", "lora")]
+    assert all(r["peak_memory_bytes"] > 0 and r["seconds_per_step"] > 0 for r in rows)
+    assert "| fo-adam | lora |" in (tmp_path / "table.md").read_text()
+
+
+def test_scale_reports_rounds_and_server_time(tmp_path: Path) -> None:
+    from analysis.experiments import scale
+
+    fleet = scale.scaled_fleet("scenarios/large-fleet.yaml", 10)
+    assert sum(d["count"] for d in fleet["devices"]) == 10
+    out = tmp_path / "out"
+    assert scale.main(["--out", str(out), "--clients", "10", "20", "--numel", "4096", "--k", "2"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    for n in ("10", "20"):
+        run = r["runs"][n]
+        assert run["rounds"] == 5 and run["server_replay_seconds_per_round"] > 0
+        assert run["server_peak_rss_bytes"] > 50e6
+        assert r["server_at_model_size"][n]["aggregate_replay_seconds"] > 0
