@@ -49,13 +49,14 @@ class _Interrupt(BaseException):
 
 
 def tiny_run_config(*, rounds: int, num_clients: int, faults: FaultsConfig | None = None,
-                    eval_examples: int = 64, train_examples: int = 160, **fed: Any) -> FederatedRunConfig:
+                    eval_examples: int = 64, train_examples: int = 160, lr: float = 2e-3,
+                    **fed: Any) -> FederatedRunConfig:
     """A seconds-long federated run on the tiny model, every client in every round.
 
     More than 160 training or 120 evaluation examples switch to the large synthetic
     task (10,500 / 750), so a Byzantine table can be measured at a meaningful scale.
     """
-    base: dict[str, Any] = dict(num_clients=num_clients, rounds=rounds, local_steps=3, lr=2e-3, batch_size=8,
+    base: dict[str, Any] = dict(num_clients=num_clients, rounds=rounds, local_steps=3, lr=lr, batch_size=8,
                                 round_timeout=120)
     large = train_examples > 840 or eval_examples > 120
     return FederatedRunConfig(name="bench-faults", model="tiny-llama",
@@ -130,13 +131,13 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
               byzantine_kinds: Sequence[str] = ("sign_flip", "random", "scale"),
               kinds: Sequence[str] = FAULT_KINDS,
               aggregators: Sequence[str] = tuple(AGGREGATOR_SETTINGS), seed: int = 0,
-              eval_examples: int = 64, train_examples: int = 160,
+              eval_examples: int = 64, train_examples: int = 160, lr: float = 2e-3,
               work_dir: str | None = None) -> dict[str, Any]:
     """All figures in one dict (the JSON report)."""
     from fedzo.federation.run import run_federated
 
     t0 = time.perf_counter()
-    sizes = {"eval_examples": eval_examples, "train_examples": train_examples}
+    sizes = {"eval_examples": eval_examples, "train_examples": train_examples, "lr": lr}
     with tempfile.TemporaryDirectory(prefix="fedzo-bench-faults-", dir=work_dir) as tmp:
         root = Path(tmp)
         faults: dict[str, Any] = {}

@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
                          "crash_before, crash_after, straggler, dropout, duplicate, stale, byzantine")
     fl.add_argument("--eval-examples", type=int, default=64, help="examples the accuracies are measured on")
     fl.add_argument("--train-examples", type=int, default=160, help="training examples split over the clients")
+    fl.add_argument("--lr", type=float, default=2e-3, help="ZO learning rate of every run")
     fl.add_argument("--json", action="store_true", help="print the report as JSON")
     fl.set_defaults(func=_faults)
 
@@ -86,6 +87,6 @@ def _faults(args: argparse.Namespace) -> int:
                        byzantine_fraction=args.byzantine_fraction,
                        byzantine_kinds=[k.strip() for k in args.byzantine_kinds.split(",") if k.strip()],
                        kinds=_kinds(args.kinds), seed=args.seed, eval_examples=args.eval_examples,
-                       train_examples=args.train_examples)
+                       train_examples=args.train_examples, lr=args.lr)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -3,7 +3,7 @@
 
 Three rounds, not two: only from round 3 on does a node need the synced model it cached
 on disk in an earlier round (each message runs in a fresh client-app process), so the
-node cache is exercised. About 90 s on 2 CPU cores. Opt-in: ``pytest -m integration``.
+node cache is exercised. About 90 s on 2 CPU cores. Marked ``deploy``: part of the default run (CI included); ``-m "not deploy"`` leaves it out.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.integration
+@pytest.mark.deploy
 def test_superlink_and_two_supernodes_give_the_in_process_model(tmp_path) -> None:
     scenario = tmp_path / "deploy-tiny.yaml"
     scenario.write_text(SCENARIO)

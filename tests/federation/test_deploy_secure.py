@@ -13,7 +13,7 @@ tiny model. While that run is going, three intruders dial the same SuperLink:
 All must exit non-zero within a bounded wait with the matching error in their logs, and
 ``flwr supernode list`` must show only the registered nodes. Certificates and keys are
 generated here with ``cryptography`` (a dependency of flwr); nothing secret is committed.
-About 80 s on 2 CPU cores. Opt-in: ``pytest -m integration``.
+About 80 s on 2 CPU cores. Marked ``deploy``: part of the default run (CI included); ``-m "not deploy"`` leaves it out.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def _listed_nodes(env: dict[str, str]) -> dict[str, str]:
     return {str(n["node-id"]): n["status"] for n in json.loads(out.stdout)["nodes"]}
 
 
-@pytest.mark.integration
+@pytest.mark.deploy
 def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
     secure = tmp_path / "secure"        # what the server holds: TLS files and allowed keys
     secure.mkdir()
