@@ -188,6 +188,11 @@ def _round_record(obj: dict[str, Any], where: str) -> RoundRecord:
     if "round" not in obj:
         raise ConfigError(f"{where}: round line has no 'round' field; expected an integer")
     values = {k: _number(obj.get(k), where, k) for k in _ROUND_NUMBERS}
+    # federated runs write the round's own bytes in bytes_up/down and the running totals
+    # in bytes_up_total/down_total; RoundRecord's bytes are cumulative
+    for key in ("bytes_up", "bytes_down"):
+        if obj.get(f"{key}_total") is not None:
+            values[key] = _number(obj[f"{key}_total"], where, f"{key}_total")
     return RoundRecord(round=_integer(obj["round"], where, "round"), **values)
 
 

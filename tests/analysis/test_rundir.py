@@ -49,6 +49,20 @@ def test_metrics_only_run_derives_summary_and_name(tmp_path: Path, jsonl: Any) -
     assert run.summary["bytes_down"] is None and run.summary["peak_client_memory_bytes"] == 7
 
 
+def test_round_bytes_are_the_running_totals_of_federated_runs(tmp_path: Path, jsonl: Any) -> None:
+    """Federated servers write per-round bytes plus *_total; plots need the totals."""
+    root = tmp_path / "fed"
+    root.mkdir()
+    jsonl(root / "metrics.jsonl", [
+        {"kind": "round", "round": 1, "bytes_up": 100, "bytes_down": 10, "bytes_up_total": 100,
+         "bytes_down_total": 10, "eval_accuracy": 0.6},
+        {"kind": "round", "round": 2, "bytes_up": 100, "bytes_down": 30, "bytes_up_total": 200,
+         "bytes_down_total": 40, "eval_accuracy": 0.7},
+    ])
+    rounds = load_run(root).rounds
+    assert [(r.bytes_up, r.bytes_down, r.bytes_total) for r in rounds] == [(100, 10, 110), (200, 40, 240)]
+
+
 def test_scenario_name_is_the_fallback(tmp_path: Path, jsonl: Any) -> None:
     root = tmp_path / "r"
     root.mkdir()
