@@ -77,8 +77,10 @@ def accuracy_at(points: list[tuple[float, float]], t: float) -> float | None:
 
 
 def compare(zo: list[tuple[float, float]], bp: list[tuple[float, float]]) -> dict[str, Any]:
-    """Where ZO leads, where backprop leads, and the first time the lead changes hands."""
-    times = sorted({s for s, _ in zo} | {s for s, _ in bp})
+    """Who leads at each evaluation time both runs cover, and when the lead changes hands."""
+    # only while both runs have data: past its last evaluation a run is not extrapolated
+    end = min(zo[-1][0], bp[-1][0]) if zo and bp else 0.0
+    times = sorted(t for t in {s for s, _ in zo} | {s for s, _ in bp} if t <= end)
     lead = []
     for t in times:
         a, b = accuracy_at(zo, t), accuracy_at(bp, t)

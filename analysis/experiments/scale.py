@@ -32,12 +32,15 @@ SMOLLM2_NUMEL = 134_515_008
 
 
 def round_figures(run_dir: Path) -> dict[str, Any]:
-    """Per-round host seconds and server replay seconds (medians over rounds 1..R)."""
+    """Per-round host seconds and server replay seconds (medians over rounds 1..R; replay
+    over the rounds with at least one participant)."""
     rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     rounds = [r for r in rounds if r.get("kind") == "round" and r["round"] > 0]
     host = [b["host_seconds"] - a["host_seconds"] for a, b in zip(rounds, rounds[1:])]
     host = [rounds[0]["host_seconds"], *host] if rounds else []
-    replay = [r["server_replay_seconds"] for r in rounds if r.get("server_replay_seconds") is not None]
+    # a round nobody took part in (all sampled clients offline) has nothing to replay
+    replay = [r["server_replay_seconds"] for r in rounds
+              if r.get("server_replay_seconds") is not None and r["participants"] > 0]
     return {"rounds": len(rounds), "participants_per_round": [r["participants"] for r in rounds],
             "host_seconds_per_round": statistics.median(host) if host else None,
             "server_replay_seconds_per_round": statistics.median(replay) if replay else None}
