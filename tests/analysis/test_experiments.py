@@ -90,3 +90,16 @@ def test_scale_reports_rounds_and_server_time(tmp_path: Path) -> None:
         assert run["rounds"] == 5 and run["server_replay_seconds_per_round"] > 0
         assert run["server_peak_rss_bytes"] > 50e6
         assert r["server_at_model_size"][n]["aggregate_replay_seconds"] > 0
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "analysis" / "results"
+
+
+@pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
+                                         ("communication", communication), ("scale", "scale")])
+def test_committed_tables_match_their_data(name: str, module: Any) -> None:
+    """Each committed table.md is what its script makes of the committed results.json."""
+    if module == "scale":
+        from analysis.experiments import scale as module
+    result = json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8"))
+    assert (RESULTS / name / "table.md").read_text(encoding="utf-8") == module.format_table(result)
