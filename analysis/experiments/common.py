@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,15 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
         raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
     print(f"[{out.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def write_results(out: Path, result: dict[str, Any], format_table: Callable[[dict[str, Any]], str]) -> None:
+    """Write OUT/results.json and OUT/table.md (the table made from that data) and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    table = format_table(result)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    print(table)
 
 
 def measured_peak(out: Path, train_args: list[str]) -> int:

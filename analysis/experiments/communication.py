@@ -15,14 +15,13 @@ resumable: finished runs are reused, cut ones resumed.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from analysis.experiments.common import run_scenario
+from analysis.experiments.common import run_scenario, write_results
 
 FEDAVG = {"optimizer": "fo-adam", "fo_local_epochs": 1, "eval_every": 1}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         fig.savefig(out / "accuracy_vs_bytes.png", dpi=PNG_DPI, bbox_inches="tight")
     result = {"num_clients": int(base["federation"]["num_clients"]), "targets": a.targets, "runs": runs,
               "seconds_this_invocation": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(format_table(result), encoding="utf-8")
-    print(format_table(result))
+    write_results(out, result, format_table)
     return 0
 
 

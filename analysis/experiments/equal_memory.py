@@ -15,14 +15,13 @@ resumable: finished runs are reused, cut ones resumed.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from analysis.experiments.common import measured_peak, run_scenario
+from analysis.experiments.common import measured_peak, run_scenario, write_results
 
 SCENARIOS = {"zo-smollm2": "scenarios/equal-memory-zo-smollm2.yaml",
              "bp-minilm": "scenarios/equal-memory-bp-minilm.yaml"}
@@ -159,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "host_seconds", "bytes_up", "bytes_down", "peak_client_memory_bytes")}
                        for n, s in summaries.items()},
               "comparison": comparison, "seconds_this_invocation": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(format_table(result), encoding="utf-8")
-    print(format_table(result))
+    write_results(out, result, format_table)
     return 0
 
 

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis.experiments.common import write_results
+
 OPTIMIZERS = ("zo-sgd", "zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "zo-adam", "fo-sgd", "fo-adam")
 PEFTS = ("full", "lora", "prefix")
 
@@ -148,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: getattr(a, k) for k in ("model", "task", "steps", "batch_size", "seq", "eval_examples", "threads",
                                            "seed", "compile")}
     result = {"settings": settings, "rows": rows, "seconds_this_invocation": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(format_table(result), encoding="utf-8")
-    print(format_table(result))
+    write_results(out, result, format_table)
     return 1 if any("error" in r for r in rows) else 0
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.experiments.common import run_scenario
+from analysis.experiments.common import run_scenario, write_results
 
 SMOLLM2_NUMEL = 134_515_008
 
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     server = {str(n): server_round_seconds(n, a.numel, a.k) for n in a.clients}
     result = {"k": a.k, "numel": a.numel, "runs": runs, "server_at_model_size": server,
               "seconds_this_invocation": time.perf_counter() - t0}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(format_table(result), encoding="utf-8")
-    print(format_table(result))
+    write_results(out, result, format_table)
     return 0
 
 

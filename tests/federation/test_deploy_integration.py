@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import pid_alive
 
 from fedzo.federation.run import run_federated
 from fedzo.scenario import load_scenario
@@ -43,14 +44,6 @@ fleet:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.deploy
 def test_superlink_and_two_supernodes_give_the_in_process_model(tmp_path) -> None:
     scenario = tmp_path / "deploy-tiny.yaml"
@@ -72,7 +65,7 @@ def test_superlink_and_two_supernodes_give_the_in_process_model(tmp_path) -> Non
     pids = [int(p) for line in output.splitlines() if line.startswith("deploy_local: pids ")
             for p in line.split()[2:]]
     assert len(pids) == 3, output  # superlink + 2 supernodes, all stopped by the script
-    assert not any(_alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
     deployed = json.loads((tmp_path / "deployed" / "summary.json").read_text())
     reference = run_federated(load_scenario(scenario), tmp_path / "reference", engine="inprocess")
     assert deployed["model_sha256"] == reference["model_sha256"]

@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from processes import pid_alive
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_local.sh"
 
@@ -125,14 +126,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -309,7 +302,7 @@ def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
     pids = [int(p) for line in output.splitlines() if line.startswith("deploy_local: pids ")
             for p in line.split()[2:]]
     assert len(pids) == 3, output  # superlink + 2 supernodes, all stopped by the script
-    assert not any(_alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
     assert "TLS and SuperNode authentication" in output
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
     summary = json.loads((tmp_path / "deployed" / "summary.json").read_text())
