@@ -147,6 +147,20 @@ class RunDir:
         os.replace(tmp, self.path / METRICS)
         return kept
 
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json, or None when the run has not finished."""
+        p = self.path / SUMMARY
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    def write_plots(self) -> None:
+        """Write the run's figures into ``plots/``; a plotting failure is a note, never a lost run."""
+        try:
+            from analysis.plots import plot_runs
+
+            plot_runs([self.path], self.path / "plots")
+        except Exception as exc:  # plotting must never lose a finished run
+            print(f"note: plots not written ({exc})")
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write summary.json atomically."""
         tmp = self.path / (SUMMARY + ".tmp")

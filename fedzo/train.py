@@ -294,12 +294,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, force: boo
     bar.close()
     summary = _summary(cfg, run, clf, perturber)
     run.write_summary(summary)
-    try:
-        from analysis.plots import plot_runs
-
-        plot_runs([run.path], run.path / "plots")
-    except Exception as exc:  # plotting must never lose a finished run
-        print(f"note: plots not written ({exc})")
+    run.write_plots()
     return summary
 
 

@@ -51,3 +51,9 @@ def test_bench_faults_unknown_kind_is_named(capsys) -> None:
     assert main(["bench", "faults", "--kinds", "crash_after,teleport"]) != 0
     err = capsys.readouterr().err
     assert "teleport" in err and "crash_before" in err
+
+
+def test_bench_faults_unknown_byzantine_kind_is_named_before_any_run(capsys) -> None:
+    assert main(["bench", "faults", "--byzantine-kinds", "sign_flip,bogus"]) != 0
+    err = capsys.readouterr().err
+    assert "--byzantine-kinds: bogus" in err and "random" in err

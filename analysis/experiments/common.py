@@ -18,6 +18,15 @@ def fedzo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedzo", *args]
 
 
+def run_fedzo(out: Path, *args: str) -> None:
+    """Run `fedzo ARGS` for the run directory ``out``; RuntimeError with the output's tail on failure."""
+    cmd = fedzo_command(*args)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+
+
 def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a scenario into ``out`` unless it finished there before; resume a cut run.
 
@@ -36,16 +45,11 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
         out.parent.mkdir(parents=True, exist_ok=True)
         path = out.parent / f"{out.name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    if (out / "metrics.jsonl").exists():
-        cmd = fedzo_command("run", "--resume", str(out), "--no-plots", "--no-progress")
-    else:
-        cmd = fedzo_command("run", str(path), "--out", str(out), "--no-plots", "--no-progress")
-    print(f"[{out.name}] {' '.join(cmd[2:])}", flush=True)
+    where = ["--resume", str(out)] if (out / "metrics.jsonl").exists() else [str(path), "--out", str(out)]
+    args = ["run", *where, "--no-plots", "--no-progress"]
+    print(f"[{out.name}] fedzo {' '.join(args)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+    run_fedzo(out, *args)
     print(f"[{out.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text(encoding="utf-8"))
 
@@ -67,9 +71,5 @@ def measured_peak(out: Path, train_args: list[str]) -> int:
     """
     summary = out / "summary.json"
     if not summary.exists():
-        cmd = fedzo_command("train", "--no-progress", "--force", "--out", str(out), *train_args)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+        run_fedzo(out, "train", "--no-progress", "--force", "--out", str(out), *train_args)
     return int(json.loads(summary.read_text(encoding="utf-8"))["peak_client_memory_bytes"])

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from analysis.experiments.common import run_scenario, write_results
+from analysis.rundir import Run, load_run
 
 FEDAVG = {"optimizer": "fo-adam", "fo_local_epochs": 1, "eval_every": 1}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -32,11 +33,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def bytes_to_target(run_dir: Path, target: float) -> dict[str, Any] | None:
+def bytes_to_target(run: Run, target: float) -> dict[str, Any] | None:
     """Cumulative bytes and round at the first evaluation reaching ``target``, or None."""
-    from analysis.rundir import load_run
-
-    for r in load_run(run_dir).eval_rounds:
+    for r in run.eval_rounds:
         if r.eval_accuracy is not None and r.eval_accuracy >= target:
             return {"round": r.round, "bytes_up": r.bytes_up or 0.0, "bytes_down": r.bytes_down or 0.0,
                     "bytes_total": r.bytes_total or 0.0, "accuracy": r.eval_accuracy}
@@ -87,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     base = yaml.safe_load(Path(a.scenario).read_text(encoding="utf-8"))
     runs: dict[str, Any] = {}
+    loaded: list[Run] = []
     for name in a.variants:
         label, over = VARIANTS[name]
         over = {**over, "name": f"communication-{name}", **({"threads": a.threads} if a.threads else {})}
@@ -94,15 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             over["federation"] = {**over["federation"], "rounds": a.fedavg_rounds}
         run_dir = out / "runs" / name
         s = run_scenario(a.scenario, run_dir, overrides=over)
-        clients = [c for c in _load(run_dir).clients if c.status == "ok"]
+        run = load_run(run_dir)
+        loaded.append(run)
+        clients = [c for c in run.clients if c.status == "ok"]
         runs[name] = {"label": label, "rounds": s.get("rounds") or max((c.round for c in clients), default=0),
                       "initial_accuracy": s["initial_accuracy"], "final_accuracy": s["final_accuracy"],
                       "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"], "client_rounds": len(clients),
                       "host_seconds": s.get("host_seconds"),
-                      "to_target": {str(t): bytes_to_target(run_dir, t) for t in a.targets}}
+                      "to_target": {str(t): bytes_to_target(run, t) for t in a.targets}}
     from analysis.plots import PNG_DPI, accuracy_vs_bytes
 
-    fig = accuracy_vs_bytes([_load(out / "runs" / n) for n in runs], [runs[n]["label"] for n in runs], print)
+    fig = accuracy_vs_bytes(loaded, [runs[n]["label"] for n in runs], print)
     if fig is not None:
         fig.axes[0].set_title("Accuracy vs bytes communicated (fleet total, up + down)")
         fig.savefig(out / "accuracy_vs_bytes.png", dpi=PNG_DPI, bbox_inches="tight")
@@ -110,12 +112,6 @@ def main(argv: list[str] | None = None) -> int:
               "seconds_this_invocation": time.perf_counter() - t0}
     write_results(out, result, format_table)
     return 0
-
-
-def _load(run_dir: Path) -> Any:
-    from analysis.rundir import load_run
-
-    return load_run(run_dir)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from analysis.experiments.common import measured_peak, run_scenario, write_results
+from analysis.rundir import Run, load_run
 
 SCENARIOS = {"zo-smollm2": "scenarios/equal-memory-zo-smollm2.yaml",
              "bp-minilm": "scenarios/equal-memory-bp-minilm.yaml"}
@@ -61,11 +62,9 @@ def memory_table(out: Path, *, batch: int, seq: int, budget: int, task: str) -> 
     return rows
 
 
-def curve(run_dir: Path) -> list[tuple[float, float]]:
+def curve(run: Run) -> list[tuple[float, float]]:
     """(simulated seconds, eval accuracy) of every evaluated round."""
-    from analysis.rundir import load_run
-
-    return [(r.sim_seconds or 0.0, r.eval_accuracy) for r in load_run(run_dir).eval_rounds  # type: ignore[misc]
+    return [(r.sim_seconds or 0.0, r.eval_accuracy) for r in run.eval_rounds  # type: ignore[misc]
             if r.eval_accuracy is not None]
 
 
@@ -92,12 +91,11 @@ def compare(zo: list[tuple[float, float]], bp: list[tuple[float, float]]) -> dic
                          for t, who, a, b in lead]}
 
 
-def figure(runs: dict[str, Path], labels: dict[str, str], path: Path, budget: int) -> None:
+def figure(runs: dict[str, Run], labels: dict[str, str], path: Path, budget: int) -> None:
     """Accuracy vs simulated wall-clock of both runs (fedzo's standard figure)."""
     from analysis.plots import PNG_DPI, accuracy_vs_time
-    from analysis.rundir import load_run
 
-    fig = accuracy_vs_time([load_run(p) for p in runs.values()], [labels[k] for k in runs], print)
+    fig = accuracy_vs_time(list(runs.values()), [labels[k] for k in runs], print)
     if fig is None:
         raise RuntimeError("no evaluated rounds to plot")
     fig.axes[0].set_title(f"Equal memory: {budget / 1e9:.1f} GB boards (Raspberry Pi 5 2 GB), simulated clock")
@@ -147,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = int(get_profile(zo_data["fleet"]["devices"][0]["profile"]).memory_budget)
     t0 = time.perf_counter()
     memory = [] if a.skip_memory else memory_table(out, batch=batch, seq=a.seq, budget=budget, task=zo_data["task"])
-    runs = {name: out / "runs" / name for name in scen}
     over = {"threads": a.threads} if a.threads else None
-    summaries = {name: run_scenario(scen[name], runs[name], overrides=over) for name in scen}
+    summaries = {name: run_scenario(scen[name], out / "runs" / name, overrides=over) for name in scen}
+    runs = {name: load_run(out / "runs" / name) for name in scen}
     comparison = compare(curve(runs["zo-smollm2"]), curve(runs["bp-minilm"]))
     labels = {"zo-smollm2": "ZO, SmolLM2-135M (prompt tuning)", "bp-minilm": "backprop, MiniLM-L6 (full, FedAvg)"}
     figure(runs, labels, out / "accuracy_vs_time.png", budget)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from analysis.experiments.common import write_results
+from analysis.experiments.common import run_fedzo, write_results
 
 OPTIMIZERS = ("zo-sgd", "zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "zo-adam", "fo-sgd", "fo-adam")
 PEFTS = ("full", "lora", "prefix")
@@ -83,18 +81,18 @@ def run_cell(optimizer: str, peft: str, a: argparse.Namespace, runs: Path) -> di
                            "eps": EPS[peft] if optimizer.startswith("zo-") else None,
                            "predicted_memory_bytes": predicted_memory(a, optimizer, peft)}
     if not summary.exists():
-        base = [sys.executable, "-m", "fedzo", "train", "--no-progress"]
-        cmd = base + (["--resume", str(out)] if (out / "metrics.jsonl").exists()
-                      else cell_args(optimizer, peft, a) + ["--out", str(out)])
-        print(f"[{optimizer}-{peft}] {' '.join(cmd[2:])}", flush=True)
+        args = ["train", "--no-progress", *(["--resume", str(out)] if (out / "metrics.jsonl").exists()
+                                             else [*cell_args(optimizer, peft, a), "--out", str(out)])]
+        print(f"[{optimizer}-{peft}] fedzo {' '.join(args)}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        row["wall_seconds"] = time.perf_counter() - t0
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            row["error"] = " | ".join(tail)
+        try:
+            run_fedzo(out, *args)
+        except RuntimeError as exc:  # one failed cell is a row of the table, not the end of it
+            row["error"] = str(exc)
             print(f"[{optimizer}-{peft}] failed: {row['error']}", flush=True)
             return row
+        finally:
+            row["wall_seconds"] = time.perf_counter() - t0
     s = json.loads(summary.read_text(encoding="utf-8"))
     row.update(initial_accuracy=s.get("initial_accuracy"), final_accuracy=s.get("final_accuracy"),
                peak_memory_bytes=s.get("peak_client_memory_bytes"),

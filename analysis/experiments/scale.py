@@ -20,7 +20,6 @@ writes ``results.json`` and ``table.md`` into OUT. Finished runs are reused.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -34,8 +33,9 @@ SMOLLM2_NUMEL = 134_515_008
 def round_figures(run_dir: Path) -> dict[str, Any]:
     """Per-round host seconds and server replay seconds (medians over rounds 1..R; replay
     over the rounds with at least one participant)."""
-    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    rounds = [r for r in rounds if r.get("kind") == "round" and r["round"] > 0]
+    from fedzo.runs import RunDir
+
+    rounds = [r for r in RunDir.open(run_dir).read_metrics() if r.get("kind") == "round" and r["round"] > 0]
     host = [b["host_seconds"] - a["host_seconds"] for a, b in zip(rounds, rounds[1:])]
     host = [rounds[0]["host_seconds"], *host] if rounds else []
     # a round nobody took part in (all sampled clients offline) has nothing to replay

@@ -67,26 +67,27 @@ def _federation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kinds(text: str) -> list[str]:
-    from fedzo.bench.faults import FAULT_KINDS
+def _kinds(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of ``allowed`` names ('all' and 'none' too); unknown names are an error."""
     from fedzo.errors import ConfigError
 
     if text.strip() in ("all", "none"):
-        return list(FAULT_KINDS) if text.strip() == "all" else []
+        return list(allowed) if text.strip() == "all" else []
     kinds = [k.strip() for k in text.split(",") if k.strip()]
-    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    unknown = sorted(set(kinds) - set(allowed))
     if unknown:
-        raise ConfigError(f"--kinds: {', '.join(unknown)} not known; allowed: {', '.join(FAULT_KINDS)}")
+        raise ConfigError(f"{option}: {', '.join(unknown)} not known; allowed: {', '.join(allowed)}")
     return kinds
 
 
 def _faults(args: argparse.Namespace) -> int:
-    from fedzo.bench.faults import format_report, run_bench
+    from fedzo.bench.faults import FAULT_KINDS, format_report, run_bench
+    from fedzo.federation.faults import BYZANTINE_KINDS
 
     report = run_bench(rounds=args.rounds, num_clients=args.clients, fraction=args.fraction,
                        byzantine_fraction=args.byzantine_fraction,
-                       byzantine_kinds=[k.strip() for k in args.byzantine_kinds.split(",") if k.strip()],
-                       kinds=_kinds(args.kinds), seed=args.seed, eval_examples=args.eval_examples,
+                       byzantine_kinds=_kinds("--byzantine-kinds", args.byzantine_kinds, BYZANTINE_KINDS),
+                       kinds=_kinds("--kinds", args.kinds, FAULT_KINDS), seed=args.seed, eval_examples=args.eval_examples,
                        train_examples=args.train_examples, lr=args.lr)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

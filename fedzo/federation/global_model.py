@@ -70,13 +70,6 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
         for _, entries in log.rounds:
             for e in entries:
                 perturber.apply(e.seed, e.alphas)
-    summary = _summary(run)
+    summary = run.read_summary()
     return GlobalModel(objective, cfg, len(log.rounds), param_digest(params),
                        summary.get("model_sha256") if summary else None)
-
-
-def _summary(run: Any) -> dict[str, Any] | None:
-    import json
-
-    p = run.path / "summary.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None

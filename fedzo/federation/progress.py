@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedzo.devices.units import format_bytes
 from fedzo.runs import RunDir
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
 
 
 class RoundProgress:
@@ -47,7 +40,7 @@ class RoundProgress:
                 f"acc {'-' if self.accuracy is None else f'{self.accuracy:.3f}'}, "
                 f"loss {'-' if loss is None else f'{loss:.4f}'}, "
                 f"sim {rec.get('sim_seconds', 0.0):.1f} s, "
-                f"up {_bytes(rec.get('bytes_up_total', 0))}, down {_bytes(rec.get('bytes_down_total', 0))}",
+                f"up {format_bytes(rec.get('bytes_up_total', 0))}, down {format_bytes(rec.get('bytes_down_total', 0))}",
                 refresh=False)
             if rec.get("round", 0) > 0:
                 self.bar.update(1)

@@ -95,12 +95,7 @@ def run_federated(config: Any, out: str | os.PathLike[str], *, resume: bool = Fa
     finally:
         bar.close()
     if plots:
-        try:
-            from analysis.plots import plot_runs
-
-            plot_runs([run.path], run.path / "plots")
-        except Exception as exc:  # plotting must never lose a finished run
-            print(f"note: plots not written ({exc})")
+        run.write_plots()
     return summary
 
 
