@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import warnings
 import sys
+import warnings
 from collections.abc import Sequence
 
 from fedzo.errors import FedzoError

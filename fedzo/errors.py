@@ -25,3 +25,7 @@ class MemoryBudgetExceeded(FedzoError):
 
 class AssetError(FedzoError):
     """An embedded asset is missing, corrupted or cannot be fetched."""
+
+
+class FederationError(FedzoError):
+    """The federation cannot proceed (nodes missing, handshake failed)."""

@@ -1,16 +1,16 @@
 """Run directories: the resolved config, metrics, update log and summary of one run.
 
-Layout (read by :mod:`analysis`, never by training code of another run)::
+Layout (the schema of the records is :mod:`fedzo.records`)::
 
     RUN/
-      scenario.yaml     the resolved configuration (what was actually run)
-      metrics.jsonl     one JSON object per line: kind "round" (one per round or
-                        evaluation point) and kind "client" (one per client-round)
+      scenario.yaml     the resolved configuration (what was actually run), with ``kind``
+      metrics.jsonl     one record per line: kind "round", "client" or "fleet"
       update_log.jsonl  the replayable update log (fedzo.zo.log)
       summary.json      final figures (written at the end, rewritten on resume)
+      state/            extra resumable state (backprop checkpoints)
       plots/            figures written at the end of the run
 
-Metrics are appended one line per completed round, after the update log has that
+Metrics are appended one batch per completed round, after the update log has that
 round, so a run killed at any point resumes from the last round present in both and
 no line is lost or duplicated (lines of unfinished rounds are dropped on resume).
 """
@@ -21,24 +21,33 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from fedzo.errors import ConfigError
-
-# Metric fields measured on the host (time, memory): they differ between two runs of the
-# same configuration, unlike every other field, which a rerun or a resume reproduces.
-HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
-                                "server_replay_seconds"})
+from fedzo.records import (
+    ClientRecord,
+    FleetRecord,
+    Record,
+    RecordError,
+    RoundRecord,
+    Summary,
+    parse_record,
+    parse_summary,
+)
 
 SCENARIO = "scenario.yaml"
 METRICS = "metrics.jsonl"
 UPDATE_LOG = "update_log.jsonl"
 SUMMARY = "summary.json"
 STATE = "state"
+
+AnyRecord = RoundRecord | ClientRecord | FleetRecord
+Listener = Callable[[Sequence[AnyRecord]], None]
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,10 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._listeners: list[Listener] = []
 
-    def on_append(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
-        """Call ``listener`` with every batch of metric records once it is on disk (progress bars)."""
+    def on_append(self, listener: Listener) -> None:
+        """Call ``listener`` with every batch of records once it is on disk (progress lines)."""
         self._listeners.append(listener)
 
     # -- creation -------------------------------------------------------------------------
@@ -81,7 +90,7 @@ class RunDir:
         return run
 
     def config(self) -> dict[str, Any]:
-        """The resolved configuration stored in the run."""
+        """The resolved configuration stored in the run (as written, any format version)."""
         data = yaml.safe_load((self.path / SCENARIO).read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ConfigError(f"{self.path / SCENARIO}: not a mapping")
@@ -100,39 +109,57 @@ class RunDir:
         d.mkdir(exist_ok=True)
         return d
 
-    def append_metrics(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append metric records (one JSON line each), flushed and fsynced together."""
-        batch = [dict(r) for r in records]
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in batch)
+    def append(self, records: Sequence[Record]) -> None:
+        """Append records (one JSON line each), flushed and fsynced together."""
+        lines = "".join(r.to_json() + "\n" for r in records)
         with open(self.path / METRICS, "a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+        typed = [r for r in records if isinstance(r, RoundRecord | ClientRecord | FleetRecord)]
         for listener in self._listeners:
-            listener(batch)
+            listener(typed)
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """All complete metric records (a torn last line is ignored)."""
+    def _lines(self) -> list[str]:
         p = self.path / METRICS
-        if not p.exists():
-            return []
-        out = []
-        for line in p.read_text(encoding="utf-8").splitlines():
+        return p.read_text(encoding="utf-8").splitlines() if p.exists() else []
+
+    def records(self) -> list[AnyRecord]:
+        """Every complete record (reading stops at a torn last line, a write cut by a kill).
+
+        A line that is valid JSON but breaks the schema is an error naming file and line.
+        """
+        out: list[AnyRecord] = []
+        for no, line in enumerate(self._lines(), start=1):
             try:
-                out.append(json.loads(line))
+                obj = json.loads(line)
             except ValueError:
                 break
+            try:
+                rec = parse_record(obj)
+            except RecordError as exc:
+                raise ConfigError(f"{self.path / METRICS}:{no}: {exc}") from None
+            if rec is not None:
+                out.append(rec)
         return out
+
+    def rounds(self) -> list[RoundRecord]:
+        """The round records, in file order."""
+        return [r for r in self.records() if isinstance(r, RoundRecord)]
 
     def torn_metrics_lines(self) -> int:
         """Lines of metrics.jsonl from the first unreadable one on (a write cut by a kill)."""
-        p = self.path / METRICS
-        if not p.exists():
-            return 0
-        lines = p.read_text(encoding="utf-8").splitlines()
-        return len(lines) - len(self.read_metrics())
+        lines = self._lines()
+        good = 0
+        for line in lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                break
+            good += 1
+        return len(lines) - good
 
-    def truncate_metrics(self, last_round: int) -> list[dict[str, Any]]:
+    def truncate_metrics(self, last_round: int) -> list[AnyRecord]:
         """Keep only records of rounds <= ``last_round`` (drops unfinished rounds).
 
         A torn tail (an interrupted write) is dropped too, and reported as a warning.
@@ -141,31 +168,71 @@ class RunDir:
         if torn:
             log.warning("%s: dropped %d unreadable line(s) at the end of %s (a write cut short); "
                         "resuming from round %d", self.path, torn, METRICS, last_round)
-        kept = [r for r in self.read_metrics() if int(r.get("round", -1)) <= last_round]
+        kept = [r for r in self.records() if r.round <= last_round]
         tmp = self.path / (METRICS + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
+        tmp.write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
         os.replace(tmp, self.path / METRICS)
         return kept
 
-    def read_summary(self) -> dict[str, Any] | None:
+    def read_summary(self) -> Summary | None:
         """summary.json, or None when the run has not finished."""
         p = self.path / SUMMARY
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            return parse_summary(json.loads(p.read_text(encoding="utf-8")))
+        except (ValueError, RecordError) as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+
+    def write_summary(self, summary: Summary) -> None:
+        """Write summary.json atomically."""
+        tmp = self.path / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, self.path / SUMMARY)
 
     def write_plots(self) -> None:
         """Write the run's figures into ``plots/``; a plotting failure is a note, never a lost run."""
         try:
-            from analysis.plots import plot_runs
+            from fedzo.reporting.plots import plot_runs
 
             plot_runs([self.path], self.path / "plots")
         except Exception as exc:  # plotting must never lose a finished run
             print(f"note: plots not written ({exc})")
 
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Write summary.json atomically."""
-        tmp = self.path / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(dict(summary), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path / SUMMARY)
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths at which two stored configurations differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def open_run(out: str | os.PathLike[str], config: BaseModel, kind: str, *, resume: bool, force: bool,
+             stored: Callable[[dict[str, Any], str], BaseModel], ignore: Collection[str] = ()) -> RunDir:
+    """A fresh run directory for ``config``, or (``resume``) the existing one after checking
+    that it was started with the same configuration.
+
+    The stored configuration is read through ``stored`` (which upgrades older formats), so
+    a run started by an older fedzo resumes when nothing but the format changed. Keys in
+    ``ignore`` may differ (for example the engine).
+    """
+    if not resume:
+        return RunDir.create(out, {"kind": kind, **config.model_dump(mode="json")}, force=force)
+    run = RunDir.open(out)
+    data = run.config()
+    found = data.pop("kind", None)
+    if found != kind:
+        raise ConfigError(f"{out}: a {found!r} run, not a {kind!r} run; resume it with the command that started it")
+    before = stored(data, str(run.path / SCENARIO)).model_dump(mode="json")
+    changed = [k for k in changed_keys(before, config.model_dump(mode="json")) if k not in ignore]
+    if changed:
+        raise ConfigError(f"{out}: cannot resume with a changed configuration (changed: {', '.join(changed)}); "
+                          "start a new run directory, or rerun with --force to overwrite this one")
+    return run
 
 
 def report_torn_log(path: str | os.PathLike[str], bad_line: int | None, dropped: int) -> None:
@@ -182,11 +249,3 @@ def peak_rss_bytes() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-def accuracy_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
-    """``initial_accuracy``, ``final_accuracy`` and ``best_accuracy`` of a run's round records."""
-    accs = [r["eval_accuracy"] for r in records
-            if r.get("kind") == "round" and r.get("eval_accuracy") is not None]
-    return {"initial_accuracy": accs[0] if accs else None, "final_accuracy": accs[-1] if accs else None,
-            "best_accuracy": max(accs) if accs else None}

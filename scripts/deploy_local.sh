@@ -56,7 +56,7 @@ SCENARIO="$(cd "$(dirname "$SCENARIO")" && pwd)/$(basename "$SCENARIO")"
 # name and num_clients from the validated scenario (fails early on a bad file)
 read -r NAME NUM_CLIENTS < <(python -c '
 import sys
-from fedzo.scenario import load_scenario
+from fedzo.config.scenario import load_scenario
 s = load_scenario(sys.argv[1])
 print(s.name, s.federation.num_clients)' "$SCENARIO")
 NODES="${NODES:-$NUM_CLIENTS}"

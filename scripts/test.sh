@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment (if none is active), install fedzo with its test extras,
-# and run the test suite. This is the README's test command.
+# lint and type-check the package, and run the test suite. This is the README's test
+# command; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${VIRTUAL_ENV:-}" ]; then
@@ -10,4 +11,6 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[test]"
+python -m ruff check fedzo tests analysis
+python -m mypy
 python -m pytest -q "$@"

@@ -39,8 +39,8 @@ def test_bench_faults_scale_options(tmp_path) -> None:
     """--kinds none leaves out the crash-resume part; more eval examples switch to the large task."""
     from fedzo.bench.faults import run_bench, tiny_run_config
 
-    assert tiny_run_config(rounds=1, num_clients=2, eval_examples=500).task == "synthetic-sentiment-large"
-    assert tiny_run_config(rounds=1, num_clients=2).task == "synthetic-sentiment"
+    assert tiny_run_config(rounds=1, num_clients=2, eval_examples=500).data.task == "synthetic-sentiment-large"
+    assert tiny_run_config(rounds=1, num_clients=2).data.task == "synthetic-sentiment"
     r = run_bench(rounds=1, num_clients=2, kinds=(), byzantine_kinds=("sign_flip",), aggregators=("median",),
                   eval_examples=130, work_dir=str(tmp_path))
     assert r["faults"] == {} and r["settings"]["eval_examples"] == 130

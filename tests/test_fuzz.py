@@ -13,7 +13,8 @@ from fedzo.federation.messages import SCHEMA_VERSION, pack_f32, seeds_digest
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-KEYS = ["name", "model", "task", "federation", "fleet", "faults", "num_clients", "rounds", "clients_per_round",
+KEYS = ["version", "name", "model", "task", "data", "zo", "optimizer", "runtime", "federation", "fleet", "faults",
+        "num_clients", "rounds", "clients_per_round", "eps", "peft", "estimator", "batch_size",
         "participation", "local_steps", "q", "lr", "aggregator", "aggregator_clip", "clip_multiplier", "byzantine",
         "fraction", "kind", "seed", "crash_before", "dropout", "devices", "profile", "count", "catch_up",
         "seed_pool_size", "min_clients", "out", "threads", "train_examples", "bogus"]
@@ -31,7 +32,7 @@ documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=6)
 def test_scenario_loader_raises_only_fedzo_errors_on_dicts(tmp_path_factory, doc) -> None:
     import yaml
 
-    from fedzo.scenario import load_scenario
+    from fedzo.config.scenario import load_scenario
 
     p = tmp_path_factory.mktemp("fz") / "s.yaml"
     try:
@@ -47,7 +48,7 @@ def test_scenario_loader_raises_only_fedzo_errors_on_dicts(tmp_path_factory, doc
 @SETTINGS
 @given(text=st.one_of(st.text(alphabet=string.printable + "äé\u2028", max_size=200), st.binary(max_size=120)))
 def test_scenario_loader_raises_only_fedzo_errors_on_text(tmp_path_factory, text) -> None:
-    from fedzo.scenario import load_scenario
+    from fedzo.config.scenario import load_scenario
 
     p = tmp_path_factory.mktemp("fz") / "s.yaml"
     if isinstance(text, bytes):
@@ -95,8 +96,13 @@ def _record(cfg, met, with_metrics):
 @SETTINGS
 @given(reply=replies())
 def test_reply_parser_raises_only_message_errors(reply) -> None:
-    from fedzo.federation.aggregate import validate_replies
+    from flwr.app import RecordDict
+
+    from flwr.app import Message
+
+    from fedzo.federation.bytes import ensure_task_identity
     from fedzo.federation.messages import Expected, MessageError, parse_uplink
+    from fedzo.federation.replies import collect_replies
 
     try:
         content = _record(*reply)
@@ -107,9 +113,11 @@ def test_reply_parser_raises_only_message_errors(reply) -> None:
         up = parse_uplink(content, expected)
     except MessageError:
         up = None
-    check = validate_replies({1: content}, {1: expected})
-    assert (1 in check.uplinks) == (up is not None)
-    assert set(check.uplinks) | set(check.rejected) == {1}
+    ensure_task_identity()
+    reply_msg = Message(content, reply_to=Message(RecordDict(), dst_node_id=9, message_type="train"))
+    got = collect_replies([reply_msg], {9: 1}, lambda c, x: parse_uplink(x, expected))
+    assert (1 in got.updates) == (up is not None)
+    assert set(got.updates) | set(got.rejected) == {1}
     if up is not None:
         assert all(abs(s) <= expected.max_abs_scalar for s in up.scalars) and len(up.scalars) == 2
 

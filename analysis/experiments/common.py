@@ -30,8 +30,9 @@ def run_fedzo(out: Path, *args: str) -> None:
 def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a scenario into ``out`` unless it finished there before; resume a cut run.
 
-    ``overrides`` (nested keys, e.g. ``{"federation": {"catch_up": "seed_pool"}}``) are
-    merged into the scenario, which is then written next to the run as ``OUT.yaml``.
+    ``overrides`` (sections of the version-2 format, e.g. ``{"federation": {"catch_up":
+    "seed_pool"}}``) are merged into the scenario (read in any format), which is then
+    written next to the run as ``OUT.yaml``.
     Returns the run's summary.json. Raises RuntimeError naming the run when it fails.
     """
     summary = out / "summary.json"
@@ -39,9 +40,12 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
         return json.loads(summary.read_text(encoding="utf-8"))
     path = Path(scenario)
     if overrides:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from fedzo.config.migrate import upgrade
+        from fedzo.config.validation import read_yaml
+
+        data = upgrade(read_yaml(path), "scenario")
         for key, value in overrides.items():
-            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
         out.parent.mkdir(parents=True, exist_ok=True)
         path = out.parent / f"{out.name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -19,17 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from analysis.experiments.common import run_scenario, write_results
-from analysis.rundir import Run, load_run
+from fedzo.config.scenario import load_scenario
+from fedzo.reporting.rundir import Run, load_run
 
-FEDAVG = {"optimizer": "fo-adam", "fo_local_epochs": 1, "eval_every": 1}
+FEDAVG = {"federation": {"fo_local_epochs": 1, "eval_every": 1}}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "zo-replay": ("ZO seeds+scalars, replay catch-up", {}),
     "zo-seed-pool": ("ZO seeds+scalars, seed-pool catch-up", {"federation": {"catch_up": "seed_pool"}}),
-    "fedavg-lora": ("FedAvg, LoRA r8", {"peft": "lora", "federation": {**FEDAVG, "lr": 5e-4}}),
-    "fedavg-full": ("FedAvg, full weights", {"peft": "full", "federation": {**FEDAVG, "lr": 1e-5}}),
+    "fedavg-lora": ("FedAvg, LoRA r8", {**FEDAVG, "model": {"peft": "lora"},
+                                        "optimizer": {"name": "fo-adam", "lr": 5e-4}}),
+    "fedavg-full": ("FedAvg, full weights", {**FEDAVG, "model": {"peft": "full"},
+                                             "optimizer": {"name": "fo-adam", "lr": 1e-5}}),
 }
 
 
@@ -37,7 +38,7 @@ def bytes_to_target(run: Run, target: float) -> dict[str, Any] | None:
     """Cumulative bytes and round at the first evaluation reaching ``target``, or None."""
     for r in run.eval_rounds:
         if r.eval_accuracy is not None and r.eval_accuracy >= target:
-            return {"round": r.round, "bytes_up": r.bytes_up or 0.0, "bytes_down": r.bytes_down or 0.0,
+            return {"round": r.round, "bytes_up": r.bytes_up_total or 0, "bytes_down": r.bytes_down_total or 0,
                     "bytes_total": r.bytes_total or 0.0, "accuracy": r.eval_accuracy}
     return None
 
@@ -84,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     out = Path(a.out)
     t0 = time.perf_counter()
-    base = yaml.safe_load(Path(a.scenario).read_text(encoding="utf-8"))
+    base = load_scenario(a.scenario)
     runs: dict[str, Any] = {}
     loaded: list[Run] = []
     for name in a.variants:
         label, over = VARIANTS[name]
-        over = {**over, "name": f"communication-{name}", **({"threads": a.threads} if a.threads else {})}
+        over = {**over, "name": f"communication-{name}", **({"runtime": {"threads": a.threads}} if a.threads else {})}
         if name.startswith("fedavg"):
             over["federation"] = {**over["federation"], "rounds": a.fedavg_rounds}
         run_dir = out / "runs" / name
@@ -102,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                       "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"], "client_rounds": len(clients),
                       "host_seconds": s.get("host_seconds"),
                       "to_target": {str(t): bytes_to_target(run, t) for t in a.targets}}
-    from analysis.plots import PNG_DPI, accuracy_vs_bytes
+    from fedzo.reporting.plots import PNG_DPI, accuracy_vs_bytes
 
     fig = accuracy_vs_bytes(loaded, [runs[n]["label"] for n in runs], print)
     if fig is not None:
         fig.axes[0].set_title("Accuracy vs bytes communicated (fleet total, up + down)")
         fig.savefig(out / "accuracy_vs_bytes.png", dpi=PNG_DPI, bbox_inches="tight")
-    result = {"num_clients": int(base["federation"]["num_clients"]), "targets": a.targets, "runs": runs,
+    result = {"num_clients": base.federation.num_clients, "targets": a.targets, "runs": runs,
               "seconds_this_invocation": time.perf_counter() - t0}
     write_results(out, result, format_table)
     return 0

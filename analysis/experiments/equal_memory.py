@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from analysis.experiments.common import measured_peak, run_scenario, write_results
-from analysis.rundir import Run, load_run
+from fedzo.config.scenario import load_scenario
+from fedzo.reporting.rundir import Run, load_run
 
 SCENARIOS = {"zo-smollm2": "scenarios/equal-memory-zo-smollm2.yaml",
              "bp-minilm": "scenarios/equal-memory-bp-minilm.yaml"}
@@ -93,7 +92,7 @@ def compare(zo: list[tuple[float, float]], bp: list[tuple[float, float]]) -> dic
 
 def figure(runs: dict[str, Run], labels: dict[str, str], path: Path, budget: int) -> None:
     """Accuracy vs simulated wall-clock of both runs (fedzo's standard figure)."""
-    from analysis.plots import PNG_DPI, accuracy_vs_time
+    from fedzo.reporting.plots import PNG_DPI, accuracy_vs_time
 
     fig = accuracy_vs_time(list(runs.values()), [labels[k] for k in runs], print)
     if fig is None:
@@ -138,14 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     scen = {"zo-smollm2": Path(a.zo_scenario), "bp-minilm": Path(a.bp_scenario)}
-    zo_data = yaml.safe_load(scen["zo-smollm2"].read_text(encoding="utf-8"))
-    batch = int(zo_data["federation"]["batch_size"])
+    zo = load_scenario(scen["zo-smollm2"])
+    batch = zo.data.batch_size
     from fedzo.devices.profiles import get_profile
 
-    budget = int(get_profile(zo_data["fleet"]["devices"][0]["profile"]).memory_budget)
+    assert zo.fleet is not None and zo.fleet.devices, f"{scen['zo-smollm2']}: needs a fleet of devices"
+    budget = int(get_profile(zo.fleet.devices[0].profile).memory_budget)
     t0 = time.perf_counter()
-    memory = [] if a.skip_memory else memory_table(out, batch=batch, seq=a.seq, budget=budget, task=zo_data["task"])
-    over = {"threads": a.threads} if a.threads else None
+    memory = [] if a.skip_memory else memory_table(out, batch=batch, seq=a.seq, budget=budget, task=zo.data.task)
+    over = {"runtime": {"threads": a.threads}} if a.threads else None
     summaries = {name: run_scenario(scen[name], out / "runs" / name, overrides=over) for name in scen}
     runs = {name: load_run(out / "runs" / name) for name in scen}
     comparison = compare(curve(runs["zo-smollm2"]), curve(runs["bp-minilm"]))

@@ -35,13 +35,12 @@ def round_figures(run_dir: Path) -> dict[str, Any]:
     over the rounds with at least one participant)."""
     from fedzo.runs import RunDir
 
-    rounds = [r for r in RunDir.open(run_dir).read_metrics() if r.get("kind") == "round" and r["round"] > 0]
-    host = [b["host_seconds"] - a["host_seconds"] for a, b in zip(rounds, rounds[1:])]
-    host = [rounds[0]["host_seconds"], *host] if rounds else []
+    rounds = [r for r in RunDir.open(run_dir).rounds() if r.round > 0]
+    host = [(b.host_seconds or 0.0) - (a.host_seconds or 0.0) for a, b in zip(rounds, rounds[1:])]
+    host = [rounds[0].host_seconds or 0.0, *host] if rounds else []
     # a round nobody took part in (all sampled clients offline) has nothing to replay
-    replay = [r["server_replay_seconds"] for r in rounds
-              if r.get("server_replay_seconds") is not None and r["participants"] > 0]
-    return {"rounds": len(rounds), "participants_per_round": [r["participants"] for r in rounds],
+    replay = [r.server_replay_seconds for r in rounds if r.server_replay_seconds is not None and r.participants > 0]
+    return {"rounds": len(rounds), "participants_per_round": [r.participants for r in rounds],
             "host_seconds_per_round": statistics.median(host) if host else None,
             "server_replay_seconds_per_round": statistics.median(replay) if replay else None}
 

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedzo.federation.config import FederatedRunConfig, FederationConfig
-from fedzo.federation.faults import DELIVERY_FAULTS, FaultsConfig
-from fedzo.runs import HOST_MEASURED_KEYS
+from fedzo.config.faults import DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
+from fedzo.config.scenario import Scenario
+from fedzo.records import HOST_MEASURED_KEYS
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
                                     "sim_replay_end", "sim_compute_end", "sim_end"}
@@ -50,19 +50,20 @@ class _Interrupt(BaseException):
 
 def tiny_run_config(*, rounds: int, num_clients: int, faults: FaultsConfig | None = None,
                     eval_examples: int = 64, train_examples: int = 160, lr: float = 2e-3,
-                    **fed: Any) -> FederatedRunConfig:
+                    **fed: Any) -> Scenario:
     """A seconds-long federated run on the tiny model, every client in every round.
 
     More than 160 training or 120 evaluation examples switch to the large synthetic
     task (10,500 / 750), so a Byzantine table can be measured at a meaningful scale.
     """
-    base: dict[str, Any] = dict(num_clients=num_clients, rounds=rounds, local_steps=3, lr=lr, batch_size=8,
-                                round_timeout=120)
     large = train_examples > 840 or eval_examples > 120
-    return FederatedRunConfig(name="bench-faults", model="tiny-llama",
-                              task="synthetic-sentiment-large" if large else "synthetic-sentiment",
-                              train_examples=train_examples, eval_examples=eval_examples, threads=1,
-                              federation=FederationConfig(**{**base, **fed}), faults=faults or FaultsConfig())
+    return Scenario.model_validate({
+        "name": "bench-faults", "model": {"name": "tiny-llama"}, "runtime": {"device": "cpu", "threads": 1},
+        "data": {"task": "synthetic-sentiment-large" if large else "synthetic-sentiment", "batch_size": 8,
+                 "train_examples": train_examples, "eval_examples": eval_examples},
+        "optimizer": {"lr": lr},
+        "federation": {"num_clients": num_clients, "rounds": rounds, "local_steps": 3, "round_timeout": 120, **fed},
+        "faults": faults or FaultsConfig()})
 
 
 def _records(run: Path) -> list[str]:
@@ -76,23 +77,23 @@ def _records(run: Path) -> list[str]:
 
 @contextmanager
 def _killed_in_round(round_: int) -> Iterator[None]:
-    from fedzo.federation.server import FederatedServer
+    from fedzo.federation.engine import RoundEngine
 
-    real = FederatedServer.run_round
+    real = RoundEngine.run_round
 
     def run_round(self: Any, transport: Any, r: int) -> Any:
         if r == round_:
             raise _Interrupt
         return real(self, transport, r)
 
-    FederatedServer.run_round = run_round  # type: ignore[method-assign]
+    RoundEngine.run_round = run_round  # type: ignore[method-assign]
     try:
         yield
     finally:
-        FederatedServer.run_round = real  # type: ignore[method-assign]
+        RoundEngine.run_round = real  # type: ignore[method-assign]
 
 
-def crash_resume(cfg: FederatedRunConfig, work: Path, *, seed: int) -> dict[str, Any]:
+def crash_resume(cfg: Scenario, work: Path, *, seed: int) -> dict[str, Any]:
     """Uninterrupted run vs run killed at a seeded round (torn last lines) and resumed."""
     from fedzo.federation.run import run_federated
 
@@ -119,11 +120,9 @@ def crash_resume(cfg: FederatedRunConfig, work: Path, *, seed: int) -> dict[str,
     want, have = Counter(_records(work / "ref")), Counter(_records(cut))
     return {
         "runs_completed": completed, "kill_round": kill_round,
-        "identical_after_resume": resumed["model_sha256"] == ref["model_sha256"],
+        "identical_after_resume": resumed.model_sha256 == ref.model_sha256,
         "lines_lost": sum((want - have).values()), "lines_duplicated": sum((have - want).values()),
-        "injected": ref["faults"]["injected"], "status": ref["faults"]["status"],
-        "rejected": ref["faults"]["rejected"], "extra_replies": ref["faults"]["extra_replies"],
-        "final_accuracy": ref["final_accuracy"],
+        **(ref.faults or {}), "final_accuracy": ref.final_accuracy,
     }
 
 
@@ -142,31 +141,34 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
         root = Path(tmp)
         faults: dict[str, Any] = {}
         for i, kind in enumerate(kinds):
-            fc = (FaultsConfig(seed=seed, byzantine={"fraction": fraction, "kind": byzantine_kinds[0]})
-                  if kind == "byzantine" else FaultsConfig(seed=seed, **{kind: fraction}))
+            fc = (FaultsConfig(seed=seed, byzantine=ByzantineConfig(fraction=fraction, kind=byzantine_kinds[0]))
+                  if kind == "byzantine" else FaultsConfig.model_validate({"seed": seed, kind: fraction}))
             cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, min_clients=1, **sizes)
             faults[kind] = crash_resume(cfg, root / kind, seed=seed + i)
         clean = run_federated(tiny_run_config(rounds=rounds, num_clients=num_clients, **sizes), root / "fault-free")
-        base = clean["final_accuracy"]
+        base = clean.final_accuracy
         byz: dict[str, dict[str, Any]] = {}
         for bkind in byzantine_kinds:
-            fc = FaultsConfig(seed=seed, byzantine={"fraction": byzantine_fraction, "kind": bkind})
+            fc = FaultsConfig(seed=seed, byzantine=ByzantineConfig.model_validate(
+                {"fraction": byzantine_fraction, "kind": bkind}))
             byz[bkind] = {}
             for name in aggregators:
                 cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, **sizes,
                                       **AGGREGATOR_SETTINGS[name])
                 s = run_federated(cfg, root / f"byz-{bkind}-{name}")
+                totals = s.faults or {}
                 byz[bkind][name] = {
-                    "final_accuracy": s["final_accuracy"],
-                    "delta_vs_fault_free": None if base is None else s["final_accuracy"] - base,
-                    "injected": s["faults"]["injected"].get(f"byzantine:{bkind}", 0),
-                    "rejected": s["faults"]["rejected"], "model_sha256": s["model_sha256"]}
+                    "final_accuracy": s.final_accuracy,
+                    "delta_vs_fault_free": None if base is None or s.final_accuracy is None
+                    else s.final_accuracy - base,
+                    "injected": totals.get("injected", {}).get(f"byzantine:{bkind}", 0),
+                    "rejected": totals.get("rejected", {}), "model_sha256": s.model_sha256}
     return {
         "settings": {"model": "tiny-llama", "rounds": rounds, "num_clients": num_clients, "clients_per_round":
                      num_clients, "fault_fraction": fraction, "seed": seed, **sizes},
         "faults": faults,
         "byzantine": {"fraction": byzantine_fraction, "fault_free_accuracy": base,
-                      "initial_accuracy": clean["initial_accuracy"], "kinds": byz},
+                      "initial_accuracy": clean.initial_accuracy, "kinds": byz},
         "seconds": time.perf_counter() - t0,
     }
 
@@ -179,7 +181,7 @@ def format_report(r: dict[str, Any]) -> str:
              f"{'fault':<14}{'runs ok':>8}{'resume ==':>11}{'lost':>6}{'dup':>5}  injected / observed"]
     for kind, f in r["faults"].items():
         observed = ", ".join(f"{k} {v}" for k, v in f["status"].items())
-        lines.append(f"{kind:<14}{f['runs_completed']:>6}/2{str(f['identical_after_resume']):>11}"
+        lines.append(f"{kind:<14}{f['runs_completed']:>6}/2{f['identical_after_resume']!s:>11}"
                      f"{f['lines_lost']:>6}{f['lines_duplicated']:>5}  {sum(f['injected'].values())} / {observed}")
     b = r["byzantine"]
     lines += ["", f"Byzantine {b['fraction']:.0%}: fault-free accuracy {b['fault_free_accuracy']:.3f} "

@@ -19,9 +19,10 @@ import torch
 
 from fedzo.federation.aggregate import Contribution, make_aggregator
 from fedzo.federation.bytes import MessageSize, ensure_task_identity, payload_bytes
+from fedzo.federation.catchup import derived_step_seeds as step_seeds
 from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
-from fedzo.federation.server import step_seeds
-from fedzo.zo import NoiseSpec, ParamSet, Perturber
+from fedzo.zo import NoiseSpec, ParamSet, Perturber, aggregate_entries, apply_entries
+from fedzo.zo.optimizers import ZOSGD
 
 SMOLLM2_PARAMS = 134_515_008  # SmolLM2-135M (tied embeddings counted once)
 
@@ -60,8 +61,7 @@ def server_round_seconds(clients: int, numel: int, k: int = 10, repeats: int = 3
         ups = [parse_uplink(r, Expected(1, c, seeds, 1)) for c, r in enumerate(replies)]
         t1 = time.perf_counter()
         grads = agg([Contribution(u.client, u.num_examples, u.scalars) for u in ups])
-        for s, g in zip(seeds, grads, strict=True):
-            perturber.apply(s, (-1e-6 * g,))
+        apply_entries(perturber, aggregate_entries(1, seeds, 1, grads, 1e-6, ZOSGD()))
         t2 = time.perf_counter()
         best_valid, best_core = min(best_valid, t1 - t0), min(best_core, t2 - t1)
     return {"aggregate_replay_seconds": best_core, "validate_seconds": best_valid}

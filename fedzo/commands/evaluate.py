@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from fedzo.models import load_model
-    from fedzo.tasks import build_classifier, load_task
+    from fedzo.tasks.classifiers import build_classifier
+    from fedzo.tasks.registry import load_task
 
     hf_logging.disable_progress_bar()
 
@@ -96,18 +97,18 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_run(args: argparse.Namespace) -> int:
     """``--run DIR``: rebuild the run's global model from its log and evaluate it."""
     from fedzo.federation.global_model import load_global_model
-    from fedzo.tasks import load_task
+    from fedzo.tasks.registry import load_task
 
     t0 = time.perf_counter()
     gm = load_global_model(args.run)
     load_s = time.perf_counter() - t0
-    task = load_task(gm.config.task, seed=gm.config.federation.seed, cache_dir=args.cache_dir)
+    task = load_task(gm.scenario.data.task, seed=gm.scenario.seed, cache_dir=args.cache_dir)
     examples = task.split(args.split)[: args.limit]
     t1 = time.perf_counter()
     metrics = gm.objective.classifier.evaluate(examples, batch_size=args.batch_size)
     eval_s = time.perf_counter() - t1
     result = {
-        "run": str(args.run), "model": gm.config.model, "task": task.name, "split": args.split,
+        "run": str(args.run), "model": gm.scenario.model.name, "task": task.name, "split": args.split,
         "rounds": gm.rounds, "model_sha256": gm.model_sha256, "matches_summary": gm.matches_summary,
         **metrics, "load_seconds": round(load_s, 2), "eval_seconds": round(eval_s, 2),
         "threads": torch.get_num_threads(),

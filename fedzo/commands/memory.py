@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from fedzo.devices.units import format_bytes, parse_bytes
 from fedzo.errors import ConfigError
+from fedzo.units import format_bytes, parse_bytes
 
 _ROWS = (
     "weights", "gradients", "optimizer_states", "optimizer_temporaries", "activations",

@@ -14,7 +14,7 @@ def default_out_dir(runs: list[str]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figures of ``args.runs`` into ``args.out``; prints each written file."""
-    from analysis.plots import parse_formats, plot_runs  # matplotlib only when used
+    from fedzo.reporting.plots import parse_formats, plot_runs  # matplotlib only when used
 
     formats = parse_formats(args.format)
     out = Path(args.out) if args.out else default_out_dir(args.runs)

@@ -14,7 +14,7 @@ def default_out_file(runs: list[str]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Write the HTML report of ``args.runs`` and print its path."""
-    from analysis.report import write_report  # matplotlib only when used
+    from fedzo.reporting.report import write_report  # matplotlib only when used
 
     out = Path(args.out) if args.out else default_out_file(args.runs)
     print(write_report(args.runs, out))

@@ -24,29 +24,28 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load and validate the scenario, then run or resume it."""
+    from fedzo.config.scenario import load_scenario, scenario_from_dict
     from fedzo.errors import ConfigError
     from fedzo.federation.run import run_federated
-    from fedzo.scenario import Scenario, load_scenario
+    from fedzo.runs import RunDir
+    from fedzo.units import format_bytes
 
     if args.resume:
-        from fedzo.configs import validate
-        from fedzo.runs import RunDir
-
         stored = RunDir.open(args.resume).config()
         if stored.pop("kind", None) != "federated":
             raise ConfigError(f"{args.resume}: not a federated run (use `fedzo train --resume` for centralized runs)")
-        scenario = validate(Scenario, stored, f"{args.resume}/scenario.yaml")
+        scenario = scenario_from_dict(stored, f"{args.resume}/scenario.yaml", kind="run")
         out = Path(args.resume)
     elif args.scenario:
         scenario = load_scenario(args.scenario)
         out = Path(args.out) if args.out else scenario.out_dir
     else:
         raise ConfigError("give a scenario file, or --resume DIR")
-    summary = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine,
-                            progress=not args.no_progress, plots=not args.no_plots)
+    s = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine,
+                      progress=not args.no_progress, plots=not args.no_plots)
     print(f"run: {out}")
-    print(f"accuracy: final {summary.get('final_accuracy')}, best {summary.get('best_accuracy')}")
-    print(f"simulated {summary.get('sim_seconds', 0):.1f} s, host {summary.get('host_seconds', 0):.1f} s, "
-          f"bytes up {summary.get('bytes_up')}, down {summary.get('bytes_down')}")
-    print(f"model_sha256: {summary.get('model_sha256')}")
+    print(f"accuracy: final {s.final_accuracy}, best {s.best_accuracy}")
+    print(f"simulated {s.sim_seconds or 0:.1f} s, host {s.host_seconds or 0:.1f} s, "
+          f"bytes up {format_bytes(s.bytes_up)}, down {format_bytes(s.bytes_down)}")
+    print(f"model_sha256: {s.model_sha256}")
     return 0

@@ -1,4 +1,9 @@
-"""`fedzo train`: centralized ZO or backprop fine-tuning (the baseline of federated runs)."""
+"""`fedzo train`: centralized ZO or backprop fine-tuning (the baseline of federated runs).
+
+Options come from an optional YAML file (the sections of :class:`fedzo.config.train.TrainConfig`),
+overridden by flags. Every leaf option has one flag named after it (``--lr`` for
+``optimizer.lr``); a section's ``name`` is the section's flag (``--model``, ``--optimizer``).
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,49 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from fedzo.configs import read_yaml, validate
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from fedzo.config.migrate import upgrade
+
+
+def option_paths() -> dict[str, tuple[str, FieldInfo]]:
+    """Flag name -> (dotted config path, field) for every leaf option of TrainConfig."""
+    from fedzo.config.train import TrainConfig
+
+    out: dict[str, tuple[str, FieldInfo]] = {}
+    for name, field in TrainConfig.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            for sub, subfield in ann.model_fields.items():
+                flag = name if sub == "name" else sub
+                out[flag.replace("_", "-")] = (f"{name}.{sub}", subfield)
+        elif name != "version":
+            out[name.replace("_", "-")] = (name, field)
+    return out
 
 
 def _add_fields(p: argparse.ArgumentParser) -> None:
-    from fedzo.train import TrainConfig
-
-    for name, field in TrainConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+    for flag, (path, field) in option_paths().items():
         ann = field.annotation
-        default = field.default
-        help_ = f"{field.description} (default: {default})"
+        help_ = f"{field.description} ({path}; default: {field.default})"
+        dest = path.replace(".", "__")
         if ann is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            p.add_argument(f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
             continue
         choices = None
         for arg in (ann, *typing.get_args(ann)):
             if typing.get_origin(arg) is typing.Literal:
                 choices = list(typing.get_args(arg))
-        p.add_argument(flag, dest=name, default=None, choices=choices, metavar=None if choices else "V", help=help_)
+        p.add_argument(f"--{flag}", dest=dest, default=None, choices=choices, metavar=None if choices else "V",
+                       help=help_)
 
 
 def register(sub: Any) -> None:
     """Add the `train` sub-command."""
     p = sub.add_parser("train", help="centralized ZO/FO fine-tuning with periodic evaluation",
                        description="Fine-tune one model in one process. Options come from an optional "
-                                   "YAML file of TrainConfig keys, overridden by flags.")
+                                   "YAML file (TrainConfig sections), overridden by flags.")
     p.add_argument("config", nargs="?", help="YAML file with train options (optional)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
@@ -44,29 +66,31 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config (file, then flags), then train or resume."""
-    from fedzo.train import TrainConfig, train
+    from fedzo.config.train import train_config_from_dict
+    from fedzo.config.validation import read_yaml
+    from fedzo.runs import RunDir
+    from fedzo.train import train
 
     data: dict[str, Any] = {}
     source = "command line"
     if args.resume:
-        from fedzo.runs import RunDir
-
-        stored = RunDir.open(args.resume).config()
-        stored.pop("kind", None)
-        data.update(stored)
+        data = RunDir.open(args.resume).config()
+        data.pop("kind", None)
         source = f"{args.resume}/scenario.yaml"
     elif args.config:
-        data.update(read_yaml(args.config))
-        source = args.config
-    for name in TrainConfig.model_fields:
-        v = getattr(args, name, None)
-        if v is not None:
-            data[name] = v
-    cfg = validate(TrainConfig, data, source)
+        data, source = read_yaml(args.config), args.config
+    data = upgrade(data, "train")
+    for path, _ in option_paths().values():
+        value = getattr(args, path.replace(".", "__"), None)
+        if value is None:
+            continue
+        *section, key = path.split(".")
+        node = data.setdefault(section[0], {}) if section else data
+        node[key] = value
+    cfg = train_config_from_dict(data, source)
     out = Path(args.resume or args.out or Path("runs") / cfg.name)
     summary = train(cfg, out, resume=bool(args.resume), force=args.force, progress=not args.no_progress)
-    acc = summary.get("final_accuracy")
     print(f"run: {out}")
-    print(f"accuracy: {summary.get('initial_accuracy')} -> {acc} (best {summary.get('best_accuracy')})")
-    print(f"model_sha256: {summary['model_sha256']}")
+    print(f"accuracy: {summary.initial_accuracy} -> {summary.final_accuracy} (best {summary.best_accuracy})")
+    print(f"model_sha256: {summary.model_sha256}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+import yaml
+
 from fedzo.errors import FedzoError
 
 
@@ -14,12 +16,17 @@ def register(sub: Any) -> None:
     p = sub.add_parser("validate", help="validate scenario files (all problems at once)")
     p.add_argument("files", nargs="*", help="scenario YAML files")
     p.add_argument("--reference", action="store_true", help="print the scenario reference (Markdown)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="print each file in the current format (version 2), after validating it")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate each file; exit 2 when any fails."""
-    from fedzo.scenario import load_scenario, scenario_reference
+    from fedzo.config.migrate import upgrade
+    from fedzo.config.reference import scenario_reference
+    from fedzo.config.scenario import load_scenario
+    from fedzo.config.validation import read_yaml
 
     if args.reference:
         sys.stdout.write(scenario_reference())
@@ -35,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{exc}", file=sys.stderr)
             continue
+        if args.upgrade:
+            sys.stdout.write(yaml.safe_dump(upgrade(read_yaml(f), "scenario"), sort_keys=False))
+            continue
         fed = s.federation
-        print(f"{f}: ok ({s.model} on {s.task}; {fed.num_clients} clients, {fed.rounds} rounds, "
-              f"{fed.optimizer}, catch-up {fed.catch_up}, engine {fed.engine})")
+        print(f"{f}: ok ({s.model.name} on {s.data.task}; {fed.num_clients} clients, {fed.rounds} rounds, "
+              f"{s.optimizer.name}, catch-up {fed.catch_up}, engine {fed.engine})")
     return 2 if failed else 0

@@ -1,18 +1,27 @@
-"""Simulated wall-clock of a federated round: pure functions of sizes, rates and seconds.
+"""The simulated clock: how long each client's part of a round takes on its device.
 
-Per client and round:
+One :class:`Clock` per run answers every timing question (the round engine's, and the
+``auto`` catch-up policy's). Per client and round::
+
     downlink  = bytes_down * 8 / downlink_bps + latency
     replay    = catch-up entries x trainable params x seconds per regenerated element
-    compute   = K steps x 2q forwards x (2 x params x tokens FLOP) / sustained FLOP/s
-                (or measured host seconds x the profile's speed_ratio)
+    compute   = ZO: K steps x forwards per step x (2 x params x tokens FLOP) / sustained FLOP/s
+                BP: examples x tokens at about three forwards' cost
+                (compute_model measured: host seconds x the profile's speed_ratio)
     uplink    = bytes_up * 8 / uplink_bps + latency
-Host wall time never enters these numbers.
+
+With ``compute_model: flops`` host wall time never enters these numbers, so who is kept
+(deadline, over-commit, availability) reproduces bitwise. :func:`simulate_round` turns a
+round's timings into who is kept and when the round ends.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from fedzo.devices.availability import client_rng, draw_offline_time
 from fedzo.devices.profiles import DeviceProfile
@@ -26,6 +35,16 @@ HOST_REGEN_SECONDS_PER_ELEMENT = 3.7e-9
 # FLOP-equivalent of one regenerated element (counter hash + Box-Muller + fused add);
 # an estimate, used only for profiles that give FLOP/s and no speed_ratio.
 REGEN_FLOPS_PER_ELEMENT = 20.0
+# Sustained fp32 rate of the 2-core x86 reference host: an estimate (2 cores x AVX2 FMA
+# 32 FLOP/cycle x ~2.5 GHz = 160 GFLOP/s peak, ~25 % sustained in PyTorch). Used for the
+# host stand-in and for profiles that give only a speed_ratio.
+HOST_FLOPS_FP32 = 4.0e10
+# Backprop costs about three forward passes (forward + backward of activations and weights).
+BP_FLOPS_PER_FORWARD = 3.0
+# A catch-up entry on the wire: seed (8 B) + coefficient (8 B).
+CATCH_UP_ENTRY_BYTES = 16
+
+ComputeModel = Literal["flops", "measured"]
 
 
 def transfer_seconds(nbytes: float, bps: float, latency_s: float) -> float:
@@ -36,45 +55,6 @@ def transfer_seconds(nbytes: float, bps: float, latency_s: float) -> float:
 def forward_flops(n_params: int, tokens: int) -> float:
     """FLOPs of one forward pass: about 2 x parameters x tokens."""
     return 2.0 * n_params * tokens
-
-
-def zo_compute_seconds(
-    profile: DeviceProfile,
-    *,
-    n_params: int,
-    batch: int,
-    seq: int,
-    q: int = 1,
-    local_steps: int = 1,
-    dtype: str = "fp32",
-    host_step_seconds: float | None = None,
-) -> float:
-    """Local ZO compute: ``local_steps`` x 2q forwards.
-
-    With ``host_step_seconds`` (one measured step on the reference host) and a profile
-    ``speed_ratio``, the measurement is scaled; otherwise FLOPs / sustained FLOP/s.
-    """
-    if host_step_seconds is not None and profile.speed_ratio is not None:
-        return local_steps * host_step_seconds * profile.speed_ratio
-    flops = profile.flops(dtype)
-    if flops is None:
-        raise ConfigError(
-            f"device {profile.name!r}: needs flops_{dtype} (or flops_fp32) to time compute "
-            "without a measured host step (give host_step_seconds and speed_ratio)"
-        )
-    per_step = 2 * q * forward_flops(n_params, batch * seq)
-    return local_steps * per_step / flops
-
-
-def replay_seconds(profile: DeviceProfile, *, entries: int, trainable_params: int) -> float:
-    """Catch-up on the device: each log entry regenerates one direction over the params."""
-    elements = entries * trainable_params
-    if profile.speed_ratio is not None:
-        return elements * HOST_REGEN_SECONDS_PER_ELEMENT * profile.speed_ratio
-    flops = profile.flops("fp32") or profile.flops_fp16 or profile.flops_bf16
-    if flops is None:  # unreachable for validated profiles (speed_ratio or FLOP/s required)
-        raise ConfigError(f"device {profile.name!r}: needs speed_ratio or flops_fp32")
-    return elements * REGEN_FLOPS_PER_ELEMENT / flops
 
 
 @dataclass(frozen=True)
@@ -93,53 +73,15 @@ class ClientTiming:
         return self.download_s + self.replay_s + self.compute_s + self.upload_s
 
 
-def client_timing(
-    profile: DeviceProfile,
-    client_id: str,
-    *,
-    down_bytes: float,
-    up_bytes: float,
-    compute_s: float,
-    replay_entries: int = 0,
-    trainable_params: int = 0,
-    offline_at: float | None = None,
-) -> ClientTiming:
-    """Combine a profile's link and speed with a round's sizes into a ClientTiming."""
-    return ClientTiming(
-        client_id=client_id,
-        download_s=transfer_seconds(down_bytes, profile.downlink_bps, profile.latency_s),
-        replay_s=replay_seconds(profile, entries=replay_entries, trainable_params=trainable_params),
-        compute_s=compute_s,
-        upload_s=transfer_seconds(up_bytes, profile.uplink_bps, profile.latency_s),
-        offline_at=offline_at,
-    )
-
-
-def with_availability(
-    timings: list[ClientTiming],
-    profiles: list[DeviceProfile],
-    *,
-    seed: int,
-    round_idx: int,
-    start: float = 0.0,
-    client_indices: list[int] | None = None,
-) -> list[ClientTiming]:
-    """Fill ``offline_at`` from each profile's availability model, deterministically.
-
-    Client i draws from ``client_rng(seed, round_idx, client_indices[i])`` over
-    ``[start, start + work)``, so the result does not depend on list order.
-    """
-    if len(timings) != len(profiles):
-        raise ConfigError(f"{len(timings)} timings but {len(profiles)} profiles")
-    indices = client_indices if client_indices is not None else list(range(len(timings)))
-    out = []
-    for timing, profile, idx in zip(timings, profiles, indices, strict=True):
-        off = draw_offline_time(
-            profile.availability, start_s=start, end_s=start + timing.work_s,
-            rng=client_rng(seed, round_idx, idx),
-        )
-        out.append(ClientTiming(**{**asdict(timing), "offline_at": off}))
-    return out
+def replay_seconds(profile: DeviceProfile, *, entries: int, trainable_params: int) -> float:
+    """Catch-up on the device: each log entry regenerates one direction over the params."""
+    elements = entries * trainable_params
+    if profile.speed_ratio is not None:
+        return elements * HOST_REGEN_SECONDS_PER_ELEMENT * profile.speed_ratio
+    flops = profile.flops("fp32") or profile.flops_fp16 or profile.flops_bf16
+    if flops is None:  # unreachable for validated profiles (speed_ratio or FLOP/s required)
+        raise ConfigError(f"device {profile.name!r}: needs speed_ratio or flops_fp32")
+    return elements * REGEN_FLOPS_PER_ELEMENT / flops
 
 
 @dataclass(frozen=True)
@@ -227,3 +169,120 @@ def simulate_round(
         ends = [t.end for t in timelines if t.status != "dropped"]
         round_end = max(ends, default=start)
     return RoundResult(start=start, end=round_end, timelines=tuple(timelines))
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the clock and the memory model need to know about a run's training."""
+
+    model: str
+    config: Any  # transformers PretrainedConfig of the (base) model
+    n_params: int  # every parameter of the model (FLOPs)
+    trainable: int  # trainable elements (replay cost)
+    trainable_bytes: int  # the trainable weights on the wire (full catch-up)
+    batch: int
+    seq: int
+    peft: Literal["full", "lora", "prefix"]
+    lora_rank: int
+    prefix_tokens: int
+    dtype: str
+    mode: Literal["zo", "bp"]
+    optimizer: Literal["sgd", "adam"]
+    q: int
+    forwards_per_step: int
+
+    def memory_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
+        return {"dtype": self.dtype, "lora_rank": self.lora_rank, "prefix_tokens": self.prefix_tokens,
+                "optimizer": self.optimizer, "logits": "last"}
+
+
+@dataclass(frozen=True)
+class ClientWork:
+    """What one client did in a round, as the clock prices it."""
+
+    down_bytes: int
+    up_bytes: int
+    catch_up_entries: int = 0
+    local_steps: int = 1  # ZO steps
+    examples: int | None = None  # BP: examples trained (default: one batch)
+    host_seconds: float | None = None  # measured compute on the host (compute_model: measured)
+
+
+class Clock:
+    """The simulated clock of a run: each client's device, the model's shape, the compute model."""
+
+    def __init__(self, profiles: list[DeviceProfile], shape: ModelShape, *, seed: int,
+                 compute_model: ComputeModel = "flops") -> None:
+        self.profiles = profiles  # by client id
+        self.shape = shape
+        self.seed = seed
+        self.compute_model = compute_model
+
+    def _device_flops(self, profile: DeviceProfile) -> float:
+        rate = profile.flops(self.shape.dtype)
+        if rate is None:  # a profile with only a speed_ratio (validated: one of them is set)
+            if profile.speed_ratio is None:
+                raise ConfigError(f"device {profile.name!r}: needs speed_ratio or flops_fp32")
+            rate = HOST_FLOPS_FP32 / profile.speed_ratio
+        return rate
+
+    def modelled_compute_seconds(self, client: int, *, local_steps: int = 1, examples: int | None = None) -> float:
+        """Local compute from FLOPs: ZO ``local_steps`` x forwards per step at batch x seq;
+        BP ``examples`` x seq tokens at about three forwards' cost."""
+        s = self.shape
+        if s.mode == "zo":
+            flops = local_steps * s.forwards_per_step * forward_flops(s.n_params, s.batch * s.seq)
+        else:
+            flops = BP_FLOPS_PER_FORWARD * forward_flops(s.n_params, (examples or s.batch) * s.seq)
+        return flops / self._device_flops(self.profiles[client])
+
+    def compute_seconds(self, client: int, work: ClientWork) -> float:
+        """Device compute seconds under the compute model (measured: host seconds x speed_ratio)."""
+        p = self.profiles[client]
+        if self.compute_model == "measured" and work.host_seconds is not None:
+            ratio = p.speed_ratio or HOST_FLOPS_FP32 / self._device_flops(p)
+            return work.host_seconds * ratio
+        return self.modelled_compute_seconds(client, local_steps=work.local_steps, examples=work.examples)
+
+    def timing(self, client: int, work: ClientWork) -> ClientTiming:
+        """One client's round durations (offline time filled by :meth:`offline_at`)."""
+        p = self.profiles[client]
+        measured = self.compute_model == "measured" and work.host_seconds is not None
+        return ClientTiming(
+            client_id=str(client),
+            download_s=transfer_seconds(work.down_bytes, p.downlink_bps, p.latency_s),
+            # measured host seconds already include the catch-up on the host
+            replay_s=0.0 if measured else replay_seconds(p, entries=work.catch_up_entries,
+                                                         trainable_params=self.shape.trainable),
+            compute_s=self.compute_seconds(client, work),
+            upload_s=transfer_seconds(work.up_bytes, p.uplink_bps, p.latency_s),
+        )
+
+    def offline_at(self, client: int, timing: ClientTiming, *, round_: int, attempt: int,
+                   start: float) -> float | None:
+        """When ``client`` is offline during its work (seeded by run seed, round, client, attempt)."""
+        rng = client_rng(self.seed, round_, client) if attempt == 0 else np.random.default_rng(
+            [self.seed, round_, client, attempt])
+        return draw_offline_time(self.profiles[client].availability, start_s=start,
+                                 end_s=start + timing.work_s, rng=rng)
+
+    # -- catch-up costs (the ``auto`` policy asks) ---------------------------------------
+    def replay_seconds(self, client: int, entries: int) -> float:
+        """Download ``entries`` catch-up pairs and regenerate one direction for each."""
+        p = self.profiles[client]
+        return (transfer_seconds(entries * CATCH_UP_ENTRY_BYTES, p.downlink_bps, p.latency_s)
+                + replay_seconds(p, entries=entries, trainable_params=self.shape.trainable))
+
+    def full_seconds(self, client: int) -> float:
+        """Download the trainable weights."""
+        p = self.profiles[client]
+        return transfer_seconds(self.shape.trainable_bytes, p.downlink_bps, p.latency_s)
+
+
+def sample_sizes(participants: int, eligible: int, over_commit: float) -> tuple[int, int | None]:
+    """(clients to sample, how many to keep or None): over-commit samples
+    ceil((1 + over_commit) x participants) and keeps the first ``participants``."""
+    n = min(participants, eligible)
+    count = min(eligible, math.ceil(round((1.0 + over_commit) * n, 9)))
+    return count, (n if count > n else None)

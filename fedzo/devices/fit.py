@@ -9,8 +9,8 @@ from transformers import PretrainedConfig
 
 from fedzo.devices.memory import MemoryBreakdown, Mode, PeftMode, estimate_memory
 from fedzo.devices.profiles import DeviceProfile
-from fedzo.devices.units import format_bytes
 from fedzo.errors import MemoryBudgetExceeded
+from fedzo.units import format_bytes
 
 
 @dataclass(frozen=True)

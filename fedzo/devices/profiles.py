@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from fedzo.devices.availability import AlwaysAvailable, Availability, TraceAvailability, load_trace
-from fedzo.devices.units import parse_bitrate, parse_bytes
 from fedzo.errors import ConfigError
+from fedzo.units import parse_bitrate, parse_bytes
 
 CLIENTS_DIR_ENV = "FEDZO_CLIENTS_DIR"
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fedzo.errors import FedzoError
-from fedzo.devices.units import format_bytes
+from fedzo.units import format_bytes
 
 __all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "run_case", "validate"]
 

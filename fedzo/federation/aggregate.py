@@ -8,15 +8,13 @@ client id first, so the float result never depends on arrival order.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from flwr.app import RecordDict
-
 from fedzo.errors import ConfigError
-from fedzo.federation.messages import Expected, MessageError, Uplink, parse_uplink
+from fedzo.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -66,48 +64,14 @@ def trimmed_mean(contribs: Sequence[Contribution], fraction: float = 0.1,
 
 
 Aggregator = Callable[[Sequence[Contribution]], tuple[float, ...]]
+AggregatorFactory = Callable[[float, "float | None"], Aggregator]  # (trim_fraction, clip) -> aggregator
+
+AGGREGATORS: Registry[AggregatorFactory] = Registry("aggregator", "federation.aggregator")
+AGGREGATORS.add("mean", lambda trim, clip: lambda c: weighted_mean(c, clip))
+AGGREGATORS.add("median", lambda trim, clip: lambda c: median(c, clip))
+AGGREGATORS.add("trimmed-mean", lambda trim, clip: lambda c: trimmed_mean(c, trim, clip))
 
 
 def make_aggregator(name: str, *, trim_fraction: float = 0.1, clip: float | None = None) -> Aggregator:
     """An aggregator by registry name; unknown names list the valid ones."""
-    if name == "mean":
-        return lambda c: weighted_mean(c, clip)
-    if name == "median":
-        return lambda c: median(c, clip)
-    if name == "trimmed-mean":
-        return lambda c: trimmed_mean(c, trim_fraction, clip)
-    raise ConfigError(f"aggregator: {name!r} is not known; allowed: mean, median, trimmed-mean")
-
-
-@dataclass(frozen=True)
-class ReplyCheck:
-    """The valid replies of a round and why the others were rejected."""
-
-    uplinks: dict[int, Uplink]  # client -> parsed reply
-    rejected: dict[int, str]  # client -> reason code (schema error code, or "failed")
-    reasons: dict[int, str]  # client -> human-readable reason
-
-    def contributions(self) -> list[Contribution]:
-        """Valid replies as aggregation inputs, sorted by client."""
-        return [Contribution(c, u.num_examples, u.scalars) for c, u in sorted(self.uplinks.items())]
-
-
-def validate_replies(replies: Mapping[int, RecordDict | Exception],
-                     expected: Mapping[int, Expected]) -> ReplyCheck:
-    """Parse every reply against what its client was sent; invalid ones are counted, not raised.
-
-    ``replies`` maps client -> reply content, or the error the client reported.
-    """
-    ok: dict[int, Uplink] = {}
-    rejected: dict[int, str] = {}
-    reasons: dict[int, str] = {}
-    for client in sorted(replies):
-        reply = replies[client]
-        if isinstance(reply, Exception):
-            rejected[client], reasons[client] = "failed", str(reply)
-            continue
-        try:
-            ok[client] = parse_uplink(reply, expected[client])
-        except MessageError as exc:
-            rejected[client], reasons[client] = exc.code, str(exc)
-    return ReplyCheck(ok, rejected, reasons)
+    return AGGREGATORS.get(name)(trim_fraction, clip)

@@ -22,29 +22,35 @@ same ClientApp and the same handshake; :func:`handle` tells them apart by their 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import torch
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedzo.errors import ConfigError, FedzoError
-from fedzo.federation.catchup import SeedPool
-from fedzo.federation.config import FederatedRunConfig
+from fedzo.federation import fedavg_client
+from fedzo.federation.catchup import make_policy
+from fedzo.federation.memory import peak_memory_bytes
+from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
 from fedzo.federation.nodecache import NodeCache, default_base
-from fedzo.federation.messages import (
-    Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest,
-)
+from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.tasks.batching import Batch
+from fedzo.tasks.objective import build_objective
+from fedzo.tasks.partition import partition
 from fedzo.zo import (
-    EstimatorConfig, NoiseSpec, ParamSet, Perturber, UpdateLog, derive_seed, make_zo_optimizer, zo_step,
+    EstimatorConfig,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    UpdateLog,
+    apply_entries,
+    make_zo_optimizer,
+    zo_step,
 )
+from fedzo.zo.seeds import BATCH_TAG, derive_seed
 
-BATCH_TAG = 0xBA7C
 SETUP_STATE_KEY = "fz.setup"
 
 
@@ -52,69 +58,31 @@ class CatchUpError(FedzoError):
     """The worker cannot reach the round the server asked for."""
 
 
-def config_digest(config_json: str) -> str:
-    """Short digest naming a run configuration (sent with every train message)."""
-    return hashlib.sha256(config_json.encode()).hexdigest()[:12]
-
-
-@dataclass
-class ClientSetup:
-    """What a client needs besides the messages: the run config and where to re-sync from."""
-
-    run: FederatedRunConfig
-    resync_log: str | None = None  # the run's update log (simulation / in-process only)
-
-    def to_json(self) -> str:
-        """Canonical JSON (its digest names the setup)."""
-        return json.dumps({"run": self.run.model_dump(mode="json"), "resync_log": self.resync_log},
-                          sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ClientSetup:
-        """Inverse of :meth:`to_json`."""
-        data = json.loads(text)
-        return cls(FederatedRunConfig.model_validate(data["run"]), data.get("resync_log"))
-
-
 class Worker:
     """One loaded model: the clean synced copy and the working copy."""
 
     def __init__(self, setup: ClientSetup) -> None:
-        from fedzo.tasks import partition
-        from fedzo.train import build_objective
-
         self.setup = setup
-        self.digest = config_digest(setup.to_json())
-        run = setup.run
-        fed = run.federation
-        if run.threads:
-            torch.set_num_threads(run.threads)
-        self.objective = build_objective(run.objective_config())
-        clf = self.objective.classifier
-        self.work = ParamSet.from_module(clf)
-        self.spec = NoiseSpec(fed.generator, fed.distribution, fed.chunk_size)
+        self.digest = setup.digest
+        sc = self.scenario = setup.scenario
+        fed = sc.federation
+        if sc.runtime.threads:
+            torch.set_num_threads(sc.runtime.threads)
+        self.objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
+        self.work = ParamSet.from_module(self.objective.classifier)
+        self.spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
         self.initial = self.work.snapshot()
         self.clean = ParamSet.from_tensors({n: t.clone() for n, t in self.initial.items()})
         self.round = 0
         self.work_perturber = Perturber(self.work, self.spec)
         self.clean_perturber = Perturber(self.clean, self.spec)
         labels = [int(e.label) for e in self.objective.train]
-        self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha,
-                                    seed=fed.seed)
+        self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
 
     # -- catch-up ----------------------------------------------------------------------
     def _reset_clean(self) -> None:
         self.clean.load(self.initial)
         self.round = 0
-
-    def _apply_pairs(self, seeds: tuple[int, ...], coefs: tuple[float, ...]) -> None:
-        for seed, coef in zip(seeds, coefs, strict=True):
-            self.clean_perturber.apply(seed, (coef,))
-
-    def _rebuild_pool(self, seeds: tuple[int, ...], coefs: tuple[float, ...], to_round: int) -> None:
-        self._reset_clean()
-        self._apply_pairs(seeds, coefs)
-        self.round = to_round
 
     def _resync_from_log(self, to_round: int) -> None:
         path = self.setup.resync_log
@@ -125,17 +93,13 @@ class Worker:
         log, _ = UpdateLog.load(path)
         if (log.last_round or 0) < to_round:
             raise CatchUpError(f"update log {path} ends at round {log.last_round}; need round {to_round}")
-        fed = self.setup.run.federation
-        if fed.catch_up == "seed_pool":
-            pool = SeedPool(fed.seed, fed.seed_pool_size)
-            pool.accumulate([(e.seed, e.coefficient) for e in log.entries(upto=to_round)])
-            cu = pool.catch_up(to_round)
-            self._rebuild_pool(cu.seeds, cu.coefs, to_round)
-            return
-        if self.round > to_round:
+        fed = self.scenario.federation
+        policy = make_policy(fed.catch_up, self.scenario.seed, fed.seed_pool_size)
+        if policy.incremental and self.round <= to_round:
+            apply_entries(self.clean_perturber, log.entries(after=self.round, upto=to_round))
+        else:
             self._reset_clean()
-        for e in log.entries(after=self.round, upto=to_round):
-            self.clean_perturber.apply(e.seed, e.alphas)
+            apply_entries(self.clean_perturber, policy.global_entries(log, to_round))
         self.round = to_round
 
     def catch_up(self, d: Downlink, cache: NodeCache | None = None) -> str:
@@ -163,38 +127,36 @@ class Worker:
             return "full"
         if self.round == cu.to_round:
             return "cached"
-        if cu.kind == "seed_pool":
-            self._rebuild_pool(cu.seeds, cu.coefs, cu.to_round)
-            return "seed_pool"
-        if cu.kind == "replay" and self.round == cu.from_round:
-            self._apply_pairs(cu.seeds, cu.coefs)
-            self.round = cu.to_round
-            return "replay"
-        self._resync_from_log(cu.to_round)
-        return "log"
+        if cu.kind == "seed_pool":  # the pool totals, applied to the initial weights
+            self._reset_clean()
+        elif cu.kind != "replay" or self.round != cu.from_round:
+            self._resync_from_log(cu.to_round)
+            return "log"
+        apply_entries(self.clean_perturber, cu.entries())
+        self.round = cu.to_round
+        return cu.kind
 
     # -- training ----------------------------------------------------------------------
-    def batch(self, client: int, round_: int, step: int) -> Any:
+    def batch(self, client: int, round_: int, step: int) -> Batch:
         """The minibatch of local step ``step``: a pure function of (seed, round, client, step)."""
-        fed = self.setup.run.federation
         part = self.partitions[client]
-        rng = random.Random(derive_seed(fed.seed, BATCH_TAG, round_, client, step))
-        picked = [self.objective.train[i] for i in rng.sample(part, min(fed.batch_size, len(part)))]
+        rng = random.Random(derive_seed(self.scenario.seed, BATCH_TAG, round_, client, step))
+        picked = [self.objective.train[i] for i in rng.sample(part, min(self.scenario.data.batch_size, len(part)))]
         clf = self.objective.classifier
         return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)  # type: ignore[operator]
 
     def train(self, d: Downlink, cache: NodeCache | None = None) -> Uplink:
         """Catch up, then K local ZO steps from ``global(r - 1)``; returns the scalars."""
-        fed = self.setup.run.federation
-        if not 0 <= d.client < fed.num_clients:
-            raise ConfigError(f"client {d.client} is out of range; allowed: 0..{fed.num_clients - 1}")
+        sc = self.scenario
+        if not 0 <= d.client < sc.federation.num_clients:
+            raise ConfigError(f"client {d.client} is out of range; allowed: 0..{sc.federation.num_clients - 1}")
         t0 = time.perf_counter()
         self.catch_up(d, cache)
         self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
-        est = EstimatorConfig(fed.estimator, d.eps, d.q)
-        opt = make_zo_optimizer(fed.optimizer)
+        est = EstimatorConfig(sc.zo.estimator, d.eps, d.q)
+        opt = make_zo_optimizer(sc.optimizer.name)
         clf = self.objective.classifier
-        if torch.cuda.is_available() and self.objective.device.type == "cuda":
+        if self.objective.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.objective.device)
         scalars: list[float] = []
         losses: list[float] = []
@@ -203,7 +165,7 @@ class Worker:
             batch = self.batch(d.client, d.round, k)
             examples += len(batch.labels)
 
-            def loss_fn(b: Any = batch) -> float:
+            def loss_fn(b: Batch = batch) -> float:
                 with torch.no_grad():
                     return float(clf.loss(b))  # type: ignore[operator]
 
@@ -213,15 +175,6 @@ class Worker:
         seconds = time.perf_counter() - t0
         return Uplink(d.round, d.client, tuple(scalars), seeds_digest(d.seeds), examples,
                       sum(losses) / len(losses), losses[-1], seconds, peak_memory_bytes(self.objective.device))
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process so far: allocated on a CUDA device, else peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    from fedzo.runs import peak_rss_bytes
-
-    return peak_rss_bytes()
 
 
 _WORKER: Worker | None = None
@@ -271,20 +224,16 @@ def _setup_json(context: Context, digest: str) -> str:
 def handle(content: RecordDict, context: Context) -> RecordDict:
     """Answer one downlink: ``setup`` stores the run config, ``train`` returns scalars
     (seeds-and-scalars) or trained weights (FedAvg baseline)."""
-    from fedzo.federation import fedavg_client
-
     if fedavg_client.is_fedavg_downlink(content):
         cfg = content.config_records[fedavg_client.CONFIG_KEY]
         worker = get_worker(_setup_json(context, str(cfg[fedavg_client.DIGEST_KEY])))
         return fedavg_client.train_local(worker, _partition_id(context), content)
     d = parse_downlink(content)
     if d.op == "setup":
-        from flwr.app import ConfigRecord
-
         context.state[SETUP_STATE_KEY] = ConfigRecord({"cfg": d.config_json})
         worker = get_worker(d.config_json)
         pid = _partition_id(context)
-        if worker.setup.resync_log is None and worker.setup.run.federation.is_zo:
+        if worker.setup.resync_log is None and worker.scenario.is_zo:
             node_cache(context).start_run()
         return build_setup_reply(pid)
     worker = get_worker(_setup_json(context, d.config_digest))

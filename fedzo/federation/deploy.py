@@ -55,11 +55,11 @@ server_app = ServerApp()
 
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
+    from fedzo.config.scenario import load_scenario
     from fedzo.federation.run import run_on_grid
-    from fedzo.scenario import load_scenario
 
     path, out, force, resume = read_run_config(dict(context.run_config))
     scenario = load_scenario(path)
     run_dir = out if out is not None else scenario.out_dir
     summary = run_on_grid(scenario, run_dir, grid, resume=resume, force=force)
-    print(f"fedzo: run {run_dir} finished; model_sha256 {summary['model_sha256']}", flush=True)
+    print(f"fedzo: run {run_dir} finished; model_sha256 {summary.model_sha256}", flush=True)

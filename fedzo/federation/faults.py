@@ -33,28 +33,47 @@ so they survive a resume unchanged.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Error, Message, RecordDict
-from fedzo.federation.messages import (
-    CONFIG_KEY, Expected, MessageError, pack_f32, parse_uplink, unpack_f32,
-)
-from fedzo.federation.faultspec import (
-    BYZANTINE_KINDS, DELIVERY_FAULTS, ByzantineConfig, FaultsConfig, delivery_fault, is_byzantine,
-)
+
+from fedzo.config.faults import BYZANTINE_KINDS, DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
+from fedzo.federation.messages import CONFIG_KEY, pack_f32, unpack_f32
+from fedzo.records import ClientRecord, FleetRecord, RoundRecord
 from fedzo.zo.seeds import derive_seed
 
-__all__ = ["BYZANTINE_KINDS", "DELIVERY_FAULTS", "ByzantineConfig", "Collected", "FaultsConfig",
-           "FaultyTransport", "collect_replies", "delivery_fault", "fault_totals", "is_byzantine",
+__all__ = ["BYZANTINE_KINDS", "DELIVERY_FAULTS", "ByzantineConfig", "FaultsConfig",
+           "FaultyTransport", "delivery_fault", "fault_totals", "is_byzantine",
            "round_fault_counts", "tamper", "with_faults"]
 
 RANDOM_TAG = 0x4A4D
+FAULT_TAG = 0xFA17
+BYZANTINE_TAG = 0xB42A
 BYZANTINE_SCALE = 1e6
 FAULT_ERROR_CODE = 17  # Flower Error code of an injected crash
+
+
+def delivery_fault(cfg: FaultsConfig, round_: int, client: int) -> str | None:
+    """The delivery fault of ``client`` in ``round_`` (or None): a pure function of the seeds."""
+    u = random.Random(derive_seed(cfg.seed, FAULT_TAG, round_, client)).random()
+    edge = 0.0
+    for kind in DELIVERY_FAULTS:
+        frac = float(getattr(cfg, kind))
+        if frac > 0 and edge <= u < edge + frac:
+            return kind
+        edge += frac
+    return None
+
+
+def is_byzantine(cfg: FaultsConfig, round_: int, client: int) -> bool:
+    """Whether ``client`` tampers with its scalars in ``round_``."""
+    frac = cfg.byzantine.fraction
+    return frac > 0 and random.Random(derive_seed(cfg.seed, BYZANTINE_TAG, round_, client)).random() < frac
 
 
 def tamper(scalars: Sequence[float], kind: str, seed: int) -> tuple[float, ...]:
@@ -190,75 +209,22 @@ def with_faults(transport: Any, faults: FaultsConfig | None) -> Any:
     return FaultyTransport(transport, faults)
 
 
-# -- collecting replies ------------------------------------------------------------------
-@dataclass
-class Collected:
-    """A round's replies, one per client, and the surplus ones."""
-
-    contents: dict[int, RecordDict | Exception]
-    messages: dict[int, Message]
-    extras: dict[int, list[str]]  # client -> codes of surplus replies
-    unknown: int = 0  # replies from nodes that are not in this round
-
-
-def collect_replies(replies: Iterable[Message], client_of_node: Mapping[int, int],
-                    expected: Mapping[int, Expected], error: type[Exception]) -> Collected:
-    """Pick one reply per client: the first that validates, else the first that arrived.
-
-    Other replies of the same client are counted in ``extras`` by their rejection code
-    (``duplicate`` when they would have validated too); replies from nodes outside
-    the round are counted in ``unknown``. Error replies become ``error(reason)``.
-    """
-    by_client: dict[int, list[Message]] = {}
-    unknown = 0
-    for rep in replies:
-        c = client_of_node.get(int(rep.metadata.src_node_id))
-        if c is None:
-            unknown += 1
-            continue
-        by_client.setdefault(c, []).append(rep)
-    contents: dict[int, RecordDict | Exception] = {}
-    messages: dict[int, Message] = {}
-    extras: dict[int, list[str]] = {}
-    for c, reps in by_client.items():
-        codes: list[str | None] = []
-        for rep in reps:
-            if not rep.has_content():
-                codes.append("failed")
-                continue
-            try:
-                parse_uplink(rep.content, expected[c])
-                codes.append(None)
-            except MessageError as exc:
-                codes.append(exc.code)
-        pick = codes.index(None) if None in codes else 0
-        rep = reps[pick]
-        messages[c] = rep
-        contents[c] = rep.content if rep.has_content() else error(rep.error.reason or "error")
-        surplus = [code or "duplicate" for i, code in enumerate(codes) if i != pick]
-        if surplus:
-            extras[c] = surplus
-    return Collected(contents, messages, extras, unknown)
-
-
 # -- counting ----------------------------------------------------------------------------
-def round_fault_counts(client_records: Iterable[Mapping[str, Any]], unknown_replies: int = 0) -> dict[str, Any]:
+def round_fault_counts(client_records: Iterable[ClientRecord], unknown_replies: int = 0) -> dict[str, Any]:
     """Round-record fields: injected faults and surplus replies, counted by kind."""
     injected: Counter[str] = Counter()
     extra: Counter[str] = Counter()
     for r in client_records:
-        if r.get("kind") != "client":
-            continue
-        for kind in (r.get("fault") or "").split("+"):
+        for kind in (r.fault or "").split("+"):
             if kind:
                 injected[kind] += 1
-        extra.update(r.get("extra_replies") or [])
+        extra.update(r.extra_replies)
     if unknown_replies:
         extra["unknown-node"] += unknown_replies
     return {"faults_injected": dict(sorted(injected.items())), "extra_replies": dict(sorted(extra.items()))}
 
 
-def fault_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def fault_totals(records: Iterable[RoundRecord | ClientRecord | FleetRecord]) -> dict[str, dict[str, int]]:
     """summary.json ``faults``: totals over the run's metric records.
 
     ``injected``: faults by kind; ``status``: client-rounds by status (ok, failed,
@@ -269,11 +235,11 @@ def fault_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     rejected: Counter[str] = Counter()
     extra: Counter[str] = Counter()
     for r in records:
-        if r.get("kind") == "client":
-            status[str(r.get("status"))] += 1
-        elif r.get("kind") == "round":
-            injected.update(r.get("faults_injected") or {})
-            extra.update(r.get("extra_replies") or {})
-            rejected.update(Counter((r.get("rejected") or {}).values()))
+        if isinstance(r, ClientRecord):
+            status[r.status] += 1
+        elif isinstance(r, RoundRecord):
+            injected.update(r.faults_injected)
+            extra.update(r.extra_replies)
+            rejected.update(Counter(r.rejected.values()))
     return {"injected": dict(sorted(injected.items())), "status": dict(sorted(status.items())),
             "rejected": dict(sorted(rejected.items())), "extra_replies": dict(sorted(extra.items()))}

@@ -1,7 +1,7 @@
 """The FedAvg backprop baseline, client side: its wire schema and the local training.
 
 The messages follow Flower's built-in ``FedAvg`` strategy (the server drives it, see
-:mod:`fedzo.federation.fedavg`)::
+:mod:`fedzo.federation.protocols.fedavg`)::
 
     downlink  "arrays"   ArrayRecord   the global trainable tensors (by parameter name)
               "config"   ConfigRecord  server-round, fz-lr (this round's lr),
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedzo.errors import FedzoError
+from fedzo.federation.memory import peak_memory_bytes
+from fedzo.federation.messages import MessageError
 from fedzo.zo import ParamSet, derive_seed
 from fedzo.zo.first_order import FOTrainer
 
@@ -45,7 +46,7 @@ DIGEST_KEY = "fz-digest"
 EPOCH_TAG = 0xFEDA
 
 
-class FedAvgMessageError(FedzoError):
+class FedAvgMessageError(MessageError):
     """A FedAvg message or reply does not match the model (names, shapes, finiteness)."""
 
 
@@ -110,9 +111,8 @@ def epoch_batches(partition: list[int], batch_size: int, run_seed: int, round_: 
 def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
     """Load the global tensors into ``worker``'s model, train ``fo_local_epochs`` epochs on
     ``client``'s partition with backprop, and return the reply."""
-    from fedzo.federation.client import peak_memory_bytes
-
-    fed = worker.setup.run.federation
+    sc = worker.scenario
+    fed = sc.federation
     if not 0 <= client < fed.num_clients:
         raise FedAvgMessageError(f"partition-id {client} is out of range; allowed: 0..{fed.num_clients - 1}")
     t0 = time.perf_counter()
@@ -124,11 +124,11 @@ def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
     load_arrays(worker.work, content.array_records[ARRAYS_KEY])
     obj = worker.objective
     clf = obj.classifier
-    trainer = FOTrainer(clf, fed.optimizer, lr)
+    trainer = FOTrainer(clf, sc.optimizer.name, lr)
     losses: list[float] = []
     examples = 0
     for epoch in range(fed.fo_local_epochs):
-        for idx in epoch_batches(worker.partitions[client], fed.batch_size, fed.seed, round_, client, epoch):
+        for idx in epoch_batches(worker.partitions[client], sc.data.batch_size, sc.seed, round_, client, epoch):
             picked = [obj.train[i] for i in idx]
             batch = next(iter(clf.batches(picked, len(picked)))).to(obj.device)
             losses.append(trainer.step(lambda b=batch: clf.loss(b), lr))

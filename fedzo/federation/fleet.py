@@ -1,42 +1,35 @@
-"""The device fleet of a federated run: who runs on what, who fits, how long a round takes.
+"""The device fleet of a federated run: who runs on what, who fits, and its clock.
 
-A run with a scenario ``fleet:`` gives each client id a device profile
-(:meth:`fedzo.scenario.FleetConfig.profiles_per_client`); a plain
-:class:`~fedzo.federation.config.FederatedRunConfig` runs every client on the ``host``
-stand-in (this machine behind a 100/20 Mbit/s link, always online, never excluded).
+A scenario's ``fleet:`` gives each client id a device profile
+(:meth:`fedzo.config.fleet.FleetConfig.profiles_per_client`); a scenario without one
+runs every client on the ``host`` stand-in (this machine behind a 100/20 Mbit/s link,
+always online, never excluded).
 
 Before round 1 every distinct profile is checked against the run's training configuration
 with :func:`fedzo.devices.fit.check_fit` (``memory_policy`` refuse: the run stops with the
-reason; exclude: those clients are never sampled). During rounds the simulated clock of a
-client is a pure function of deterministic inputs: the profile, measured message bytes,
-catch-up entries and the FLOP model of the model at batch x seq (``compute_model: flops``),
-plus seeded availability draws. Decisions about who is kept (deadline, over-commit,
-availability) therefore never depend on host timing, so runs stay bitwise reproducible.
+reason; exclude: those clients are never sampled). During rounds the run's
+:class:`~fedzo.devices.clock.Clock` (:attr:`FleetPlan.clock`) times each client on its
+profile.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from fedzo.devices.availability import client_rng, draw_offline_time
-from fedzo.devices.clock import ClientTiming, forward_flops, replay_seconds, transfer_seconds
+from fedzo.devices.clock import HOST_FLOPS_FP32, Clock, ComputeModel, ModelShape, sample_sizes
 from fedzo.devices.profiles import DeviceProfile
 from fedzo.errors import ConfigError, MemoryBudgetExceeded
+from fedzo.records import DeviceFit, FleetRecord
+from fedzo.zo.estimators import EstimatorConfig
+from fedzo.zo.params import ParamSet
+
+if TYPE_CHECKING:
+    from fedzo.config.scenario import Scenario
+    from fedzo.tasks.objective import Objective
 
 HOST_PROFILE = "host"
-# Sustained fp32 rate of the 2-core x86 reference host: an estimate (2 cores x AVX2 FMA
-# 32 FLOP/cycle x ~2.5 GHz = 160 GFLOP/s peak, ~25 % sustained in PyTorch). Used for the
-# host stand-in and for profiles that give only a speed_ratio.
-HOST_FLOPS_FP32 = 4.0e10
-# Backprop costs about three forward passes (forward + backward of activations and weights).
-BP_FLOPS_PER_FORWARD = 3.0
-
-ComputeModel = Literal["flops", "measured"]
 
 
 def physical_memory_bytes() -> int:
@@ -56,51 +49,26 @@ def host_profile() -> DeviceProfile:
     )
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the memory and compute models need to know about the run's training."""
-
-    model: str
-    config: Any  # transformers PretrainedConfig of the (base) model
-    n_params: int  # every parameter of the model (FLOPs)
-    trainable: int  # trainable elements (replay cost)
-    batch: int
-    seq: int
-    peft: Literal["full", "lora", "prefix"]
-    lora_rank: int
-    prefix_tokens: int
-    dtype: str
-    mode: Literal["zo", "bp"]
-    optimizer: Literal["sgd", "adam"]
-    q: int
-    forwards_per_step: int
-
-    def memory_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
-        return {"dtype": self.dtype, "lora_rank": self.lora_rank, "prefix_tokens": self.prefix_tokens,
-                "optimizer": self.optimizer, "logits": "last"}
-
-
 _DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
-def model_shape(cfg: Any, objective: Any, trainable: int) -> ModelShape:
-    """The :class:`ModelShape` of a run from its config and its built objective."""
-    fed = cfg.federation
+def model_shape(scenario: Scenario, objective: Objective, params: ParamSet) -> ModelShape:
+    """The :class:`ModelShape` of a run from its scenario, built objective and trainable set."""
     clf = objective.classifier
     model = clf.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     first = next(iter(base.parameters()))
     dtype = _DTYPES.get(str(first.dtype), "fp32")
-    peft = {"full": "full", "lora": "lora", "prefix": "prefix", "prompt": "prefix"}[cfg.peft]
-    seq = int(getattr(clf, "max_length", None) or cfg.max_length or 128)
-    forwards = 2 * fed.q if fed.estimator == "central" else fed.q + 1
+    m = scenario.model
+    peft: Literal["full", "lora", "prefix"] = "prefix" if m.peft == "prompt" else m.peft
+    seq = int(getattr(clf, "max_length", None) or scenario.data.max_length or 128)
+    forwards = EstimatorConfig(scenario.zo.estimator, scenario.zo.eps, scenario.zo.q).forwards_per_step
     return ModelShape(
-        model=cfg.model, config=base.config, n_params=sum(p.numel() for p in base.parameters()),
-        trainable=trainable, batch=fed.batch_size, seq=seq, peft=peft,  # type: ignore[arg-type]
-        lora_rank=cfg.lora_rank, prefix_tokens=cfg.virtual_tokens, dtype=dtype,
-        mode="zo" if fed.is_zo else "bp", optimizer="adam" if fed.optimizer == "fo-adam" else "sgd",
-        q=fed.q, forwards_per_step=forwards,
+        model=m.name, config=base.config, n_params=sum(p.numel() for p in base.parameters()),
+        trainable=params.numel, trainable_bytes=params.nbytes, batch=scenario.data.batch_size, seq=seq,
+        peft=peft, lora_rank=m.lora_rank, prefix_tokens=m.virtual_tokens, dtype=dtype,
+        mode="zo" if scenario.is_zo else "bp", optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
+        q=scenario.zo.q, forwards_per_step=forwards,
     )
 
 
@@ -117,6 +85,7 @@ class FleetPlan:
     deadline: float | None = None
     over_commit: float = 0.0
     compute_model: ComputeModel = "flops"
+    seed: int = 0  # the run seed (availability draws)
     from_scenario: bool = True
     label_histograms: list[list[int]] = field(default_factory=list)  # client -> examples per label
 
@@ -132,111 +101,63 @@ class FleetPlan:
         return [c for c in range(len(self.names)) if c not in gone]
 
     def sample_sizes(self, participants: int) -> tuple[int, int | None]:
-        """(clients to sample, how many to keep or None): over-commit samples
-        ceil((1 + over_commit) x participants) and keeps the first ``participants``."""
-        n = min(participants, len(self.eligible))
-        count = min(len(self.eligible), math.ceil(round((1.0 + self.over_commit) * n, 9)))
-        return count, (n if count > n else None)
+        """(clients to sample, how many to keep or None) under over-commit."""
+        return sample_sizes(participants, len(self.eligible), self.over_commit)
 
-    # -- clock -------------------------------------------------------------------------
-    def _device_flops(self, profile: DeviceProfile) -> float:
-        rate = profile.flops(self.shape.dtype)
-        if rate is None:  # a profile with only a speed_ratio (validated: one of them is set)
-            assert profile.speed_ratio is not None
-            rate = HOST_FLOPS_FP32 / profile.speed_ratio
-        return rate
-
-    def modelled_compute_seconds(self, profile: DeviceProfile, *, local_steps: int = 1,
-                                 examples: int | None = None) -> float:
-        """Local compute from FLOPs: ZO ``local_steps`` x forwards per step at batch x seq;
-        BP ``examples`` x seq tokens at about three forwards' cost."""
-        s = self.shape
-        if s.mode == "zo":
-            flops = local_steps * s.forwards_per_step * forward_flops(s.n_params, s.batch * s.seq)
-        else:
-            flops = BP_FLOPS_PER_FORWARD * forward_flops(s.n_params, (examples or s.batch) * s.seq)
-        return flops / self._device_flops(profile)
-
-    def compute_seconds(self, profile: DeviceProfile, host_seconds: float | None, **kw: Any) -> float:
-        """Device compute seconds under ``compute_model`` (measured: host seconds x speed_ratio)."""
-        if self.compute_model == "measured" and host_seconds is not None:
-            ratio = profile.speed_ratio or HOST_FLOPS_FP32 / self._device_flops(profile)
-            return host_seconds * ratio
-        return self.modelled_compute_seconds(profile, **kw)
-
-    def timing(self, client: int, *, down_bytes: float, up_bytes: float, replay_entries: int,
-               host_seconds: float | None, **compute_kw: Any) -> ClientTiming:
-        """One client's round durations (offline time filled by :meth:`offline_at`)."""
-        p = self.profile_of(client)
-        measured = self.compute_model == "measured" and host_seconds is not None
-        return ClientTiming(
-            client_id=str(client),
-            download_s=transfer_seconds(down_bytes, p.downlink_bps, p.latency_s),
-            # measured host seconds already include the catch-up on the host
-            replay_s=0.0 if measured else replay_seconds(p, entries=replay_entries,
-                                                         trainable_params=self.shape.trainable),
-            compute_s=self.compute_seconds(p, host_seconds, **compute_kw),
-            upload_s=transfer_seconds(up_bytes, p.uplink_bps, p.latency_s),
-        )
-
-    def offline_at(self, client: int, timing: ClientTiming, *, seed: int, round_: int, attempt: int,
-                   start: float) -> float | None:
-        """When ``client`` is offline during its work (seeded by run seed, round, client)."""
-        rng = client_rng(seed, round_, client) if attempt == 0 else np.random.default_rng(
-            [seed, round_, client, attempt])
-        return draw_offline_time(self.profile_of(client).availability, start_s=start,
-                                 end_s=start + timing.work_s, rng=rng)
+    @property
+    def clock(self) -> Clock:
+        """The run's simulated clock over these profiles."""
+        return Clock([self.profiles[n] for n in self.names], self.shape, seed=self.seed,
+                     compute_model=self.compute_model)
 
     # -- reporting ---------------------------------------------------------------------
     def modelled_memory(self) -> dict[str, int]:
         """Modelled peak bytes of a client, per device profile."""
         return {name: rep.needed for name, rep in self.fits.items()}
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> FleetRecord:
         """The ``kind: fleet`` metrics record (deterministic: no host measurements)."""
         s = self.shape
-        devices: dict[str, Any] = {}
+        devices = {}
         for name in sorted(self.profiles):
             rep = self.fits[name]
-            devices[name] = {
-                "clients": [c for c, n in enumerate(self.names) if n == name],
-                "needed_bytes": rep.needed, "available_bytes": rep.budget, "fits": rep.fits,
-                "modelled_client_memory_bytes": rep.needed, "peak_phase": rep.breakdown.peak_phase,
-                "accelerator": self.profiles[name].accelerator, "message": rep.message(),
-            }
-        return {
-            "kind": "fleet", "round": 0, "model": s.model, "mode": s.mode, "batch": s.batch, "seq": s.seq,
-            "peft": s.peft, "dtype": s.dtype, "n_params": s.n_params, "trainable_params": s.trainable,
-            "forwards_per_step": s.forwards_per_step, "memory_policy": self.memory_policy,
-            "compute_model": self.compute_model, "deadline_seconds": self.deadline,
-            "over_commit": self.over_commit, "devices": devices, "excluded_clients": list(self.excluded),
-            "label_histograms": self.label_histograms,
-        }
+            devices[name] = DeviceFit(
+                clients=[c for c, n in enumerate(self.names) if n == name], needed_bytes=rep.needed,
+                available_bytes=rep.budget, fits=rep.fits, modelled_client_memory_bytes=rep.needed,
+                peak_phase=rep.breakdown.peak_phase, accelerator=self.profiles[name].accelerator,
+                message=rep.message())
+        return FleetRecord(
+            model=s.model, mode=s.mode, batch=s.batch, seq=s.seq, peft=s.peft, dtype=s.dtype,
+            n_params=s.n_params, trainable_params=s.trainable, forwards_per_step=s.forwards_per_step,
+            memory_policy=self.memory_policy, compute_model=self.compute_model,
+            deadline_seconds=self.deadline, over_commit=self.over_commit, devices=devices,
+            excluded_clients=list(self.excluded), label_histograms=self.label_histograms)
 
 
-def plan_fleet(cfg: Any, fleet: Any | None, objective: Any, trainable: int) -> FleetPlan:
+def _profiles(scenario: Scenario) -> tuple[list[str], dict[str, DeviceProfile]]:
+    n = scenario.federation.num_clients
+    if scenario.fleet is None:
+        return [HOST_PROFILE] * n, {HOST_PROFILE: host_profile()}
+    from fedzo.devices.profiles import load_profiles
+
+    names = scenario.fleet.profiles_per_client(n)
+    catalog = load_profiles()
+    return names, {name: catalog[name] for name in sorted(set(names))}
+
+
+def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet) -> FleetPlan:
     """Profiles, memory checks and exclusions of a run; raises when the fleet cannot train.
 
-    ``fleet`` is a :class:`fedzo.scenario.FleetConfig` or None (every client on ``host``).
     Raises :class:`~fedzo.errors.MemoryBudgetExceeded` (``memory_policy: refuse``, or every
     client excluded) with :func:`fedzo.devices.fit.check_fit`'s explanation.
     """
     from fedzo.devices.fit import check_fit
 
-    n = cfg.federation.num_clients
-    shape = model_shape(cfg, objective, trainable)
-    if fleet is None:
-        host = host_profile()
-        names, profiles = [HOST_PROFILE] * n, {HOST_PROFILE: host}
-        policy, deadline, over, compute = "report", None, 0.0, "flops"
-    else:
-        from fedzo.devices.profiles import load_profiles
-
-        names = fleet.profiles_per_client(n)
-        catalog = load_profiles()
-        profiles = {name: catalog[name] for name in sorted(set(names))}
-        policy, deadline, over = fleet.memory_policy, fleet.deadline_seconds, fleet.over_commit
-        compute = getattr(fleet, "compute_model", "flops")
+    n = scenario.federation.num_clients
+    shape = model_shape(scenario, objective, params)
+    names, profiles = _profiles(scenario)
+    fleet = scenario.fleet
+    policy = fleet.memory_policy if fleet is not None else "report"
     fits = {
         name: check_fit(p, shape.config, shape.mode, shape.batch, shape.seq, shape.peft,
                         model_name=shape.model, **shape.memory_kwargs())
@@ -254,22 +175,24 @@ def plan_fleet(cfg: Any, fleet: Any | None, objective: Any, trainable: int) -> F
             detail = " ".join(fits[name].message() for name in too_big)
             raise MemoryBudgetExceeded(f"fleet.memory_policy: exclude: every client is excluded, none can "
                                        f"train this configuration. {detail}")
-        if cfg.federation.min_clients > n - len(excluded):
-            raise ConfigError(f"federation.min_clients: {cfg.federation.min_clients} exceeds the "
+        if scenario.federation.min_clients > n - len(excluded):
+            raise ConfigError(f"federation.min_clients: {scenario.federation.min_clients} exceeds the "
                               f"{n - len(excluded)} clients left after excluding {list(excluded)} "
                               f"({', '.join(too_big)} out of memory); lower min_clients")
-    return FleetPlan(names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded,
-                     memory_policy=policy, deadline=deadline, over_commit=over, compute_model=compute,
-                     from_scenario=fleet is not None, label_histograms=_label_histograms(cfg, objective))
+    return FleetPlan(
+        names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded, memory_policy=policy,
+        deadline=fleet.deadline_seconds if fleet else None, over_commit=fleet.over_commit if fleet else 0.0,
+        compute_model=fleet.compute_model if fleet else "flops", seed=scenario.seed,
+        from_scenario=fleet is not None, label_histograms=_label_histograms(scenario, objective))
 
 
-def _label_histograms(cfg: Any, objective: Any) -> list[list[int]]:
+def _label_histograms(scenario: Scenario, objective: Objective) -> list[list[int]]:
     """Examples per label on each client's partition (the same split the clients train on)."""
     from fedzo.tasks.partition import label_histogram, partition
 
-    fed = cfg.federation
+    fed = scenario.federation
     labels = [int(e.label) for e in objective.train]
-    parts = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=fed.seed)
+    parts = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=scenario.seed)
     return label_histogram(labels, parts)
 
 

@@ -30,13 +30,14 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedzo.errors import FedzoError
+from fedzo.federation.catchup.base import CATCH_UP_KINDS, CatchUp
 from fedzo.zo.seeds import derive_seed
 
 SCHEMA_VERSION = 1
@@ -45,8 +46,6 @@ METRIC_KEY = "fzm"
 WEIGHTS_KEY = "fzw"
 MESSAGE_TYPE = "train"
 
-CatchUpKind = Literal["none", "replay", "seed_pool", "full"]
-CATCH_UP_KINDS: tuple[str, ...] = ("none", "replay", "seed_pool", "full")
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -138,23 +137,6 @@ def seeds_digest(seeds: Sequence[int]) -> int:
 
 
 # -- downlink ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CatchUp:
-    """How the client reaches the global model of round ``to_round``.
-
-    ``replay``: apply ``theta += coef * z(seed)`` for each pair, in order, from the state
-    of round ``from_round``. ``seed_pool``: reset to the initial weights, then apply the
-    accumulated coefficient of every pool seed. ``full``: copy ``weights``.
-    """
-
-    kind: CatchUpKind = "none"
-    from_round: int = 0
-    to_round: int = 0
-    seeds: tuple[int, ...] = ()
-    coefs: tuple[float, ...] = ()
-    weights: dict[str, np.ndarray] | None = field(default=None, compare=False)
-
-
 @dataclass(frozen=True)
 class Downlink:
     """A parsed server -> client message."""
@@ -275,6 +257,11 @@ class Uplink:
     loss_last: float
     compute_seconds: float
     peak_memory_bytes: int
+
+    @property
+    def train_loss(self) -> float:
+        """Mean loss of the client's local steps."""
+        return self.loss_mean
 
 
 def build_uplink(u: Uplink) -> RecordDict:

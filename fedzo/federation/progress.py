@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from fedzo.devices.units import format_bytes
-from fedzo.runs import RunDir
+from fedzo.records import RoundRecord
+from fedzo.runs import AnyRecord, RunDir
+from fedzo.units import format_bytes
 
 
 class RoundProgress:
@@ -28,21 +29,21 @@ class RoundProgress:
         run.on_append(self.update)
         return self
 
-    def update(self, records: list[dict[str, Any]]) -> None:
+    def update(self, records: Sequence[AnyRecord]) -> None:
         """Advance one step per round record (round 0, the initial evaluation, only sets accuracy)."""
         for rec in records:
-            if rec.get("kind") != "round":
+            if not isinstance(rec, RoundRecord):
                 continue
-            if rec.get("eval_accuracy") is not None:
-                self.accuracy = rec["eval_accuracy"]
-            loss = rec.get("train_loss")
+            if rec.eval_accuracy is not None:
+                self.accuracy = rec.eval_accuracy
+            loss = rec.train_loss
             self.bar.set_postfix_str(
                 f"acc {'-' if self.accuracy is None else f'{self.accuracy:.3f}'}, "
                 f"loss {'-' if loss is None else f'{loss:.4f}'}, "
-                f"sim {rec.get('sim_seconds', 0.0):.1f} s, "
-                f"up {format_bytes(rec.get('bytes_up_total', 0))}, down {format_bytes(rec.get('bytes_down_total', 0))}",
+                f"sim {rec.sim_seconds or 0.0:.1f} s, "
+                f"up {format_bytes(rec.bytes_up_total or 0)}, down {format_bytes(rec.bytes_down_total or 0)}",
                 refresh=False)
-            if rec.get("round", 0) > 0:
+            if rec.round > 0:
                 self.bar.update(1)
             else:
                 self.bar.refresh()

@@ -37,7 +37,7 @@ class RobustAggregator:
 
     @classmethod
     def from_config(cls, fed: Any) -> RobustAggregator:
-        """From a :class:`~fedzo.federation.config.FederationConfig`."""
+        """From a :class:`~fedzo.config.federation.FederationConfig`."""
         return cls(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip,
                    mode=getattr(fed, "aggregator_clip", "none"),
                    multiplier=getattr(fed, "clip_multiplier", 3.0), window=getattr(fed, "clip_window", 10))

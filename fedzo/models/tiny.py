@@ -19,26 +19,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-__all__ = ["TINY_VOCAB", "build_tiny_tokenizer", "build_tiny_llama", "build_tiny_bert"]
+__all__ = ["TINY_VOCAB", "build_tiny_bert", "build_tiny_llama", "build_tiny_tokenizer"]
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>")
 
-_WORDS = """
-the a an and or but not no yes is was were be been are am it this that these those
-i you he she we they me my your his her our their its of to in on at for with from by
-as about into over after before than so very really quite too just also still even
-movie film story plot actors acting cast director script scenes ending music book
-product item phone price quality service food place day time people world news
-review tweet article sentence text input label answer topic sentiment question
-overall positive negative neutral good great excellent wonderful amazing superb brilliant
-delightful fun funny charming beautiful lovely perfect best enjoyable moving touching
-fantastic awesome pleasant fresh clever smart warm happy love loved like liked enjoyed
-bad terrible awful horrible poor boring dull worst ugly stupid annoying weak mess
-disappointing painful tedious bland lame sad hate hated dislike disliked waste failed
-sport business politics tech entertainment science health money game team match
-one two three word words reply with only either following what how which
-classify decide whether say tell
-""".split()
+_WORDS = ["the", "a", "an", "and", "or", "but", "not", "no", "yes", "is", "was", "were", "be", "been", "are", "am", "it", "this", "that", "these", "those", "i", "you", "he", "she", "we", "they", "me", "my", "your", "his", "her", "our", "their", "its", "of", "to", "in", "on", "at", "for", "with", "from", "by", "as", "about", "into", "over", "after", "before", "than", "so", "very", "really", "quite", "too", "just", "also", "still", "even", "movie", "film", "story", "plot", "actors", "acting", "cast", "director", "script", "scenes", "ending", "music", "book", "product", "item", "phone", "price", "quality", "service", "food", "place", "day", "time", "people", "world", "news", "review", "tweet", "article", "sentence", "text", "input", "label", "answer", "topic", "sentiment", "question", "overall", "positive", "negative", "neutral", "good", "great", "excellent", "wonderful", "amazing", "superb", "brilliant", "delightful", "fun", "funny", "charming", "beautiful", "lovely", "perfect", "best", "enjoyable", "moving", "touching", "fantastic", "awesome", "pleasant", "fresh", "clever", "smart", "warm", "happy", "love", "loved", "like", "liked", "enjoyed", "bad", "terrible", "awful", "horrible", "poor", "boring", "dull", "worst", "ugly", "stupid", "annoying", "weak", "mess", "disappointing", "painful", "tedious", "bland", "lame", "sad", "hate", "hated", "dislike", "disliked", "waste", "failed", "sport", "business", "politics", "tech", "entertainment", "science", "health", "money", "game", "team", "match", "one", "two", "three", "word", "words", "reply", "with", "only", "either", "following", "what", "how", "which", "classify", "decide", "whether", "say", "tell"]
 _PUNCT = list(".,:;!?'\"()-/")
 
 TINY_VOCAB: tuple[str, ...] = tuple(dict.fromkeys([*SPECIAL_TOKENS, *_WORDS, *_PUNCT]))

@@ -67,7 +67,7 @@ def make_task(
     """Split ``examples`` (stratified, by ``seed``) into a :class:`Task`."""
     n_test, n_dev = sizes or default_sizes(len(examples))
     train, dev, test = stratified_split([e.label for e in examples], n_test, n_dev, seed=seed)
-    pick = lambda idx: tuple(examples[i] for i in idx)  # noqa: E731
+    pick = lambda idx: tuple(examples[i] for i in idx)
     return Task(
         name=name,
         label_names=label_names,

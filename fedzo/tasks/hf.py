@@ -130,7 +130,7 @@ def load_hf_task(
     if dev_key:
         n_dev = 0
     tr, dv, te = stratified_split([e.label for e in pool], n_test, n_dev, seed=seed)
-    pick = lambda idx: [pool[i] for i in idx]  # noqa: E731
+    pick = lambda idx: [pool[i] for i in idx]
     test = parts["test"] if parts.get("test") else pick(te)
     dev = parts[dev_key] if dev_key else pick(dv)
     return _task(name, label_names, pick(tr), dev, test, max_length, prompts)

@@ -6,48 +6,63 @@ partitioner assigns rows to clients and we return each client's example indices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fedzo.errors import ConfigError
+from fedzo.registry import Registry
 
-__all__ = ["PARTITION_KINDS", "PartitionKind", "label_histogram", "partition"]
-
-PartitionKind = Literal["iid", "dirichlet", "pathological", "shard"]
-PARTITION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "pathological", "shard")
+__all__ = ["PARTITIONERS", "label_histogram", "partition"]
 
 
-def _partitioner(  # type: ignore[no-untyped-def]
-    kind: str, num_clients: int, alpha: float, classes_per_client: int, seed: int, n: int
-):
+
+Partitioner = Callable[[int, float, int, int], Any]  # (clients, alpha, classes per client, seed)
+PARTITIONERS: Registry[Partitioner] = Registry("partitioner", "federation.partition")
+
+
+@PARTITIONERS.register("iid")
+def _iid(num_clients: int, alpha: float, classes_per_client: int, seed: int) -> Any:
     from flwr_datasets import partitioner as fp
 
-    if kind == "iid":
-        return fp.IidPartitioner(num_partitions=num_clients)
-    if kind == "dirichlet":
-        return fp.DirichletPartitioner(
-            num_partitions=num_clients, partition_by="label", alpha=alpha,
-            min_partition_size=1, self_balancing=False, shuffle=True, seed=seed,
-        )
-    if kind == "pathological":
-        return fp.PathologicalPartitioner(
-            num_partitions=num_clients, partition_by="label",
-            num_classes_per_partition=classes_per_client,
-            class_assignment_mode="first-deterministic", shuffle=True, seed=seed,
-        )
-    if kind == "shard":
-        return fp.ShardPartitioner(
-            num_partitions=num_clients, partition_by="label",
-            num_shards_per_partition=classes_per_client, keep_incomplete_shard=False,
-            shuffle=True, seed=seed,
-        )
-    raise ConfigError(f"partition kind {kind!r} is not one of {', '.join(PARTITION_KINDS)}")
+    return fp.IidPartitioner(num_partitions=num_clients)
+
+
+@PARTITIONERS.register("dirichlet")
+def _dirichlet(num_clients: int, alpha: float, classes_per_client: int, seed: int) -> Any:
+    from flwr_datasets import partitioner as fp
+
+    return fp.DirichletPartitioner(
+        num_partitions=num_clients, partition_by="label", alpha=alpha,
+        min_partition_size=1, self_balancing=False, shuffle=True, seed=seed,
+    )
+
+
+@PARTITIONERS.register("pathological")
+def _pathological(num_clients: int, alpha: float, classes_per_client: int, seed: int) -> Any:
+    from flwr_datasets import partitioner as fp
+
+    return fp.PathologicalPartitioner(
+        num_partitions=num_clients, partition_by="label",
+        num_classes_per_partition=classes_per_client,
+        class_assignment_mode="first-deterministic", shuffle=True, seed=seed,
+    )
+
+
+@PARTITIONERS.register("shard")
+def _shard(num_clients: int, alpha: float, classes_per_client: int, seed: int) -> Any:
+    from flwr_datasets import partitioner as fp
+
+    return fp.ShardPartitioner(
+        num_partitions=num_clients, partition_by="label",
+        num_shards_per_partition=classes_per_client, keep_incomplete_shard=False,
+        shuffle=True, seed=seed,
+    )
 
 
 def partition(
     labels: Sequence[int],
     num_clients: int,
-    kind: PartitionKind = "iid",
+    kind: str = "iid",
     *,
     alpha: float = 0.5,
     classes_per_client: int = 2,
@@ -72,7 +87,7 @@ def partition(
     data = Dataset.from_dict({"label": list(labels), "index": list(range(len(labels)))})
     if kind == "iid":
         data = data.shuffle(seed=seed)
-    part = _partitioner(kind, num_clients, alpha, classes_per_client, seed, len(labels))
+    part = PARTITIONERS.get(kind)(num_clients, alpha, classes_per_client, seed)
     part.dataset = data
     try:
         parts = [sorted(part.load_partition(i)["index"]) for i in range(num_clients)]

@@ -15,16 +15,10 @@ from fedzo.tasks.types import Example, Task
 
 __all__ = ["NEGATIVE_WORDS", "POSITIVE_WORDS", "generate_sentences", "load_synthetic_sentiment"]
 
-POSITIVE_WORDS = (
-    "good great excellent wonderful amazing superb brilliant delightful fun charming "
-    "beautiful lovely perfect enjoyable fantastic awesome pleasant clever"
-).split()
-NEGATIVE_WORDS = (
-    "bad terrible awful horrible poor boring dull ugly stupid annoying weak "
-    "disappointing painful tedious bland lame"
-).split()
+POSITIVE_WORDS = ["good", "great", "excellent", "wonderful", "amazing", "superb", "brilliant", "delightful", "fun", "charming", "beautiful", "lovely", "perfect", "enjoyable", "fantastic", "awesome", "pleasant", "clever"]
+NEGATIVE_WORDS = ["bad", "terrible", "awful", "horrible", "poor", "boring", "dull", "ugly", "stupid", "annoying", "weak", "disappointing", "painful", "tedious", "bland", "lame"]
 _VERBS = {1: ("loved", "liked", "enjoyed"), 0: ("hated", "disliked")}
-_NOUNS = "movie film story plot acting cast script music ending scenes".split()
+_NOUNS = ["movie", "film", "story", "plot", "acting", "cast", "script", "music", "ending", "scenes"]
 _TEMPLATES = (
     "the {noun} was {adj} .",
     "the {noun} was really {adj} and {adj2} .",

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedzo.errors import ConfigError
 
-__all__ = ["Example", "Prompt", "Task", "SPLITS"]
+__all__ = ["SPLITS", "Example", "Prompt", "Task"]
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 

@@ -1,21 +1,48 @@
 """Pure-torch zeroth-order core: seeded directions, in-place perturbation, estimators,
 optimisers and the replayable update log. Imports neither flwr nor transformers."""
 
-from fedzo.zo.estimators import EstimatorConfig, EstimatorKind, direction_seeds
-from fedzo.zo.log import LogEntry, UpdateLog, check_signature, param_signature, replay
+from fedzo.zo.estimators import ESTIMATORS, EstimatorConfig, direction_lr, direction_seeds
+from fedzo.zo.log import LogEntry, UpdateLog, check_signature, param_signature
 from fedzo.zo.masks import BlockSchedule, MagnitudeMask, RandomMask, default_blocks
 from fedzo.zo.noise import Distribution, GeneratorKind, NoiseSpec
-from fedzo.zo.optimizers import ZO_OPTIMIZERS, ZOOptimizer, make_zo_optimizer
+from fedzo.zo.optimizers import OPTIMIZERS, ZOOptimizer, is_zo, make_zo_optimizer, optimizer_names
 from fedzo.zo.params import ParamSet, param_digest
 from fedzo.zo.perturb import Perturber
+from fedzo.zo.replay import aggregate_entries, apply_entries
 from fedzo.zo.schedules import Schedule, ScheduleKind
 from fedzo.zo.seeds import derive_seed, seed_stream
 from fedzo.zo.step import StepResult, zo_step
 
 __all__ = [
-    "BlockSchedule", "Distribution", "EstimatorConfig", "EstimatorKind", "GeneratorKind",
-    "LogEntry", "MagnitudeMask", "NoiseSpec", "ParamSet", "Perturber", "RandomMask",
-    "Schedule", "ScheduleKind", "StepResult", "UpdateLog", "ZOOptimizer", "ZO_OPTIMIZERS",
-    "check_signature", "default_blocks", "derive_seed", "direction_seeds", "make_zo_optimizer",
-    "param_digest", "param_signature", "replay", "seed_stream", "zo_step",
+    "ESTIMATORS",
+    "OPTIMIZERS",
+    "BlockSchedule",
+    "Distribution",
+    "EstimatorConfig",
+    "GeneratorKind",
+    "LogEntry",
+    "MagnitudeMask",
+    "NoiseSpec",
+    "ParamSet",
+    "Perturber",
+    "RandomMask",
+    "Schedule",
+    "ScheduleKind",
+    "StepResult",
+    "UpdateLog",
+    "ZOOptimizer",
+    "aggregate_entries",
+    "apply_entries",
+    "check_signature",
+    "default_blocks",
+    "derive_seed",
+    "direction_lr",
+    "direction_seeds",
+    "is_zo",
+    "make_zo_optimizer",
+    "optimizer_names",
+    "param_digest",
+    "param_signature",
+    "seed_stream",
+    "zo_step",
 ]

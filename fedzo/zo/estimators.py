@@ -2,23 +2,28 @@
 
 A step with step seed ``s`` uses ``q`` directions with seeds ``direction_seeds(s, q)``
 (``s`` itself when ``q == 1``). Directions are processed one after another, each
-followed by its own update with learning rate ``lr / q``: peak memory stays at one
-direction (never a sum of ``q``), and to first order in ``lr`` this equals averaging
-the ``q`` estimates.
+followed by its own update with learning rate ``lr / q`` (:func:`direction_lr`): peak
+memory stays at one direction (never a sum of ``q``), and to first order in ``lr`` this
+equals averaging the ``q`` estimates. The server's replay uses the same split, so it is
+defined once, here.
+
+Estimators are registered by name (:data:`ESTIMATORS`):
 
 * ``central`` (two-point SPSA): ``g = (f(x + eps z) - f(x - eps z)) / (2 eps)``;
   2 forward passes and 3 regenerations per direction.
-* ``one-sided``: ``g = (f(x + eps z) - f(x)) / eps``; 2 forward passes (one at ``x``).
+* ``one-sided``: ``g = (f(x + eps z) - f(x)) / eps``; 2 forward passes per direction
+  (``f(x)`` is re-measured for each direction, on the current parameters).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedzo.errors import ConfigError
+from fedzo.registry import Registry
+from fedzo.zo.perturb import Perturber
 from fedzo.zo.seeds import derive_seed
 
 LossFn = Callable[[], float]
@@ -26,31 +31,78 @@ LossFn = Callable[[], float]
 _DIRECTION_TAG = 0xD1EC
 
 
-class EstimatorKind(str, enum.Enum):
-    """Finite-difference scheme."""
+@dataclass(frozen=True)
+class Probe:
+    """What probing one direction measured and did.
 
-    CENTRAL = "central"
-    ONE_SIDED = "one-sided"
+    On return the parameters sit at the last probe point; applying ``restore`` along
+    the same direction brings them back (mathematically) to where they started.
+    """
+
+    grad: float  # projected gradient
+    centre_loss: float  # loss at the centre estimate
+    alphas: tuple[float, ...]  # the in-place moves applied so far, in order
+    restore: float
+
+
+ProbeFn = Callable[[Perturber, LossFn, int, float], Probe]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A finite-difference scheme: its probe and its cost in forward passes."""
+
+    name: str
+    probe: ProbeFn
+    forwards_per_direction: int
+
+
+ESTIMATORS: Registry[Estimator] = Registry("estimator", "zo.estimator")
+
+
+def _central(perturber: Perturber, loss_fn: LossFn, seed: int, eps: float) -> Probe:
+    perturber.apply(seed, (eps,))
+    f_plus = finite(loss_fn(), "loss at x + eps z")
+    perturber.apply(seed, (-2 * eps,))
+    f_minus = finite(loss_fn(), "loss at x - eps z")
+    return Probe((f_plus - f_minus) / (2 * eps), 0.5 * (f_plus + f_minus), (eps, -2 * eps), eps)
+
+
+def _one_sided(perturber: Perturber, loss_fn: LossFn, seed: int, eps: float) -> Probe:
+    f_zero = finite(loss_fn(), "loss at x")
+    perturber.apply(seed, (eps,))
+    f_plus = finite(loss_fn(), "loss at x + eps z")
+    return Probe((f_plus - f_zero) / eps, f_zero, (eps,), -eps)
+
+
+ESTIMATORS.add("central", Estimator("central", _central, 2))
+ESTIMATORS.add("one-sided", Estimator("one-sided", _one_sided, 2))
 
 
 @dataclass(frozen=True)
 class EstimatorConfig:
     """Estimator settings shared by trainer, clients and server."""
 
-    kind: EstimatorKind = EstimatorKind.CENTRAL
+    kind: str = "central"
     eps: float = 1e-3
     q: int = 1
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "kind", EstimatorKind(self.kind))
-        except ValueError:
-            allowed = ", ".join(k.value for k in EstimatorKind)
-            raise ConfigError(f"estimator: {self.kind!r} is not known; allowed: {allowed}") from None
+        ESTIMATORS.get(self.kind)
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
             raise ConfigError(f"eps: {self.eps!r} is not allowed; eps must be a finite number > 0")
         if not isinstance(self.q, int) or isinstance(self.q, bool) or self.q < 1:
             raise ConfigError(f"q: {self.q!r} is not allowed; q must be an integer >= 1")
+
+    @property
+    def estimator(self) -> Estimator:
+        """The registered estimator."""
+        return ESTIMATORS.get(self.kind)
+
+    @property
+    def forwards_per_step(self) -> int:
+        """Forward passes of one step (all ``q`` directions)."""
+        return self.q * self.estimator.forwards_per_direction
 
 
 def direction_seeds(step_seed: int, q: int) -> list[int]:
@@ -58,6 +110,11 @@ def direction_seeds(step_seed: int, q: int) -> list[int]:
     if q == 1:
         return [step_seed]
     return [derive_seed(step_seed, _DIRECTION_TAG, j) for j in range(q)]
+
+
+def direction_lr(lr: float, q: int) -> float:
+    """The learning rate of each of a step's ``q`` directions."""
+    return lr / q
 
 
 def finite(value: float, what: str) -> float:

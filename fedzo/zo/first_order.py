@@ -17,14 +17,14 @@ from torch import nn
 
 from fedzo.errors import ConfigError
 from fedzo.zo.estimators import EstimatorConfig, finite
-from fedzo.zo.optimizers import ZOOptimizer
+from fedzo.zo.optimizers import ZOOptimizer, optimizer_names
 from fedzo.zo.params import ParamPredicate, ParamSet
 from fedzo.zo.perturb import Perturber
 from fedzo.zo.step import StepResult, zo_step
 
 GradLossFn = Callable[[], torch.Tensor]
 
-FO_OPTIMIZERS = ("fo-sgd", "fo-adam")
+FO_OPTIMIZERS = optimizer_names("fo")
 
 
 def _torch_optimizer(name: str, params: list[nn.Parameter], lr: float, **hyper: Any) -> torch.optim.Optimizer:

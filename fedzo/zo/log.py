@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedzo.errors import ReplayMismatch
-from fedzo.zo.optimizers import ZOOptimizer
 from fedzo.zo.params import ParamSet
-from fedzo.zo.perturb import Perturber
 
 FORMAT_VERSION = 1
 
@@ -191,19 +189,3 @@ def check_signature(log: UpdateLog, params: ParamSet) -> None:
             f"values) but the model has {have} ({len(params)} tensors, {params.numel} values); "
             "replay needs the same model, trainable set and dtype"
         )
-
-
-def replay(perturber: Perturber, entries: Iterable[LogEntry], optimizer: ZOOptimizer | None = None) -> int:
-    """Apply logged entries in order, in place. Returns the number of entries applied.
-
-    Stateless logs need no optimiser. A log written by a stateful optimiser must be
-    replayed from the start with a fresh optimiser of the same kind and settings.
-    """
-    n = 0
-    for e in entries:
-        if optimizer is None:
-            perturber.apply(e.seed, e.alphas)
-        else:
-            optimizer.replay(perturber, e.seed, e.alphas, e.grad, e.lr)
-        n += 1
-    return n

@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from fedzo.errors import ConfigError
+from fedzo.registry import Registry
 from fedzo.zo.estimators import LossFn, finite
 from fedzo.zo.perturb import Perturber
 
@@ -204,18 +206,54 @@ class ZOAdam(ZOOptimizer):
         return {"beta1": self.beta1, "beta2": self.beta2, "adam_eps": self.adam_eps}
 
 
-ZO_OPTIMIZERS: dict[str, type[ZOOptimizer]] = {
-    cls.name: cls for cls in (ZOSGD, ZOSGDSign, ZOSGDCons, ZOSGDMomentum, ZOAdam)
-}
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """What a scenario's ``optimizer.name`` selects.
+
+    ``family`` zo: forward-only, built by :attr:`zo_class`; fo: backprop (torch's SGD or
+    Adam, see :mod:`fedzo.zo.first_order`). ``federated``: whether a federated run can
+    use it (zo: its update is a coefficient times a seeded direction, so clients send
+    scalars; fo: the FedAvg baseline). The schema's allowed names derive from this.
+    """
+
+    name: str
+    family: Literal["zo", "fo"]
+    federated: bool
+    description: str
+    zo_class: type[ZOOptimizer] | None = None
+
+
+OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer", "optimizer.name")
+for _cls, _fed, _desc in (
+    (ZOSGD, True, "MeZO's ZO-SGD"),
+    (ZOSGDSign, True, "ZO-SGD on the sign of the projected gradient"),
+    (ZOSGDCons, False, "conservative ZO-SGD (extra probes on the client's batch)"),
+    (ZOSGDMomentum, False, "ZO-SGD with a dense momentum buffer"),
+    (ZOAdam, False, "Adam moments of the ZO gradient (two dense buffers)"),
+):
+    OPTIMIZERS.add(_cls.name, OptimizerInfo(_cls.name, "zo", _fed, _desc, _cls))
+OPTIMIZERS.add("fo-sgd", OptimizerInfo("fo-sgd", "fo", True, "backprop SGD (FedAvg when federated)"))
+OPTIMIZERS.add("fo-adam", OptimizerInfo("fo-adam", "fo", True, "backprop Adam (FedAvg when federated)"))
+
+
+def optimizer_names(family: str | None = None, *, federated: bool | None = None) -> tuple[str, ...]:
+    """Registered optimizer names, optionally of one family and federated capability."""
+    return tuple(name for name, info in OPTIMIZERS.items()
+                 if (family is None or info.family == family)
+                 and (federated is None or info.federated == federated))
+
+
+def is_zo(name: str) -> bool:
+    """Whether optimizer ``name`` is forward-only (zeroth order)."""
+    return OPTIMIZERS.get(name).family == "zo"
 
 
 def make_zo_optimizer(name: str, **hyper: Any) -> ZOOptimizer:
     """Build a ZO optimiser by registry name; unknown names list the valid ones."""
-    cls = ZO_OPTIMIZERS.get(name)
+    cls = OPTIMIZERS.get(name).zo_class
     if cls is None:
-        raise ConfigError(
-            f"optimizer: {name!r} is not a ZO optimizer; allowed: {', '.join(ZO_OPTIMIZERS)}"
-        )
+        raise ConfigError(f"optimizer.name: {name!r} is a backprop optimizer, not a ZO one; "
+                          f"allowed: {', '.join(optimizer_names('zo'))}")
     try:
         return cls(**hyper)
     except TypeError as exc:

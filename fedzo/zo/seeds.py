@@ -11,6 +11,10 @@ from __future__ import annotations
 MASK64 = (1 << 64) - 1
 SEED_LIMIT = 1 << 63
 
+# Tags of the seeds that centralized and federated runs share, defined once:
+STEP_TAG = 0x57E9  # the step seed of (run seed, step) or (run seed, round, k)
+BATCH_TAG = 0xBA7C  # the minibatch of (run seed, step) or (run seed, round, client, k)
+
 
 def _splitmix64(x: int) -> int:
     x = (x + 0x9E3779B97F4A7C15) & MASK64

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedzo.zo.estimators import EstimatorConfig, EstimatorKind, LossFn, direction_seeds, finite
+from fedzo.zo.estimators import EstimatorConfig, LossFn, direction_lr, direction_seeds
 from fedzo.zo.optimizers import ZOOptimizer
 from fedzo.zo.perturb import Perturber
 
@@ -42,28 +42,6 @@ class StepResult:
         return sum(d.loss for d in self.directions) / len(self.directions)
 
 
-def estimate_direction(
-    perturber: Perturber, loss_fn: LossFn, seed: int, est: EstimatorConfig
-) -> tuple[float, float, tuple[float, ...], float]:
-    """Probe one direction. Returns (grad, centre loss, alphas applied, restore alpha).
-
-    On return the parameters sit at the last probe point; applying ``restore`` brings
-    them back (mathematically) to where they started.
-    """
-    eps = est.eps
-    if est.kind is EstimatorKind.CENTRAL:
-        perturber.apply(seed, (eps,))
-        f_plus = finite(loss_fn(), "loss at x + eps z")
-        perturber.apply(seed, (-2 * eps,))
-        f_minus = finite(loss_fn(), "loss at x - eps z")
-        grad = (f_plus - f_minus) / (2 * eps)
-        return grad, 0.5 * (f_plus + f_minus), (eps, -2 * eps), eps
-    f_zero = finite(loss_fn(), "loss at x")
-    perturber.apply(seed, (eps,))
-    f_plus = finite(loss_fn(), "loss at x + eps z")
-    return (f_plus - f_zero) / eps, f_zero, (eps,), -eps
-
-
 def zo_step(
     perturber: Perturber,
     loss_fn: LossFn,
@@ -78,9 +56,10 @@ def zo_step(
     step. Cost per direction: 2 forward passes (+ optimiser extras) and 3 regenerations.
     """
     results = []
-    lr_dir = lr / est.q
+    lr_dir = direction_lr(lr, est.q)
+    probe = est.estimator.probe
     for seed in direction_seeds(step_seed, est.q):
-        grad, centre, pre, restore = estimate_direction(perturber, loss_fn, seed, est)
-        alphas = optimizer.step(perturber, seed, pre, restore, grad, lr_dir, loss_fn)
-        results.append(DirectionResult(seed, grad, centre, alphas, lr_dir))
+        p = probe(perturber, loss_fn, seed, est.eps)
+        alphas = optimizer.step(perturber, seed, p.alphas, p.restore, p.grad, lr_dir, loss_fn)
+        results.append(DirectionResult(seed, p.grad, p.centre_loss, alphas, lr_dir))
     return StepResult(step_seed, tuple(results))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import fedzo.cli
-from analysis.plots import parse_formats, plot_runs
+from fedzo.reporting.plots import parse_formats, plot_runs
 from fedzo.errors import ConfigError
 
 STEMS = ("accuracy_vs_time", "accuracy_vs_bytes", "accuracy_vs_round", "memory_frontier")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import fedzo.cli
-from analysis.report import write_report
+from fedzo.reporting.report import write_report
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from analysis.rundir import display_names, load_run
+from fedzo.reporting.rundir import display_names, load_run
 from fedzo.errors import ConfigError
 
 
@@ -39,14 +39,14 @@ def test_metrics_only_run_derives_summary_and_name(tmp_path: Path, jsonl: Any) -
     jsonl(root / "metrics.jsonl", [
         {"kind": "round", "round": 1, "sim_seconds": 10.0, "bytes_up": 5, "eval_accuracy": 0.6},
         {"kind": "round", "round": 2, "sim_seconds": 20.0, "bytes_up": 9, "eval_accuracy": 0.55},
-        {"kind": "client", "round": 2, "client": "a", "peak_memory_bytes": 7},
+        {"kind": "client", "round": 2, "client": 5, "peak_memory_bytes": 7},
         {"kind": "future-kind", "whatever": 1},
     ])
     run = load_run(root)
     assert run.name == "only-metrics"
     assert run.summary["final_accuracy"] == 0.55 and run.summary["best_accuracy"] == 0.6
     assert run.summary["sim_seconds"] == 20.0 and run.summary["bytes_up"] == 9
-    assert run.summary["bytes_down"] is None and run.summary["peak_client_memory_bytes"] == 7
+    assert run.summary["bytes_down"] == 0 and run.summary["peak_client_memory_bytes"] == 7  # schema default
 
 
 def test_round_bytes_are_the_running_totals_of_federated_runs(tmp_path: Path, jsonl: Any) -> None:
@@ -60,7 +60,9 @@ def test_round_bytes_are_the_running_totals_of_federated_runs(tmp_path: Path, js
          "bytes_down_total": 40, "eval_accuracy": 0.7},
     ])
     rounds = load_run(root).rounds
-    assert [(r.bytes_up, r.bytes_down, r.bytes_total) for r in rounds] == [(100, 10, 110), (200, 40, 240)]
+    assert [(r.bytes_up_total, r.bytes_down_total, r.bytes_total) for r in rounds] == [
+        (100, 10, 110), (200, 40, 240)]
+    assert [r.bytes_up for r in rounds] == [100, 100]  # the round's own bytes
 
 
 def test_scenario_name_is_the_fallback(tmp_path: Path, jsonl: Any) -> None:
@@ -115,7 +117,7 @@ def test_malformed_line_names_file_and_line(fed_run: Path) -> None:
     [
         (
             {"kind": "round", "round": 1, "sim_seconds": "fast"},
-            "'sim_seconds' is 'fast'; expected a number",
+            "'sim_seconds' is 'fast': Input should be a valid number",
         ),
         ({"kind": "round"}, "no 'round' field"),
         ({"kind": "client", "round": 1}, "no 'client' field"),

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from fedzo.devices.availability import TraceAvailability
 from fedzo.devices.profiles import get_profile, load_profile, load_profiles
-from fedzo.devices.units import parse_bitrate, parse_bytes
+from fedzo.units import parse_bitrate, parse_bytes
 from fedzo.errors import ConfigError
 
 from .conftest import VALID

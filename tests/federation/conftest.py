@@ -8,16 +8,22 @@ from typing import Any
 
 import pytest
 
-from fedzo.federation.config import FederatedRunConfig, FederationConfig
-from fedzo.runs import HOST_MEASURED_KEYS
+from fedzo.config.federation import FederationConfig
+from fedzo.config.scenario import Scenario
+from fedzo.records import HOST_MEASURED_KEYS
 
 
-def tiny_config(**fed: Any) -> FederatedRunConfig:
-    """4 clients, 2 per round, 3 rounds of K=3 local steps on the tiny model."""
-    base: dict[str, Any] = dict(num_clients=4, clients_per_round=2, rounds=3, local_steps=3, lr=1e-3,
-                                batch_size=8, round_timeout=120, seed_pool_size=16)
-    return FederatedRunConfig(model="tiny-llama", task="synthetic-sentiment", train_examples=128,
-                              eval_examples=32, threads=1, federation=FederationConfig(**{**base, **fed}))
+def tiny_config(*, optimizer: str = "zo-sgd", lr: float = 1e-3, **fed: Any) -> Scenario:
+    """4 clients, 2 per round, 3 rounds of K=3 local steps on the tiny model; ``fed`` are
+    ``federation:`` keys, every client on the host stand-in."""
+    unknown = set(fed) - set(FederationConfig.model_fields)
+    assert not unknown, f"not federation keys: {unknown}"
+    base: dict[str, Any] = dict(num_clients=4, clients_per_round=2, rounds=3, local_steps=3, round_timeout=120,
+                                seed_pool_size=16)
+    return Scenario.model_validate({
+        "model": {"name": "tiny-llama"}, "runtime": {"device": "cpu", "threads": 1},
+        "data": {"task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32, "batch_size": 8},
+        "optimizer": {"name": optimizer, "lr": lr}, "federation": {**base, **fed}})
 
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
@@ -48,20 +54,20 @@ def strip_timings() -> Any:
 def interrupted_then_resumed(config: Any, out: Path, crash_round: int, monkeypatch: Any) -> dict[str, Any]:
     """Run ``config`` into ``out``, interrupt it at the start of ``crash_round`` (as Ctrl-C
     would), then resume it; returns the resumed run's summary."""
+    from fedzo.federation.engine import RoundEngine
     from fedzo.federation.run import run_federated
-    from fedzo.federation.server import FederatedServer
 
-    real = FederatedServer.run_round
+    real = RoundEngine.run_round
 
     def crash(self: Any, transport: Any, round_: int) -> Any:
         if round_ == crash_round:
             raise KeyboardInterrupt
         return real(self, transport, round_)
 
-    monkeypatch.setattr(FederatedServer, "run_round", crash)
+    monkeypatch.setattr(RoundEngine, "run_round", crash)
     with pytest.raises(KeyboardInterrupt):
         run_federated(config, out)
-    monkeypatch.setattr(FederatedServer, "run_round", real)
+    monkeypatch.setattr(RoundEngine, "run_round", real)
     return run_federated(config, out, resume=True)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from fedzo.errors import ConfigError
-from fedzo.federation.aggregate import (
-    Contribution, make_aggregator, median, trimmed_mean, validate_replies, weighted_mean,
-)
-from fedzo.federation.messages import Expected, Uplink, build_uplink, seeds_digest
+from flwr.app import Error, Message, RecordDict
+
+from fedzo.federation.aggregate import Contribution, make_aggregator, median, trimmed_mean, weighted_mean
+from fedzo.federation.bytes import ensure_task_identity
+from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
+from fedzo.federation.replies import collect_replies
 
 
 def test_weighted_mean_weights_by_examples_and_ignores_order() -> None:
@@ -29,19 +31,26 @@ def test_clip_bounds_each_scalar() -> None:
 
 
 def test_unknown_aggregator_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="mean, median, trimmed-mean"):
+    with pytest.raises(ConfigError, match="federation.aggregator: 'mode'.*allowed: mean, median, trimmed-mean"):
         make_aggregator("mode")
 
 
-def test_validate_replies_counts_bad_ones() -> None:
+def test_collect_replies_picks_one_per_client_and_counts_bad_ones() -> None:
+    ensure_task_identity()
     seeds = (11, 12)
-    exp = {c: Expected(4, c, seeds, 1) for c in range(3)}
 
-    def up(c: int, scalars: tuple[float, ...]) -> Uplink:
-        return Uplink(4, c, scalars, seeds_digest(seeds), 8, 0.5, 0.5, 0.1, 1)
+    def up(c: int, scalars: tuple[float, ...]) -> RecordDict:
+        return build_uplink(Uplink(4, c, scalars, seeds_digest(seeds), 8, 0.5, 0.5, 0.1, 1))
 
-    check = validate_replies({0: build_uplink(up(0, (1.0, 2.0))), 1: build_uplink(up(1, (1.0,))),
-                              2: RuntimeError("boom")}, exp)
-    assert list(check.uplinks) == [0]
-    assert check.rejected == {1: "scalar-count", 2: "failed"}
-    assert check.contributions()[0].scalars == (1.0, 2.0)
+    sent = {c: Message(RecordDict(), dst_node_id=100 + c, message_type="train") for c in range(3)}
+
+    def reply(c: int, content: RecordDict | Error) -> Message:
+        return Message(content, reply_to=sent[c])  # from node 100 + c
+
+    replies = [reply(0, up(0, (1.0, 2.0))), reply(1, up(1, (1.0,))), reply(2, Error(code=1, reason="boom")),
+               reply(0, up(0, (1.0, 2.0)))]
+    got = collect_replies(replies, {100 + c: c for c in range(3)},
+                          lambda c, content: parse_uplink(content, Expected(4, c, seeds, 1)))
+    assert list(got.updates) == [0] and got.updates[0].scalars == (1.0, 2.0)
+    assert got.rejected == {1: "scalar-count", 2: "failed"}
+    assert got.extras == {0: ["duplicate"]}

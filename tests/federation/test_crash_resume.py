@@ -15,20 +15,19 @@ from pathlib import Path
 import pytest
 
 SCENARIO = """\
+version: 2
 name: crash-tiny
-model: tiny-llama
-task: synthetic-sentiment
-train_examples: 128
-eval_examples: 32
-threads: 1
+model: {name: tiny-llama}
+data: {task: synthetic-sentiment, train_examples: 128, eval_examples: 32, batch_size: 8}
+optimizer: {lr: 0.001}
+runtime: {device: cpu, threads: 1}
 federation:
   num_clients: 4
   clients_per_round: 2
   rounds: 10
   local_steps: 3
-  lr: 0.001
-  batch_size: 8
   round_timeout: 120
+fleet: {default_profile: laptop-cpu}
 faults: {seed: 1, dropout: 0.2, duplicate: 0.2}
 """
 

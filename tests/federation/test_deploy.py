@@ -10,13 +10,14 @@ import pytest
 
 import fedzo.federation.client as client_mod
 from fedzo.errors import ConfigError
-from fedzo.federation.client import CatchUpError, ClientSetup, Worker
+from fedzo.federation.catchup import CatchUp, derived_step_seeds
+from fedzo.federation.client import CatchUpError, Worker
 from fedzo.federation.deploy import read_run_config
 from fedzo.federation.inprocess import InProcessGrid, InProcessTransport
-from fedzo.federation.messages import CatchUp, Downlink
+from fedzo.federation.messages import Downlink
 from fedzo.federation.nodecache import NodeCache
 from fedzo.federation.run import run_federated, run_on_grid
-from fedzo.federation.server import step_seeds
+from fedzo.federation.setup import ClientSetup
 
 REAL_GET_WORKER = client_mod.get_worker
 APP = Path(__file__).resolve().parents[2] / "scripts" / "fedzo-app"
@@ -46,7 +47,7 @@ def test_nodes_without_the_log_reach_the_same_model(tmp_path, monkeypatch, fed_c
     monkeypatch.setattr(client_mod, "get_worker", REAL_GET_WORKER)
     client_mod.reset_worker()
     reference = run_federated(cfg, tmp_path / "reference")
-    assert deployed["model_sha256"] == reference["model_sha256"]
+    assert deployed.model_sha256 == reference.model_sha256
     statuses = [json.loads(x).get("status") for x in (tmp_path / "deployed" / "metrics.jsonl").read_text().splitlines()]
     assert statuses.count("ok") == 6 and set(statuses) <= {None, "ok"}
     assert built == 4 + 3 * 2  # handshake + one fresh worker per train message
@@ -59,7 +60,7 @@ def test_nodes_without_the_log_reach_the_same_model(tmp_path, monkeypatch, fed_c
 
 def test_a_fresh_node_without_cache_or_log_refuses_a_partial_catch_up(fed_config) -> None:
     worker = Worker(ClientSetup(fed_config(), None))
-    d = Downlink("train", 3, 0, step_seeds(0, 3, 3), 1e-3, 1e-3, 1, CatchUp("replay", 1, 2, (5,), (0.1,)))
+    d = Downlink("train", 3, 0, derived_step_seeds(0, 3, 3), 1e-3, 1e-3, 1, CatchUp("replay", 1, 2, (5,), (0.1,)))
     with pytest.raises(CatchUpError, match="cache-dir"):
         worker.train(d)
 

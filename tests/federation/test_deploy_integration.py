@@ -20,27 +20,24 @@ import pytest
 from processes import pid_alive
 
 from fedzo.federation.run import run_federated
-from fedzo.scenario import load_scenario
+from fedzo.config.scenario import load_scenario
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_local.sh"
 
 SCENARIO = """\
+version: 2
 name: deploy-tiny
-model: tiny-llama
-task: synthetic-sentiment
-train_examples: 64
-eval_examples: 32
-threads: 1
+model: {name: tiny-llama}
+data: {task: synthetic-sentiment, train_examples: 64, eval_examples: 32, batch_size: 8}
+optimizer: {lr: 0.001}
+runtime: {device: cpu, threads: 1}
 federation:
   num_clients: 2
   rounds: 3
   local_steps: 3
-  lr: 0.001
-  batch_size: 8
   round_timeout: 300
 fleet:
   default_profile: rpi5-8gb  # always available: every client-round must come back
-
 """
 
 
@@ -68,7 +65,7 @@ def test_superlink_and_two_supernodes_give_the_in_process_model(tmp_path) -> Non
     assert not any(pid_alive(p) for p in pids)
     deployed = json.loads((tmp_path / "deployed" / "summary.json").read_text())
     reference = run_federated(load_scenario(scenario), tmp_path / "reference", engine="inprocess")
-    assert deployed["model_sha256"] == reference["model_sha256"]
+    assert deployed["model_sha256"] == reference.model_sha256
     records = [json.loads(x) for x in (tmp_path / "deployed" / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("status") == "ok" for r in records) == 6
     assert list((tmp_path / "logs" / "node-cache").rglob("synced.safetensors"))

@@ -41,18 +41,16 @@ from processes import pid_alive
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_local.sh"
 
 SCENARIO = """\
+version: 2
 name: deploy-secure-tiny
-model: tiny-llama
-task: synthetic-sentiment
-train_examples: 32
-eval_examples: 16
-threads: 1
+model: {name: tiny-llama}
+data: {task: synthetic-sentiment, train_examples: 32, eval_examples: 16, batch_size: 8}
+optimizer: {lr: 0.001}
+runtime: {device: cpu, threads: 1}
 federation:
   num_clients: 2
   rounds: 2
   local_steps: 2
-  lr: 0.001
-  batch_size: 8
   round_timeout: 300
 fleet:
   default_profile: rpi5-8gb  # always available: every client-round must come back

@@ -13,12 +13,13 @@ import pytest
 from fedzo.errors import ScenarioError
 from fedzo.federation.aggregate import Contribution
 from fedzo.federation.faults import (
-    DELIVERY_FAULTS, FaultsConfig, collect_replies, delivery_fault, fault_totals, is_byzantine, tamper,
+    DELIVERY_FAULTS, FaultsConfig, delivery_fault, fault_totals, is_byzantine, tamper,
 )
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.run import run_federated
-from fedzo.federation.server import FederatedServer
-from fedzo.scenario import load_scenario
+from fedzo.config.scenario import load_scenario
+from fedzo.federation.replies import collect_replies
+from fedzo.records import parse_record
 from fedzo.zo import LogEntry
 
 EXPECTED_STATUS = {"crash_before": "failed", "crash_after": "dropped", "straggler": "dropped",
@@ -39,7 +40,7 @@ def test_fault_draw_is_deterministic_and_exclusive() -> None:
         assert abs(counts[kind] / len(draws) - getattr(cfg, kind)) < 0.03, kind
     assert delivery_fault(FaultsConfig(seed=4, crash_before=0.5), 1, 1) in (None, "crash_before")
     assert not any(delivery_fault(FaultsConfig(), r, 0) for r in range(50))
-    byz = FaultsConfig(byzantine={"fraction": 0.2})
+    byz = FaultsConfig.model_validate({"byzantine": {"fraction": 0.2}})
     share = sum(is_byzantine(byz, r, c) for r in range(100) for c in range(10)) / 1000
     assert abs(share - 0.2) < 0.04
 
@@ -57,7 +58,7 @@ def test_faults_section_is_validated(tmp_path) -> None:
     with pytest.raises(ScenarioError, match="add up to 1.2"):
         load_scenario(over)
     fo = tmp_path / "fo.yaml"
-    fo.write_text("federation: {optimizer: fo-sgd}\nfaults: {dropout: 0.1}\n")
+    fo.write_text("optimizer: {name: fo-sgd}\nfaults: {dropout: 0.1}\n")
     with pytest.raises(ScenarioError, match="seeds-and-scalars"):
         load_scenario(fo)
     good = tmp_path / "good.yaml"
@@ -109,8 +110,8 @@ def test_each_fault_is_observed_and_counted(faulty_run) -> None:
     rounds = [r for r in recs if r["kind"] == "round" and r["round"] > 0]
     assert sum(sum(r["faults_injected"].values()) for r in rounds) == sum(
         v for k, v in seen.items() if k is not None)
-    totals = summary["faults"]
-    assert totals == fault_totals(recs)
+    totals = summary.faults
+    assert totals == fault_totals([parse_record(r) for r in recs])
     assert totals["injected"] == {k: v for k, v in seen.items() if k is not None}
     assert totals["extra_replies"] == {"duplicate": seen["duplicate"]}
     assert totals["rejected"].get("stale-round") == seen["stale"]
@@ -122,15 +123,15 @@ def test_each_fault_is_observed_and_counted(faulty_run) -> None:
 def test_faulty_run_resumes_bitwise(faulty_run, tmp_path, interrupt_and_resume, strip_timings) -> None:
     cfg, out, ref = faulty_run
     resumed = interrupt_and_resume(cfg, tmp_path / "cut", 4)
-    assert resumed["model_sha256"] == ref["model_sha256"]
-    assert resumed["faults"] == ref["faults"]
+    assert resumed.model_sha256 == ref.model_sha256
+    assert resumed.faults == ref.faults
     assert strip_timings(tmp_path / "cut") == strip_timings(out)
 
 
 @pytest.mark.parametrize("kind,code", [("nan", "non-finite"), ("inf", "non-finite")])
 def test_non_finite_byzantine_scalars_are_rejected(tmp_path, fed_config, kind, code) -> None:
     cfg = fed_config(num_clients=4, clients_per_round=4, rounds=2).model_copy(
-        update={"faults": FaultsConfig(seed=1, byzantine={"fraction": 0.5, "kind": kind})})
+        update={"faults": FaultsConfig.model_validate({"seed": 1, "byzantine": {"fraction": 0.5, "kind": kind}})})
     run_federated(cfg, tmp_path / kind)
     clients = [r for r in _records(tmp_path / kind) if r["kind"] == "client"]
     byz = [r for r in clients if is_byzantine(cfg.faults, r["round"], r["client"])]
@@ -171,9 +172,9 @@ def test_running_median_clip_bounds_and_state() -> None:
 def test_running_median_clip_run_resumes_bitwise(tmp_path, interrupt_and_resume, fed_config, strip_timings) -> None:
     cfg = fed_config(num_clients=4, clients_per_round=4, rounds=4, aggregator_clip="running-median",
                      clip_multiplier=2.0, clip_window=2).model_copy(
-        update={"faults": FaultsConfig(seed=2, byzantine={"fraction": 0.25, "kind": "scale"})})
+        update={"faults": FaultsConfig.model_validate({"seed": 2, "byzantine": {"fraction": 0.25, "kind": "scale"}})})
     ref = run_federated(cfg, tmp_path / "ref")
-    assert interrupt_and_resume(cfg, tmp_path / "cut", 3)["model_sha256"] == ref["model_sha256"]
+    assert interrupt_and_resume(cfg, tmp_path / "cut", 3).model_sha256 == ref.model_sha256
     assert strip_timings(tmp_path / "cut") == strip_timings(tmp_path / "ref")
 
 
@@ -182,7 +183,7 @@ def test_collect_replies_prefers_the_valid_reply() -> None:
 
     from fedzo.federation.bytes import ensure_task_identity
     from fedzo.federation.faults import _with_config
-    from fedzo.federation.messages import Expected, Uplink, build_uplink, seeds_digest
+    from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 
     ensure_task_identity()
     seeds = (11, 12)
@@ -192,7 +193,7 @@ def test_collect_replies_prefers_the_valid_reply() -> None:
     replies = [Message(_with_config(good, r=2), reply_to=down), Message(good, reply_to=down),
                Message(good, reply_to=down), Message(good, reply_to=other),
                Message(Error(code=1, reason="x"), reply_to=down)]
-    col = collect_replies(replies, {77: 0}, {0: Expected(3, 0, seeds, 1)}, RuntimeError)
-    assert col.contents[0] is replies[1].content
+    col = collect_replies(replies, {77: 0}, lambda c, content: parse_uplink(content, Expected(3, 0, seeds, 1)))
+    assert col.messages[0] is replies[1] and col.updates[0].scalars == pytest.approx((0.1, 0.2))
     assert col.extras == {0: ["stale-round", "duplicate", "failed"]} and col.unknown == 1
     assert np.isfinite(col.messages[0].content.config_records["fz"]["r"])

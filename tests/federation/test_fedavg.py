@@ -1,5 +1,6 @@
-"""The FedAvg backprop baseline through Flower's FedAvg: records, exactness, determinism,
-resume, faults, LoRA, and the Ray engine giving bitwise the in-process model."""
+"""The FedAvg backprop baseline on the round engine (Flower's own aggregation): records,
+exactness, determinism, resume, faults, LoRA, and the Ray engine giving bitwise the
+in-process model."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from fedzo.federation.bytes import ensure_task_identity
-from fedzo.federation.client import ClientSetup, Worker, config_digest
-from fedzo.federation.fedavg import FedAvgBaseline
+from fedzo.federation.client import Worker
+from fedzo.federation.engine import sample_clients
 from fedzo.federation.fedavg_client import (
     ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, build_train_config, epoch_batches, params_to_arrays, train_local,
 )
+from fedzo.federation.protocols.fedavg import FedAvgProtocol
 from fedzo.federation.run import run_federated
-from fedzo.federation.server import sample_clients
+from fedzo.federation.setup import ClientSetup, config_digest
 from fedzo.zo import ParamSet, param_digest
 
 
@@ -36,21 +38,21 @@ def records(out):
 
 def test_records_and_bytes(fedavg_run, fed_config) -> None:
     out, summary = fedavg_run
-    assert summary["method"] == "bp" and summary["optimizer"] == "fo-sgd"
+    assert summary.method == "bp" and summary.optimizer == "fo-sgd" and summary.engine == "inprocess"
     recs = records(out)
     clients = [r for r in recs if r["kind"] == "client"]
     rounds = [r for r in recs if r["kind"] == "round"]
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     assert len(clients) == 6 and all(r["status"] == "ok" for r in clients)
     # the same participants as the seeds-and-scalars server would pick
-    cfg = fo(fed_config).federation
+    cfg = fo(fed_config)
     for r in (1, 2, 3):
         assert sorted(c["client"] for c in clients if c["round"] == r) == sample_clients(cfg.seed, r, 4, 2)
     # dense weights both ways: every message carries at least the float32 tensors
     numel = 87104  # the tiny model's trainable elements
     assert all(c["payload_bytes_down"] >= 4 * numel and c["payload_bytes_up"] >= 4 * numel for c in clients)
     assert all(c["bytes_down"] > c["payload_bytes_down"] for c in clients)
-    assert summary["bytes_up"] == sum(c["bytes_up"] for c in clients) == rounds[-1]["bytes_up_total"]
+    assert summary.bytes_up == sum(c["bytes_up"] for c in clients) == rounds[-1]["bytes_up_total"]
     assert all(c["sim_start"] <= c["sim_download_end"] <= c["sim_compute_end"] <= c["sim_end"] for c in clients)
 
 
@@ -62,7 +64,7 @@ def test_global_model_is_the_weighted_mean_of_client_models(tmp_path, fed_config
     initial = params_to_arrays(worker.work)
     ensure_task_identity()
     trained, weights = [], []
-    for c in sample_clients(cfg.federation.seed, 1, 4, 2):
+    for c in sample_clients(cfg.seed, 1, 4, 2):
         content = RecordDict({ARRAYS_KEY: initial, CONFIG_KEY: build_train_config(1, 0.05, "x")})
         reply = train_local(worker, c, content)
         trained.append({k: a.numpy() for k, a in reply.array_records[ARRAYS_KEY].items()})
@@ -73,7 +75,7 @@ def test_global_model_is_the_weighted_mean_of_client_models(tmp_path, fed_config
     import torch
 
     expected = ParamSet.from_tensors({k: torch.from_numpy(np.asarray(v)) for k, v in mean.items()})
-    assert param_digest(expected) == summary["model_sha256"]
+    assert param_digest(expected) == summary.model_sha256
 
 
 def test_epoch_batches_cover_the_partition_once() -> None:
@@ -86,26 +88,25 @@ def test_epoch_batches_cover_the_partition_once() -> None:
 def test_two_runs_are_identical(fedavg_run, tmp_path, fed_config, strip_timings) -> None:
     out, ref = fedavg_run
     again = run_federated(fo(fed_config), tmp_path / "again")
-    assert again["model_sha256"] == ref["model_sha256"]
+    assert again.model_sha256 == ref.model_sha256
     assert strip_timings(tmp_path / "again") == strip_timings(out)
 
 
 def test_killed_server_resumes_bitwise(fedavg_run, tmp_path, monkeypatch, fed_config, strip_timings) -> None:
     out, ref = fedavg_run
-    real = FedAvgBaseline.evaluate_fn
+    real = FedAvgProtocol.checkpoint
 
-    def crash_after_round_2(self, server_round, arrays):
-        result = real(self, server_round, arrays)
-        if self.done == 2:
+    def crash_after_round_2(self, round_):
+        real(self, round_)
+        if round_ == 2:
             raise KeyboardInterrupt
-        return result
 
-    monkeypatch.setattr(FedAvgBaseline, "evaluate_fn", crash_after_round_2)
+    monkeypatch.setattr(FedAvgProtocol, "checkpoint", crash_after_round_2)
     with pytest.raises(KeyboardInterrupt):
         run_federated(fo(fed_config), tmp_path / "cut")
-    monkeypatch.setattr(FedAvgBaseline, "evaluate_fn", real)
+    monkeypatch.setattr(FedAvgProtocol, "checkpoint", real)
     resumed = run_federated(fo(fed_config), tmp_path / "cut", resume=True)
-    assert resumed["model_sha256"] == ref["model_sha256"]
+    assert resumed.model_sha256 == ref.model_sha256
     assert strip_timings(tmp_path / "cut") == strip_timings(out)
 
 
@@ -137,14 +138,15 @@ def test_failing_and_malformed_clients_are_counted(tmp_path, monkeypatch, fed_co
     assert any("non-finite" in r["reason"] for r in clients)
     rounds = [r for r in recs if r["kind"] == "round" and r["round"] > 0]
     assert all("min_clients" in r["skipped"] and r["participants"] == 0 for r in rounds)
-    assert summary["initial_accuracy"] == summary["final_accuracy"]  # the global model never moved
+    assert summary.initial_accuracy == summary.final_accuracy  # the global model never moved
 
 
 def test_lora_sends_only_the_adapters(tmp_path, fed_config) -> None:
     full = run_federated(fo(fed_config, rounds=1, optimizer="fo-adam", lr=1e-3), tmp_path / "full")
-    cfg = fo(fed_config, rounds=1, optimizer="fo-adam", lr=1e-3).model_copy(update={"peft": "lora"})
+    cfg = fo(fed_config, rounds=1, optimizer="fo-adam", lr=1e-3)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"peft": "lora"})})
     lora = run_federated(cfg, tmp_path / "lora")
-    assert lora["bytes_up"] * 5 < full["bytes_up"]
+    assert lora.bytes_up * 5 < full.bytes_up
     recs = [r for r in records(tmp_path / "lora") if r["kind"] == "client"]
     assert all(r["status"] == "ok" for r in recs)
 
@@ -164,5 +166,5 @@ def test_handle_dispatches_fedavg_messages(fed_config) -> None:
 def test_ray_simulation_equals_in_process(fedavg_run, tmp_path, fed_config) -> None:
     _, ref = fedavg_run
     sim = run_federated(fo(fed_config), tmp_path / "sim", engine="simulation")
-    assert sim["model_sha256"] == ref["model_sha256"]
+    assert sim.model_sha256 == ref.model_sha256
     assert sum(r["kind"] == "client" and r["status"] == "ok" for r in records(tmp_path / "sim")) == 6

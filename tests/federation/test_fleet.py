@@ -10,10 +10,9 @@ import pytest
 
 import fedzo.federation.client as client_mod
 from fedzo.errors import MemoryBudgetExceeded, ScenarioError
+from fedzo.config.scenario import Scenario, load_scenario
 from fedzo.federation.run import run_federated
-from fedzo.federation.server import FederatedServer
-from fedzo.runs import HOST_MEASURED_KEYS
-from fedzo.scenario import Scenario, load_scenario
+from fedzo.records import HOST_MEASURED_KEYS
 
 PROFILE = """\
 name: {name}
@@ -45,13 +44,16 @@ def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def scenario(devices: list[tuple[str, int]], fed: dict[str, Any] | None = None, **fleet: Any) -> Scenario:
+def scenario(devices: list[tuple[str, int]], fed: dict[str, Any] | None = None, optimizer: str = "zo-sgd",
+             **fleet: Any) -> Scenario:
     """4 clients, 2 per round, 3 rounds of K=3 on the tiny model, on the given devices."""
     base: dict[str, Any] = dict(num_clients=sum(n for _, n in devices), clients_per_round=2, rounds=3,
-                                local_steps=3, lr=1e-3, batch_size=8, round_timeout=120)
+                                local_steps=3, round_timeout=120)
     return Scenario.model_validate({
-        "model": "tiny-llama", "task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32,
-        "threads": 1, "max_length": 32, "federation": {**base, **(fed or {})},
+        "model": {"name": "tiny-llama"}, "runtime": {"device": "cpu", "threads": 1},
+        "data": {"task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32, "max_length": 32,
+                 "batch_size": 8},
+        "optimizer": {"name": optimizer, "lr": 1e-3}, "federation": {**base, **(fed or {})},
         "fleet": {"devices": [{"profile": p, "count": n} for p, n in devices], **fleet},
     })
 
@@ -72,9 +74,9 @@ def test_records_carry_the_device_and_the_fleet_record(catalog, tmp_path) -> Non
     assert {(r["client"], r["device"]) for r in clients} <= {(0, "fast"), (1, "fast"), (2, "slow"), (3, "slow")}
     (fleet,) = records(out, "fleet")
     assert fleet["devices"]["fast"]["clients"] == [0, 1] and fleet["devices"]["slow"]["clients"] == [2, 3]
-    assert fleet["excluded_clients"] == [] and summary["excluded_clients"] == []
-    assert fleet["devices"]["fast"]["needed_bytes"] == summary["modelled_client_memory_bytes"]["fast"] > 0
-    assert summary["peak_client_memory_bytes"] > 0  # the measured host peak is kept
+    assert fleet["excluded_clients"] == [] and summary.excluded_clients == []
+    assert fleet["devices"]["fast"]["needed_bytes"] == summary.modelled_client_memory_bytes["fast"] > 0
+    assert summary.peak_client_memory_bytes > 0  # the measured host peak is kept
 
 
 def test_simulated_times_are_hand_checkable(catalog, tmp_path) -> None:
@@ -102,14 +104,14 @@ def test_refuse_names_device_model_bytes_and_what_fits(catalog, tmp_path) -> Non
         run_federated(scenario([("fast", 3), ("tiny", 1)]), tmp_path / "run")
     msg = str(err.value)
     assert "memory_policy: refuse" in msg and "on tiny" in msg and "tiny-llama" in msg
-    assert "100.00 MB (100000000 B) available" in msg and "needs" in msg
+    assert "100 MB (100000000 B) available" in msg and "needs" in msg
     assert "Nothing smaller fits" in msg or "What fits" in msg
 
 
 def test_exclude_never_samples_and_reports(catalog, tmp_path) -> None:
     out = tmp_path / "run"
     summary = run_federated(scenario([("tiny", 1), ("fast", 3)], memory_policy="exclude"), out)
-    assert summary["excluded_clients"] == [0]
+    assert summary.excluded_clients == [0]
     assert all(r["client"] != 0 for r in records(out, "client"))
     (fleet,) = records(out, "fleet")
     assert fleet["excluded_clients"] == [0] and fleet["devices"]["tiny"]["fits"] is False
@@ -163,19 +165,19 @@ def test_fleet_run_reproduces_and_availability_is_seeded(flaky_run, tmp_path) ->
     assert "offline" in statuses  # p = 0.5 over 4 rounds with this seed
     client_mod.reset_worker()
     again = run_federated(s, tmp_path / "again")
-    assert again["model_sha256"] == ref["model_sha256"] and again["sim_seconds"] == ref["sim_seconds"]
+    assert again.model_sha256 == ref.model_sha256 and again.sim_seconds == ref.sim_seconds
     assert without_host(tmp_path / "again") == without_host(out)
 
 
 def test_fleet_run_resumes_exactly(flaky_run, tmp_path, interrupt_and_resume) -> None:
     s, out, ref = flaky_run
     resumed = interrupt_and_resume(s, tmp_path / "cut", 3)
-    assert resumed["model_sha256"] == ref["model_sha256"]
+    assert resumed.model_sha256 == ref.model_sha256
     assert without_host(tmp_path / "cut") == without_host(out)
 
 
 def test_memory_frontier_is_written_and_readable(flaky_run) -> None:
-    from analysis.rundir import load_run
+    from fedzo.reporting.rundir import load_run
 
     _, out, _ = flaky_run
     run = load_run(out)
@@ -198,19 +200,20 @@ def test_plain_config_runs_on_the_host_stand_in(tmp_path, fed_config) -> None:
 
 def test_torch_generator_on_a_mixed_cpu_cuda_fleet_is_rejected(tmp_path) -> None:
     p = tmp_path / "s.yaml"
-    p.write_text("federation: {num_clients: 2, generator: torch}\n"
+    p.write_text("federation: {num_clients: 2}\nzo: {generator: torch}\n"
                  "fleet: {devices: [{profile: laptop-cpu, count: 1}, {profile: datacenter-gpu, count: 1}]}\n")
     with pytest.raises(ScenarioError, match=r"generator: 'torch'.*datacenter-gpu.*generator: portable"):
         load_scenario(p)
-    p.write_text("federation: {num_clients: 2, generator: torch}\n"
+    p.write_text("federation: {num_clients: 2}\nzo: {generator: torch}\n"
                  "fleet: {devices: [{profile: jetson-orin-nano-8gb, count: 1}, {profile: datacenter-gpu, count: 1}]}\n")
-    assert load_scenario(p).fleet.devices[0].profile == "jetson-orin-nano-8gb"
+    fleet = load_scenario(p).fleet
+    assert fleet is not None and fleet.devices[0].profile == "jetson-orin-nano-8gb"
 
 
 def test_fedavg_baseline_uses_the_fleet(catalog, tmp_path) -> None:
     out = tmp_path / "fedavg"
-    summary = run_federated(scenario([("fast", 2), ("slow", 2)], fed={"optimizer": "fo-sgd", "clients_per_round": 4,
-                                                                      "rounds": 1}, deadline_seconds=10.0), out)
+    summary = run_federated(scenario([("fast", 2), ("slow", 2)], fed={"clients_per_round": 4, "rounds": 1},
+                                     optimizer="fo-sgd", deadline_seconds=10.0), out)
     clients = records(out, "client")
     assert {(c["device"], c["status"]) for c in clients} == {("fast", "ok"), ("slow", "late")}
-    assert summary["excluded_clients"] == [] and records(out, "fleet")
+    assert summary.excluded_clients == [] and records(out, "fleet")

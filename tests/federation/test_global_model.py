@@ -18,7 +18,7 @@ def test_rebuilt_global_model_matches_the_server(tmp_path, fed_config, catch_up)
     summary = run_federated(fed_config(catch_up=catch_up), out)
     gm = load_global_model(out)
     assert gm.rounds == 3
-    assert gm.model_sha256 == summary["model_sha256"] and gm.matches_summary is True
+    assert gm.model_sha256 == summary.model_sha256 and gm.matches_summary is True
 
 
 def test_evaluate_run_cli_and_errors(tmp_path, fed_config, capsys) -> None:

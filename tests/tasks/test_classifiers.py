@@ -10,15 +10,9 @@ import torch.nn.functional as F
 
 from fedzo.errors import ConfigError
 from fedzo.models import apply_peft, load_model, trainable_names
-from fedzo.tasks import (
-    EncoderClassifier,
-    Example,
-    Prompt,
-    PromptClassifier,
-    build_classifier,
-    load_task,
-)
-from fedzo.tasks.classifiers import last_positions
+from fedzo.tasks.classifiers import EncoderClassifier, PromptClassifier, build_classifier, last_positions
+from fedzo.tasks.registry import load_task
+from fedzo.tasks.types import Example, Prompt
 
 TASK = load_task("synthetic-sentiment")
 EXAMPLES = [

@@ -6,7 +6,7 @@ import pytest
 
 from fedzo import assets
 from fedzo.errors import AssetError
-from fedzo.tasks import load_task
+from fedzo.tasks.registry import load_task
 from fedzo.tasks.splits import default_sizes, stratified_split
 
 SENTIMENT_FILES = assets.ASSETS["vader-corpora"].include

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from fedzo.errors import ConfigError
-from fedzo.tasks import load_task
+from fedzo.tasks.registry import load_task
 
 
 def _rows(n: int) -> dict[str, list]:

@@ -7,13 +7,13 @@ import random
 import pytest
 
 from fedzo.errors import ConfigError
-from fedzo.tasks import PARTITION_KINDS, label_histogram, partition
+from fedzo.tasks.partition import PARTITIONERS, label_histogram, partition
 
 _RNG = random.Random(0)
 LABELS = [_RNG.randrange(3) for _ in range(600)]
 
 
-@pytest.mark.parametrize("kind", PARTITION_KINDS)
+@pytest.mark.parametrize("kind", PARTITIONERS.names())
 @pytest.mark.parametrize("num_clients", [1, 4, 7])
 def test_parts_cover_the_dataset_exactly_once(kind, num_clients):
     parts = partition(LABELS, num_clients, kind, classes_per_client=3, seed=1)
@@ -22,7 +22,7 @@ def test_parts_cover_the_dataset_exactly_once(kind, num_clients):
     assert flat == list(range(len(LABELS)))
 
 
-@pytest.mark.parametrize("kind", PARTITION_KINDS)
+@pytest.mark.parametrize("kind", PARTITIONERS.names())
 def test_same_seed_same_parts(kind):
     a = partition(LABELS, 5, kind, seed=3)
     assert a == partition(LABELS, 5, kind, seed=3)
@@ -57,7 +57,7 @@ def test_label_histogram_counts():
 
 
 def test_bad_arguments_are_config_errors():
-    with pytest.raises(ConfigError, match="one of iid, dirichlet"):
+    with pytest.raises(ConfigError, match="not a known partitioner; allowed: iid, dirichlet"):
         partition(LABELS, 2, "random")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="num_clients"):
         partition(LABELS, 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedzo.models.tiny import TINY_VOCAB, build_tiny_tokenizer
-from fedzo.tasks import load_task
+from fedzo.tasks.registry import load_task
 from fedzo.tasks.synthetic import generate_sentences
 
 
@@ -27,7 +27,7 @@ def test_every_word_is_in_the_tiny_vocabulary():
 
 
 def test_large_synthetic_task_has_room_for_a_thousand_clients() -> None:
-    from fedzo.tasks import load_task
+    from fedzo.tasks.registry import load_task
 
     task = load_task("synthetic-sentiment-large")
     assert task.name == "synthetic-sentiment-large"

@@ -10,7 +10,7 @@ from fedzo.errors import ConfigError, ReplayMismatch
 from fedzo.zo import (
     BlockSchedule, EstimatorConfig, LogEntry, MagnitudeMask, NoiseSpec, ParamSet, Perturber,
     RandomMask, UpdateLog, check_signature, default_blocks, make_zo_optimizer, param_signature,
-    replay, zo_step,
+    apply_entries, zo_step,
 )
 
 
@@ -99,7 +99,7 @@ def test_replay_is_bitwise_equal_to_training(regression, tmp_path, case: dict) -
     check_signature(loaded, ps)
     replayer = _build(ps, case)
     fresh = make_zo_optimizer(case["opt"]) if opt.stateful else None
-    replay(replayer, loaded.entries(), fresh)
+    apply_entries(replayer, loaded.entries(), fresh)
     for name, t in zip(ps.names, ps.tensors):
         assert torch.equal(t, trained[name]), f"{name} differs after replay"
 

@@ -17,10 +17,10 @@ from typing import Any
 import matplotlib
 
 import fedzo
-from analysis.plots import RC_PARAMS, PNG_DPI, NamedFigure, Note, build_figures, print_note
-from analysis.rundir import Run, display_names, load_run
-from analysis.units import format_accuracy, format_bytes, format_duration, format_memory
 from fedzo.errors import ConfigError
+from fedzo.reporting.plots import PNG_DPI, RC_PARAMS, NamedFigure, Note, build_figures, print_note
+from fedzo.reporting.rundir import Run, display_names, load_run
+from fedzo.units import format_accuracy, format_bytes, format_duration, format_memory
 
 _CAPTIONS = {
     "accuracy_vs_time": "Eval accuracy against cumulative simulated wall-clock.",

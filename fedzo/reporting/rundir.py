@@ -1,17 +1,15 @@
-"""Read and validate a fedzo run directory.
+"""Read and validate a fedzo run directory for plots and reports.
 
-The layout (the contract between ``fedzo run``/``fedzo train`` and this package)::
+The layout (records in :mod:`fedzo.records`, written by ``fedzo run`` / ``fedzo train``)::
 
     RUN/scenario.yaml         resolved scenario (optional; only ``name`` is read)
-    RUN/metrics.jsonl         one JSON object per line, ``kind`` "round" or "client"
+    RUN/metrics.jsonl         one record per line (``kind`` round, client or fleet)
     RUN/summary.json          totals of the run (optional if metrics.jsonl exists)
     RUN/memory_frontier.json  optional: memory needed by a model family, BP vs ZO
 
-Every field except ``kind`` and ``round`` (and ``client`` on client lines) is optional:
-missing or ``null`` values become ``None``. Values of the wrong type, malformed JSON and
-a directory that is not a run are :class:`~fedzo.errors.ConfigError` naming the file
-(and line). Lines of an unknown ``kind`` and unknown keys are ignored, so newer runs
-stay readable.
+Values of the wrong type, malformed JSON and a directory that is not a run are
+:class:`~fedzo.errors.ConfigError` naming the file (and line). Lines of an unknown
+``kind`` and unknown keys are ignored, so newer runs stay readable.
 """
 
 from __future__ import annotations
@@ -25,54 +23,12 @@ from typing import Any, TypeGuard
 import yaml
 
 from fedzo.errors import ConfigError
+from fedzo.records import ClientRecord, RecordError, RoundRecord, parse_record
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 FRONTIER_FILE = "memory_frontier.json"
 SCENARIO_FILE = "scenario.yaml"
-
-CLIENT_STATUSES = ("ok", "late", "dropped", "failed", "excluded", "offline")
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One ``kind: round`` line. Cumulative quantities are totals up to this round."""
-
-    round: int
-    sim_seconds: float | None = None  # cumulative simulated wall-clock, s
-    host_seconds: float | None = None  # cumulative host wall-clock, s
-    bytes_up: float | None = None  # cumulative payload bytes, clients -> server
-    bytes_down: float | None = None  # cumulative payload bytes, server -> clients
-    train_loss: float | None = None
-    eval_accuracy: float | None = None  # fraction in [0, 1], only on eval rounds
-    eval_macro_f1: float | None = None
-    participants: float | None = None
-    round_sim_seconds: float | None = None  # simulated duration of this round, s
-
-    @property
-    def bytes_total(self) -> float | None:
-        """Cumulative bytes in both directions, or None when neither is recorded."""
-        if self.bytes_up is None and self.bytes_down is None:
-            return None
-        return (self.bytes_up or 0.0) + (self.bytes_down or 0.0)
-
-
-@dataclass(frozen=True)
-class ClientRecord:
-    """One ``kind: client`` line: a client's part in one round (times are simulated s)."""
-
-    round: int
-    client: int | str
-    device: str | None = None
-    status: str = "ok"  # one of CLIENT_STATUSES (others are kept as written)
-    bytes_up: float | None = None
-    bytes_down: float | None = None
-    sim_start: float | None = None
-    sim_download_end: float | None = None
-    sim_compute_end: float | None = None
-    sim_end: float | None = None
-    host_compute_seconds: float | None = None
-    peak_memory_bytes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,14 +101,6 @@ def _number(value: Any, where: str, key: str) -> float | None:
     return value
 
 
-def _integer(value: Any, where: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: field {key!r} is {value!r}; expected an integer")
-    return value
-
-
 def _text(value: Any, where: str, key: str) -> str | None:
     if value is None:
         return None
@@ -161,67 +109,14 @@ def _text(value: Any, where: str, key: str) -> str | None:
     return value
 
 
-_ROUND_NUMBERS = (
-    "sim_seconds",
-    "host_seconds",
-    "bytes_up",
-    "bytes_down",
-    "train_loss",
-    "eval_accuracy",
-    "eval_macro_f1",
-    "participants",
-    "round_sim_seconds",
-)
-_CLIENT_NUMBERS = (
-    "bytes_up",
-    "bytes_down",
-    "sim_start",
-    "sim_download_end",
-    "sim_compute_end",
-    "sim_end",
-    "host_compute_seconds",
-    "peak_memory_bytes",
-)
-
-
-def _round_record(obj: dict[str, Any], where: str) -> RoundRecord:
-    if "round" not in obj:
-        raise ConfigError(f"{where}: round line has no 'round' field; expected an integer")
-    values = {k: _number(obj.get(k), where, k) for k in _ROUND_NUMBERS}
-    # federated runs write the round's own bytes in bytes_up/down and the running totals
-    # in bytes_up_total/down_total; RoundRecord's bytes are cumulative
-    for key in ("bytes_up", "bytes_down"):
-        if obj.get(f"{key}_total") is not None:
-            values[key] = _number(obj[f"{key}_total"], where, f"{key}_total")
-    return RoundRecord(round=_integer(obj["round"], where, "round"), **values)
-
-
-def _client_record(obj: dict[str, Any], where: str) -> ClientRecord:
-    for key in ("round", "client"):
-        if key not in obj:
-            raise ConfigError(f"{where}: client line has no {key!r} field")
-    client = obj["client"]
-    if isinstance(client, bool) or not isinstance(client, int | str):
-        raise ConfigError(f"{where}: field 'client' is {client!r}; expected an integer or string")
-    status = _text(obj.get("status"), where, "status") or "ok"
-    values = {k: _number(obj.get(k), where, k) for k in _CLIENT_NUMBERS}
-    return ClientRecord(
-        round=_integer(obj["round"], where, "round"),
-        client=client,
-        device=_text(obj.get("device"), where, "device"),
-        status=status,
-        **values,
-    )
-
-
 def read_metrics(path: Path) -> tuple[list[RoundRecord], list[ClientRecord]]:
-    """Parse ``metrics.jsonl`` into round and client records.
+    """Parse ``metrics.jsonl`` into round and client records (:mod:`fedzo.records`).
 
     Blank lines are skipped. When a round (or a client in a round) appears more than
     once, as after a resumed run, the last line wins. Records come back sorted by round.
     """
     rounds: dict[int, RoundRecord] = {}
-    clients: dict[tuple[int, str], ClientRecord] = {}
+    clients: dict[tuple[int, int], ClientRecord] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -233,30 +128,19 @@ def read_metrics(path: Path) -> tuple[list[RoundRecord], list[ClientRecord]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                "expected one JSON object per line"
-            ) from exc
+            raise ConfigError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                              "expected one JSON object per line") from exc
         if not isinstance(obj, dict):
             raise ConfigError(f"{where}: line is {type(obj).__name__}; expected a JSON object")
-        kind = obj.get("kind")
-        if kind == "round":
-            rec = _round_record(obj, where)
+        try:
+            rec = parse_record(obj)
+        except RecordError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if isinstance(rec, RoundRecord):
             rounds[rec.round] = rec
-        elif kind == "client":
-            crec = _client_record(obj, where)
-            clients[(crec.round, str(crec.client))] = crec
-        elif kind is None:
-            raise ConfigError(f"{where}: line has no 'kind'; expected 'round' or 'client'")
-        # other kinds: written by a newer fedzo, not needed here
-    ordered_rounds = [rounds[k] for k in sorted(rounds)]
-    ordered_clients = sorted(clients.values(), key=lambda c: (c.round, _client_key(c.client)))
-    return ordered_rounds, ordered_clients
-
-
-def _client_key(client: int | str) -> tuple[int, int | str]:
-    """Sort key putting integer ids first, in numeric order, then strings."""
-    return (0, client) if isinstance(client, int) else (1, client)
+        elif isinstance(rec, ClientRecord):
+            clients[(rec.round, rec.client)] = rec
+    return [rounds[k] for k in sorted(rounds)], [clients[k] for k in sorted(clients)]
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -334,8 +218,8 @@ def _derived_summary(rounds: list[RoundRecord], clients: list[ClientRecord]) -> 
         "best_accuracy": max(accs) if accs else None,
         "sim_seconds": last("sim_seconds"),
         "host_seconds": last("host_seconds"),
-        "bytes_up": last("bytes_up"),
-        "bytes_down": last("bytes_down"),
+        "bytes_up": last("bytes_up_total"),
+        "bytes_down": last("bytes_down_total"),
         "peak_client_memory_bytes": max(peaks) if peaks else None,
         "model_sha256": None,
         "model": None,

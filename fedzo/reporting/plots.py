@@ -28,10 +28,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 
-from analysis.rundir import MemoryFrontier, RoundRecord, Run, display_names, is_finite, load_run
-from analysis.timeline import timeline_figure
-from analysis.units import format_bytes, format_memory, format_params, time_unit
 from fedzo.errors import ConfigError
+from fedzo.reporting.rundir import MemoryFrontier, RoundRecord, Run, display_names, is_finite, load_run
+from fedzo.reporting.timeline import timeline_figure
+from fedzo.units import format_bytes, format_memory, format_params, time_unit
 
 FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150

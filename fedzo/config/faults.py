@@ -1,26 +1,23 @@
-"""The ``faults:`` section of a scenario and the draw of faulty clients (no Flower imports).
+"""The ``faults:`` section of a scenario: which injected client faults, how often.
 
 Which clients are faulty is a pure function of ``(faults.seed, round, client)``; see
-:mod:`fedzo.federation.faults` for what each fault does and how it is counted.
+:mod:`fedzo.federation.faults` for the draw, what each fault does and how it is counted.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-FAULT_TAG = 0xFA17
-BYZANTINE_TAG = 0xB42A
+from fedzo.config.sections import Section
+
 DELIVERY_FAULTS: tuple[str, ...] = ("crash_before", "crash_after", "straggler", "dropout", "duplicate", "stale")
 BYZANTINE_KINDS: tuple[str, ...] = ("sign_flip", "scale", "nan", "inf", "random")
 
 
-class ByzantineConfig(BaseModel):
+class ByzantineConfig(Section):
     """Clients whose reply scalars are tampered with."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     fraction: float = Field(0.0, ge=0, le=1, description="fraction of a round's participants that are Byzantine")
     kind: Literal["sign_flip", "scale", "nan", "inf", "random"] = Field(
@@ -28,10 +25,8 @@ class ByzantineConfig(BaseModel):
         "random: Gaussian noise 10x the honest scale")
 
 
-class FaultsConfig(BaseModel):
+class FaultsConfig(Section):
     """Injected client faults (fractions of each round's participants; 0 = off)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0, description="seed of the draw of faulty clients per (round, client)")
     crash_before: float = Field(0.0, ge=0, le=1, description="crash before training (error reply)")
@@ -54,27 +49,3 @@ class FaultsConfig(BaseModel):
     def active(self) -> bool:
         """Whether any fault is injected."""
         return any(getattr(self, k) > 0 for k in DELIVERY_FAULTS) or self.byzantine.fraction > 0
-
-
-def delivery_fault(cfg: FaultsConfig, round_: int, client: int) -> str | None:
-    """The delivery fault of ``client`` in ``round_`` (or None): a pure function of the seeds."""
-    from fedzo.zo.seeds import derive_seed
-
-    u = random.Random(derive_seed(cfg.seed, FAULT_TAG, round_, client)).random()
-    edge = 0.0
-    for kind in DELIVERY_FAULTS:
-        frac = float(getattr(cfg, kind))
-        if frac > 0 and edge <= u < edge + frac:
-            return kind
-        edge += frac
-    return None
-
-
-def is_byzantine(cfg: FaultsConfig, round_: int, client: int) -> bool:
-    """Whether ``client`` tampers with its scalars in ``round_``."""
-    from fedzo.zo.seeds import derive_seed
-
-    frac = cfg.byzantine.fraction
-    return frac > 0 and random.Random(derive_seed(cfg.seed, BYZANTINE_TAG, round_, client)).random() < frac
-
-

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis.rundir import ClientRecord, Run, is_finite
-from analysis.units import time_unit
+from fedzo.reporting.rundir import ClientRecord, Run, is_finite
+from fedzo.units import time_unit
 
 MAX_CLIENTS = 40
 

@@ -1,5 +1,8 @@
 """Validation of config files and flags into frozen pydantic objects, with errors that
-name the file, the key path, the value and what is allowed: all problems at once."""
+name the file, the key path, the value and what is allowed: all problems at once.
+
+A model validator reports combination problems as one ``ValueError`` with one line per
+problem, each line starting with the key path it is about; each is reported separately."""
 
 from __future__ import annotations
 
@@ -60,6 +63,9 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str) -> 
         value = err.get("input")
         kind = err.get("type", "")
         line = f"{source}: {_path(loc)}: "
+        if kind == "value_error" and isinstance(value, dict):  # a model validator's combination problems
+            lines += [f"{source}: {part}" for part in msg.removeprefix("Value error, ").splitlines()]
+            continue
         if kind == "extra_forbidden":
             line += "unknown key"
             allowed = _allowed(model, loc)
@@ -85,7 +91,7 @@ def validate(model: type[M], data: Any, source: str, *, error: type[ConfigError]
         return model.model_validate(data)
     except ValidationError as exc:
         lines = format_errors(exc, model, source)
-        head = f"{len(lines)} problem{'s' if len(lines) > 1 else ''} in {source}:\n  " if len(lines) > 1 else ""
+        head = f"{len(lines)} problems in {source}:\n  " if len(lines) > 1 else ""
         raise error(head + "\n  ".join(lines)) from None
 
 

@@ -1,0 +1,107 @@
+"""The ``federation:`` section: the federated protocol, its server and its engine.
+
+The optimizer (``optimizer.name``) picks the protocol: a zo-* optimizer runs the
+seeds-and-scalars protocol, a fo-* one the FedAvg backprop baseline. Combinations that
+involve other sections (a catch-up policy that needs a constant learning rate, say) are
+checked by :class:`fedzo.config.scenario.Scenario`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fedzo.config.sections import Section
+from fedzo.federation.aggregate import AGGREGATORS
+from fedzo.federation.catchup import CATCH_UP_POLICIES
+from fedzo.tasks.partition import PARTITIONERS
+
+
+class FederationConfig(Section):
+    """Every setting of the federated protocol (server, clients, engine)."""
+
+    num_clients: int = Field(10, ge=1, description="clients (data partitions) in the fleet")
+    clients_per_round: int | None = Field(
+        None, ge=1, description="participants sampled per round (default: all; exclusive with participation)")
+    participation: float | None = Field(
+        None, gt=0, le=1, description="fraction of clients sampled per round (exclusive with clients_per_round)")
+    rounds: int = Field(10, ge=1, description="communication rounds")
+    local_steps: int = Field(10, ge=1, description="K: local ZO steps per round (K step seeds sent down)")
+    catch_up: str = Field(
+        "replay", description="how a returning client is brought to the global model: "
+        + " | ".join(CATCH_UP_POLICIES.names()) + " (replay: the log entries it missed, as DeComFL; "
+        "seed_pool: accumulated scalars of a fixed seed pool, as FedKSeed; full: the weights; "
+        "auto: the cheaper of replay and full on the client's device)")
+    seed_pool_size: int = Field(4096, ge=1, description="P: seeds in the pool (catch_up: seed_pool)")
+    history_rounds: int | None = Field(
+        None, ge=1, description="server keeps at most this many rounds of entries for catch-up; "
+        "clients further behind get the weights (default: unbounded, compacted to the oldest need)")
+    aggregator: str = Field(
+        "mean", description="per-seed aggregation of the clients' scalars: "
+        + " | ".join(AGGREGATORS.names()) + " (mean is example-weighted)")
+    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction cut at each end (trimmed-mean)")
+    clip: float | None = Field(None, gt=0, description="clip each scalar to [-clip, clip] before aggregation")
+    aggregator_clip: Literal["none", "running-median"] = Field(
+        "none", description="running-median: clip each client scalar to clip_multiplier x the median "
+        "|aggregated scalar| of the last clip_window applied rounds (first round: of the round's scalars)")
+    clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median clip bound")
+    clip_window: int = Field(10, ge=1, description="rounds in the running median (aggregator_clip)")
+    max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
+    min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
+    below_min: Literal["skip", "retry"] = Field(
+        "skip", description="when fewer than min_clients replied: skip the round (no update) or retry it once")
+    eval_every: int = Field(1, ge=1, description="evaluate the global model every E rounds (and at the end)")
+    round_timeout: float = Field(600.0, gt=0, description="seconds the server waits for replies per round")
+    setup_timeout: float = Field(
+        900.0, gt=0, description="seconds the server waits for every node to register and load the model "
+        "before round 1 (a cold node imports torch and reads the weights first)")
+    engine: Literal["inprocess", "simulation", "deployment"] = Field(
+        "inprocess", description="inprocess (direct calls), simulation (Flower + Ray), deployment "
+        "(SuperLink + SuperNodes)")
+    partition: str = Field(
+        "iid", description="how the training set is split over clients: " + " | ".join(PARTITIONERS.names()))
+    partition_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition: dirichlet)")
+    fo_local_epochs: int = Field(1, ge=1, description="local epochs of the FedAvg backprop baseline")
+
+    @field_validator("catch_up")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        return CATCH_UP_POLICIES.check(v)
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, v: str) -> str:
+        return AGGREGATORS.check(v)
+
+    @field_validator("partition")
+    @classmethod
+    def _known_partition(cls, v: str) -> str:
+        return PARTITIONERS.check(v)
+
+    @model_validator(mode="after")
+    def _counts(self) -> FederationConfig:
+        problems = []
+        if self.clients_per_round is not None and self.participation is not None:
+            problems.append("federation.clients_per_round and federation.participation are both set; choose one")
+        elif self.participants > self.num_clients:
+            problems.append(f"federation.clients_per_round: {self.clients_per_round} exceeds num_clients "
+                            f"{self.num_clients}")
+        elif self.min_clients > self.participants:
+            problems.append(f"federation.min_clients: {self.min_clients} exceeds the {self.participants} "
+                            "participants per round; lower min_clients or raise participation")
+        if self.catch_up == "seed_pool" and self.seed_pool_size < self.local_steps:
+            problems.append(f"federation.seed_pool_size: {self.seed_pool_size} is below local_steps "
+                            f"{self.local_steps}; a round draws K distinct pool seeds")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def participants(self) -> int:
+        """Clients sampled per round."""
+        if self.clients_per_round is not None:
+            return self.clients_per_round
+        if self.participation is not None:
+            return max(1, round(self.participation * self.num_clients))
+        return self.num_clients

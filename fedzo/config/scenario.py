@@ -1,0 +1,117 @@
+"""Scenario files: one YAML per federated experiment, validated into one frozen object.
+
+A scenario holds the sections every run has (``model``, ``data``, ``zo``,
+``optimizer``, ``runtime``), the ``federation:`` protocol, the ``fleet:`` of devices
+and the injected ``faults:``. Unknown keys, wrong types, out-of-range values and illegal
+combinations are reported at once, each with the file, the key path, the value and what
+is allowed. Files in the older flat format are read through
+:func:`fedzo.config.migrate.upgrade`. After loading, no code reads raw dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from fedzo.config.faults import FaultsConfig
+from fedzo.config.federation import FederationConfig
+from fedzo.config.fleet import FleetConfig, _known_profiles
+from fedzo.config.migrate import VERSION, upgrade
+from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, Section, ZOConfig
+from fedzo.config.validation import read_yaml, validate
+from fedzo.errors import ScenarioError
+from fedzo.federation.catchup import make_policy
+from fedzo.zo.optimizers import OPTIMIZERS, optimizer_names
+
+
+class Scenario(Section):
+    """A complete federated experiment."""
+
+    version: Literal[2] = Field(VERSION, description="format version of this file (files without it "
+                                "in the older flat format are read as version 1 and upgraded)")
+    name: str = Field("federated", description="run name (shown in plots and reports; default: the file's stem)")
+    seed: int = Field(0, ge=0, description="run seed: sampling, step seeds, batches, adapter initialisation")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the model and its trained parameters")
+    data: DataConfig = Field(default_factory=DataConfig, description="the task and its batches")
+    zo: ZOConfig = Field(default_factory=ZOConfig, description="zeroth-order probing")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="optimizer and schedule")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device and threads")
+    federation: FederationConfig = Field(default_factory=FederationConfig, description="the federated protocol")
+    fleet: FleetConfig | None = Field(None, description="devices of the clients (default: every client "
+                                      "on the host stand-in: this machine, always available)")
+    faults: FaultsConfig = Field(default_factory=FaultsConfig,
+                                 description="injected client faults (seeds-and-scalars protocol only)")
+    out: str | None = Field(None, description="run directory (default: runs/<name>)")
+
+    @model_validator(mode="after")
+    def _combinations(self) -> Scenario:
+        problems = self._protocol_problems() + self._fleet_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _protocol_problems(self) -> list[str]:
+        opt, fed, zo = self.optimizer, self.federation, self.zo
+        out = []
+        if not OPTIMIZERS.get(opt.name).federated:
+            out.append(f"optimizer.name: {opt.name!r} cannot run federated (its update is not a "
+                       "coefficient times a seeded direction that clients can send as scalars); "
+                       f"allowed: {', '.join(optimizer_names(federated=True))}")
+        out += [f"{key}: is for centralized runs only; remove it from a federated scenario"
+                for key in zo.centralized_only + (["optimizer.hybrid_fo"] if opt.hybrid_fo != "none" else [])]
+        out += make_policy(fed.catch_up, self.seed, fed.seed_pool_size).problems(self)
+        if self.faults.active and not self.is_zo:
+            out.append(f"faults: fault injection covers the seeds-and-scalars protocol; optimizer {opt.name!r} "
+                       "runs the FedAvg baseline; use zo-sgd or zo-sgd-sign, or remove faults")
+        return out
+
+    def _fleet_problems(self) -> list[str]:
+        if self.fleet is None:
+            return []
+        n = self.federation.num_clients
+        out = []
+        if self.fleet.devices:
+            total = sum(g.count for g in self.fleet.devices)
+            if total != n:
+                out.append(f"fleet.devices: counts add up to {total} but federation.num_clients is {n}; "
+                           "make them equal")
+        if self.zo.generator == "torch":
+            profiles = _known_profiles()
+            names = sorted(set(self.fleet.profiles_per_client(n)))
+            if len({profiles[p].accelerator for p in names if p in profiles}) > 1:
+                cuda = [p for p in names if profiles[p].accelerator == "cuda"]
+                out.append(f"zo.generator: 'torch' with a fleet mixing cpu and cuda devices ({', '.join(cuda)} "
+                           "on cuda): the torch generator draws different directions on CPU and CUDA; use "
+                           "generator: portable")
+        return out
+
+    @property
+    def is_zo(self) -> bool:
+        """Seeds-and-scalars protocol (True) or the FedAvg backprop baseline (False)."""
+        return self.optimizer.is_zo
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the run is written."""
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+
+def scenario_from_dict(data: dict[str, Any], source: str, *, kind: Literal["scenario", "run"] = "scenario") -> Scenario:
+    """Validate a scenario mapping (either format) read from ``source``."""
+    return validate(Scenario, upgrade(data, kind), source, error=ScenarioError)
+
+
+def load_scenario(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file; ``name`` defaults to the file's stem.
+
+    ``overrides`` are top-level keys of the version-2 format (a section replaces the file's).
+    """
+    p = Path(path)
+    data = upgrade(read_yaml(p), "scenario")
+    data.setdefault("name", p.stem)
+    if overrides:
+        data.update(overrides)
+    return validate(Scenario, data, str(p), error=ScenarioError)

@@ -1,0 +1,127 @@
+"""The configuration sections that centralized and federated runs share.
+
+Each section is a small frozen pydantic model; a centralized run
+(:class:`fedzo.config.train.TrainConfig`) and a federated scenario
+(:class:`fedzo.config.scenario.Scenario`) both hold the same ``model``, ``data``, ``zo``,
+``optimizer`` and ``runtime`` sections, so a setting means the same thing, with the same
+default, wherever it appears. Field descriptions are the documentation
+(``docs/scenarios.md`` and ``fedzo train --help`` are generated from them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fedzo.zo.estimators import ESTIMATORS
+from fedzo.zo.optimizers import OPTIMIZERS, is_zo
+
+PeftKind = Literal["full", "lora", "prefix", "prompt"]
+
+
+class Section(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    """Which model is trained, and which of its parameters."""
+
+    name: str = Field("smollm2-135m", description="embedded model name (smollm2-135m, minilm-l6, "
+                      "tiny-llama, tiny-bert), a local directory or a hub id")
+    peft: PeftKind = Field("full", description="which parameters are trained: all (full), LoRA "
+                           "adapters, prefix or prompt (virtual tokens)")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank (peft: lora)")
+    virtual_tokens: int = Field(10, ge=1, description="virtual tokens (peft: prefix / prompt)")
+
+
+class DataConfig(Section):
+    """The task, its prompt, how much of it is used and how it is batched."""
+
+    task: str = Field("rotten-tomatoes", description="embedded task name, hf:<dataset> or a local "
+                      "dataset path")
+    prompt: str | None = Field(None, description="prompt template name (causal LMs); default: the "
+                               "task's best measured")
+    max_length: int | None = Field(None, ge=8, description="token limit per example (default: the task's)")
+    train_examples: int | None = Field(None, ge=1, description="use the first N training examples only")
+    eval_examples: int | None = Field(None, ge=1, description="evaluate on the first N examples only")
+    eval_split: Literal["dev", "test"] = Field("dev", description="split evaluated during training")
+    batch_size: int = Field(16, ge=1, description="examples per training step (per local step in a "
+                            "federated run)")
+    eval_batch_size: int = Field(32, ge=1, description="batch size for evaluation")
+
+
+class ZOConfig(Section):
+    """How a zeroth-order step probes the loss: directions, their generator and scale."""
+
+    estimator: str = Field("central", description="finite-difference scheme: "
+                           + " | ".join(ESTIMATORS.names()))
+    eps: float = Field(1e-3, gt=0, description="perturbation scale")
+    q: int = Field(1, ge=1, description="directions per step (scalars per step sent up)")
+    generator: Literal["portable", "torch"] = Field(
+        "portable", description="direction generator (portable: the same directions on CPU and CUDA)")
+    distribution: Literal["gaussian", "rademacher"] = Field("gaussian", description="direction distribution")
+    chunk_size: int = Field(1 << 20, ge=1024, description="elements regenerated per chunk")
+    compile: bool = Field(False, description="compile the portable generator with torch.compile "
+                          "(centralized runs)")
+    mask: Literal["none", "random", "magnitude"] = Field(
+        "none", description="sparse perturbation mask (centralized runs)")
+    mask_density: float = Field(0.1, gt=0, le=1, description="fraction of elements a mask perturbs")
+    blockwise: bool = Field(False, description="perturb one block (layer) per direction (centralized runs)")
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        return ESTIMATORS.check(v)
+
+    @model_validator(mode="after")
+    def _mask_chunks(self) -> ZOConfig:
+        if self.mask == "magnitude" and self.chunk_size % 8:
+            raise ValueError("a magnitude mask needs zo.chunk_size to be a multiple of 8")
+        return self
+
+    @property
+    def centralized_only(self) -> list[str]:
+        """The keys set to something only a centralized run supports."""
+        out = [f"zo.{k}" for k in ("compile", "blockwise") if getattr(self, k)]
+        return out + (["zo.mask"] if self.mask != "none" else [])
+
+
+class OptimizerConfig(Section):
+    """The optimizer and its learning-rate schedule."""
+
+    name: str = Field("zo-sgd", description="optimizer: " + " | ".join(OPTIMIZERS.names())
+                      + " (zo-*: forward only; fo-*: backprop; a federated run needs a federated one)")
+    lr: float = Field(1e-6, gt=0, description="learning rate")
+    schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
+    warmup: int = Field(0, ge=0, description="linear warm-up, in steps (centralized) or rounds (federated)")
+    hybrid_fo: Literal["none", "head", "last-block"] = Field(
+        "none", description="backprop this part and ZO the rest (centralized zo-* runs)")
+    fo_lr: float = Field(1e-4, gt=0, description="learning rate of the backprop part (hybrid_fo)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
+
+    @model_validator(mode="after")
+    def _hybrid_needs_zo(self) -> OptimizerConfig:
+        if self.hybrid_fo != "none" and not is_zo(self.name):
+            raise ValueError("optimizer.hybrid_fo needs a zo-* optimizer (it backprops only its part)")
+        if self.name == "zo-sgd-mmt" and self.hybrid_fo != "none":
+            raise ValueError("optimizer.hybrid_fo cannot be combined with zo-sgd-mmt")
+        return self
+
+    @property
+    def is_zo(self) -> bool:
+        """Forward-only (True) or backprop (False)."""
+        return is_zo(self.name)
+
+
+class RuntimeConfig(Section):
+    """Where and with how many threads the run computes."""
+
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where to compute (auto: CUDA when present)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: all cores)")

@@ -1,0 +1,391 @@
+"""The round engine: one loop for every federated protocol.
+
+Round ``r`` (every protocol, every engine):
+
+1. sample the participants (a pure function of the run seed, the round and the attempt;
+   over-commit samples more than it keeps) and ask the protocol for each one's message;
+2. a device that is offline when the round starts never gets its message; the others
+   are sent theirs over the :class:`~fedzo.federation.transport.Transport`;
+3. replies are parsed by the protocol (invalid ones counted, never raised), each client's
+   work is priced on the run's simulated :class:`~fedzo.devices.clock.Clock`, and the
+   clock decides who is kept (deadline, over-commit, availability);
+4. fewer than ``min_clients`` kept: the round is skipped, or retried once with a fresh
+   sample (``below_min: retry``);
+5. the protocol aggregates the kept updates and commits them (the seeds-and-scalars log
+   line, or the FedAvg weights), the global model is evaluated every E rounds, and the
+   typed records (:mod:`fedzo.records`) are appended to the run directory; then the
+   protocol checkpoints what it keeps outside the log.
+
+The protocol is a plug-in (:class:`RoundProtocol`): :mod:`fedzo.federation.protocols.zo`
+(seeds and scalars) and :mod:`fedzo.federation.protocols.fedavg` (FedAvg with backprop).
+A killed run resumes from the last round present both in the protocol's durable state
+and in the metrics, and continues bitwise as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar
+
+from flwr.app import Message, RecordDict
+
+from fedzo.config.scenario import Scenario
+from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, simulate_round
+from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
+from fedzo.federation.faults import fault_totals, round_fault_counts, with_faults
+from fedzo.federation.fleet import FleetPlan, memory_frontier
+from fedzo.federation.replies import Collected, collect_replies
+from fedzo.federation.transport import Transport, handshake
+from fedzo.records import ClientRecord, ClientStatus, FleetRecord, RoundRecord, Summary, accuracy_summary
+from fedzo.runs import AnyRecord, RunDir, peak_rss_bytes
+from fedzo.zo.seeds import derive_seed
+
+SAMPLE_TAG = 0x5A3F
+
+U = TypeVar("U", bound="ClientUpdate")
+
+
+class ClientUpdate(Protocol):
+    """What the engine reads from any protocol's parsed reply."""
+
+    num_examples: int
+    train_loss: float
+    compute_seconds: float
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A protocol's message body for one client, and the catch-up it carries."""
+
+    content: RecordDict
+    catch_up_entries: int = 0
+
+
+class RoundProtocol(Protocol[U]):
+    """A federated protocol, as the round engine drives it."""
+
+    method: str  # summary.method
+    setup_json: str
+    digest: str
+
+    def open(self, run: RunDir, resume: bool, last_metric_round: int, clients: Sequence[ClientRecord]) -> int:
+        """Start fresh, or restore durable state (``resume``) and return the last round to
+        keep of the ``last_metric_round`` the metrics hold (-1: start over)."""
+
+    def begin_round(self, round_: int) -> None:
+        """Prepare what every message of ``round_`` shares (seeds, lr, global weights)."""
+
+    def downlink(self, round_: int, client: int) -> Outgoing:
+        """The message body for ``client``."""
+
+    def parse(self, round_: int, client: int, content: RecordDict) -> U:
+        """A reply as an update; raises :class:`~fedzo.federation.messages.MessageError`."""
+
+    def work(self, update: U | None, down_bytes: int, up_bytes: int, catch_up_entries: int) -> ClientWork:
+        """What a client did, for the clock (``update`` None: modelled, nothing reported)."""
+
+    def commit(self, round_: int, accepted: dict[int, U], synced: Sequence[int]) -> None:
+        """Aggregate the kept updates (none: a skipped round) and move the global model."""
+
+    def checkpoint(self, round_: int) -> None:
+        """Persist what the update log does not hold (after the round's records)."""
+
+    def evaluate(self) -> dict[str, Any]:
+        """Metrics of the global model on the evaluation split."""
+
+    def round_fields(self) -> dict[str, Any]:
+        """Extra round-record fields (catch-up history held)."""
+
+    def summary_fields(self) -> dict[str, Any]:
+        """Extra summary fields (catch-up policy, local epochs, model digest)."""
+
+
+def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, attempt: int = 0,
+                   eligible: Sequence[int] | None = None) -> list[int]:
+    """The participants of a round (sorted), a pure function of the seeds.
+
+    ``eligible`` restricts the draw (clients excluded for memory); with every client
+    eligible the draw is the same as without it.
+    """
+    rng = random.Random(derive_seed(run_seed, SAMPLE_TAG, round_, attempt))
+    population: Sequence[int] = range(num_clients) if eligible is None else list(eligible)
+    return sorted(rng.sample(population, min(count, len(population))))
+
+
+def _timeline(t: ClientTiming, start: float, status: str) -> ClientTimeline:
+    """Absolute times of a client that is not part of the keep/deadline decision."""
+    d = start + t.download_s
+    r = d + t.replay_s
+    c = r + t.compute_s
+    u = c + t.upload_s
+    return ClientTimeline(t.client_id, start, d, r, c, u, status, u)  # type: ignore[arg-type]
+
+
+@dataclass
+class Totals:
+    """Running totals of a run (rebuilt from the records on resume)."""
+
+    sim_seconds: float = 0.0
+    host_seconds: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    peak_client_memory: int = 0
+
+    @classmethod
+    def from_records(cls, kept: Sequence[AnyRecord]) -> Totals:
+        """The totals after the last kept round."""
+        rounds = [r for r in kept if isinstance(r, RoundRecord)]
+        peaks = [r.peak_memory_bytes or 0 for r in kept if isinstance(r, ClientRecord)]
+        if not rounds:
+            return cls(peak_client_memory=max(peaks, default=0))
+        last = rounds[-1]
+        return cls(last.sim_seconds or 0.0, last.host_seconds or 0.0, last.bytes_up_total or 0,
+                   last.bytes_down_total or 0, max(peaks, default=0))
+
+
+@dataclass
+class Attempt(Generic[U]):
+    """One try of a round: its client records, the kept updates, and how long it took."""
+
+    records: list[ClientRecord] = field(default_factory=list)
+    accepted: dict[int, U] = field(default_factory=dict)
+    synced: list[int] = field(default_factory=list)  # clients whose worker reached global(r - 1)
+    rejected: dict[int, str] = field(default_factory=dict)
+    duration: float = 0.0
+    unknown_replies: int = 0
+
+
+@dataclass
+class _Sent:
+    size: MessageSize
+    catch_up_entries: int
+
+
+class RoundEngine(Generic[U]):
+    """Drives a protocol through the rounds of a scenario over a transport."""
+
+    def __init__(self, scenario: Scenario, run: RunDir, plan: FleetPlan, protocol: RoundProtocol[U],
+                 *, engine: str) -> None:
+        self.scenario = scenario
+        self.fed = scenario.federation
+        self.run = run
+        self.plan = plan
+        self.clock: Clock = plan.clock
+        self.protocol = protocol
+        self.engine = engine
+        self.node_of: dict[int, int] = {}
+        self.totals = Totals()
+        self.done = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self, resume: bool) -> None:
+        """Start the protocol's state; on ``resume`` continue from the last round both the
+        protocol's durable state and the metrics hold (later records are dropped)."""
+        if not resume:
+            self.protocol.open(self.run, False, 0, [])
+            return
+        records = self.run.records()
+        last = max((r.round for r in records if isinstance(r, RoundRecord)), default=0)
+        clients = [r for r in records if isinstance(r, ClientRecord)]
+        done = self.protocol.open(self.run, True, last, clients)
+        kept = self.run.truncate_metrics(done)
+        self.totals = Totals.from_records(kept)
+        self.done = max(done, 0)
+
+    def run_all(self, transport: Transport) -> Summary:
+        """Handshake, then the remaining rounds; returns the summary (also written)."""
+        transport = with_faults(transport, self.scenario.faults)
+        self.node_of = handshake(transport, self.protocol.setup_json, self.protocol.digest,
+                                 self.fed.num_clients, self.fed.setup_timeout)
+        self.write_fleet_files()
+        if not self.run.rounds():
+            m = self.protocol.evaluate()
+            self.run.append([RoundRecord(round=0, sim_seconds=0.0, host_seconds=0.0, eval_accuracy=m["accuracy"],
+                                         eval_macro_f1=m["macro_f1"])])
+        for r in range(self.done + 1, self.fed.rounds + 1):
+            self.run_round(transport, r)
+        return self.summary()
+
+    def write_fleet_files(self) -> None:
+        """``memory_frontier.json`` and the ``kind: fleet`` record (once per run directory)."""
+        tmp = self.run.path / "memory_frontier.json.tmp"
+        tmp.write_text(json.dumps(memory_frontier(self.plan), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(self.run.path / "memory_frontier.json")
+        if not any(isinstance(r, FleetRecord) for r in self.run.records()):
+            self.run.append([self.plan.record()])
+
+    # -- a round ----------------------------------------------------------------------------
+    def run_round(self, transport: Transport, round_: int) -> Attempt[U]:
+        """One round end to end: attempts, commit, evaluation, records, checkpoint."""
+        fed = self.fed
+        t0 = time.perf_counter()
+        self.protocol.begin_round(round_)
+        records: list[ClientRecord] = []
+        round_sim = 0.0
+        unknown = 0
+        synced: set[int] = set()
+        attempts = 2 if fed.below_min == "retry" else 1
+        for attempt in range(attempts):
+            result = self._attempt(transport, round_, attempt, self.totals.sim_seconds + round_sim)
+            records += result.records
+            round_sim += result.duration
+            unknown += result.unknown_replies
+            synced |= set(result.synced)
+            if len(result.accepted) >= fed.min_clients:
+                break
+        skipped = None
+        if len(result.accepted) < fed.min_clients:
+            retrying = ", retrying" if fed.below_min == "retry" else ""
+            skipped = (f"{len(result.accepted)} valid replies < min_clients {fed.min_clients} "
+                       f"(policy {fed.below_min}{retrying})")
+            result.accepted = {}
+        t_commit = time.perf_counter()
+        self.protocol.commit(round_, result.accepted, sorted(synced))
+        commit_seconds = time.perf_counter() - t_commit
+        self.totals.sim_seconds += round_sim
+        self.totals.host_seconds += time.perf_counter() - t0
+        m = self.protocol.evaluate() if round_ % fed.eval_every == 0 or round_ == fed.rounds else None
+        rec = self._round_record(round_, records, result, m, round_sim, commit_seconds, skipped, unknown)
+        self.run.append([*records, rec])
+        self.protocol.checkpoint(round_)
+        self.done = round_
+        return result
+
+    def _send(self, transport: Transport, round_: int, attempt: int, start: float,
+              clients: list[int]) -> tuple[list[Message], dict[int, _Sent], set[int]]:
+        """Build every participant's message; those offline at the start are not sent."""
+        msgs: list[Message] = []
+        sent: dict[int, _Sent] = {}
+        offline: set[int] = set()
+        for c in clients:
+            out = self.protocol.downlink(round_, c)
+            msg = transport.new_message(out.content, self.node_of[c], round_)
+            size = MessageSize.of(msg)
+            pre = self.clock.timing(c, self.protocol.work(None, size.message, 0, out.catch_up_entries))
+            off = self.clock.offline_at(c, pre, round_=round_, attempt=attempt, start=start)
+            if off is not None and off <= start:
+                offline.add(c)
+                continue
+            msgs.append(msg)
+            sent[c] = _Sent(size, out.catch_up_entries)
+        return msgs, sent, offline
+
+    def _attempt(self, transport: Transport, round_: int, attempt: int, start: float) -> Attempt[U]:
+        """One try of a round starting at simulated time ``start``."""
+        count, keep = self.plan.sample_sizes(self.fed.participants)
+        clients = sample_clients(self.scenario.seed, round_, self.fed.num_clients, count, attempt,
+                                 eligible=self.plan.eligible)
+        msgs, sent, offline = self._send(transport, round_, attempt, start, clients)
+        replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
+        client_of_node = {self.node_of[c]: c for c in sent}
+        got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content))
+        ups = {c: MessageSize.of(m) for c, m in got.messages.items()}
+        timings = {}
+        for c in sent:
+            t = self.clock.timing(c, self.protocol.work(got.updates.get(c), sent[c].size.message,
+                                                        ups[c].message if c in ups else 0, sent[c].catch_up_entries))
+            timings[c] = replace(t, offline_at=self.clock.offline_at(c, t, round_=round_, attempt=attempt, start=start))
+        sim = simulate_round([timings[c] for c in sorted(got.updates)], deadline=self.plan.deadline, keep=keep,
+                             start=start)
+        out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown)
+        round_end = sim.end if sim.timelines else start
+        lines = {int(tl.client_id): tl for tl in sim.timelines}
+        injected = getattr(transport, "injected", {})
+        for c in clients:
+            rec, end = self._client_record(round_, attempt, c, start, keep, sent.get(c), ups.get(c), got,
+                                           lines.get(c), timings.get(c), injected.get(c))
+            round_end = max(round_end, end)
+            if rec.status == "ok":
+                out.accepted[c] = got.updates[c]
+                self.totals.peak_client_memory = max(self.totals.peak_client_memory, rec.peak_memory_bytes or 0)
+            self.totals.bytes_down += rec.bytes_down
+            self.totals.bytes_up += rec.bytes_up
+            out.records.append(rec)
+        out.duration = round_end - start
+        return out
+
+    def _client_record(self, round_: int, attempt: int, c: int, start: float, keep: int | None, sent: _Sent | None,
+                       up: MessageSize | None, got: Collected[U], tl: ClientTimeline | None,
+                       timing: ClientTiming | None, fault: str | None) -> tuple[ClientRecord, float]:
+        """A client's record and the latest simulated time it holds the round open."""
+        end = start
+        upd = got.updates.get(c)
+        down = sent.size if sent is not None else MessageSize(0, 0)
+        up = up or MessageSize(0, 0)
+        reason: str | None
+        status: ClientStatus
+        if sent is None:
+            status, reason = "offline", "offline when the round started (device availability)"
+            tl = ClientTimeline(str(c), start, start, start, start, start, "offline", start)
+        elif tl is not None:
+            status = "late" if tl.status == "dropped" else tl.status
+            reason = self._outcome_reason(tl, keep)
+            if status != "ok":
+                up = MessageSize(0, 0)  # the server no longer listens for this reply
+        else:  # no reply, or a reply the server rejected: its transfers on the clock
+            assert timing is not None
+            tl = _timeline(timing, start, "dropped")
+            if c in got.rejected:
+                status = "failed" if got.rejected[c] == "failed" else "excluded"
+                reason = got.reasons[c]
+                deadline = self.plan.deadline
+                end = min(tl.upload_end, start + deadline) if deadline is not None else tl.upload_end
+            else:
+                status, reason = "dropped", "no reply within round_timeout"
+        return ClientRecord(
+            round=round_, client=c, device=self.plan.names[c], status=status, reason=reason, attempt=attempt,
+            bytes_up=up.message, bytes_down=down.message, payload_bytes_up=up.payload,
+            payload_bytes_down=down.payload, sim_start=tl.start, sim_download_end=tl.download_end,
+            sim_replay_end=tl.replay_end, sim_compute_end=tl.compute_end, sim_end=tl.end,
+            catch_up_entries=sent.catch_up_entries if sent is not None else 0, synced=upd is not None,
+            examples=upd.num_examples if upd is not None else None,
+            host_compute_seconds=upd.compute_seconds if upd is not None else 0.0,
+            peak_memory_bytes=upd.peak_memory_bytes if upd is not None else None,
+            fault=fault, extra_replies=got.extras.get(c, [])), end
+
+    def _outcome_reason(self, tl: ClientTimeline, keep: int | None) -> str | None:
+        return {
+            "ok": None,
+            "offline": f"went offline at simulated {tl.end:.3f} s before its upload ended (device availability)",
+            "late": f"finished at simulated {tl.upload_end:.3f} s, after the deadline of {self.plan.deadline} s",
+            "dropped": f"over-commit: the first {keep} replies were already in",
+        }[tl.status]
+
+    def _round_record(self, round_: int, records: list[ClientRecord], result: Attempt[U], m: dict[str, Any] | None,
+                      round_sim: float, commit_seconds: float, skipped: str | None, unknown: int) -> RoundRecord:
+        losses = [result.accepted[c].train_loss for c in sorted(result.accepted)]
+        overhead = estimated_transport_overhead(2 * len(records))
+        return RoundRecord(
+            round=round_, sim_seconds=self.totals.sim_seconds, host_seconds=self.totals.host_seconds,
+            server_replay_seconds=commit_seconds, bytes_up=sum(r.bytes_up for r in records),
+            bytes_down=sum(r.bytes_down for r in records), bytes_up_total=self.totals.bytes_up,
+            bytes_down_total=self.totals.bytes_down, payload_bytes_up=sum(r.payload_bytes_up for r in records),
+            payload_bytes_down=sum(r.payload_bytes_down for r in records),
+            train_loss=sum(losses) / len(losses) if losses else None,
+            eval_accuracy=None if m is None else m["accuracy"], eval_macro_f1=None if m is None else m["macro_f1"],
+            participants=len(result.accepted), round_sim_seconds=round_sim,
+            late=sorted(r.client for r in records if r.status == "late"),
+            offline=sorted(r.client for r in records if r.status == "offline"),
+            rejected=dict(sorted(result.rejected.items())), skipped=skipped,
+            **self.protocol.round_fields(), **round_fault_counts(records, unknown),
+            **{f"{k}_labelled_estimate": v for k, v in overhead.items()})
+
+    # -- the end ----------------------------------------------------------------------------
+    def summary(self) -> Summary:
+        """summary.json content (also written)."""
+        records = self.run.records()
+        s = Summary(
+            name=self.scenario.name, model=self.scenario.model.name, optimizer=self.scenario.optimizer.name,
+            method=self.protocol.method, peft=self.scenario.model.peft, engine=self.engine, rounds=self.fed.rounds,
+            **accuracy_summary(records), sim_seconds=self.totals.sim_seconds,
+            host_seconds=self.totals.host_seconds, bytes_up=self.totals.bytes_up, bytes_down=self.totals.bytes_down,
+            peak_client_memory_bytes=self.totals.peak_client_memory, server_peak_rss_bytes=peak_rss_bytes(),
+            modelled_client_memory_bytes=self.plan.modelled_memory(), excluded_clients=list(self.plan.excluded),
+            faults=fault_totals(records), **self.protocol.summary_fields())
+        self.run.write_summary(s)
+        return s

@@ -1,0 +1,168 @@
+"""The seeds-and-scalars protocol (DeComFL-style), server side, as a round-engine plug-in.
+
+Round ``r``: every participant gets the K step seeds, lr, eps, q and its catch-up to
+``global(r - 1)``; it answers with K x q projected gradients. The server aggregates them
+per direction seed, turns them into update-log entries (:func:`fedzo.zo.aggregate_entries`),
+appends the round to the log and applies it (:func:`fedzo.zo.apply_entries`), so
+``global(r)`` = initial weights + replay of the log, bitwise. The log is the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import RecordDict
+
+from fedzo.config.scenario import Scenario
+from fedzo.devices.clock import ClientWork, Clock
+from fedzo.errors import FederationError
+from fedzo.federation.aggregate import Contribution
+from fedzo.federation.catchup import CatchUpPlanner, make_policy
+from fedzo.federation.engine import Outgoing
+from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
+from fedzo.federation.robust import RobustAggregator
+from fedzo.federation.setup import ClientSetup
+from fedzo.records import ClientRecord
+from fedzo.runs import RunDir, report_torn_log
+from fedzo.tasks.objective import Objective
+from fedzo.zo import (
+    LogEntry,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    Schedule,
+    UpdateLog,
+    aggregate_entries,
+    apply_entries,
+    make_zo_optimizer,
+    param_digest,
+    param_signature,
+)
+from fedzo.zo.optimizers import ZOSGD
+
+
+class ZOProtocol:
+    """Server state of the seeds-and-scalars protocol: global model, update log, catch-up."""
+
+    method = "zo-federated"
+
+    def __init__(self, scenario: Scenario, objective: Objective, clock: Clock, *, resync_log: str | None) -> None:
+        """``resync_log``: the update log path a same-machine worker may re-sync from (None in deployment)."""
+        self.scenario = scenario
+        self.fed = fed = scenario.federation
+        self.objective = objective
+        self.params = ParamSet.from_module(objective.classifier)
+        zo = scenario.zo
+        self.spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
+        self.perturber = Perturber(self.params, self.spec)
+        self.initial = self.params.snapshot()
+        self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
+        self.planner = CatchUpPlanner(self.policy, clock)
+        self.planner.history.history_rounds = fed.history_rounds
+        for c in range(fed.num_clients):
+            self.planner.mark_synced(c, 0)
+        self.aggregate = RobustAggregator.from_config(fed)  # running-median clip state: see _apply
+        optimizer = make_zo_optimizer(scenario.optimizer.name)
+        if not isinstance(optimizer, ZOSGD):
+            raise FederationError(f"optimizer.name: {scenario.optimizer.name!r} cannot run federated")
+        self.optimizer = optimizer
+        opt = scenario.optimizer
+        self.schedule = Schedule(opt.lr, opt.schedule, fed.rounds, opt.warmup)
+        self.setup_json = ClientSetup(scenario, resync_log).to_json()
+        self.digest = ClientSetup(scenario, resync_log).digest
+        self.log = UpdateLog.create(self._header())
+        self.seeds: tuple[int, ...] = ()
+        self.lr = 0.0
+
+    # -- state -----------------------------------------------------------------------------
+    def _header(self) -> dict[str, Any]:
+        return {"param_signature": param_signature(self.params), "param_count": len(self.params),
+                "param_numel": self.params.numel, "noise": self.spec.to_dict(),
+                "optimizer": self.scenario.optimizer.name, "catch_up": self.fed.catch_up,
+                "initial_digest": param_digest(self.params), "protocol": "fedzo-federated"}
+
+    def open(self, run: RunDir, resume: bool, last_metric_round: int, clients: Sequence[ClientRecord]) -> int:
+        """Create the update log, or load it and replay it onto the global model."""
+        header = self._header()
+        if not resume or not run.log_path.exists():
+            run.log_path.unlink(missing_ok=True)
+            self.log = UpdateLog.create(header, run.log_path)
+            return -1
+        log, report = UpdateLog.load(run.log_path, repair=True)
+        report_torn_log(run.log_path, report.bad_line, report.dropped_lines)
+        if log.header.get("initial_digest") != header["initial_digest"]:
+            raise FederationError(f"{run.path}: the initial model differs from the one this run started from")
+        done = min(last_metric_round, log.last_round or 0)
+        log.truncate(done)
+        self.log = log
+        for r, entries in log.rounds:
+            for rec in clients:
+                if rec.round == r and rec.synced:
+                    self.planner.mark_synced(rec.client, r - 1)
+            self._apply(r, entries)
+        return done
+
+    def _apply(self, round_: int, entries: Sequence[LogEntry]) -> None:
+        """Move the global model by a logged round (and tell the planner)."""
+        self.planner.record_round(round_, [(e.seed, e.coefficient) for e in entries])
+        self.aggregate.observe(entries)  # rebuilt from the log on resume
+        if self.policy.incremental:
+            apply_entries(self.perturber, entries)
+        else:
+            self.params.load(self.initial)
+            apply_entries(self.perturber, self.policy.global_entries(self.log, round_))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The global trainable tensors (for ``full`` catch-up)."""
+        return {n: t.detach().cpu().numpy().copy() for n, t in zip(self.params.names, self.params.tensors, strict=True)}
+
+    # -- a round ---------------------------------------------------------------------------
+    def begin_round(self, round_: int) -> None:
+        """The round's step seeds and lr."""
+        self.seeds = self.policy.step_seeds(self.scenario.seed, round_, self.fed.local_steps)
+        self.lr = self.schedule(round_ - 1)
+
+    def downlink(self, round_: int, client: int) -> Outgoing:
+        """Seeds, lr, eps, q and the client's catch-up to ``global(round_ - 1)``."""
+        cu = self.planner.plan(client, round_ - 1, self.weights)
+        zo = self.scenario.zo
+        d = Downlink("train", round_, client, self.seeds, self.lr, zo.eps, zo.q, cu, config_digest=self.digest)
+        return Outgoing(build_downlink(d), cu.replayed_entries)
+
+    def parse(self, round_: int, client: int, content: RecordDict) -> Uplink:
+        """The client's scalars, checked against what it was sent."""
+        return parse_uplink(content, Expected(round_, client, self.seeds, self.scenario.zo.q, self.fed.max_abs_scalar))
+
+    def work(self, update: Uplink | None, down_bytes: int, up_bytes: int, catch_up_entries: int) -> ClientWork:
+        """K local ZO steps after the catch-up."""
+        return ClientWork(down_bytes, up_bytes, catch_up_entries, local_steps=self.fed.local_steps,
+                          host_seconds=update.compute_seconds if update is not None else None)
+
+    def commit(self, round_: int, accepted: dict[int, Uplink], synced: Sequence[int]) -> None:
+        """Aggregate per direction seed, append the round to the log, apply it."""
+        entries: list[LogEntry] = []
+        if accepted:
+            grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())])
+            entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
+        self.log.append_round(round_, entries)
+        self._apply(round_, entries)
+        # every client whose worker caught up to global(r - 1) (kept or not) now holds it
+        for c in synced:
+            self.planner.mark_synced(c, round_ - 1)
+
+    def checkpoint(self, round_: int) -> None:
+        """Nothing: the update log is the checkpoint."""
+
+    def evaluate(self) -> dict[str, Any]:
+        """Accuracy of the global model on the evaluation split."""
+        return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)  # type: ignore[operator,no-any-return]
+
+    def round_fields(self) -> dict[str, Any]:
+        """Catch-up entries the server holds."""
+        return {"history_entries": self.planner.history_entries}
+
+    def summary_fields(self) -> dict[str, Any]:
+        """Catch-up policy and the global model's digest."""
+        return {"catch_up": self.fed.catch_up, "model_sha256": param_digest(self.params)}

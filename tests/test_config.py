@@ -1,0 +1,57 @@
+"""The configuration sections: what each refuses, named; shared by centralized and federated runs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from fedzo.config.federation import FederationConfig
+from fedzo.config.scenario import Scenario
+from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, ZOConfig
+from fedzo.config.train import TrainConfig
+from fedzo.zo.optimizers import OPTIMIZERS, optimizer_names
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    (dict(clients_per_round=3, participation=0.5), "choose one"),
+    (dict(num_clients=2, min_clients=3), "min_clients"),
+    (dict(catch_up="seed_pool", seed_pool_size=2, local_steps=5), "seed_pool_size"),
+    (dict(aggregator="mode"), "not a known aggregator"),
+    (dict(partition="random"), "not a known partitioner"),
+    (dict(bogus=1), "bogus"),
+])
+def test_federation_refuses_what_the_protocol_cannot_do(kw, match) -> None:
+    with pytest.raises(ValidationError, match=match):
+        FederationConfig(**kw)
+
+
+def test_participants() -> None:
+    assert FederationConfig(num_clients=10, participation=0.3).participants == 3
+    assert FederationConfig(num_clients=10).participants == 10
+
+
+def test_centralized_and_federated_runs_share_the_same_sections() -> None:
+    shared = ("model", "data", "zo", "optimizer", "runtime")
+    for name in shared:
+        assert Scenario.model_fields[name].annotation is TrainConfig.model_fields[name].annotation
+    assert Scenario().model.name == TrainConfig().model.name == ModelConfig().name == "smollm2-135m"
+    assert Scenario().runtime == TrainConfig().runtime == RuntimeConfig()
+    assert DataConfig().task == "rotten-tomatoes" and ZOConfig().estimator == "central"
+
+
+def test_allowed_optimizer_names_derive_from_the_registry() -> None:
+    assert set(optimizer_names()) == set(OPTIMIZERS.names())
+    for name, info in OPTIMIZERS.items():
+        OptimizerConfig(name=name)  # every registered optimizer is a valid name
+        if info.federated:
+            Scenario(optimizer=OptimizerConfig(name=name))
+        else:
+            with pytest.raises(ValidationError, match="cannot run federated"):
+                Scenario(optimizer=OptimizerConfig(name=name))
+
+
+def test_hybrid_needs_a_zo_optimizer() -> None:
+    with pytest.raises(ValidationError, match="hybrid_fo needs a zo"):
+        OptimizerConfig(name="fo-adam", hybrid_fo="head")
+    with pytest.raises(ValidationError, match="zo-sgd-mmt cannot be combined with zo.blockwise"):
+        TrainConfig(optimizer=OptimizerConfig(name="zo-sgd-mmt"), zo=ZOConfig(blockwise=True))
