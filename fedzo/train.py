@@ -11,16 +11,17 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from fedzo.config.train import TrainConfig, train_config_from_dict
 from fedzo.errors import ConfigError
 from fedzo.records import RoundRecord, Summary, accuracy_summary
 from fedzo.runs import RunDir, open_run, peak_rss_bytes
 from fedzo.tasks.batching import Batch
+from fedzo.tasks.classifiers import Classifier
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.tasks.types import Example
 from fedzo.zo import (
@@ -45,12 +46,14 @@ from fedzo.zo import (
     zo_step,
 )
 from fedzo.zo.first_order import FOTrainer, HybridZOFO
+from fedzo.zo.masks import Mask
+from fedzo.zo.params import ParamPredicate
 from fedzo.zo.seeds import BATCH_TAG, STEP_TAG
 
 _MASK_TAG = 0x3A5C
 
 
-def step_batch(clf: Any, examples: list[Example], cfg: TrainConfig, step: int, device: torch.device) -> Batch:
+def step_batch(clf: Classifier, examples: list[Example], cfg: TrainConfig, step: int, device: torch.device) -> Batch:
     """The minibatch of ``step``: a pure function of (seed, step), so resume is exact."""
     rng = random.Random(derive_seed(cfg.seed, BATCH_TAG, step))
     picked = rng.sample(examples, min(cfg.data.batch_size, len(examples)))
@@ -61,7 +64,7 @@ def make_perturber(params: ParamSet, cfg: TrainConfig) -> Perturber:
     """The Perturber a config describes (noise spec, mask, blocks)."""
     zo = cfg.zo
     spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
-    mask = None
+    mask: Mask | None = None
     if zo.mask == "random":
         mask = RandomMask(zo.mask_density, derive_seed(cfg.seed, _MASK_TAG))
     elif zo.mask == "magnitude":
@@ -70,9 +73,9 @@ def make_perturber(params: ParamSet, cfg: TrainConfig) -> Perturber:
     return Perturber(params, spec, mask=mask, blocks=blocks, compiled=zo.compile)
 
 
-def _fo_selector(clf: nn.Module, part: str) -> Any:
+def _fo_selector(clf: Classifier, part: str) -> ParamPredicate:
     if part == "head":
-        base = {id(p) for p in clf.model.parameters()}  # type: ignore[union-attr]
+        base = {id(p) for p in clf.model.parameters()}
         head = [p for p in clf.parameters() if id(p) not in base]
         if not head:
             raise ConfigError("optimizer.hybrid_fo: 'head' but this classifier has no separate head "
@@ -96,17 +99,17 @@ class Stepper(Protocol):
 class ZOStepper:
     """A forward-only step over every trainable parameter."""
 
-    def __init__(self, clf: nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf, self.cfg = clf, cfg
         self.optimizer: ZOOptimizer = make_zo_optimizer(cfg.optimizer.name)
         self.perturber: Perturber | None = make_perturber(ParamSet.from_module(clf), cfg)
         self.est = EstimatorConfig(cfg.zo.estimator, cfg.zo.eps, cfg.zo.q)
 
-    def loss_fn(self, batch: Batch) -> Any:
+    def loss_fn(self, batch: Batch) -> Callable[[], float]:
         """The no-grad loss on ``batch``."""
         def f() -> float:
             with torch.no_grad():
-                return float(self.clf.loss(batch))  # type: ignore[operator]
+                return float(self.clf.loss(batch))
         return f
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:
@@ -120,7 +123,7 @@ class ZOStepper:
 class HybridStepper(ZOStepper):
     """ZO on most parameters, backprop on the part ``optimizer.hybrid_fo`` names."""
 
-    def __init__(self, clf: nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf, self.cfg = clf, cfg
         self.optimizer = make_zo_optimizer(cfg.optimizer.name)
         self.est = EstimatorConfig(cfg.zo.estimator, cfg.zo.eps, cfg.zo.q)
@@ -130,7 +133,7 @@ class HybridStepper(ZOStepper):
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:
         """A ZO step on the ZO part, then backprop on the FO part (the ZO part is logged)."""
-        res, _ = self.hybrid.step(self.loss_fn(batch), lambda: self.clf.loss(batch),  # type: ignore[operator]
+        res, _ = self.hybrid.step(self.loss_fn(batch), lambda: self.clf.loss(batch),
                                   derive_seed(self.cfg.seed, STEP_TAG, step), self.est, lr)
         return res.loss, [LogEntry(step, d.seed, d.alphas, d.grad, d.lr) for d in res.directions]
 
@@ -140,13 +143,13 @@ class FOStepper:
 
     perturber = None
 
-    def __init__(self, clf: nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf = clf
         self.trainer = FOTrainer(clf, cfg.optimizer.name, cfg.optimizer.lr)
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:
         """Forward, backward, optimiser step."""
-        return self.trainer.step(lambda: self.clf.loss(batch), lr), []  # type: ignore[operator]
+        return self.trainer.step(lambda: self.clf.loss(batch), lr), []
 
     def save(self, run: RunDir, step: int) -> None:
         """Checkpoint the trainable tensors and optimiser state."""
@@ -164,7 +167,7 @@ class FOStepper:
         return int(state["step"])
 
 
-def make_stepper(clf: nn.Module, cfg: TrainConfig) -> ZOStepper | HybridStepper | FOStepper:
+def make_stepper(clf: Classifier, cfg: TrainConfig) -> ZOStepper | HybridStepper | FOStepper:
     """The stepper for the config's optimizer."""
     if not cfg.optimizer.is_zo:
         return FOStepper(clf, cfg)
@@ -236,7 +239,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, force: boo
     schedule = Schedule(cfg.optimizer.lr, cfg.optimizer.schedule, cfg.steps, cfg.optimizer.warmup)
 
     def evaluate() -> dict[str, Any]:
-        return clf.evaluate(obj.eval, cfg.data.eval_batch_size)  # type: ignore[operator,no-any-return]
+        return clf.evaluate(obj.eval, cfg.data.eval_batch_size)
 
     bar = tqdm(total=cfg.steps, initial=done, disable=not progress, desc=cfg.name, unit="step")
     if not prior:
@@ -267,7 +270,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, force: boo
     return summary
 
 
-def _summary(cfg: TrainConfig, run: RunDir, clf: nn.Module, perturber: Perturber | None) -> Summary:
+def _summary(cfg: TrainConfig, run: RunDir, clf: Classifier, perturber: Perturber | None) -> Summary:
     rounds = run.rounds()
     params = perturber.params if perturber is not None else ParamSet.from_module(clf, lambda n, p: True)
     return Summary(

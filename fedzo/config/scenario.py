@@ -30,7 +30,7 @@ from fedzo.zo.optimizers import OPTIMIZERS, optimizer_names
 class Scenario(Section):
     """A complete federated experiment."""
 
-    version: Literal[2] = Field(VERSION, description="format version of this file (files without it "
+    version: Literal[2] = Field(2, description="format version of this file (files without it "
                                 "in the older flat format are read as version 1 and upgraded)")
     name: str = Field("federated", description="run name (shown in plots and reports; default: the file's stem)")
     seed: int = Field(0, ge=0, description="run seed: sampling, step seeds, batches, adapter initialisation")

@@ -14,7 +14,7 @@ from fedzo.config.validation import validate
 class TrainConfig(Section):
     """Every option of a centralized run; field descriptions double as ``--help`` text."""
 
-    version: Literal[2] = Field(VERSION, description="format version")
+    version: Literal[2] = Field(2, description="format version")
     name: str = Field("train", description="run name (shown in plots and reports)")
     seed: int = Field(0, ge=0, description="run seed (data order, directions, adapter initialisation)")
     steps: int = Field(1000, ge=1, description="optimizer steps")

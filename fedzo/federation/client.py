@@ -143,7 +143,7 @@ class Worker:
         rng = random.Random(derive_seed(self.scenario.seed, BATCH_TAG, round_, client, step))
         picked = [self.objective.train[i] for i in rng.sample(part, min(self.scenario.data.batch_size, len(part)))]
         clf = self.objective.classifier
-        return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)  # type: ignore[operator]
+        return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)
 
     def train(self, d: Downlink, cache: NodeCache | None = None) -> Uplink:
         """Catch up, then K local ZO steps from ``global(r - 1)``; returns the scalars."""
@@ -167,7 +167,7 @@ class Worker:
 
             def loss_fn(b: Batch = batch) -> float:
                 with torch.no_grad():
-                    return float(clf.loss(b))  # type: ignore[operator]
+                    return float(clf.loss(b))
 
             res = zo_step(self.work_perturber, loss_fn, seed, est, opt, d.lr)
             scalars.extend(res.grads)
@@ -200,10 +200,13 @@ def reset_worker() -> None:
 
 def _partition_id(context: Context) -> int:
     pid = context.node_config.get("partition-id")
-    if pid is None:
-        raise ConfigError("node_config has no 'partition-id'; start the SuperNode with "
+    if isinstance(pid, bool) or not isinstance(pid, int | str):
+        raise ConfigError(f"node_config 'partition-id' is {pid!r}; start the SuperNode with "
                           "--node-config 'partition-id=I num-partitions=N'")
-    return int(pid)  # type: ignore[call-overload]
+    try:
+        return int(pid)
+    except ValueError:
+        raise ConfigError(f"node_config 'partition-id' is {pid!r}; expected an integer") from None
 
 
 def node_cache(context: Context) -> NodeCache:

@@ -34,7 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from flwr.app import Message, RecordDict
 
 from fedzo.config.scenario import Scenario
-from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, simulate_round
+from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, Status, simulate_round
 from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.faults import fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier
@@ -117,13 +117,13 @@ def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, att
     return sorted(rng.sample(population, min(count, len(population))))
 
 
-def _timeline(t: ClientTiming, start: float, status: str) -> ClientTimeline:
+def _timeline(t: ClientTiming, start: float, status: Status) -> ClientTimeline:
     """Absolute times of a client that is not part of the keep/deadline decision."""
     d = start + t.download_s
     r = d + t.replay_s
     c = r + t.compute_s
     u = c + t.upload_s
-    return ClientTimeline(t.client_id, start, d, r, c, u, status, u)  # type: ignore[arg-type]
+    return ClientTimeline(t.client_id, start, d, r, c, u, status, u)
 
 
 @dataclass

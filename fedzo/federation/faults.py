@@ -44,6 +44,7 @@ from flwr.app import ConfigRecord, Error, Message, RecordDict
 
 from fedzo.config.faults import BYZANTINE_KINDS, DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
 from fedzo.federation.messages import CONFIG_KEY, pack_f32, unpack_f32
+from fedzo.federation.transport import Transport
 from fedzo.records import ClientRecord, FleetRecord, RoundRecord
 from fedzo.zo.seeds import derive_seed
 
@@ -97,11 +98,13 @@ def tamper(scalars: Sequence[float], kind: str, seed: int) -> tuple[float, ...]:
 
 def _downlink_ids(msg: Message) -> tuple[str, int, int] | None:
     """(op, round, client) of a seeds-and-scalars downlink, None for other messages."""
-    try:
-        rec = msg.content.config_records[CONFIG_KEY]
-        return str(rec["op"]), int(rec["r"]), int(rec["c"])  # type: ignore[call-overload]
-    except (KeyError, TypeError, ValueError):
+    if not msg.has_content() or CONFIG_KEY not in msg.content.config_records:
         return None
+    rec = msg.content.config_records[CONFIG_KEY]
+    op, rnd, client = rec.get("op"), rec.get("r"), rec.get("c")
+    if isinstance(op, str) and isinstance(rnd, int) and isinstance(client, int):
+        return op, rnd, client
+    return None
 
 
 def _with_config(content: RecordDict, **changes: Any) -> RecordDict:
@@ -126,7 +129,7 @@ class FaultyTransport:
     when it writes the client records).
     """
 
-    inner: Any
+    inner: Transport
     cfg: FaultsConfig
     injected: dict[int, str] = field(default_factory=dict)
 
@@ -136,7 +139,7 @@ class FaultyTransport:
 
     def new_message(self, content: RecordDict, node: int, round_: int) -> Message:
         """Passed through."""
-        return self.inner.new_message(content, node, round_)  # type: ignore[no-any-return]
+        return self.inner.new_message(content, node, round_)
 
     def exchange(self, messages: Sequence[Message], timeout: float) -> list[Message]:
         """Deliver ``messages`` through the inner transport, injecting faults on the way.
@@ -193,16 +196,17 @@ class FaultyTransport:
 
     def _tampered(self, rep: Message, msg: Message, rnd: int, client: int) -> Message:
         rec = rep.content.config_records.get(CONFIG_KEY)
-        if rec is None or not isinstance(rec.get("s"), bytes):
+        packed_in = None if rec is None else rec.get("s")
+        if not isinstance(packed_in, bytes):
             return rep
-        scalars = unpack_f32(bytes(rec["s"]))  # type: ignore[arg-type]
+        scalars = unpack_f32(packed_in)
         bad = tamper(scalars, self.cfg.byzantine.kind, derive_seed(self.cfg.seed, RANDOM_TAG, rnd, client))
         with np.errstate(over="ignore"):
             packed = pack_f32(bad)
         return _reply(_with_config(rep.content, s=packed), msg)
 
 
-def with_faults(transport: Any, faults: FaultsConfig | None) -> Any:
+def with_faults(transport: Transport, faults: FaultsConfig | None) -> Transport:
     """``transport`` wrapped by :class:`FaultyTransport` when ``faults`` injects anything."""
     if faults is None or not faults.active or isinstance(transport, FaultyTransport):
         return transport

@@ -23,6 +23,7 @@ bfloat16 tensors travel as float32 (numpy has no bfloat16) and are cast back on 
 from __future__ import annotations
 
 import math
+from functools import partial
 import random
 import time
 from typing import Any
@@ -117,7 +118,9 @@ def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
         raise FedAvgMessageError(f"partition-id {client} is out of range; allowed: 0..{fed.num_clients - 1}")
     t0 = time.perf_counter()
     cfg = content.config_records[CONFIG_KEY]
-    round_, lr = int(cfg[ROUND_KEY]), float(cfg[LR_KEY])  # type: ignore[arg-type]
+    round_, lr = cfg.get(ROUND_KEY), cfg.get(LR_KEY)
+    if not isinstance(round_, int) or not isinstance(lr, float):
+        raise FedAvgMessageError(f"config record has {ROUND_KEY}={round_!r}, {LR_KEY}={lr!r}; expected an int and a float")
     if ARRAYS_KEY not in content.array_records:
         raise FedAvgMessageError(f"FedAvg train message without ArrayRecord {ARRAYS_KEY!r}")
     check_arrays(worker.work, content.array_records[ARRAYS_KEY], "downlink")
@@ -131,7 +134,7 @@ def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
         for idx in epoch_batches(worker.partitions[client], sc.data.batch_size, sc.seed, round_, client, epoch):
             picked = [obj.train[i] for i in idx]
             batch = next(iter(clf.batches(picked, len(picked)))).to(obj.device)
-            losses.append(trainer.step(lambda b=batch: clf.loss(b), lr))
+            losses.append(trainer.step(partial(clf.loss, batch), lr))
             examples += len(idx)
     if not losses:
         raise FedAvgMessageError(f"client {client} has an empty partition; nothing to train on")

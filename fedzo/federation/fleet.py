@@ -56,7 +56,8 @@ def model_shape(scenario: Scenario, objective: Objective, params: ParamSet) -> M
     """The :class:`ModelShape` of a run from its scenario, built objective and trainable set."""
     clf = objective.classifier
     model = clf.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model
     first = next(iter(base.parameters()))
     dtype = _DTYPES.get(str(first.dtype), "fp32")
     m = scenario.model

@@ -31,13 +31,13 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedzo.errors import FedzoError
-from fedzo.federation.catchup.base import CATCH_UP_KINDS, CatchUp
+from fedzo.federation.catchup.base import CATCH_UP_KINDS, CatchUp, CatchUpKind
 from fedzo.zo.seeds import derive_seed
 
 SCHEMA_VERSION = 1
@@ -192,12 +192,16 @@ def _config(content: RecordDict) -> ConfigRecord:
     return rec
 
 
-def _get(rec: ConfigRecord | MetricRecord, key: str, kind: type | tuple[type, ...]) -> object:
+T = TypeVar("T", int, float, str, bytes)
+
+
+def _get(rec: ConfigRecord | MetricRecord, key: str, kind: type[T]) -> T:
+    """``rec[key]`` checked to be of ``kind`` (a bool is not an int here)."""
     if key not in rec:
         raise MessageError(f"field {key!r} is missing")
     val = rec[key]
-    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
-        raise MessageError(f"field {key!r} has type {type(val).__name__}; expected {kind}")
+    if not isinstance(val, kind) or isinstance(val, bool):
+        raise MessageError(f"field {key!r} has type {type(val).__name__}; expected {kind.__name__}")
     return val
 
 
@@ -207,15 +211,15 @@ def parse_downlink(content: RecordDict) -> Downlink:
     op = _get(rec, "op", str)
     if op not in ("setup", "train"):
         raise MessageError(f"op {op!r} is not known; allowed: setup, train")
-    rnd, client = int(_get(rec, "r", int)), int(_get(rec, "c", int))  # type: ignore[call-overload]
+    rnd, client = int(_get(rec, "r", int)), int(_get(rec, "c", int))
     digest = str(_get(rec, "d", str))
     if op == "setup":
         return Downlink("setup", rnd, client, config_json=str(_get(rec, "cfg", str)), config_digest=digest)
     kind = str(_get(rec, "cu", str))
     if kind not in CATCH_UP_KINDS:
         raise MessageError(f"catch-up kind {kind!r} is not known; allowed: {', '.join(CATCH_UP_KINDS)}")
-    cseeds = unpack_seeds(bytes(_get(rec, "cs", bytes)), "cs") if "cs" in rec else ()  # type: ignore[arg-type]
-    coefs = unpack_f64(bytes(_get(rec, "cc", bytes)), "cc") if "cc" in rec else ()  # type: ignore[arg-type]
+    cseeds = unpack_seeds(bytes(_get(rec, "cs", bytes)), "cs") if "cs" in rec else ()
+    coefs = unpack_f64(bytes(_get(rec, "cc", bytes)), "cc") if "cc" in rec else ()
     if len(cseeds) != len(coefs):
         raise MessageError(f"catch-up has {len(cseeds)} seeds but {len(coefs)} coefficients")
     weights = None
@@ -223,13 +227,12 @@ def parse_downlink(content: RecordDict) -> Downlink:
         if WEIGHTS_KEY not in content.array_records:
             raise MessageError(f"catch-up 'full' without ArrayRecord {WEIGHTS_KEY!r}")
         weights = {k: a.numpy() for k, a in content.array_records[WEIGHTS_KEY].items()}
-    cu = CatchUp(kind, int(_get(rec, "cf", int)), int(_get(rec, "ct", int)),  # type: ignore[arg-type,call-overload]
-                 cseeds, coefs, weights)
-    q = int(_get(rec, "q", int))  # type: ignore[call-overload]
+    cu = CatchUp(cast(CatchUpKind, kind), _get(rec, "cf", int), _get(rec, "ct", int), cseeds, coefs, weights)
+    q = int(_get(rec, "q", int))
     if q < 1:
         raise MessageError(f"q {q} is not allowed; q must be >= 1")
-    return Downlink("train", rnd, client, unpack_seeds(bytes(_get(rec, "s", bytes)), "s"),  # type: ignore[arg-type]
-                    float(_get(rec, "lr", float)), float(_get(rec, "eps", float)), q,  # type: ignore[arg-type]
+    return Downlink("train", rnd, client, unpack_seeds(bytes(_get(rec, "s", bytes)), "s"),
+                    float(_get(rec, "lr", float)), float(_get(rec, "eps", float)), q,
                     cu, config_digest=digest)
 
 
@@ -240,7 +243,7 @@ def build_setup_reply(partition_id: int) -> RecordDict:
 
 def parse_setup_reply(content: RecordDict) -> int:
     """The client id a node announced in the handshake."""
-    return int(_get(_config(content), "c", int))  # type: ignore[call-overload]
+    return int(_get(_config(content), "c", int))
 
 
 # -- uplink ------------------------------------------------------------------------------
@@ -289,16 +292,16 @@ class Expected:
 def parse_uplink(content: RecordDict, expected: Expected) -> Uplink:
     """Validate a reply against what was sent; raises a named :class:`MessageError`."""
     rec = _config(content)
-    rnd = int(_get(rec, "r", int))  # type: ignore[call-overload]
+    rnd = int(_get(rec, "r", int))
     if rnd != expected.round:
         raise StaleRoundError(f"reply is for round {rnd}; the server is in round {expected.round}. "
                               "Discarding it")
-    client = int(_get(rec, "c", int))  # type: ignore[call-overload]
+    client = int(_get(rec, "c", int))
     if client != expected.client:
         raise MessageError(f"reply names client {client}; it was sent to client {expected.client}")
-    if int(_get(rec, "sd", int)) != seeds_digest(expected.seeds):  # type: ignore[call-overload]
+    if int(_get(rec, "sd", int)) != seeds_digest(expected.seeds):
         raise UnknownSeedsError(f"client {client} answered seeds that were not sent in round {rnd}")
-    scalars = unpack_f32(bytes(_get(rec, "s", bytes)))  # type: ignore[arg-type]
+    scalars = unpack_f32(bytes(_get(rec, "s", bytes)))
     want = len(expected.seeds) * expected.q
     if len(scalars) != want:
         raise ScalarCountError(f"client {client} sent {len(scalars)} scalars; expected {want} "
@@ -313,11 +316,11 @@ def parse_uplink(content: RecordDict, expected: Expected) -> Uplink:
         m = content.metric_records[METRIC_KEY]
     except KeyError:
         raise MessageError(f"no MetricRecord {METRIC_KEY!r} in the reply") from None
-    n = int(_get(m, "n", int))  # type: ignore[call-overload]
+    n = int(_get(m, "n", int))
     if n < 1:
         raise MessageError(f"client {client} reports {n} examples; expected >= 1")
-    lm, ll = float(_get(m, "lm", float)), float(_get(m, "ll", float))  # type: ignore[arg-type]
+    lm, ll = float(_get(m, "lm", float)), float(_get(m, "ll", float))
     if not (math.isfinite(lm) and math.isfinite(ll)):
         raise NonFiniteScalarError(f"client {client} reports a non-finite loss")
     return Uplink(rnd, client, scalars, seeds_digest(expected.seeds), n, lm, ll,
-                  float(_get(m, "t", float)), int(_get(m, "pm", int)))  # type: ignore[arg-type,call-overload]
+                  float(_get(m, "t", float)), int(_get(m, "pm", int)))

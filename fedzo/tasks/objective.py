@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from fedzo.config.sections import DataConfig, ModelConfig, RuntimeConfig
 from fedzo.errors import ConfigError
+from fedzo.tasks.classifiers import Classifier
 from fedzo.tasks.types import Example
 
 
@@ -20,7 +20,7 @@ from fedzo.tasks.types import Example
 class Objective:
     """What training touches: the classifier module and its data."""
 
-    classifier: nn.Module
+    classifier: Classifier
     train: list[Example]
     eval: list[Example]
     device: torch.device

@@ -3,13 +3,13 @@ optimisers and the replayable update log. Imports neither flwr nor transformers.
 
 from fedzo.zo.estimators import ESTIMATORS, EstimatorConfig, direction_lr, direction_seeds
 from fedzo.zo.log import LogEntry, UpdateLog, check_signature, param_signature
-from fedzo.zo.masks import BlockSchedule, MagnitudeMask, RandomMask, default_blocks
-from fedzo.zo.noise import Distribution, GeneratorKind, NoiseSpec
+from fedzo.zo.masks import BlockSchedule, MagnitudeMask, Mask, RandomMask, default_blocks
+from fedzo.zo.noise import Distribution, DistributionName, GeneratorKind, GeneratorName, NoiseSpec
 from fedzo.zo.optimizers import OPTIMIZERS, ZOOptimizer, is_zo, make_zo_optimizer, optimizer_names
 from fedzo.zo.params import ParamSet, param_digest
 from fedzo.zo.perturb import Perturber
 from fedzo.zo.replay import aggregate_entries, apply_entries
-from fedzo.zo.schedules import Schedule, ScheduleKind
+from fedzo.zo.schedules import Schedule, ScheduleKind, ScheduleName
 from fedzo.zo.seeds import derive_seed, seed_stream
 from fedzo.zo.step import StepResult, zo_step
 
@@ -18,16 +18,20 @@ __all__ = [
     "OPTIMIZERS",
     "BlockSchedule",
     "Distribution",
+    "DistributionName",
     "EstimatorConfig",
     "GeneratorKind",
+    "GeneratorName",
     "LogEntry",
     "MagnitudeMask",
+    "Mask",
     "NoiseSpec",
     "ParamSet",
     "Perturber",
     "RandomMask",
     "Schedule",
     "ScheduleKind",
+    "ScheduleName",
     "StepResult",
     "UpdateLog",
     "ZOOptimizer",

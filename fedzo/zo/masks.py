@@ -26,15 +26,21 @@ from fedzo.zo.noise import portable_bits
 from fedzo.zo.params import ParamSet
 from fedzo.zo.seeds import derive_seed
 
+__all__ = ["BlockSchedule", "MagnitudeMask", "Mask", "RandomMask", "default_blocks"]
+
 _BLOCK_TAG = 0xB10C
 
 
 class Mask(Protocol):
     """Zeroes, in place, the direction elements that are not perturbed."""
 
-    def apply(self, tensor_index: int, start: int, z: torch.Tensor) -> None: ...
+    def apply(self, tensor_index: int, start: int, z: torch.Tensor) -> None:
+        """Zero the masked-out elements of ``z``, the chunk at ``start`` of tensor ``tensor_index``."""
+        ...
 
-    def density(self) -> float: ...
+    def density(self) -> float:
+        """Fraction of the elements that are kept."""
+        ...
 
 
 def _check_density(density: float) -> float:
@@ -52,11 +58,13 @@ class RandomMask:
         self._threshold = int(self._density * (1 << 32))
 
     def apply(self, tensor_index: int, start: int, z: torch.Tensor) -> None:
+        """Zero the elements of ``z`` that the seeded draw leaves out."""
         key = derive_seed(self.mask_seed, tensor_index)
         keep = portable_bits(key, start, z.numel(), z.device) < self._threshold
         z.mul_(keep.view_as(z))
 
     def density(self) -> float:
+        """Fraction of the elements that are kept."""
         return self._density
 
 
@@ -68,7 +76,7 @@ class MagnitudeMask:
         self._bits: list[torch.Tensor] = []
         for t in params.tensors:
             flat = t.detach().reshape(-1).abs()
-            k = max(1, int(round(self._density * flat.numel())))
+            k = max(1, round(self._density * flat.numel()))
             thr = flat.float().kthvalue(k).values if k < flat.numel() else flat.max()
             keep = (flat <= thr).to(torch.uint8)
             pad = (-keep.numel()) % 8
@@ -78,6 +86,7 @@ class MagnitudeMask:
             self._bits.append((keep.view(-1, 8) * weights).sum(dim=1).to(torch.uint8))
 
     def apply(self, tensor_index: int, start: int, z: torch.Tensor) -> None:
+        """Zero the elements of ``z`` whose packed bit is 0 (``start`` a multiple of 8)."""
         if start % 8:
             raise ValueError("MagnitudeMask needs chunk offsets that are multiples of 8")
         n = z.numel()
@@ -87,6 +96,7 @@ class MagnitudeMask:
         z.mul_(keep.view_as(z).to(z.dtype))
 
     def density(self) -> float:
+        """Fraction of the elements that are kept."""
         return self._density
 
     @property

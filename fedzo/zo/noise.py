@@ -21,8 +21,9 @@ Two generators:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -49,32 +50,49 @@ class Distribution(str, enum.Enum):
     RADEMACHER = "rademacher"
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+GeneratorName = Literal["portable", "torch"]
+"""The string form of a :class:`GeneratorKind` (as configuration files spell it)."""
+
+DistributionName = Literal["gaussian", "rademacher"]
+"""The string form of a :class:`Distribution` (as configuration files spell it)."""
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(cls: type[_E], value: object, what: str) -> _E:
     if isinstance(value, cls):
         return value
     try:
         return cls(value)
     except ValueError:
-        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        allowed = ", ".join(m.value for m in cls)
         raise ConfigError(f"{what}: {value!r} is not known; allowed: {allowed}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class NoiseSpec:
-    """How directions are generated. Server and clients must share it exactly."""
+    """How directions are generated. Server and clients must share it exactly.
 
-    generator: GeneratorKind = GeneratorKind.PORTABLE
-    distribution: Distribution = Distribution.GAUSSIAN
-    chunk_size: int = 1 << 20
+    ``generator`` and ``distribution`` may be given as their enum or its string value;
+    the attributes always hold the enum.
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "generator", _enum(GeneratorKind, self.generator, "generator"))
-        object.__setattr__(
-            self, "distribution", _enum(Distribution, self.distribution, "distribution")
-        )
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1024 or self.chunk_size % 32:
+    generator: GeneratorKind
+    distribution: Distribution
+    chunk_size: int
+
+    def __init__(
+        self,
+        generator: GeneratorKind | GeneratorName = GeneratorKind.PORTABLE,
+        distribution: Distribution | DistributionName = Distribution.GAUSSIAN,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        object.__setattr__(self, "generator", _enum(GeneratorKind, generator, "generator"))
+        object.__setattr__(self, "distribution", _enum(Distribution, distribution, "distribution"))
+        object.__setattr__(self, "chunk_size", chunk_size)
+        if not isinstance(chunk_size, int) or chunk_size < 1024 or chunk_size % 32:
             raise ConfigError(
-                f"chunk_size: {self.chunk_size!r} is not allowed; use a multiple of 32 >= 1024"
+                f"chunk_size: {chunk_size!r} is not allowed; use a multiple of 32 >= 1024"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,10 +165,11 @@ def _portable_fill(key: int, start: int, out: torch.Tensor, gaussian: bool) -> N
         out.copy_(bits).mul_(2).sub_(1)
 
 
-_compiled: dict[bool, Any] = {}
+_Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+_compiled: dict[bool, _Kernel | None] = {}
 
 
-def _compiled_portable(gaussian: bool) -> Any:
+def _compiled_portable(gaussian: bool) -> _Kernel | None:
     """The portable fill compiled with torch.compile (None when no compiler works)."""
     if gaussian not in _compiled:
         try:
@@ -165,7 +184,7 @@ def _compiled_portable(gaussian: bool) -> Any:
                 return (((h.unsqueeze(1) >> shifts) & 1).reshape(-1) * 2 - 1).to(torch.float32)
 
             _compiled[gaussian] = torch.compile(kernel, dynamic=True, fullgraph=True)
-        except Exception:  # pragma: no cover - no compiler available
+        except Exception:  # noqa: BLE001  # pragma: no cover - any compiler failure falls back to eager
             _compiled[gaussian] = None
     return _compiled[gaussian]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from fedzo.errors import ConfigError
 
@@ -17,23 +18,41 @@ class ScheduleKind(str, enum.Enum):
     COSINE = "cosine"
 
 
-@dataclass(frozen=True)
+ScheduleName = Literal["constant", "linear", "cosine"]
+"""The string form of a :class:`ScheduleKind` (as configuration files spell it)."""
+
+
+@dataclass(frozen=True, init=False)
 class Schedule:
     """``lr(t)`` for ``t`` in ``[0, total_steps)``: warmup, then constant/linear/cosine decay
-    from ``lr`` to ``lr * final_fraction``."""
+    from ``lr`` to ``lr * final_fraction``. ``kind`` may be given as its string value."""
 
     lr: float
-    kind: ScheduleKind = ScheduleKind.CONSTANT
-    total_steps: int = 1
-    warmup_steps: int = 0
-    final_fraction: float = 0.0
+    kind: ScheduleKind
+    total_steps: int
+    warmup_steps: int
+    final_fraction: float
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        lr: float,
+        kind: ScheduleKind | ScheduleName = ScheduleKind.CONSTANT,
+        total_steps: int = 1,
+        warmup_steps: int = 0,
+        final_fraction: float = 0.0,
+    ) -> None:
         try:
-            object.__setattr__(self, "kind", ScheduleKind(self.kind))
+            object.__setattr__(self, "kind", ScheduleKind(kind))
         except ValueError:
             allowed = ", ".join(k.value for k in ScheduleKind)
-            raise ConfigError(f"schedule: {self.kind!r} is not known; allowed: {allowed}") from None
+            raise ConfigError(f"schedule: {kind!r} is not known; allowed: {allowed}") from None
+        object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "total_steps", total_steps)
+        object.__setattr__(self, "warmup_steps", warmup_steps)
+        object.__setattr__(self, "final_fraction", final_fraction)
+        self._validate()
+
+    def _validate(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr: {self.lr!r} is not allowed; lr must be a finite number > 0")
         if self.total_steps < 1 or self.warmup_steps < 0:

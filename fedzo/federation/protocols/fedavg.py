@@ -66,8 +66,15 @@ def check_reply(params: ParamSet, content: RecordDict) -> FedAvgUpdate:
     n = m.get(WEIGHT_KEY)
     if not isinstance(n, int) or n < 1:
         raise FedAvgMessageError(f"reply reports {WEIGHT_KEY}={n!r}; expected an int >= 1")
-    return FedAvgUpdate(content, n, float(m["train-loss"]), float(m.get("compute-seconds", 0.0)),  # type: ignore[arg-type]
-                        int(m.get("peak-memory-bytes", 0)))  # type: ignore[call-overload]
+    return FedAvgUpdate(content, n, _number(m, "train-loss", None), _number(m, "compute-seconds", 0.0),
+                        int(_number(m, "peak-memory-bytes", 0)))
+
+
+def _number(metrics: dict[str, Any], key: str, default: float | None) -> float:
+    value = metrics.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FedAvgMessageError(f"reply reports {key}={value!r}; expected a number")
+    return float(value)
 
 
 class FedAvgProtocol:
@@ -137,7 +144,7 @@ class FedAvgProtocol:
 
     def evaluate(self) -> dict[str, Any]:
         """Accuracy of the global model on the evaluation split."""
-        return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)  # type: ignore[operator,no-any-return]
+        return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)
 
     def round_fields(self) -> dict[str, Any]:
         """Nothing beyond the common fields."""

@@ -157,7 +157,7 @@ class ZOProtocol:
 
     def evaluate(self) -> dict[str, Any]:
         """Accuracy of the global model on the evaluation split."""
-        return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)  # type: ignore[operator,no-any-return]
+        return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)
 
     def round_fields(self) -> dict[str, Any]:
         """Catch-up entries the server holds."""
