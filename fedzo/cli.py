@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fedzo.commands.train",
     "fedzo.commands.bench",
     "fedzo.commands.memory",
+    "fedzo.commands.calibrate",
     "fedzo.commands.assets",
     "fedzo.commands.evaluate",
     "fedzo.commands.plot",

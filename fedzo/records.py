@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from fedzo.stats import wilson_interval
+
 SCHEMA_VERSION = 2
 ClientStatus = Literal["ok", "late", "dropped", "failed", "excluded", "offline"]
 CLIENT_STATUSES: tuple[str, ...] = ("ok", "late", "dropped", "failed", "excluded", "offline")
@@ -57,14 +59,22 @@ class RoundRecord(Record):
     sim_seconds: float | None = Field(None, description="cumulative simulated wall-clock, s")
     host_seconds: float | None = Field(None, description="cumulative host wall-clock, s")
     server_replay_seconds: float | None = Field(None, description="host s the server spent applying this round")
-    bytes_up: int = Field(0, description="this round's bytes, clients -> server (measured messages)")
+    bytes_up: int = Field(0, description="this round's bytes, clients -> server: every message as Flower "
+                          "carries it on the wire (fedzo.federation.bytes, wire)")
     bytes_down: int = Field(0, description="this round's bytes, server -> clients")
     bytes_up_total: int | None = Field(None, description="cumulative bytes up")
     bytes_down_total: int | None = Field(None, description="cumulative bytes down")
     payload_bytes_up: int = Field(0, description="this round's record payloads up (without metadata)")
     payload_bytes_down: int = Field(0, description="this round's record payloads down")
+    bytes_by_kind: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="this round's (up, down) bytes by kind of message: setup (the "
+        "handshake), train, catch_up (the catch-up part of train messages), retry (a second attempt's "
+        "messages), duplicate (surplus replies)")
     train_loss: float | None = Field(None, description="mean training loss of the kept clients")
     eval_accuracy: float | None = Field(None, description="accuracy in [0, 1] on evaluation rounds")
+    eval_n: int | None = Field(None, description="examples the accuracy was measured on")
+    eval_accuracy_low: float | None = Field(None, description="95 % Wilson interval of eval_accuracy, low end")
+    eval_accuracy_high: float | None = Field(None, description="95 % Wilson interval of eval_accuracy, high end")
     eval_macro_f1: float | None = None
     participants: int = Field(0, description="clients whose update was applied")
     round_sim_seconds: float | None = Field(None, description="simulated duration of this round, s")
@@ -114,6 +124,9 @@ class ClientRecord(Record):
     sim_compute_end: float | None = None
     sim_end: float | None = None
     catch_up_entries: int = 0
+    catch_up_bytes_down: int = Field(0, description="the catch-up's share of bytes_down")
+    batches: list[tuple[int, int]] = Field(default_factory=list, description="(rows, padded width) of each "
+                                           "training step, as the clock priced them")
     synced: bool = False
     examples: int | None = None
     host_compute_seconds: float | None = None
@@ -135,6 +148,9 @@ class DeviceFit(BaseModel):
     peak_phase: str
     accelerator: str
     message: str
+    speed_ratio: float | None = Field(None, description="device seconds per reference-host second")
+    speed_basis: str | None = Field(None, description="benchmark, relative or estimate (fedzo.devices.speed)")
+    speed_chain: list[str] = Field(default_factory=list, description="where the speed ratio comes from")
 
 
 class FleetRecord(Record):
@@ -153,6 +169,9 @@ class FleetRecord(Record):
     forwards_per_step: int
     memory_policy: str
     compute_model: str
+    clock: Literal["calibrated", "flops-estimate", "measured-host"] | None = Field(
+        None, description="where simulated compute seconds come from")
+    calibration_sha256: str | None = Field(None, description="the calibration the clock used (calibration.json)")
     deadline_seconds: float | None
     over_commit: float
     devices: dict[str, DeviceFit]
@@ -181,10 +200,17 @@ class Summary(Record):
     initial_accuracy: float | None = None
     final_accuracy: float | None = None
     best_accuracy: float | None = None
+    eval_n: int | None = Field(None, description="examples each accuracy was measured on")
+    initial_accuracy_interval: tuple[float, float] | None = Field(None, description="95 % Wilson interval")
+    final_accuracy_interval: tuple[float, float] | None = Field(None, description="95 % Wilson interval")
     sim_seconds: float | None = None
+    sim_time_basis: Literal["calibrated", "flops-estimate", "measured-host"] | None = Field(
+        None, description="calibrated: priced by a measured calibration; flops-estimate: FLOPs over assumed "
+        "device rates; measured-host: host seconds scaled")
     host_seconds: float | None = None
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_by_kind: dict[str, tuple[int, int]] = Field(default_factory=dict, description="(up, down) by kind")
     peak_client_memory_bytes: int | None = None
     server_peak_rss_bytes: int | None = None
     modelled_client_memory_bytes: dict[str, int] = Field(default_factory=dict)
@@ -236,8 +262,38 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where!r} is {err.get('input')!r}: {err.get('msg')}"
 
 
-def accuracy_summary(records: Iterable[RoundRecord | ClientRecord | FleetRecord]) -> dict[str, float | None]:
-    """``initial_accuracy``, ``final_accuracy`` and ``best_accuracy`` of a run's round records."""
-    accs = [r.eval_accuracy for r in records if isinstance(r, RoundRecord) and r.eval_accuracy is not None]
-    return {"initial_accuracy": accs[0] if accs else None, "final_accuracy": accs[-1] if accs else None,
-            "best_accuracy": max(accs) if accs else None}
+def eval_fields(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Round-record fields of an evaluation (``Classifier.evaluate``'s metrics), with the
+    accuracy's 95 % interval; all None when the round did not evaluate."""
+    if metrics is None:
+        return {}
+    low, high = wilson_interval(float(metrics["accuracy"]), int(metrics["n"]))
+    return {"eval_accuracy": metrics["accuracy"], "eval_macro_f1": metrics["macro_f1"], "eval_n": int(metrics["n"]),
+            "eval_accuracy_low": low, "eval_accuracy_high": high}
+
+
+def bytes_by_kind(records: Iterable[RoundRecord | ClientRecord | FleetRecord]) -> dict[str, tuple[int, int]]:
+    """Total (up, down) bytes by kind of message over a run's round records."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in records:
+        if isinstance(r, RoundRecord):
+            for kind, (up, down) in r.bytes_by_kind.items():
+                u, d = out.get(kind, (0, 0))
+                out[kind] = (u + up, d + down)
+    return dict(sorted(out.items()))
+
+
+def accuracy_summary(records: Iterable[RoundRecord | ClientRecord | FleetRecord]) -> dict[str, Any]:
+    """``initial_accuracy``, ``final_accuracy`` and ``best_accuracy`` of a run's round records,
+    with the examples they were measured on and the 95 % intervals of the first and last."""
+    evals = [r for r in records if isinstance(r, RoundRecord) and r.eval_accuracy is not None]
+    accs = [r.eval_accuracy for r in evals if r.eval_accuracy is not None]
+    if not evals:
+        return {"initial_accuracy": None, "final_accuracy": None, "best_accuracy": None}
+
+    def interval(r: RoundRecord) -> tuple[float, float] | None:
+        return None if r.eval_n is None or r.eval_accuracy is None else wilson_interval(r.eval_accuracy, r.eval_n)
+
+    return {"initial_accuracy": accs[0], "final_accuracy": accs[-1], "best_accuracy": max(accs),
+            "eval_n": evals[-1].eval_n, "initial_accuracy_interval": interval(evals[0]),
+            "final_accuracy_interval": interval(evals[-1])}

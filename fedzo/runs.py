@@ -197,7 +197,7 @@ class RunDir:
             from fedzo.reporting.plots import plot_runs
 
             plot_runs([self.path], self.path / "plots")
-        except Exception as exc:  # plotting must never lose a finished run
+        except Exception as exc:  # noqa: BLE001 - plotting must never lose a finished run
             print(f"note: plots not written ({exc})")
 
 

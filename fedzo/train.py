@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from fedzo.config.train import TrainConfig, train_config_from_dict
 from fedzo.errors import ConfigError
-from fedzo.records import RoundRecord, Summary, accuracy_summary
+from fedzo.records import RoundRecord, Summary, accuracy_summary, eval_fields
 from fedzo.runs import RunDir, open_run, peak_rss_bytes
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import Classifier
@@ -217,9 +217,9 @@ def _restore(run: RunDir, stepper: ZOStepper | HybridStepper | FOStepper, cfg: T
 
 
 def _record(step: int, host: float, loss: float | None, m: dict[str, Any] | None) -> RoundRecord:
-    return RoundRecord(round=step, sim_seconds=host, host_seconds=host, train_loss=loss,
-                       eval_accuracy=None if m is None else m["accuracy"],
-                       eval_macro_f1=None if m is None else m["macro_f1"], participants=1)
+    # a centralized run has no simulated device: its time axis is the host's (no sim_seconds)
+    return RoundRecord(round=step, host_seconds=host, train_loss=loss,
+                       participants=1, **eval_fields(m))
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
@@ -276,5 +276,5 @@ def _summary(cfg: TrainConfig, run: RunDir, clf: Classifier, perturber: Perturbe
     return Summary(
         name=cfg.name, model=cfg.model.name, optimizer=cfg.optimizer.name, peft=cfg.model.peft,
         method="zo" if cfg.optimizer.is_zo else "bp", **accuracy_summary(rounds), steps=cfg.steps,
-        sim_seconds=rounds[-1].sim_seconds if rounds else 0.0, host_seconds=rounds[-1].host_seconds if rounds else 0.0,
+        host_seconds=rounds[-1].host_seconds if rounds else 0.0,
         peak_client_memory_bytes=peak_rss_bytes(), model_sha256=param_digest(params))

@@ -16,6 +16,10 @@
 #   --logs DIR         keep process logs here (default: a temporary directory, removed
 #                      on success and kept, with its path printed, on failure)
 #   --resume           continue the run in --out instead of starting it afresh
+#   --node-superlink HOST:PORT
+#                      the address the SuperNodes started here dial (default: the
+#                      SuperLink's own); e.g. a counting proxy (fedzo.bench.wire) that
+#                      forwards to --port. Also FEDZO_NODE_SUPERLINK.
 #   --secure DIR       TLS and SuperNode authentication instead of --insecure. DIR holds
 #                      ca.crt, server.crt (SAN: every address nodes dial; 127.0.0.1 too
 #                      with --host 0.0.0.0), server.key, the public key of every
@@ -29,6 +33,7 @@ set -euo pipefail
 die() { echo "deploy_local: $*" >&2; exit 2; }
 
 SCENARIO="" OUT="" NODES="" HOST="127.0.0.1" PORT="" TIMEOUT=1800 LOGS="" RESUME=false SECURE=""
+NODE_SUPERLINK="${FEDZO_NODE_SUPERLINK:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -39,7 +44,8 @@ while [ $# -gt 0 ]; do
     --logs) LOGS="$2"; shift 2 ;;
     --resume) RESUME=true; shift ;;
     --secure) SECURE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --node-superlink) NODE_SUPERLINK="$2"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [ -z "$SCENARIO" ] || die "one scenario only (got $SCENARIO and $1)"; SCENARIO="$1"; shift ;;
   esac
@@ -81,6 +87,8 @@ CONNECT="$HOST"; [ "$HOST" = "0.0.0.0" ] && CONNECT=127.0.0.1
 
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="${PORT:-$(free_port)}"
+NODE_SUPERLINK="${NODE_SUPERLINK:-$CONNECT:$PORT}"
+case "$NODE_SUPERLINK" in *:[0-9]*) ;; *) die "--node-superlink $NODE_SUPERLINK: expected HOST:PORT" ;; esac
 
 KEEP_LOGS=true
 if [ -z "$LOGS" ]; then LOGS="$(mktemp -d -t fedzo-deploy.XXXXXX)"; KEEP_LOGS=false; fi
@@ -149,13 +157,14 @@ if [ -n "$SECURE" ]; then
   done
 fi
 echo "deploy_local: starting $NODES SuperNode(s)"
+[ "$NODE_SUPERLINK" = "$CONNECT:$PORT" ] || echo "deploy_local: SuperNodes dial $NODE_SUPERLINK"
 for i in $(seq 0 $((NODES - 1))); do
   if [ -n "$SECURE" ]; then
     NODE_SECURITY=(--root-certificates "$SECURE/ca.crt" --auth-supernode-private-key "$SECURE/node-$i")
   else
     NODE_SECURITY=(--insecure)
   fi
-  start "supernode-$i" flower-supernode "${NODE_SECURITY[@]}" --superlink "$CONNECT:$PORT" --port "$(free_port)" \
+  start "supernode-$i" flower-supernode "${NODE_SECURITY[@]}" --superlink "$NODE_SUPERLINK" --port "$(free_port)" \
     --node-config "partition-id=$i num-partitions=$NUM_CLIENTS cache-dir=\"$LOGS/node-cache\""
 done
 

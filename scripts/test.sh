@@ -11,6 +11,6 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[test]"
-python -m ruff check fedzo tests analysis
+python -m ruff check fedzo
 python -m mypy
 python -m pytest -q "$@"

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         clients = [c for c in run.clients if c.status == "ok"]
         runs[name] = {"label": label, "rounds": s.get("rounds") or max((c.round for c in clients), default=0),
                       "initial_accuracy": s["initial_accuracy"], "final_accuracy": s["final_accuracy"],
-                      "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"], "client_rounds": len(clients),
+                      "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"],
+                      "bytes_by_kind": s.get("bytes_by_kind", {}), "client_rounds": len(clients),
                       "host_seconds": s.get("host_seconds"),
                       "to_target": {str(t): bytes_to_target(run, t) for t in a.targets}}
     from fedzo.reporting.plots import PNG_DPI, accuracy_vs_bytes

@@ -27,11 +27,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 from fedzo.config.faults import DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
 from fedzo.config.scenario import Scenario
 from fedzo.records import HOST_MEASURED_KEYS
+
+if TYPE_CHECKING:
+    from fedzo.federation.engine import Attempt, RoundEngine
+    from fedzo.federation.transport import Transport
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
                                     "sim_replay_end", "sim_compute_end", "sim_end"}
@@ -77,20 +82,18 @@ def _records(run: Path) -> list[str]:
 
 @contextmanager
 def _killed_in_round(round_: int) -> Iterator[None]:
+    """Within the block, a federated run stops as if killed when it reaches ``round_``."""
     from fedzo.federation.engine import RoundEngine
 
     real = RoundEngine.run_round
 
-    def run_round(self: Any, transport: Any, r: int) -> Any:
+    def run_round(self: RoundEngine[Any], transport: Transport, r: int) -> Attempt[Any]:
         if r == round_:
             raise _Interrupt
         return real(self, transport, r)
 
-    RoundEngine.run_round = run_round  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(RoundEngine, "run_round", run_round):
         yield
-    finally:
-        RoundEngine.run_round = real  # type: ignore[method-assign]
 
 
 def crash_resume(cfg: Scenario, work: Path, *, seed: int) -> dict[str, Any]:
@@ -143,9 +146,11 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
         for i, kind in enumerate(kinds):
             fc = (FaultsConfig(seed=seed, byzantine=ByzantineConfig(fraction=fraction, kind=byzantine_kinds[0]))
                   if kind == "byzantine" else FaultsConfig.model_validate({"seed": seed, kind: fraction}))
-            cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, min_clients=1, **sizes)
+            cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, min_clients=1,
+                                  eval_examples=eval_examples, train_examples=train_examples, lr=lr)
             faults[kind] = crash_resume(cfg, root / kind, seed=seed + i)
-        clean = run_federated(tiny_run_config(rounds=rounds, num_clients=num_clients, **sizes), root / "fault-free")
+        clean = run_federated(tiny_run_config(rounds=rounds, num_clients=num_clients, eval_examples=eval_examples,
+                                              train_examples=train_examples, lr=lr), root / "fault-free")
         base = clean.final_accuracy
         byz: dict[str, dict[str, Any]] = {}
         for bkind in byzantine_kinds:
@@ -153,8 +158,8 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
                 {"fraction": byzantine_fraction, "kind": bkind}))
             byz[bkind] = {}
             for name in aggregators:
-                cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, **sizes,
-                                      **AGGREGATOR_SETTINGS[name])
+                cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, eval_examples=eval_examples,
+                                      train_examples=train_examples, lr=lr, **AGGREGATOR_SETTINGS[name])
                 s = run_federated(cfg, root / f"byz-{bkind}-{name}")
                 totals = s.faults or {}
                 byz[bkind][name] = {
@@ -176,16 +181,16 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable tables of :func:`run_bench`'s report."""
     s = r["settings"]
-    lines = [f"fault injection: {s['model']}, {s['num_clients']} clients, {s['rounds']} rounds, "
-             f"{s['fault_fraction']:.0%} of participants faulty, accuracy on {s.get('eval_examples', 64)} examples",
+    lines = [(f"fault injection: {s['model']}, {s['num_clients']} clients, {s['rounds']} rounds, "
+              f"{s['fault_fraction']:.0%} of participants faulty, accuracy on {s.get('eval_examples', 64)} examples"),
              f"{'fault':<14}{'runs ok':>8}{'resume ==':>11}{'lost':>6}{'dup':>5}  injected / observed"]
     for kind, f in r["faults"].items():
         observed = ", ".join(f"{k} {v}" for k, v in f["status"].items())
         lines.append(f"{kind:<14}{f['runs_completed']:>6}/2{f['identical_after_resume']!s:>11}"
                      f"{f['lines_lost']:>6}{f['lines_duplicated']:>5}  {sum(f['injected'].values())} / {observed}")
     b = r["byzantine"]
-    lines += ["", f"Byzantine {b['fraction']:.0%}: fault-free accuracy {b['fault_free_accuracy']:.3f} "
-              f"(initial {b['initial_accuracy']:.3f})",
+    lines += ["", (f"Byzantine {b['fraction']:.0%}: fault-free accuracy {b['fault_free_accuracy']:.3f} "
+                   f"(initial {b['initial_accuracy']:.3f})"),
               f"{'kind':<11}{'aggregator':<22}{'accuracy':>9}{'delta':>8}  rejected"]
     for bkind, aggs in b["kinds"].items():
         for name, a in aggs.items():

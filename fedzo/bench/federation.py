@@ -44,7 +44,8 @@ def uplink_figures(k: int = 10) -> dict[str, Any]:
     payload = payload_bytes(content)
     fedavg = SMOLLM2_PARAMS * 4
     return {"uplink_bytes_per_client_round": payload,
-            "uplink_message_bytes_per_client_round": MessageSize.of(reply).message,
+            "uplink_message_bytes_per_client_round": MessageSize.of(reply, reply_to=down).message,
+            "uplink_wire_bytes_per_client_round": MessageSize.of(reply, reply_to=down).wire,
             "fedavg_smollm2_upload_bytes": fedavg, "fedavg_over_zo_uplink_ratio": fedavg / payload}
 
 
@@ -84,13 +85,13 @@ def run_bench(*, numel: int = 500_000, k: int = 10) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable lines."""
     return "\n".join([
-        f"uplink payload per client-round (K={r['k']}, q=1): {r['uplink_bytes_per_client_round']} B "
-        f"(message {r['uplink_message_bytes_per_client_round']} B; target <= 200 B)",
-        f"FedAvg SmolLM2 upload: {r['fedavg_smollm2_upload_bytes'] / 1e6:.1f} MB = "
-        f"{r['fedavg_over_zo_uplink_ratio']:.3g} x the ZO uplink",
-        f"server aggregation + replay per round ({r['server_params']} params): "
-        f"{r['server_aggregate_replay_seconds_10'] * 1e3:.1f} ms (10 clients), "
-        f"{r['server_aggregate_replay_seconds_1000'] * 1e3:.1f} ms (1000); ratio "
-        f"{r['server_time_ratio_1000_vs_10']:.3f} (target <= 1.2)",
+        (f"uplink payload per client-round (K={r['k']}, q=1): {r['uplink_bytes_per_client_round']} B "
+         f"(message {r['uplink_message_bytes_per_client_round']} B; target <= 200 B)"),
+        (f"FedAvg SmolLM2 upload: {r['fedavg_smollm2_upload_bytes'] / 1e6:.1f} MB = "
+         f"{r['fedavg_over_zo_uplink_ratio']:.3g} x the ZO uplink"),
+        (f"server aggregation + replay per round ({r['server_params']} params): "
+         f"{r['server_aggregate_replay_seconds_10'] * 1e3:.1f} ms (10 clients), "
+         f"{r['server_aggregate_replay_seconds_1000'] * 1e3:.1f} ms (1000); ratio "
+         f"{r['server_time_ratio_1000_vs_10']:.3f} (target <= 1.2)"),
         f"reply validation: {r['server_validate_seconds_per_client'] * 1e6:.0f} us per client (separate)",
     ])

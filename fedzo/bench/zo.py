@@ -27,18 +27,15 @@ VARIANTS = [("portable", "gaussian"), ("portable", "rademacher"), ("torch", "gau
 
 def default_model() -> str:
     """The embedded SmolLM2 when its fp32 cache is present, else the tiny model."""
-    try:
-        from fedzo.models.loading import smollm2_cached
+    from fedzo.models.loading import smollm2_cached
 
-        return "smollm2-135m" if smollm2_cached() else "tiny-llama"
-    except Exception:
-        return "tiny-llama"
+    return "smollm2-135m" if smollm2_cached() else "tiny-llama"
 
 
 def _worker(args: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, "-m", "fedzo.bench.zo_worker", json.dumps(args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
         raise FedzoError(f"benchmark worker ({args['mode']}) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

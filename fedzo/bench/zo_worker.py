@@ -11,15 +11,24 @@ import json
 import statistics
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from fedzo.errors import FedzoError
 from fedzo.runs import peak_rss_bytes
 
+if TYPE_CHECKING:
+    from fedzo.zo import DistributionName, EstimatorConfig, GeneratorName, ParamSet, ZOOptimizer
 
-def _setup(args: dict[str, Any]) -> tuple[Any, Any, Any]:
+
+def _setup(args: dict[str, Any]) -> tuple[nn.Module, Callable[[], torch.Tensor], Callable[[], float]]:
+    from transformers import PreTrainedModel
+
     from fedzo.models import load_model
 
     torch.manual_seed(0)
@@ -27,8 +36,10 @@ def _setup(args: dict[str, Any]) -> tuple[Any, Any, Any]:
         torch.set_num_threads(int(args["threads"]))
     loaded = load_model(args["model"])
     model = loaded.model
+    if not isinstance(model, PreTrainedModel):
+        raise FedzoError(f"model {args['model']!r} is not a transformers model ({type(model).__name__})")
     model.eval()
-    vocab = model.config.vocab_size
+    vocab = int(model.config.vocab_size)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab, (args["batch"], args["seq"]), generator=g)
     labels = torch.randint(0, 2, (args["batch"],), generator=g)
@@ -46,7 +57,7 @@ def _setup(args: dict[str, Any]) -> tuple[Any, Any, Any]:
     return model, loss_t, loss_f
 
 
-def _time(fn: Any, repeats: int) -> float:
+def _time(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     out = []
     for _ in range(repeats):
@@ -56,7 +67,7 @@ def _time(fn: Any, repeats: int) -> float:
     return statistics.median(out)
 
 
-def _paired(fn: Any, loss_f: Any, repeats: int) -> tuple[float, float]:
+def _paired(fn: Callable[[], object], loss_f: Callable[[], float], repeats: int) -> tuple[float, float]:
     """Median seconds of ``fn`` and median of ``fn`` / (two forwards timed just before it).
 
     Pairing each step with the two forwards next to it cancels the drift of a shared
@@ -76,7 +87,8 @@ def _paired(fn: Any, loss_f: Any, repeats: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(ratios)
 
 
-def naive_mezo_step(params: list[torch.Tensor], loss_f: Any, seed: int, eps: float, lr: float) -> None:
+def naive_mezo_step(params: list[torch.Tensor], loss_f: Callable[[], float], seed: int, eps: float,
+                    lr: float) -> None:
     """The MeZO reference recipe: framework Gaussian regenerated 4 times, out-of-place update."""
 
     def perturb(scale: float) -> None:
@@ -97,66 +109,98 @@ def naive_mezo_step(params: list[torch.Tensor], loss_f: Any, seed: int, eps: flo
         p.data = p.data - lr * g * z
 
 
-def main(argv: list[str]) -> None:
-    args = json.loads(argv[0])
-    model, loss_t, loss_f = _setup(args)
-    from fedzo.zo import EstimatorConfig, NoiseSpec, ParamSet, Perturber, make_zo_optimizer, zo_step
+@dataclass
+class _Bench:
+    """What every measurement of one worker shares."""
 
-    params = ParamSet.from_module(model, lambda n, p: True)
-    est = EstimatorConfig(eps=1e-3)
-    opt = make_zo_optimizer("zo-sgd")
-    mode = args["mode"]
-    result: dict[str, Any] = {"mode": mode, "n_params": params.numel}
+    args: dict[str, Any]
+    model: nn.Module
+    params: ParamSet
+    loss_t: Callable[[], torch.Tensor]
+    loss_f: Callable[[], float]
+    est: EstimatorConfig
+    opt: ZOOptimizer
+
+
+def _variant(b: _Bench, gen: GeneratorName, dist: DistributionName) -> dict[str, Any]:
+    """Seconds of the fused ZO step (paired with two forwards) and of one regeneration."""
+    from fedzo.zo import NoiseSpec, Perturber, zo_step
+
+    reps = b.args["repeats"]
+    spec = NoiseSpec(gen, dist, b.args["chunk_size"])
+    compiled = b.args["compile"] and gen == "portable"
+    pert = Perturber(b.params, spec, compiled=compiled)
+    compile_s = None
+    if compiled:
+        t0 = time.perf_counter()
+        pert.apply(123, (0.0,))
+        compile_s = time.perf_counter() - t0
+    seed = iter(range(10_000))
+    step_s, ratio = _paired(lambda: zo_step(pert, b.loss_f, next(seed), b.est, b.opt, 1e-7), b.loss_f, reps)
+    regen_s = _time(lambda: pert.apply(7, (0.0,)), reps)
+    return {"generator": gen, "distribution": dist, "compiled": compiled,
+            "compile_seconds": compile_s, "step_seconds": step_s,
+            "step_over_two_forwards": ratio, "regeneration_seconds": regen_s}
+
+
+def _timing(b: _Bench) -> dict[str, Any]:
+    """Forward, per-variant ZO step, MeZO reference and backprop timings, in one process."""
+    reps = b.args["repeats"]
+    result: dict[str, Any] = {"forward_seconds": _time(b.loss_f, reps)}
+    result["variants"] = [_variant(b, gen, dist) for gen, dist in b.args["variants"]]
+    seed2 = iter(range(10_000))
+    result["mezo_step_seconds"], result["mezo_step_over_two_forwards"] = _paired(
+        lambda: naive_mezo_step(list(b.params.tensors), b.loss_f, next(seed2), 1e-3, 1e-7), b.loss_f, reps)
+    ps = [p for p in b.model.parameters()]
+    adam = torch.optim.Adam(ps, lr=1e-7)
+
+    def bp() -> None:
+        adam.zero_grad(set_to_none=True)
+        b.loss_t().backward()
+        adam.step()
+
+    result["bp_step_seconds"], result["bp_step_over_two_forwards"] = _paired(bp, b.loss_f, reps)
+    return result
+
+
+def _steps(b: _Bench, mode: str) -> None:
+    """Two steps of ``mode`` (two forwards for ``infer``), for the process's peak RSS."""
+    from fedzo.zo import NoiseSpec, Perturber, zo_step
+
     if mode == "infer":
-        loss_f()
-        loss_f()
+        b.loss_f()
+        b.loss_f()
     elif mode == "zo":
-        spec = NoiseSpec(args["generator"], args["distribution"], args["chunk_size"])
-        pert = Perturber(params, spec, compiled=args["compile"])
+        spec = NoiseSpec(b.args["generator"], b.args["distribution"], b.args["chunk_size"])
+        pert = Perturber(b.params, spec, compiled=b.args["compile"])
         for s in range(2):
-            zo_step(pert, loss_f, s, est, opt, 1e-7)
+            zo_step(pert, b.loss_f, s, b.est, b.opt, 1e-7)
     elif mode == "mezo":
         for s in range(2):
-            naive_mezo_step(list(params.tensors), loss_f, s, 1e-3, 1e-7)
+            naive_mezo_step(list(b.params.tensors), b.loss_f, s, 1e-3, 1e-7)
     elif mode == "bp":
-        ps = [p for p in model.parameters()]
+        ps = [p for p in b.model.parameters()]
         adam = torch.optim.Adam(ps, lr=1e-7)
         for _ in range(2):
             adam.zero_grad(set_to_none=True)
-            loss_t().backward()
-            adam.step()
-    elif mode == "timing":
-        reps = args["repeats"]
-        result["forward_seconds"] = _time(loss_f, reps)
-        variants = []
-        for gen, dist in args["variants"]:
-            spec = NoiseSpec(gen, dist, args["chunk_size"])
-            compiled = args["compile"] and gen == "portable"
-            pert = Perturber(params, spec, compiled=compiled)
-            compile_s = None
-            if compiled:
-                t0 = time.perf_counter()
-                pert.apply(123, (0.0,))
-                compile_s = time.perf_counter() - t0
-            seed = iter(range(10_000))
-            step_s, ratio = _paired(lambda: zo_step(pert, loss_f, next(seed), est, opt, 1e-7), loss_f, reps)
-            regen_s = _time(lambda: pert.apply(7, (0.0,)), reps)
-            variants.append({"generator": gen, "distribution": dist, "compiled": compiled,
-                             "compile_seconds": compile_s, "step_seconds": step_s,
-                             "step_over_two_forwards": ratio, "regeneration_seconds": regen_s})
-        result["variants"] = variants
-        seed2 = iter(range(10_000))
-        result["mezo_step_seconds"], result["mezo_step_over_two_forwards"] = _paired(
-            lambda: naive_mezo_step(list(params.tensors), loss_f, next(seed2), 1e-3, 1e-7), loss_f, reps)
-        ps = [p for p in model.parameters()]
-        adam = torch.optim.Adam(ps, lr=1e-7)
-
-        def bp() -> None:
-            adam.zero_grad(set_to_none=True)
-            loss_t().backward()
+            b.loss_t().backward()
             adam.step()
 
-        result["bp_step_seconds"], result["bp_step_over_two_forwards"] = _paired(bp, loss_f, reps)
+
+def main(argv: list[str]) -> None:
+    """Measure the mode named in the JSON argument; prints one JSON line."""
+    args = json.loads(argv[0])
+    model, loss_t, loss_f = _setup(args)
+    from fedzo.zo import EstimatorConfig, ParamSet, make_zo_optimizer
+
+    params = ParamSet.from_module(model, lambda n, p: True)
+    b = _Bench(args, model, params, loss_t, loss_f, EstimatorConfig(eps=1e-3), make_zo_optimizer("zo-sgd"))
+    mode = args["mode"]
+    result: dict[str, Any] = {"mode": mode, "n_params": params.numel}
+    if mode == "timing":
+        result.update(_timing(b))
+    else:
+        _steps(b, mode)
     result["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(result))
 

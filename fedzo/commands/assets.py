@@ -9,7 +9,7 @@ from fedzo import assets
 from fedzo.errors import AssetError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``assets`` command."""
     p = subparsers.add_parser(
         "assets",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `bench` sub-command group."""
     p = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")

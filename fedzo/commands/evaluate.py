@@ -11,7 +11,7 @@ import torch
 from fedzo.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``evaluate`` command."""
     p = subparsers.add_parser(
         "evaluate",

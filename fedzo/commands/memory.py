@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedzo.errors import ConfigError
 from fedzo.units import format_bytes, parse_bytes
+
+if TYPE_CHECKING:
+    from fedzo.devices.memory import MemoryBreakdown, Mode
 
 _ROWS = (
     "weights", "gradients", "optimizer_states", "optimizer_temporaries", "activations",
@@ -15,7 +18,7 @@ _ROWS = (
 )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `memory` sub-command."""
     p = subparsers.add_parser(
         "memory", help="predict training memory (BP vs ZO); --validate measures it",
@@ -42,18 +45,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _estimate(args: argparse.Namespace, model: str, mode: str) -> Any:
+def _estimate(args: argparse.Namespace, model: str, mode: Mode) -> MemoryBreakdown:
+    """The memory breakdown of ``model`` under ``mode`` with the command's settings."""
     from fedzo.devices.architectures import model_config
     from fedzo.devices.memory import estimate_memory
 
     return estimate_memory(
-        model_config(model), mode, batch=args.batch, seq=args.seq,  # type: ignore[arg-type]
+        model_config(model), mode, batch=args.batch, seq=args.seq,
         dtype=args.dtype, peft=args.peft, lora_rank=args.lora_rank,
         optimizer=args.optimizer, checkpoint_fraction=args.checkpoint_fraction,
     )
 
 
-def largest_fitting(args: argparse.Namespace, budget: int, mode: str) -> str | None:
+def largest_fitting(args: argparse.Namespace, budget: int, mode: Mode) -> str | None:
     """Largest member of ``args.model``'s family whose ``mode`` training fits ``budget``."""
     from fedzo.devices.architectures import FAMILIES, family_of
 

@@ -52,10 +52,14 @@ class FleetConfig(Section):
     over_commit: float = Field(
         0.0, ge=0, le=4, description="sample this fraction more clients and keep the first to finish")
     compute_model: Literal["flops", "measured"] = Field(
-        "flops", description="simulated local compute: flops (FLOPs of the model at batch x seq over the "
-        "profile's sustained rate: deterministic) or measured (host seconds x the profile's speed_ratio; "
-        "deadline, over-commit and availability decisions then depend on host timing and runs no longer "
-        "reproduce exactly)")
+        "flops", description="simulated local compute: flops (priced from the work of each client's own "
+        "batches: by the calibration when one is given, else FLOPs over the device's sustained rate, an "
+        "estimate; deterministic) or measured (host seconds x the profile's speed ratio; deadline, over-commit "
+        "and availability decisions then depend on host timing and runs no longer reproduce exactly)")
+    calibration: str | None = Field(
+        None, description="calibration of the reference host (fedzo calibrate): a name in the device catalog "
+        "(reference-host: clients/reference-host.calibration.json) or a path; without one, compute times are "
+        "FLOP estimates and the run says so")
 
     @model_validator(mode="after")
     def _known_default(self) -> FleetConfig:

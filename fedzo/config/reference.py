@@ -63,8 +63,8 @@ def scenario_reference() -> str:
         "|---|---|---|---|",
     ]
     renamed = ["", "## Keys renamed in version 2", "",
-               "Files without `version: 2` are read in the older flat format and upgraded; "
-               "`fedzo validate --upgrade FILE` prints the upgraded file.", "",
+               ("Files without `version: 2` are read in the older flat format and upgraded; "
+                "`fedzo validate --upgrade FILE` prints the upgraded file."), "",
                "| version 1 | version 2 |", "|---|---|"]
     renamed += [f"| `{old}` | `{new}` |" for old, new in RENAMED]
     return "\n".join(head + _rows(Scenario, "") + renamed) + "\n"

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from fedzo.config.faults import FaultsConfig
 from fedzo.config.federation import FederationConfig
 from fedzo.config.fleet import FleetConfig, _known_profiles
-from fedzo.config.migrate import VERSION, upgrade
+from fedzo.config.migrate import upgrade
 from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, Section, ZOConfig
 from fedzo.config.validation import read_yaml, validate
 from fedzo.errors import ScenarioError

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from fedzo.config.migrate import VERSION, upgrade
+from fedzo.config.migrate import upgrade
 from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, Section, ZOConfig
 from fedzo.config.validation import validate
 

@@ -18,6 +18,7 @@ def _llama(
     hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int, tied: bool
 ) -> Callable[[], PretrainedConfig]:
     def build() -> PretrainedConfig:
+        """A Llama config of these shape numbers."""
         return LlamaConfig(
             vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
@@ -28,6 +29,7 @@ def _llama(
 
 def _bert(hidden: int, layers: int, heads: int, inter: int) -> Callable[[], PretrainedConfig]:
     def build() -> PretrainedConfig:
+        """A BERT config of these shape numbers, with a binary classification head."""
         config = BertConfig(
             vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
             num_attention_heads=heads, intermediate_size=inter, max_position_embeddings=512,

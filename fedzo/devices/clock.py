@@ -4,43 +4,42 @@ One :class:`Clock` per run answers every timing question (the round engine's, an
 ``auto`` catch-up policy's). Per client and round::
 
     downlink  = bytes_down * 8 / downlink_bps + latency
-    replay    = catch-up entries x trainable params x seconds per regenerated element
-    compute   = ZO: K steps x forwards per step x (2 x params x tokens FLOP) / sustained FLOP/s
-                BP: examples x tokens at about three forwards' cost
-                (compute_model measured: host seconds x the profile's speed_ratio)
+    replay    = catch-up entries x trainable elements, regenerated on the device
+    compute   = the work of each of the client's own batches (fedzo.devices.work: their
+                real rows x padded width, the forward and backward the tuning needs, the
+                regenerations), priced on the reference host by the run's calibration
+                and scaled by the device's speed ratio; without a calibration, FLOPs over
+                the device's sustained FLOP/s (an estimate)
     uplink    = bytes_up * 8 / uplink_bps + latency
 
-With ``compute_model: flops`` host wall time never enters these numbers, so who is kept
-(deadline, over-commit, availability) reproduces bitwise. :func:`simulate_round` turns a
-round's timings into who is kept and when the round ends.
+Host wall time never enters these numbers (unless ``compute_model: measured``), so who
+is kept (deadline, over-commit, availability) reproduces bitwise. :func:`simulate_round`
+turns a round's timings into who is kept and when the round ends.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from fedzo.devices.availability import client_rng, draw_offline_time
+from fedzo.devices.memory import ArchDims
 from fedzo.devices.profiles import DeviceProfile
+from fedzo.devices.speed import HOST_FLOPS_FP32, SpeedFigure, speed_of
+from fedzo.devices.work import StepWork, Tuning, step_work
 from fedzo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedzo.calibration.model import Calibration
 
 Status = Literal["ok", "late", "dropped", "offline"]
 
-# Regenerating one direction element on the reference host: a framework Gaussian pass over
-# SmolLM2-135M's 134.5 M parameters took about 0.5 s (shared/DESIGN.md), i.e. ~3.7 ns each.
-HOST_REGEN_SECONDS_PER_ELEMENT = 3.7e-9
 # FLOP-equivalent of one regenerated element (counter hash + Box-Muller + fused add);
 # an estimate, used only for profiles that give FLOP/s and no speed_ratio.
 REGEN_FLOPS_PER_ELEMENT = 20.0
-# Sustained fp32 rate of the 2-core x86 reference host: an estimate (2 cores x AVX2 FMA
-# 32 FLOP/cycle x ~2.5 GHz = 160 GFLOP/s peak, ~25 % sustained in PyTorch). Used for the
-# host stand-in and for profiles that give only a speed_ratio.
-HOST_FLOPS_FP32 = 4.0e10
-# Backprop costs about three forward passes (forward + backward of activations and weights).
-BP_FLOPS_PER_FORWARD = 3.0
 # A catch-up entry on the wire: seed (8 B) + coefficient (8 B).
 CATCH_UP_ENTRY_BYTES = 16
 
@@ -50,11 +49,6 @@ ComputeModel = Literal["flops", "measured"]
 def transfer_seconds(nbytes: float, bps: float, latency_s: float) -> float:
     """Seconds to move ``nbytes`` over a ``bps`` link with one-way ``latency_s``."""
     return nbytes * 8.0 / bps + latency_s
-
-
-def forward_flops(n_params: int, tokens: int) -> float:
-    """FLOPs of one forward pass: about 2 x parameters x tokens."""
-    return 2.0 * n_params * tokens
 
 
 @dataclass(frozen=True)
@@ -71,17 +65,6 @@ class ClientTiming:
     @property
     def work_s(self) -> float:
         return self.download_s + self.replay_s + self.compute_s + self.upload_s
-
-
-def replay_seconds(profile: DeviceProfile, *, entries: int, trainable_params: int) -> float:
-    """Catch-up on the device: each log entry regenerates one direction over the params."""
-    elements = entries * trainable_params
-    if profile.speed_ratio is not None:
-        return elements * HOST_REGEN_SECONDS_PER_ELEMENT * profile.speed_ratio
-    flops = profile.flops("fp32") or profile.flops_fp16 or profile.flops_bf16
-    if flops is None:  # unreachable for validated profiles (speed_ratio or FLOP/s required)
-        raise ConfigError(f"device {profile.name!r}: needs speed_ratio or flops_fp32")
-    return elements * REGEN_FLOPS_PER_ELEMENT / flops
 
 
 @dataclass(frozen=True)
@@ -177,24 +160,29 @@ class ModelShape:
 
     model: str
     config: Any  # transformers PretrainedConfig of the (base) model
-    n_params: int  # every parameter of the model (FLOPs)
+    arch: ArchDims
+    tuning: Tuning
+    n_params: int  # every parameter of the model
     trainable: int  # trainable elements (replay cost)
     trainable_bytes: int  # the trainable weights on the wire (full catch-up)
     batch: int
-    seq: int
-    peft: Literal["full", "lora", "prefix"]
-    lora_rank: int
-    prefix_tokens: int
+    seq: int  # the token limit (memory model: the worst case)
     dtype: str
-    mode: Literal["zo", "bp"]
-    optimizer: Literal["sgd", "adam"]
-    q: int
-    forwards_per_step: int
+
+    @property
+    def peft(self) -> Literal["full", "lora", "prefix"]:
+        """The memory model's name of the tuning (prompt tuning counts as prefix)."""
+        return "prefix" if self.tuning.peft == "prompt" else self.tuning.peft
+
+    @property
+    def mode(self) -> Literal["zo", "bp"]:
+        """ZO or backprop."""
+        return self.tuning.method
 
     def memory_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
-        return {"dtype": self.dtype, "lora_rank": self.lora_rank, "prefix_tokens": self.prefix_tokens,
-                "optimizer": self.optimizer, "logits": "last"}
+        return {"dtype": self.dtype, "lora_rank": self.tuning.lora_rank, "prefix_tokens": self.tuning.virtual_tokens,
+                "optimizer": self.tuning.optimizer, "logits": "last"}
 
 
 @dataclass(frozen=True)
@@ -204,46 +192,69 @@ class ClientWork:
     down_bytes: int
     up_bytes: int
     catch_up_entries: int = 0
-    local_steps: int = 1  # ZO steps
-    examples: int | None = None  # BP: examples trained (default: one batch)
+    batches: tuple[tuple[int, int], ...] = ()  # (rows, padded width) of each training step
     host_seconds: float | None = None  # measured compute on the host (compute_model: measured)
 
 
+ClockBasis = Literal["calibrated", "flops-estimate", "measured-host"]
+
+
 class Clock:
-    """The simulated clock of a run: each client's device, the model's shape, the compute model."""
+    """The simulated clock of a run: each client's device, the model's shape, its calibration."""
 
     def __init__(self, profiles: list[DeviceProfile], shape: ModelShape, *, seed: int,
-                 compute_model: ComputeModel = "flops") -> None:
-        self.profiles = profiles  # by client id
+                 compute_model: Literal["flops", "measured"] = "flops", calibration: Calibration | None = None,
+                 calibration_source: str = "", speeds: list[SpeedFigure] | None = None) -> None:
+        """``profiles`` and ``speeds`` (default: from each profile alone) by client id."""
+        self.profiles = profiles
         self.shape = shape
         self.seed = seed
         self.compute_model = compute_model
+        self.calibration = calibration
+        self.group = calibration.group(shape.model, shape.tuning, calibration_source) if calibration else None
+        catalog = {p.name: p for p in profiles}
+        self.speeds = speeds or [speed_of(p, catalog, calibration, shape.dtype) for p in profiles]
 
-    def _device_flops(self, profile: DeviceProfile) -> float:
-        rate = profile.flops(self.shape.dtype)
-        if rate is None:  # a profile with only a speed_ratio (validated: one of them is set)
-            if profile.speed_ratio is None:
-                raise ConfigError(f"device {profile.name!r}: needs speed_ratio or flops_fp32")
-            rate = HOST_FLOPS_FP32 / profile.speed_ratio
-        return rate
+    @property
+    def basis(self) -> ClockBasis:
+        """Where compute seconds come from."""
+        if self.compute_model == "measured":
+            return "measured-host"
+        return "calibrated" if self.calibration is not None else "flops-estimate"
 
-    def modelled_compute_seconds(self, client: int, *, local_steps: int = 1, examples: int | None = None) -> float:
-        """Local compute from FLOPs: ZO ``local_steps`` x forwards per step at batch x seq;
-        BP ``examples`` x seq tokens at about three forwards' cost."""
-        s = self.shape
-        if s.mode == "zo":
-            flops = local_steps * s.forwards_per_step * forward_flops(s.n_params, s.batch * s.seq)
-        else:
-            flops = BP_FLOPS_PER_FORWARD * forward_flops(s.n_params, (examples or s.batch) * s.seq)
-        return flops / self._device_flops(self.profiles[client])
+    def _device_flops(self, client: int) -> float:
+        rate = self.profiles[client].flops(self.shape.dtype)
+        return rate if rate is not None else HOST_FLOPS_FP32 / self.speeds[client].ratio
+
+    def speed_ratio(self, client: int) -> float:
+        """Device seconds per reference-host second (see :mod:`fedzo.devices.speed`)."""
+        return self.speeds[client].ratio
+
+    def step_work(self, batch: tuple[int, int]) -> StepWork:
+        """The work of one training step on a batch of (rows, width)."""
+        return step_work(self.shape.arch, [batch], self.shape.tuning, self.shape.trainable)
+
+    def modelled_compute_seconds(self, client: int, batches: tuple[tuple[int, int], ...]) -> float:
+        """Device seconds of training on ``batches``: calibrated, or FLOPs (an estimate)."""
+        works = [self.step_work(b) for b in batches]
+        if self.calibration is not None and self.group is not None:
+            host = sum(self.calibration.step_seconds(self.group, w) for w in works)
+            return host * self.speed_ratio(client)
+        flops = sum(w.flops + w.regen_elements * REGEN_FLOPS_PER_ELEMENT for w in works)
+        return flops / self._device_flops(client)
 
     def compute_seconds(self, client: int, work: ClientWork) -> float:
-        """Device compute seconds under the compute model (measured: host seconds x speed_ratio)."""
-        p = self.profiles[client]
+        """Device compute seconds under the compute model (measured: host seconds x speed ratio)."""
         if self.compute_model == "measured" and work.host_seconds is not None:
-            ratio = p.speed_ratio or HOST_FLOPS_FP32 / self._device_flops(p)
-            return work.host_seconds * ratio
-        return self.modelled_compute_seconds(client, local_steps=work.local_steps, examples=work.examples)
+            return work.host_seconds * self.speed_ratio(client)
+        return self.modelled_compute_seconds(client, work.batches)
+
+    def regen_seconds(self, client: int, entries: int) -> float:
+        """Device seconds to regenerate ``entries`` directions over the trainable elements."""
+        elements = entries * self.shape.trainable
+        if self.calibration is not None:
+            return self.calibration.regen_seconds(elements) * self.speed_ratio(client)
+        return elements * REGEN_FLOPS_PER_ELEMENT / self._device_flops(client)
 
     def timing(self, client: int, work: ClientWork) -> ClientTiming:
         """One client's round durations (offline time filled by :meth:`offline_at`)."""
@@ -253,8 +264,7 @@ class Clock:
             client_id=str(client),
             download_s=transfer_seconds(work.down_bytes, p.downlink_bps, p.latency_s),
             # measured host seconds already include the catch-up on the host
-            replay_s=0.0 if measured else replay_seconds(p, entries=work.catch_up_entries,
-                                                         trainable_params=self.shape.trainable),
+            replay_s=0.0 if measured else self.regen_seconds(client, work.catch_up_entries),
             compute_s=self.compute_seconds(client, work),
             upload_s=transfer_seconds(work.up_bytes, p.uplink_bps, p.latency_s),
         )
@@ -272,7 +282,7 @@ class Clock:
         """Download ``entries`` catch-up pairs and regenerate one direction for each."""
         p = self.profiles[client]
         return (transfer_seconds(entries * CATCH_UP_ENTRY_BYTES, p.downlink_bps, p.latency_s)
-                + replay_seconds(p, entries=entries, trainable_params=self.shape.trainable))
+                + self.regen_seconds(client, entries))
 
     def full_seconds(self, client: int) -> float:
         """Download the trainable weights."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,10 +30,12 @@ class FitReport:
 
     @property
     def fits(self) -> bool:
+        """Whether the predicted peak is within the device's budget."""
         return self.breakdown.total <= self.budget
 
     @property
     def needed(self) -> int:
+        """Predicted peak bytes of the training process."""
         return self.breakdown.total
 
     def message(self) -> str:
@@ -54,7 +57,7 @@ class FitReport:
         return text + "."
 
 
-def _largest_fitting_batch(total_for_batch: Any, batch: int, budget: int) -> int | None:
+def _largest_fitting_batch(total_for_batch: Callable[[int], int], batch: int, budget: int) -> int | None:
     """Largest b < batch with total_for_batch(b) <= budget (totals grow with b), or None."""
     lo, hi, best = 1, batch - 1, None
     while lo <= hi:
@@ -88,6 +91,7 @@ def check_fit(
     name = model_name or getattr(model_config, "name_or_path", "") or model_config.model_type
 
     def total(m: Mode, b: int, p: PeftMode) -> int:
+        """Predicted peak bytes with mode, batch and peft changed."""
         return estimate_memory(model_config, m, batch=b, seq=seq, peft=p, **memory_kwargs).total
 
     breakdown = estimate_memory(model_config, mode, batch=batch, seq=seq, peft=peft,

@@ -69,10 +69,12 @@ class ArchDims:
 
     @property
     def q_dim(self) -> int:
+        """Width of the query projection."""
         return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
+        """Width of the key (and of the value) projection."""
         return self.kv_heads * self.head_dim
 
 
@@ -214,6 +216,7 @@ class MemoryBreakdown:
 
     @property
     def peak_phase(self) -> str:
+        """Name of the largest transient phase."""
         return max(self.phases, key=lambda p: p[1])[0]
 
     @property
@@ -268,6 +271,33 @@ def estimate_memory(
     ``allocator_slack``/``allocator_reserve`` model the CPU allocator (see constants; the
     reserve defaults to ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE x weights).
     """
+    _check_inputs(mode, dtype, optimizer, batch, seq, checkpoint_fraction)
+    d = arch_dims(config)
+    el = DTYPE_BYTES[dtype]
+    n_params = count_parameters(d)
+    trainable, largest_trainable = trainable_parameters(
+        d, peft, lora_rank=lora_rank, prefix_tokens=prefix_tokens
+    )
+    weights = (n_params + (trainable if peft != "full" else 0)) * el
+    runtime = RUNTIME_OVERHEAD_BYTES if runtime_overhead is None else runtime_overhead
+    if allocator_reserve is None:
+        allocator_reserve = int(ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE * weights)
+    logits = logits or ("last" if mode == "zo" else "full")
+    sizes = _Sizes(
+        d=d, el=el, tokens=batch * seq, seq=seq, n_logits=logits_elements(d, batch, seq, logits),
+        upcast=4 if el < 4 else 0,  # the loss upcasts half-precision logits to fp32
+        trainable=trainable, largest_trainable=largest_trainable, weights=weights, runtime=runtime,
+        allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
+    )
+    if mode == "zo":
+        return _zo_memory(sizes, chunk_elements, noise_bytes)
+    return _bp_memory(sizes, peft, optimizer, checkpoint_fraction)
+
+
+def _check_inputs(
+    mode: str, dtype: str, optimizer: str, batch: int, seq: int, checkpoint_fraction: float
+) -> None:
+    """Raise :class:`ConfigError` for an argument of :func:`estimate_memory` out of range."""
     if mode not in ("zo", "bp"):
         raise ConfigError(f"mode: {mode!r} is not one of zo, bp")
     if dtype not in DTYPE_BYTES:
@@ -278,43 +308,53 @@ def estimate_memory(
         raise ConfigError(f"batch and seq must be >= 1 (got batch={batch}, seq={seq})")
     if not 0.0 <= checkpoint_fraction <= 1.0:
         raise ConfigError(f"checkpoint_fraction: {checkpoint_fraction} must be in [0, 1]")
-    d = arch_dims(config)
-    el = DTYPE_BYTES[dtype]
-    tokens = batch * seq
-    n_params = count_parameters(d)
-    trainable, largest_trainable = trainable_parameters(
-        d, peft, lora_rank=lora_rank, prefix_tokens=prefix_tokens
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """What the ZO and the BP estimates both start from (bytes unless said otherwise)."""
+
+    d: ArchDims
+    el: int  # bytes per element
+    tokens: int
+    seq: int
+    n_logits: int  # logit elements
+    upcast: int  # extra bytes per logit when the loss upcasts to fp32
+    trainable: int  # parameters
+    largest_trainable: int  # elements of the largest trainable tensor
+    weights: int
+    runtime: int
+    allocator_slack: float
+    allocator_reserve: int
+
+
+def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int) -> MemoryBreakdown:
+    """ZO: inference activations, the loss's logits and one perturbation chunk."""
+    acts = int(layer_saved_elements(s.d, s.seq, training=False) * s.tokens * s.el)
+    logit_bytes = s.n_logits * (s.el + s.upcast + 4)  # logits + fp32 log-softmax of the loss
+    chunk = min(chunk_elements, s.largest_trainable) * noise_bytes
+    return MemoryBreakdown(
+        mode="zo", weights=s.weights, gradients=0, optimizer_states=0,
+        optimizer_temporaries=0, activations=acts, logits=logit_bytes,
+        perturbation_chunk=chunk, runtime_overhead=s.runtime,
+        phases=(("forward+perturb", acts + logit_bytes + chunk),),
+        allocator_slack=s.allocator_slack, allocator_reserve=s.allocator_reserve,
     )
-    weights = (n_params + (trainable if peft != "full" else 0)) * el
-    runtime = RUNTIME_OVERHEAD_BYTES if runtime_overhead is None else runtime_overhead
-    if allocator_reserve is None:
-        allocator_reserve = int(ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE * weights)
-    logits = logits or ("last" if mode == "zo" else "full")
-    n_logits = logits_elements(d, batch, seq, logits)
-    upcast = 4 if el < 4 else 0  # the loss upcasts half-precision logits to fp32
 
-    if mode == "zo":
-        acts = int(layer_saved_elements(d, seq, training=False) * tokens * el)
-        logit_bytes = n_logits * (el + upcast + 4)  # logits + fp32 log-softmax of the loss
-        chunk = min(chunk_elements, largest_trainable) * noise_bytes
-        return MemoryBreakdown(
-            mode="zo", weights=weights, gradients=0, optimizer_states=0,
-            optimizer_temporaries=0, activations=acts, logits=logit_bytes,
-            perturbation_chunk=chunk, runtime_overhead=runtime,
-            phases=(("forward+perturb", acts + logit_bytes + chunk),),
-            allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
-        )
 
-    per_layer = layer_saved_elements(d, seq, training=True)
+def _bp_memory(s: _Sizes, peft: PeftMode, optimizer: Optimizer, checkpoint_fraction: float) -> MemoryBreakdown:
+    """BP: saved activations, logits and their gradient, gradients and optimizer state."""
+    d, el = s.d, s.el
+    per_layer = layer_saved_elements(d, s.seq, training=True)
     stored = (1 - checkpoint_fraction) * per_layer + checkpoint_fraction * d.hidden
     recompute = per_layer if checkpoint_fraction > 0 else 0.0
     model_level = 3 * d.hidden  # final norm in/out + head input (decoder); embeddings (encoder)
-    acts = int((d.layers * stored + recompute + model_level) * tokens * el)
-    logits_fwd = n_logits * (el + upcast + 4)  # logits (+ fp32 copy) + saved log-softmax
-    logits_bwd = logits_fwd + n_logits * 4  # + gradient of the logits
-    grads = trainable * el
-    states = 2 * trainable * el if optimizer == "adam" else 0
-    temps = 2 * largest_trainable * el if optimizer == "adam" else 0  # sqrt, division
+    acts = int((d.layers * stored + recompute + model_level) * s.tokens * el)
+    logits_fwd = s.n_logits * (el + s.upcast + 4)  # logits (+ fp32 copy) + saved log-softmax
+    logits_bwd = logits_fwd + s.n_logits * 4  # + gradient of the logits
+    grads = s.trainable * el
+    states = 2 * s.trainable * el if optimizer == "adam" else 0
+    temps = 2 * s.largest_trainable * el if optimizer == "adam" else 0  # sqrt, division
     head_trainable = peft == "full" and d.kind == "decoder"
     head_grad = d.vocab * d.hidden * el if head_trainable else 0
     # Tied embeddings: the embedding's dense gradient is summed into the head's.
@@ -326,8 +366,8 @@ def estimate_memory(
         ("optimizer-step", grads + temps),
     )
     return MemoryBreakdown(
-        mode="bp", weights=weights, gradients=grads, optimizer_states=states,
+        mode="bp", weights=s.weights, gradients=grads, optimizer_states=states,
         optimizer_temporaries=temps, activations=acts, logits=logits_bwd,
-        perturbation_chunk=0, runtime_overhead=runtime, phases=phases,
-        allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
+        perturbation_chunk=0, runtime_overhead=s.runtime, phases=phases,
+        allocator_slack=s.allocator_slack, allocator_reserve=s.allocator_reserve,
     )

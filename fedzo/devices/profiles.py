@@ -22,7 +22,37 @@ from fedzo.units import parse_bitrate, parse_bytes
 
 CLIENTS_DIR_ENV = "FEDZO_CLIENTS_DIR"
 
-__all__ = ["DeviceProfile", "default_clients_dir", "get_profile", "load_profile", "load_profiles"]
+__all__ = ["DeviceProfile", "Speed", "default_clients_dir", "get_profile", "load_profile", "load_profiles"]
+
+
+class Speed(BaseModel):
+    """How fast a device trains relative to the reference host, and where that comes from.
+
+    ``benchmark``: the device's published ``score`` on ``benchmark`` (higher is faster),
+    divided into the reference host's score on the same benchmark, measured by
+    ``fedzo calibrate`` (in the calibration file). ``relative``: the same benchmark
+    published for this device and for another profile (``relative_to``, ``other_score``),
+    chained to that profile's speed. ``estimate``: a ``ratio`` nobody measured.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    basis: Literal["benchmark", "relative", "estimate"]
+    benchmark: str | None = Field(None, description="gemm-fp32, gemm-fp64 (HPL), geekbench6-multi, ...")
+    score: float | None = Field(None, gt=0, description="the device's score on the benchmark")
+    relative_to: str | None = Field(None, description="basis relative: the profile the score is compared to")
+    other_score: float | None = Field(None, gt=0, description="basis relative: that profile's score")
+    ratio: float | None = Field(None, gt=0, description="basis estimate: device seconds per reference-host second")
+    source: str = Field(min_length=1, description="where the figures come from (address, what was measured)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Speed:
+        need = {"benchmark": ("benchmark", "score"), "relative": ("benchmark", "score", "relative_to", "other_score"),
+                "estimate": ("ratio",)}[self.basis]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"speed with basis {self.basis!r} needs {', '.join(missing)}")
+        return self
 
 
 class DeviceProfile(BaseModel):
@@ -39,6 +69,8 @@ class DeviceProfile(BaseModel):
     speed_ratio: float | None = Field(
         default=None, gt=0, description="device seconds per reference-host second (2 = 2x slower)"
     )
+    speed: Speed | None = Field(default=None, description="the device's speed relative to the reference host, "
+                                "with its sources (see Speed)")
     uplink_bps: float = Field(gt=0)
     downlink_bps: float = Field(gt=0)
     latency_s: float = Field(ge=0)
@@ -62,10 +94,10 @@ class DeviceProfile(BaseModel):
 
     @model_validator(mode="after")
     def _has_speed(self) -> DeviceProfile:
-        if self.speed_ratio is None and all(
+        if self.speed_ratio is None and self.speed is None and all(
             f is None for f in (self.flops_fp32, self.flops_fp16, self.flops_bf16)
         ):
-            raise ValueError("give at least one of flops_fp32, flops_fp16, flops_bf16, speed_ratio")
+            raise ValueError("give at least one of flops_fp32, flops_fp16, flops_bf16, speed_ratio, speed")
         return self
 
     def flops(self, dtype: str) -> float | None:

@@ -25,11 +25,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedzo.errors import FedzoError
 from fedzo.units import format_bytes
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from fedzo.devices.memory import LogitsMode, Mode, Optimizer, PeftMode
 
 __all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "run_case", "validate"]
 
@@ -39,16 +46,17 @@ class ValidationCase:
     """One configuration to measure."""
 
     model: str
-    mode: str  # "zo" or "bp"
+    mode: Mode
     batch: int
     seq: int
-    peft: str = "full"
-    optimizer: str = "sgd"
-    logits: str | None = None  # None: the mode's default (zo: last, bp: full)
+    peft: PeftMode = "full"
+    optimizer: Optimizer = "sgd"
+    logits: LogitsMode | None = None  # None: the mode's default (zo: last, bp: full)
     chunk_elements: int = 1 << 20
 
     @property
     def label(self) -> str:
+        """Short name of the case: model, batch x seq and what differs from the defaults."""
         parts = [self.model, f"{self.batch}x{self.seq}"]
         if self.peft != "full":
             parts.append(self.peft)
@@ -103,6 +111,72 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
+def _loss_fn(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, vocab: int, decoder: bool,
+             logits_mode: str) -> Callable[[], torch.Tensor]:
+    """The training loss of the case: LM cross-entropy (decoder) or classification (encoder)."""
+    import torch
+
+    def loss_fn() -> torch.Tensor:
+        if decoder:
+            keep = 0 if logits_mode == "full" else 1
+            out = model(input_ids=ids, use_cache=False, logits_to_keep=keep)
+            logits = out.logits.float()
+            if logits_mode == "full":  # shift the labels, not the logits (no copy)
+                shifted = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
+                return torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, vocab), shifted.reshape(-1), ignore_index=-100
+                )
+            return torch.nn.functional.cross_entropy(logits[:, -1], ids[:, -1])
+        out = model(input_ids=ids)
+        return torch.nn.functional.cross_entropy(out.logits, labels)
+
+    return loss_fn
+
+
+def _zo_step(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[], torch.Tensor],
+             chunk_elements: int) -> None:
+    """One fused MeZO step, in-place chunked perturbations, peak mark reset first."""
+    import torch
+
+    def perturb(scale: float, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for p in params:
+            flat = p.data.view(-1)
+            for chunk in flat.split(chunk_elements):
+                z = torch.randn(chunk.shape, generator=g)
+                chunk.add_(z, alpha=scale)
+
+    model.eval()
+    _reset_peak()
+    eps, lr = 1e-3, 1e-6
+    with torch.inference_mode():
+        perturb(eps, 7)
+        lp = float(loss_fn())
+        perturb(-2 * eps, 7)
+        lm = float(loss_fn())
+        g = (lp - lm) / (2 * eps)
+        perturb(eps - lr * g, 7)  # fused restore + update
+
+
+def _bp_steps(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[], torch.Tensor],
+              optimizer: str) -> None:
+    """Two backprop steps; the peak mark is reset before the second (steady state)."""
+    import torch
+
+    model.train()
+    opt: torch.optim.Optimizer = (
+        torch.optim.Adam(params, lr=1e-5) if optimizer == "adam"
+        else torch.optim.SGD(params, lr=1e-5)
+    )
+    for step in range(2):
+        if step == 1:
+            _reset_peak()
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def _worker(case: ValidationCase) -> dict[str, Any]:
     """Run one case in this process and return the measurements (see module docstring)."""
     import torch
@@ -119,7 +193,7 @@ def _worker(case: ValidationCase) -> dict[str, Any]:
     config = model_config(case.model)
     decoder = config.model_type == "llama"
     auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
-    model: Any = auto.from_config(config)
+    model: nn.Module = auto.from_config(config)
     if case.peft == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -132,58 +206,16 @@ def _worker(case: ValidationCase) -> dict[str, Any]:
     ids = torch.randint(0, vocab, (case.batch, case.seq), generator=gen)
     labels = torch.randint(0, 2, (case.batch,), generator=gen)
     logits_mode = case.logits or ("last" if case.mode == "zo" else "full")
-
-    def loss_fn() -> torch.Tensor:
-        if decoder:
-            keep = 0 if logits_mode == "full" else 1
-            out = model(input_ids=ids, use_cache=False, logits_to_keep=keep)
-            logits = out.logits.float()
-            if logits_mode == "full":  # shift the labels, not the logits (no copy)
-                shifted = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
-                return torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, vocab), shifted.reshape(-1), ignore_index=-100
-                )
-            return torch.nn.functional.cross_entropy(logits[:, -1], ids[:, -1])
-        out = model(input_ids=ids)
-        return torch.nn.functional.cross_entropy(out.logits, labels)
-
+    loss_fn = _loss_fn(model, ids, labels, vocab, decoder, logits_mode)
     with torch.inference_mode():
         model(input_ids=ids[:1, :8])
     params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
 
-    def perturb(scale: float, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        for p in params:
-            flat = p.data.view(-1)
-            for chunk in flat.split(case.chunk_elements):
-                z = torch.randn(chunk.shape, generator=g)
-                chunk.add_(z, alpha=scale)
-
     t0 = time.perf_counter()
     if case.mode == "zo":
-        model.eval()
-        _reset_peak()
-        eps, lr = 1e-3, 1e-6
-        with torch.inference_mode():
-            perturb(eps, 7)
-            lp = float(loss_fn())
-            perturb(-2 * eps, 7)
-            lm = float(loss_fn())
-            g = (lp - lm) / (2 * eps)
-            perturb(eps - lr * g, 7)  # fused restore + update
+        _zo_step(model, params, loss_fn, case.chunk_elements)
     else:
-        model.train()
-        opt: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=1e-5) if case.optimizer == "adam"
-            else torch.optim.SGD(params, lr=1e-5)
-        )
-        for step in range(2):
-            if step == 1:
-                _reset_peak()
-            opt.zero_grad(set_to_none=True)
-            loss_fn().backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        _bp_steps(model, params, loss_fn, case.optimizer)
     return {"rss_import": rss_import, "hwm": _status_bytes("VmHWM"),
             "seconds": time.perf_counter() - t0}
 
@@ -207,9 +239,9 @@ def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
         raise FedzoError(f"measuring {case.label} ({case.mode}) failed:\n{proc.stderr[-2000:]}")
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     breakdown = estimate_memory(
-        model_config(case.model), case.mode,  # type: ignore[arg-type]
-        batch=case.batch, seq=case.seq, peft=case.peft,  # type: ignore[arg-type]
-        optimizer=case.optimizer, logits=case.logits,  # type: ignore[arg-type]
+        model_config(case.model), case.mode,
+        batch=case.batch, seq=case.seq, peft=case.peft,
+        optimizer=case.optimizer, logits=case.logits,
         chunk_elements=case.chunk_elements, runtime_overhead=m["rss_import"],
     )
     return ValidationResult(

@@ -22,7 +22,6 @@ same ClientApp and the same handshake; :func:`handle` tells them apart by their 
 
 from __future__ import annotations
 
-import random
 import time
 
 import torch
@@ -31,6 +30,7 @@ from flwr.clientapp import ClientApp
 
 from fedzo.errors import ConfigError, FedzoError
 from fedzo.federation import fedavg_client
+from fedzo.federation.batches import local_batch
 from fedzo.federation.catchup import make_policy
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
@@ -49,7 +49,6 @@ from fedzo.zo import (
     make_zo_optimizer,
     zo_step,
 )
-from fedzo.zo.seeds import BATCH_TAG, derive_seed
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -139,9 +138,9 @@ class Worker:
     # -- training ----------------------------------------------------------------------
     def batch(self, client: int, round_: int, step: int) -> Batch:
         """The minibatch of local step ``step``: a pure function of (seed, round, client, step)."""
-        part = self.partitions[client]
-        rng = random.Random(derive_seed(self.scenario.seed, BATCH_TAG, round_, client, step))
-        picked = [self.objective.train[i] for i in rng.sample(part, min(self.scenario.data.batch_size, len(part)))]
+        idx = local_batch(self.partitions[client], self.scenario.data.batch_size, self.scenario.seed, round_, client,
+                          step)
+        picked = [self.objective.train[i] for i in idx]
         clf = self.objective.classifier
         return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)
 

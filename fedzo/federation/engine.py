@@ -29,81 +29,33 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message
 
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, Status, simulate_round
 from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.faults import fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier
+from fedzo.federation.protocols.base import RoundProtocol, U
 from fedzo.federation.replies import Collected, collect_replies
+from fedzo.federation.setup import ClientSetup
 from fedzo.federation.transport import Transport, handshake
-from fedzo.records import ClientRecord, ClientStatus, FleetRecord, RoundRecord, Summary, accuracy_summary
+from fedzo.records import (
+    ClientRecord,
+    ClientStatus,
+    FleetRecord,
+    RoundRecord,
+    Summary,
+    accuracy_summary,
+    bytes_by_kind,
+    eval_fields,
+)
 from fedzo.runs import AnyRecord, RunDir, peak_rss_bytes
 from fedzo.zo.seeds import derive_seed
 
 SAMPLE_TAG = 0x5A3F
-
-U = TypeVar("U", bound="ClientUpdate")
-
-
-class ClientUpdate(Protocol):
-    """What the engine reads from any protocol's parsed reply."""
-
-    num_examples: int
-    train_loss: float
-    compute_seconds: float
-    peak_memory_bytes: int
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A protocol's message body for one client, and the catch-up it carries."""
-
-    content: RecordDict
-    catch_up_entries: int = 0
-
-
-class RoundProtocol(Protocol[U]):
-    """A federated protocol, as the round engine drives it."""
-
-    method: str  # summary.method
-    setup_json: str
-    digest: str
-
-    def open(self, run: RunDir, resume: bool, last_metric_round: int, clients: Sequence[ClientRecord]) -> int:
-        """Start fresh, or restore durable state (``resume``) and return the last round to
-        keep of the ``last_metric_round`` the metrics hold (-1: start over)."""
-
-    def begin_round(self, round_: int) -> None:
-        """Prepare what every message of ``round_`` shares (seeds, lr, global weights)."""
-
-    def downlink(self, round_: int, client: int) -> Outgoing:
-        """The message body for ``client``."""
-
-    def parse(self, round_: int, client: int, content: RecordDict) -> U:
-        """A reply as an update; raises :class:`~fedzo.federation.messages.MessageError`."""
-
-    def work(self, update: U | None, down_bytes: int, up_bytes: int, catch_up_entries: int) -> ClientWork:
-        """What a client did, for the clock (``update`` None: modelled, nothing reported)."""
-
-    def commit(self, round_: int, accepted: dict[int, U], synced: Sequence[int]) -> None:
-        """Aggregate the kept updates (none: a skipped round) and move the global model."""
-
-    def checkpoint(self, round_: int) -> None:
-        """Persist what the update log does not hold (after the round's records)."""
-
-    def evaluate(self) -> dict[str, Any]:
-        """Metrics of the global model on the evaluation split."""
-
-    def round_fields(self) -> dict[str, Any]:
-        """Extra round-record fields (catch-up history held)."""
-
-    def summary_fields(self) -> dict[str, Any]:
-        """Extra summary fields (catch-up policy, local epochs, model digest)."""
-
 
 def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, attempt: int = 0,
                    eligible: Sequence[int] | None = None) -> list[int]:
@@ -158,12 +110,27 @@ class Attempt(Generic[U]):
     rejected: dict[int, str] = field(default_factory=dict)
     duration: float = 0.0
     unknown_replies: int = 0
+    duplicate_bytes: int = 0  # surplus replies the server received
 
 
 @dataclass
 class _Sent:
     size: MessageSize
     catch_up_entries: int
+    catch_up_bytes: int
+    message: Message
+
+
+@dataclass
+class _Seen:
+    """What the engine knows of one sampled client in an attempt."""
+
+    sent: _Sent | None  # None: offline at the start, never sent
+    up: MessageSize | None = None  # its reply's size (the one picked)
+    work: ClientWork | None = None
+    timing: ClientTiming | None = None
+    line: ClientTimeline | None = None  # its timeline when it replied validly
+    fault: str | None = None
 
 
 class RoundEngine(Generic[U]):
@@ -179,6 +146,7 @@ class RoundEngine(Generic[U]):
         self.protocol = protocol
         self.engine = engine
         self.node_of: dict[int, int] = {}
+        self.setup_bytes = (0, 0)  # (up, down) of a handshake not yet in a round record
         self.totals = Totals()
         self.done = 0
 
@@ -200,13 +168,18 @@ class RoundEngine(Generic[U]):
     def run_all(self, transport: Transport) -> Summary:
         """Handshake, then the remaining rounds; returns the summary (also written)."""
         transport = with_faults(transport, self.scenario.faults)
-        self.node_of = handshake(transport, self.protocol.setup_json, self.protocol.digest,
-                                 self.fed.num_clients, self.fed.setup_timeout)
+        hs = handshake(transport, self.protocol.setup_json, self.protocol.digest, self.fed.num_clients,
+                       self.fed.setup_timeout, measured_json=ClientSetup(self.scenario).to_json())
+        self.node_of = hs.node_of
         self.write_fleet_files()
         if not self.run.rounds():
+            # a resumed run's handshake is the interruption's cost, not the experiment's: not counted
+            self.setup_bytes = (hs.bytes_up, hs.bytes_down)
+            self.totals.bytes_up += hs.bytes_up
+            self.totals.bytes_down += hs.bytes_down
             m = self.protocol.evaluate()
-            self.run.append([RoundRecord(round=0, sim_seconds=0.0, host_seconds=0.0, eval_accuracy=m["accuracy"],
-                                         eval_macro_f1=m["macro_f1"])])
+            self.run.append([RoundRecord(round=0, sim_seconds=0.0, host_seconds=0.0, **self._byte_fields([], 0),
+                                         **eval_fields(m))])
         for r in range(self.done + 1, self.fed.rounds + 1):
             self.run_round(transport, r)
         return self.summary()
@@ -227,7 +200,7 @@ class RoundEngine(Generic[U]):
         self.protocol.begin_round(round_)
         records: list[ClientRecord] = []
         round_sim = 0.0
-        unknown = 0
+        unknown = duplicates = 0
         synced: set[int] = set()
         attempts = 2 if fed.below_min == "retry" else 1
         for attempt in range(attempts):
@@ -235,6 +208,7 @@ class RoundEngine(Generic[U]):
             records += result.records
             round_sim += result.duration
             unknown += result.unknown_replies
+            duplicates += result.duplicate_bytes
             synced |= set(result.synced)
             if len(result.accepted) >= fed.min_clients:
                 break
@@ -250,7 +224,7 @@ class RoundEngine(Generic[U]):
         self.totals.sim_seconds += round_sim
         self.totals.host_seconds += time.perf_counter() - t0
         m = self.protocol.evaluate() if round_ % fed.eval_every == 0 or round_ == fed.rounds else None
-        rec = self._round_record(round_, records, result, m, round_sim, commit_seconds, skipped, unknown)
+        rec = self._round_record(round_, records, result, m, round_sim, commit_seconds, skipped, unknown, duplicates)
         self.run.append([*records, rec])
         self.protocol.checkpoint(round_)
         self.done = round_
@@ -266,13 +240,13 @@ class RoundEngine(Generic[U]):
             out = self.protocol.downlink(round_, c)
             msg = transport.new_message(out.content, self.node_of[c], round_)
             size = MessageSize.of(msg)
-            pre = self.clock.timing(c, self.protocol.work(None, size.message, 0, out.catch_up_entries))
+            pre = self.clock.timing(c, self.protocol.work(round_, c, None, size.wire, 0, out.catch_up_entries))
             off = self.clock.offline_at(c, pre, round_=round_, attempt=attempt, start=start)
             if off is not None and off <= start:
                 offline.add(c)
                 continue
             msgs.append(msg)
-            sent[c] = _Sent(size, out.catch_up_entries)
+            sent[c] = _Sent(size, out.catch_up_entries, out.catch_up_bytes, msg)
         return msgs, sent, offline
 
     def _attempt(self, transport: Transport, round_: int, attempt: int, start: float) -> Attempt[U]:
@@ -280,25 +254,31 @@ class RoundEngine(Generic[U]):
         count, keep = self.plan.sample_sizes(self.fed.participants)
         clients = sample_clients(self.scenario.seed, round_, self.fed.num_clients, count, attempt,
                                  eligible=self.plan.eligible)
-        msgs, sent, offline = self._send(transport, round_, attempt, start, clients)
+        msgs, sent, _ = self._send(transport, round_, attempt, start, clients)
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
         client_of_node = {self.node_of[c]: c for c in sent}
         got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content))
-        ups = {c: MessageSize.of(m) for c, m in got.messages.items()}
-        timings = {}
-        for c in sent:
-            t = self.clock.timing(c, self.protocol.work(got.updates.get(c), sent[c].size.message,
-                                                        ups[c].message if c in ups else 0, sent[c].catch_up_entries))
-            timings[c] = replace(t, offline_at=self.clock.offline_at(c, t, round_=round_, attempt=attempt, start=start))
-        sim = simulate_round([timings[c] for c in sorted(got.updates)], deadline=self.plan.deadline, keep=keep,
-                             start=start)
-        out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown)
-        round_end = sim.end if sim.timelines else start
-        lines = {int(tl.client_id): tl for tl in sim.timelines}
         injected = getattr(transport, "injected", {})
+        seen = {c: _Seen(sent.get(c), fault=injected.get(c)) for c in clients}
+        for c, s in seen.items():
+            if s.sent is None:
+                continue
+            s.up = MessageSize.of(got.messages[c], reply_to=s.sent.message) if c in got.messages else None
+            s.work = self.protocol.work(round_, c, got.updates.get(c), s.sent.size.wire,
+                                        s.up.wire if s.up else 0, s.sent.catch_up_entries)
+            t = self.clock.timing(c, s.work)
+            s.timing = replace(t, offline_at=self.clock.offline_at(c, t, round_=round_, attempt=attempt, start=start))
+        replied = [timing for c in sorted(got.updates) if (timing := seen[c].timing) is not None]
+        sim = simulate_round(replied, deadline=self.plan.deadline, keep=keep, start=start)
+        for tl in sim.timelines:
+            seen[int(tl.client_id)].line = tl
+        out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown)
+        out.duplicate_bytes = sum(MessageSize.of(m, reply_to=sent[c].message).wire
+                                  for c, extra in got.surplus.items() for m in extra)
+        self.totals.bytes_up += out.duplicate_bytes
+        round_end = sim.end if sim.timelines else start
         for c in clients:
-            rec, end = self._client_record(round_, attempt, c, start, keep, sent.get(c), ups.get(c), got,
-                                           lines.get(c), timings.get(c), injected.get(c))
+            rec, end = self._client_record(round_, attempt, c, start, keep, seen[c], got)
             round_end = max(round_end, end)
             if rec.status == "ok":
                 out.accepted[c] = got.updates[c]
@@ -309,17 +289,17 @@ class RoundEngine(Generic[U]):
         out.duration = round_end - start
         return out
 
-    def _client_record(self, round_: int, attempt: int, c: int, start: float, keep: int | None, sent: _Sent | None,
-                       up: MessageSize | None, got: Collected[U], tl: ClientTimeline | None,
-                       timing: ClientTiming | None, fault: str | None) -> tuple[ClientRecord, float]:
+    def _client_record(self, round_: int, attempt: int, c: int, start: float, keep: int | None, seen: _Seen,
+                       got: Collected[U]) -> tuple[ClientRecord, float]:
         """A client's record and the latest simulated time it holds the round open."""
         end = start
         upd = got.updates.get(c)
-        down = sent.size if sent is not None else MessageSize(0, 0)
-        up = up or MessageSize(0, 0)
+        down = seen.sent.size if seen.sent is not None else MessageSize(0, 0)
+        up = seen.up or MessageSize(0, 0)
+        tl = seen.line
         reason: str | None
         status: ClientStatus
-        if sent is None:
+        if seen.sent is None:
             status, reason = "offline", "offline when the round started (device availability)"
             tl = ClientTimeline(str(c), start, start, start, start, start, "offline", start)
         elif tl is not None:
@@ -328,8 +308,8 @@ class RoundEngine(Generic[U]):
             if status != "ok":
                 up = MessageSize(0, 0)  # the server no longer listens for this reply
         else:  # no reply, or a reply the server rejected: its transfers on the clock
-            assert timing is not None
-            tl = _timeline(timing, start, "dropped")
+            assert seen.timing is not None
+            tl = _timeline(seen.timing, start, "dropped")
             if c in got.rejected:
                 status = "failed" if got.rejected[c] == "failed" else "excluded"
                 reason = got.reasons[c]
@@ -339,14 +319,16 @@ class RoundEngine(Generic[U]):
                 status, reason = "dropped", "no reply within round_timeout"
         return ClientRecord(
             round=round_, client=c, device=self.plan.names[c], status=status, reason=reason, attempt=attempt,
-            bytes_up=up.message, bytes_down=down.message, payload_bytes_up=up.payload,
+            bytes_up=up.wire, bytes_down=down.wire, payload_bytes_up=up.payload,
             payload_bytes_down=down.payload, sim_start=tl.start, sim_download_end=tl.download_end,
             sim_replay_end=tl.replay_end, sim_compute_end=tl.compute_end, sim_end=tl.end,
-            catch_up_entries=sent.catch_up_entries if sent is not None else 0, synced=upd is not None,
+            catch_up_entries=seen.sent.catch_up_entries if seen.sent is not None else 0, synced=upd is not None,
+            catch_up_bytes_down=seen.sent.catch_up_bytes if seen.sent is not None else 0,
+            batches=list(seen.work.batches) if seen.work is not None else [],
             examples=upd.num_examples if upd is not None else None,
             host_compute_seconds=upd.compute_seconds if upd is not None else 0.0,
             peak_memory_bytes=upd.peak_memory_bytes if upd is not None else None,
-            fault=fault, extra_replies=got.extras.get(c, [])), end
+            fault=seen.fault, extra_replies=got.extras.get(c, [])), end
 
     def _outcome_reason(self, tl: ClientTimeline, keep: int | None) -> str | None:
         return {
@@ -356,18 +338,40 @@ class RoundEngine(Generic[U]):
             "dropped": f"over-commit: the first {keep} replies were already in",
         }[tl.status]
 
+    def _byte_fields(self, records: list[ClientRecord], duplicates: int) -> dict[str, Any]:
+        """A round record's bytes: this round's by kind (and the handshake not yet recorded), totals."""
+        kinds: dict[str, tuple[int, int]] = {}
+
+        def add(kind: str, up: int, down: int) -> None:
+            if up or down:
+                u, d = kinds.get(kind, (0, 0))
+                kinds[kind] = (u + up, d + down)
+
+        add("setup", *self.setup_bytes)
+        self.setup_bytes = (0, 0)
+        for r in records:
+            if r.attempt > 0:
+                add("retry", r.bytes_up, r.bytes_down)
+            else:
+                add("train", r.bytes_up, r.bytes_down - r.catch_up_bytes_down)
+                add("catch_up", 0, r.catch_up_bytes_down)
+        add("duplicate", duplicates, 0)
+        return {"bytes_up": sum(u for u, _ in kinds.values()), "bytes_down": sum(d for _, d in kinds.values()),
+                "bytes_up_total": self.totals.bytes_up, "bytes_down_total": self.totals.bytes_down,
+                "bytes_by_kind": dict(sorted(kinds.items()))}
+
     def _round_record(self, round_: int, records: list[ClientRecord], result: Attempt[U], m: dict[str, Any] | None,
-                      round_sim: float, commit_seconds: float, skipped: str | None, unknown: int) -> RoundRecord:
+                      round_sim: float, commit_seconds: float, skipped: str | None, unknown: int,
+                      duplicates: int) -> RoundRecord:
         losses = [result.accepted[c].train_loss for c in sorted(result.accepted)]
         overhead = estimated_transport_overhead(2 * len(records))
         return RoundRecord(
             round=round_, sim_seconds=self.totals.sim_seconds, host_seconds=self.totals.host_seconds,
-            server_replay_seconds=commit_seconds, bytes_up=sum(r.bytes_up for r in records),
-            bytes_down=sum(r.bytes_down for r in records), bytes_up_total=self.totals.bytes_up,
-            bytes_down_total=self.totals.bytes_down, payload_bytes_up=sum(r.payload_bytes_up for r in records),
+            server_replay_seconds=commit_seconds, **self._byte_fields(records, duplicates),
+            payload_bytes_up=sum(r.payload_bytes_up for r in records),
             payload_bytes_down=sum(r.payload_bytes_down for r in records),
             train_loss=sum(losses) / len(losses) if losses else None,
-            eval_accuracy=None if m is None else m["accuracy"], eval_macro_f1=None if m is None else m["macro_f1"],
+            **eval_fields(m),
             participants=len(result.accepted), round_sim_seconds=round_sim,
             late=sorted(r.client for r in records if r.status == "late"),
             offline=sorted(r.client for r in records if r.status == "offline"),
@@ -382,8 +386,9 @@ class RoundEngine(Generic[U]):
         s = Summary(
             name=self.scenario.name, model=self.scenario.model.name, optimizer=self.scenario.optimizer.name,
             method=self.protocol.method, peft=self.scenario.model.peft, engine=self.engine, rounds=self.fed.rounds,
-            **accuracy_summary(records), sim_seconds=self.totals.sim_seconds,
+            **accuracy_summary(records), sim_seconds=self.totals.sim_seconds, sim_time_basis=self.clock.basis,
             host_seconds=self.totals.host_seconds, bytes_up=self.totals.bytes_up, bytes_down=self.totals.bytes_down,
+            bytes_by_kind=bytes_by_kind(records),
             peak_client_memory_bytes=self.totals.peak_client_memory, server_peak_rss_bytes=peak_rss_bytes(),
             modelled_client_memory_bytes=self.plan.modelled_memory(), excluded_clients=list(self.plan.excluded),
             faults=fault_totals(records), **self.protocol.summary_fields())

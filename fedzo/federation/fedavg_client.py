@@ -23,9 +23,9 @@ bfloat16 tensors travel as float32 (numpy has no bfloat16) and are cast back on 
 from __future__ import annotations
 
 import math
-from functools import partial
 import random
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fedzo.devices.clock import HOST_FLOPS_FP32, Clock, ComputeModel, ModelShape, sample_sizes
+from fedzo.devices.memory import arch_dims
 from fedzo.devices.profiles import DeviceProfile
+from fedzo.devices.speed import SpeedFigure, speed_of
+from fedzo.devices.work import Tuning
 from fedzo.errors import ConfigError, MemoryBudgetExceeded
+from fedzo.models.adapters import base_model
 from fedzo.records import DeviceFit, FleetRecord
+from fedzo.tasks.partition import label_histogram
 from fedzo.zo.estimators import EstimatorConfig
 from fedzo.zo.params import ParamSet
 
 if TYPE_CHECKING:
+    from fedzo.calibration.model import Calibration
     from fedzo.config.scenario import Scenario
     from fedzo.tasks.objective import Objective
 
@@ -55,22 +61,23 @@ _DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "
 def model_shape(scenario: Scenario, objective: Objective, params: ParamSet) -> ModelShape:
     """The :class:`ModelShape` of a run from its scenario, built objective and trainable set."""
     clf = objective.classifier
-    model = clf.model
-    get_base = getattr(model, "get_base_model", None)
-    base = get_base() if callable(get_base) else model
+    base = base_model(clf.model)
     first = next(iter(base.parameters()))
     dtype = _DTYPES.get(str(first.dtype), "fp32")
-    m = scenario.model
-    peft: Literal["full", "lora", "prefix"] = "prefix" if m.peft == "prompt" else m.peft
     seq = int(getattr(clf, "max_length", None) or scenario.data.max_length or 128)
-    forwards = EstimatorConfig(scenario.zo.estimator, scenario.zo.eps, scenario.zo.q).forwards_per_step
     return ModelShape(
-        model=m.name, config=base.config, n_params=sum(p.numel() for p in base.parameters()),
-        trainable=params.numel, trainable_bytes=params.nbytes, batch=scenario.data.batch_size, seq=seq,
-        peft=peft, lora_rank=m.lora_rank, prefix_tokens=m.virtual_tokens, dtype=dtype,
-        mode="zo" if scenario.is_zo else "bp", optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
-        q=scenario.zo.q, forwards_per_step=forwards,
-    )
+        model=scenario.model.name, config=base.config, arch=arch_dims(base.config), tuning=tuning_of(scenario),
+        n_params=sum(p.numel() for p in base.parameters()), trainable=params.numel,
+        trainable_bytes=params.nbytes, batch=scenario.data.batch_size, seq=seq, dtype=dtype)
+
+
+def tuning_of(scenario: Scenario) -> Tuning:
+    """What a scenario trains and how, as the work model needs it."""
+    zo, m = scenario.zo, scenario.model
+    est = EstimatorConfig(zo.estimator, zo.eps, zo.q)
+    return Tuning(method="zo" if scenario.is_zo else "bp", peft=m.peft, lora_rank=m.lora_rank,
+                  virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
+                  regenerations_per_step=3 * zo.q, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd")
 
 
 @dataclass
@@ -88,7 +95,11 @@ class FleetPlan:
     compute_model: ComputeModel = "flops"
     seed: int = 0  # the run seed (availability draws)
     from_scenario: bool = True
-    label_histograms: list[list[int]] = field(default_factory=list)  # client -> examples per label
+    partitions: list[list[int]] = field(default_factory=list)  # client -> its training examples
+    labels: list[int] = field(default_factory=list)  # label of each training example
+    calibration: Calibration | None = None
+    calibration_source: str = ""
+    speeds: dict[str, SpeedFigure] = field(default_factory=dict)  # profile -> its speed relative to the host
 
     # -- who ---------------------------------------------------------------------------
     def profile_of(self, client: int) -> DeviceProfile:
@@ -109,7 +120,8 @@ class FleetPlan:
     def clock(self) -> Clock:
         """The run's simulated clock over these profiles."""
         return Clock([self.profiles[n] for n in self.names], self.shape, seed=self.seed,
-                     compute_model=self.compute_model)
+                     compute_model=self.compute_model, calibration=self.calibration,
+                     calibration_source=self.calibration_source, speeds=[self.speeds[n] for n in self.names])
 
     # -- reporting ---------------------------------------------------------------------
     def modelled_memory(self) -> dict[str, int]:
@@ -126,13 +138,15 @@ class FleetPlan:
                 clients=[c for c, n in enumerate(self.names) if n == name], needed_bytes=rep.needed,
                 available_bytes=rep.budget, fits=rep.fits, modelled_client_memory_bytes=rep.needed,
                 peak_phase=rep.breakdown.peak_phase, accelerator=self.profiles[name].accelerator,
-                message=rep.message())
+                message=rep.message(), speed_ratio=self.speeds[name].ratio, speed_basis=self.speeds[name].basis,
+                speed_chain=list(self.speeds[name].chain))
         return FleetRecord(
             model=s.model, mode=s.mode, batch=s.batch, seq=s.seq, peft=s.peft, dtype=s.dtype,
-            n_params=s.n_params, trainable_params=s.trainable, forwards_per_step=s.forwards_per_step,
-            memory_policy=self.memory_policy, compute_model=self.compute_model,
+            n_params=s.n_params, trainable_params=s.trainable, forwards_per_step=s.tuning.forwards_per_step,
+            memory_policy=self.memory_policy, compute_model=self.compute_model, clock=self.clock.basis,
+            calibration_sha256=self.calibration.digest() if self.calibration else None,
             deadline_seconds=self.deadline, over_commit=self.over_commit, devices=devices,
-            excluded_clients=list(self.excluded), label_histograms=self.label_histograms)
+            excluded_clients=list(self.excluded), label_histograms=label_histogram(self.labels, self.partitions))
 
 
 def _profiles(scenario: Scenario) -> tuple[list[str], dict[str, DeviceProfile]]:
@@ -146,8 +160,20 @@ def _profiles(scenario: Scenario) -> tuple[list[str], dict[str, DeviceProfile]]:
     return names, {name: catalog[name] for name in sorted(set(names))}
 
 
-def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet) -> FleetPlan:
+def _catalog() -> dict[str, DeviceProfile]:
+    from fedzo.devices.profiles import load_profiles
+
+    try:
+        return load_profiles()
+    except ConfigError:  # an unreadable catalog: the fleet's own profiles still resolve
+        return {}
+
+
+def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet, *,
+               calibration: Calibration | None = None, calibration_source: str = "") -> FleetPlan:
     """Profiles, memory checks and exclusions of a run; raises when the fleet cannot train.
+
+    ``calibration`` prices compute on the reference host (None: FLOP estimates).
 
     Raises :class:`~fedzo.errors.MemoryBudgetExceeded` (``memory_policy: refuse``, or every
     client excluded) with :func:`fedzo.devices.fit.check_fit`'s explanation.
@@ -180,21 +206,24 @@ def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet) -> Fl
             raise ConfigError(f"federation.min_clients: {scenario.federation.min_clients} exceeds the "
                               f"{n - len(excluded)} clients left after excluding {list(excluded)} "
                               f"({', '.join(too_big)} out of memory); lower min_clients")
+    catalog = {**_catalog(), **profiles}
+    speeds = {name: speed_of(p, catalog, calibration, shape.dtype) for name, p in profiles.items()}
     return FleetPlan(
-        names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded, memory_policy=policy,
+        names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded, memory_policy=policy, speeds=speeds,
         deadline=fleet.deadline_seconds if fleet else None, over_commit=fleet.over_commit if fleet else 0.0,
         compute_model=fleet.compute_model if fleet else "flops", seed=scenario.seed,
-        from_scenario=fleet is not None, label_histograms=_label_histograms(scenario, objective))
+        from_scenario=fleet is not None, partitions=_partitions(scenario, objective),
+        labels=[int(e.label) for e in objective.train],
+        calibration=calibration, calibration_source=calibration_source)
 
 
-def _label_histograms(scenario: Scenario, objective: Objective) -> list[list[int]]:
-    """Examples per label on each client's partition (the same split the clients train on)."""
-    from fedzo.tasks.partition import label_histogram, partition
+def _partitions(scenario: Scenario, objective: Objective) -> list[list[int]]:
+    """Each client's training examples (the same split the clients train on)."""
+    from fedzo.tasks.partition import partition
 
     fed = scenario.federation
     labels = [int(e.label) for e in objective.train]
-    parts = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=scenario.seed)
-    return label_histogram(labels, parts)
+    return partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=scenario.seed)
 
 
 # --------------------------------------------------------------------------- frontier
@@ -215,7 +244,7 @@ def memory_frontier(plan: FleetPlan) -> dict[str, Any]:
     for name, config in members:
         zo = estimate_memory(config, "zo", batch=s.batch, seq=s.seq, peft=s.peft, **kwargs).total
         bp = estimate_memory(config, "bp", batch=s.batch, seq=s.seq, peft=s.peft,
-                             **{**kwargs, "optimizer": "adam" if s.mode == "zo" else s.optimizer}).total
+                             **{**kwargs, "optimizer": "adam" if s.mode == "zo" else s.tuning.optimizer}).total
         models.append({"name": name, "params": count_parameters(arch_dims(config)), "zo_bytes": zo,
                        "bp_bytes": bp})
     from fedzo.devices.profiles import load_profiles
@@ -228,7 +257,7 @@ def memory_frontier(plan: FleetPlan) -> dict[str, Any]:
     budgets = sorted({p.memory_budget for p in devices.values()})
     return {
         "family": family, "batch": s.batch, "seq": s.seq, "peft": s.peft, "dtype": s.dtype,
-        "bp_optimizer": "adam" if s.mode == "zo" else s.optimizer,
+        "bp_optimizer": "adam" if s.mode == "zo" else s.tuning.optimizer,
         "budgets_bytes": budgets,
         "budget_devices": {name: p.memory_budget for name, p in sorted(devices.items())},
         "models": models,

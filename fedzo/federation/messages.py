@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar, cast
 
 import numpy as np
@@ -148,7 +148,7 @@ class Downlink:
     lr: float = 0.0
     eps: float = 0.0
     q: int = 1
-    catch_up: CatchUp = CatchUp()
+    catch_up: CatchUp = field(default_factory=CatchUp)
     config_json: str = ""
     config_digest: str = ""
 

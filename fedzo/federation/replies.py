@@ -5,7 +5,7 @@ raised; replies are keyed by client id, so nothing depends on arrival order."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from flwr.app import Message, RecordDict
@@ -25,6 +25,7 @@ class Collected(Generic[U]):
     messages: dict[int, Message]  # client -> the reply picked (valid or not)
     extras: dict[int, list[str]]  # client -> codes of surplus replies
     unknown: int = 0  # replies from nodes that are not in this round
+    surplus: dict[int, list[Message]] = field(default_factory=dict)  # client -> the surplus replies themselves
 
 
 def _parse_one(rep: Message, client: int, parse: Callable[[int, RecordDict], U]) -> tuple[U | None, str, str]:
@@ -67,4 +68,5 @@ def collect_replies(replies: Iterable[Message], client_of_node: Mapping[int, int
         surplus = [p[1] or "duplicate" for i, p in enumerate(parsed) if i != pick]
         if surplus:
             out.extras[c] = surplus
+            out.surplus[c] = [m for i, m in enumerate(by_client[c]) if i != pick]
     return out

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedzo.calibration.resolve import run_calibration
 from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.engine import RoundEngine
@@ -40,16 +41,19 @@ def build_engine(scenario: Scenario, run: RunDir, *, engine: str, resume: bool,
                  resync_log: str | None) -> RoundEngine[Any]:
     """The round engine of ``scenario`` with the protocol its optimizer picks, opened (resumed)."""
     objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
-    plan = plan_fleet(scenario, objective, ParamSet.from_module(objective.classifier))
+    calibration, source = run_calibration(run.path, scenario.fleet.calibration if scenario.fleet else None,
+                                          resume=resume)
+    plan = plan_fleet(scenario, objective, ParamSet.from_module(objective.classifier), calibration=calibration,
+                      calibration_source=source)
     protocol: Any
     if scenario.is_zo:
         from fedzo.federation.protocols.zo import ZOProtocol
 
-        protocol = ZOProtocol(scenario, objective, plan.clock, resync_log=resync_log)
+        protocol = ZOProtocol(scenario, objective, plan.clock, plan.partitions, resync_log=resync_log)
     else:
         from fedzo.federation.protocols.fedavg import FedAvgProtocol
 
-        protocol = FedAvgProtocol(scenario, objective)
+        protocol = FedAvgProtocol(scenario, objective, plan.partitions)
     eng = RoundEngine(scenario, run, plan, protocol, engine=engine)
     eng.open(resume)
     return eng

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from flwr.app import Message, RecordDict
 
 from fedzo.errors import FederationError
+from fedzo.federation.bytes import MessageSize
 from fedzo.federation.messages import MESSAGE_TYPE, Downlink, build_downlink, parse_setup_reply
 
 
@@ -63,11 +65,31 @@ class GridTransport:
         return Message(content, dst_node_id=node, message_type=MESSAGE_TYPE, group_id=str(round_))
 
 
-def handshake(transport: Transport, setup_json: str, digest: str, num_clients: int, timeout: float) -> dict[int, int]:
-    """Client id -> node id for every client ``0..num_clients-1``; raises FederationError."""
+@dataclass(frozen=True)
+class Handshake:
+    """Which node serves which client, and the bytes the setup messages took."""
+
+    node_of: dict[int, int]  # client id -> node id
+    bytes_down: int
+    bytes_up: int
+
+
+def handshake(transport: Transport, setup_json: str, digest: str, num_clients: int, timeout: float, *,
+              measured_json: str | None = None) -> Handshake:
+    """Client id -> node id for every client ``0..num_clients-1``; raises FederationError.
+
+    ``measured_json``: the setup as a deployment sends it, when ``setup_json`` carries a
+    same-machine shortcut (the run's log path) that a real node would not get; the bytes
+    are counted for that form, so they do not depend on where the run directory is.
+    """
     nodes = transport.node_ids(num_clients, timeout)
     d = Downlink("setup", 0, -1, config_json=setup_json, config_digest=digest)
-    replies = transport.exchange([transport.new_message(build_downlink(d), n, 0) for n in nodes], timeout)
+    msgs = [transport.new_message(build_downlink(d), n, 0) for n in nodes]
+    replies = transport.exchange(msgs, timeout)
+    measured = replace(d, config_json=measured_json) if measured_json is not None else d
+    sent = {n: transport.new_message(build_downlink(measured), n, 0) for n in nodes}
+    down = sum(MessageSize.of(m).wire for m in sent.values())
+    up = sum(MessageSize.of(r, reply_to=sent.get(int(r.metadata.src_node_id))).wire for r in replies)
     node_of: dict[int, int] = {}
     for rep in replies:
         if rep.has_error():
@@ -77,4 +99,4 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
     if missing:
         raise FederationError(f"no node announced client(s) {missing[:10]} in the handshake; each "
                               "client id 0..num_clients-1 needs one node (node_config partition-id)")
-    return node_of
+    return Handshake(node_of, down, up)

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from fedzo.errors import ConfigError
 
@@ -74,7 +75,7 @@ def apply_peft(
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from peft import LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
     if mode == "lora":
         targets = target_modules if target_modules is not None else attention_linear_names(model)
@@ -83,7 +84,7 @@ def apply_peft(
                 f"peft mode 'lora': no nn.Linear inside an attention block of "
                 f"{type(model).__name__}; pass target_modules=[...] explicitly"
             )
-        config: object = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
+        config: PeftConfig = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
     elif mode == "prefix":
         config = PrefixTuningConfig(task_type=_task_type(model), num_virtual_tokens=num_virtual_tokens)
     elif mode == "prompt":
@@ -101,5 +102,25 @@ def apply_peft(
     # same starting adapters, and leave the caller's generator state untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        wrapped = get_peft_model(model, config)  # type: ignore[arg-type]
+        wrapped = get_peft_model(model, config)
     return wrapped.eval()
+
+
+def base_model(model: nn.Module) -> PreTrainedModel:
+    """The transformers model inside ``model`` (unwrapping a PEFT model)."""
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model
+    if not isinstance(base, PreTrainedModel):
+        raise ConfigError(f"{type(base).__name__} is not a transformers model; fedzo trains PreTrainedModels")
+    return base
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing for backprop: each transformer layer keeps only its input and
+    recomputes its activations in the backward pass (less memory, one more forward)."""
+    base = base_model(model)
+    if not base.supports_gradient_checkpointing:
+        raise ConfigError(f"{type(base).__name__} does not support activation checkpointing")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if model is not base:  # PEFT: frozen embeddings must still pass gradients to the layers' inputs
+        base.enable_input_require_grads()

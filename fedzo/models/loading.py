@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from fedzo import assets
 from fedzo.errors import AssetError, ConfigError
 from fedzo.models.tiny import build_tiny_bert, build_tiny_llama
 
-__all__ = ["EMBEDDED_MODELS", "LoadedModel", "ModelKind", "load_model", "model_kind"]
+__all__ = ["EMBEDDED_MODELS", "LoadedModel", "ModelKind", "load_model", "model_kind", "smollm2_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,20 @@ def _minilm(dtype: torch.dtype, cache_dir: str | os.PathLike[str] | None) -> Loa
     return _wrap(model, tok, "encoder", "minilm-l6")
 
 
+def _to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model.to(dtype)`` (the model's own override runs; typed as ``nn.Module.to`` because
+    transformers declares its override through ``functools.wraps``, which drops ``self``)."""
+    return model.to(dtype)
+
+
 def _tiny_llama(dtype: torch.dtype, cache_dir: str | os.PathLike[str] | None) -> LoadedModel:
     model, tok = build_tiny_llama()
-    return _wrap(model.to(dtype), tok, "causal-lm", "tiny-llama")
+    return _wrap(_to_dtype(model, dtype), tok, "causal-lm", "tiny-llama")
 
 
 def _tiny_bert(dtype: torch.dtype, cache_dir: str | os.PathLike[str] | None) -> LoadedModel:
     model, tok = build_tiny_bert()
-    return _wrap(model.to(dtype), tok, "encoder", "tiny-bert")
+    return _wrap(_to_dtype(model, dtype), tok, "encoder", "tiny-bert")
 
 
 EMBEDDED_MODELS: dict[
@@ -141,6 +147,16 @@ def _fp32_cache(cache_dir: str | os.PathLike[str] | None) -> Path:
     return assets.asset_dir("smollm2-135m", cache_dir) / "derived" / _FP32_CACHE_TAG
 
 
+def smollm2_cached(cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether SmolLM2 loads from the cache alone: its asset and fp32 cache are present.
+
+    A quick check (presence and sizes, no hashing); nothing is fetched or built.
+    """
+    return not assets.verify("smollm2-135m", cache_dir=cache_dir, full=False) and not assets.verify_tree(
+        _fp32_cache(cache_dir), full=False
+    )
+
+
 def convert_gguf(gguf_folder: Path, gguf_file: str, out: Path) -> float:
     """Load a GGUF checkpoint with transformers, save it as fp32 safetensors; returns seconds.
 
@@ -153,7 +169,9 @@ def convert_gguf(gguf_folder: Path, gguf_file: str, out: Path) -> float:
         gguf_folder, gguf_file=gguf_file, dtype=torch.float32
     )
     seconds = time.perf_counter() - t0
-    model.hf_quantizer = None
+    # An attribute transformers sets at load time; torch types Module.__setattr__ for
+    # tensors and modules only, though any value is accepted.
+    cast(Any, model).hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)

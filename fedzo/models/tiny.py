@@ -15,6 +15,7 @@ from transformers import (
     BertModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
@@ -69,11 +70,11 @@ def build_tiny_tokenizer(*, add_bos_eos: bool = False) -> PreTrainedTokenizerFas
     return fast
 
 
-def _seeded_init(build: type[PreTrainedModel], config: object, **kwargs: object) -> PreTrainedModel:
+def _seeded_init(build: type[PreTrainedModel], config: PretrainedConfig, **kwargs: object) -> PreTrainedModel:
     """Build a model with a fixed torch seed, leaving the global random state untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = build(config, **kwargs)  # type: ignore[call-arg]
+        model = build(config, **kwargs)
     return model.eval()
 
 

@@ -22,20 +22,24 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter
 
 from fedzo.errors import ConfigError
 from fedzo.reporting.rundir import MemoryFrontier, RoundRecord, Run, display_names, is_finite, load_run
 from fedzo.reporting.timeline import timeline_figure
 from fedzo.units import format_bytes, format_memory, format_params, time_unit
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150
-RC_PARAMS = {"svg.hashsalt": "fedzo", "svg.fonttype": "none", "axes.titlesize": "medium"}
+RC_PARAMS: dict[RcKeyType, Any] = {"svg.hashsalt": "fedzo", "svg.fonttype": "none", "axes.titlesize": "medium"}
 
 Note = Callable[[str], None]
 
@@ -152,7 +156,9 @@ def accuracy_vs_round(runs: Sequence[Run], labels: Sequence[str], note: Note) ->
     fig, ax = _line_figure(curves)
     ax.set_xlabel("round (centralized runs: evaluation interval)")
     ax.set_xlim(left=0)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    locator = ax.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # the default AutoLocator is one
+        locator.set_params(integer=True)
     _accuracy_axes(ax, "Accuracy vs round")
     return fig
 
@@ -172,7 +178,8 @@ def _frontier_axes(ax: Axes, frontier: MemoryFrontier) -> None:
                 heights.append(0.0)
                 names.append("none fits")
             else:
-                heights.append(float(model.params) if use_params else ranked.index(model) + 1.0)
+                heights.append(float(model.params) if use_params and model.params is not None
+                               else ranked.index(model) + 1.0)
                 names.append(model.name)
         xs = [i + offset for i in range(len(budgets))]
         bars = ax.bar(xs, heights, width, color=color, edgecolor="#37474f", linewidth=0.5,

@@ -85,6 +85,57 @@ def _draw_record(ax: Axes, rec: ClientRecord, lane: int, scale: float, round_sta
     return unsplit
 
 
+def _draw_lanes(ax: Axes, run: Run, by_client: dict[int | str, list[ClientRecord]],
+                shown: list[int | str], scale: float) -> tuple[set[str], bool]:
+    """Draw every client-round of the ``shown`` clients, one lane each.
+
+    Returns the statuses seen and whether some round had to be drawn as one grey bar.
+    """
+    round_start = {r.round + 1: r.sim_seconds for r in run.rounds if is_finite(r.sim_seconds)}
+    statuses: set[str] = set()
+    unsplit = False
+    for lane, client in enumerate(shown):
+        for rec in by_client[client]:
+            statuses.add(rec.status)
+            unsplit |= _draw_record(ax, rec, lane, scale, round_start.get(rec.round, 0.0))
+    return statuses, unsplit
+
+
+def _title(run: Run, label: str, shown: int, clients: int) -> str:
+    """The figure title, with remarks on hidden clients and too-thin transfer phases."""
+    title = f"Per-device timeline: {label}"
+    remarks = []
+    if clients > shown:
+        remarks.append(f"showing the first {shown} of {clients} clients")
+    share = _transfer_share(run.clients)
+    if share is not None and share < 0.01:
+        remarks.append(f"download + upload are {100 * share:.2g} % of client time, too thin to see")
+    if remarks:
+        title += "\n(" + "; ".join(remarks) + ")"
+    return title
+
+
+def _legend_handles(statuses: set[str], unsplit: bool, round_ends: bool) -> list[Patch | Line2D]:
+    """Legend entries: the phases, then only the markers that appear in the figure."""
+    handles: list[Patch | Line2D] = [Patch(facecolor=c, edgecolor="#333333", label=n)
+                                     for n, _, _, c in PHASES]
+    if unsplit:
+        handles.append(Patch(facecolor=UNSPLIT_COLOR, label="round (phases not recorded)"))
+    if "late" in statuses:
+        handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///",
+                             label="late (past deadline)"))
+    if statuses & set(FAILED_STATUSES):
+        handles.append(Line2D([], [], marker="x", color="#c62828", mew=2, linestyle="",
+                              label="dropped / failed"))
+    if statuses & set(ABSENT_STATUSES):
+        handles.append(Line2D([], [], marker="o", mfc="none", color="#757575", linestyle="",
+                              label="excluded / offline"))
+    if round_ends:
+        handles.append(Line2D([], [], color="#616161", linestyle="--", linewidth=0.7,
+                              label="round end"))
+    return handles
+
+
 def timeline_figure(run: Run, label: str, note: Callable[[str], None]) -> Figure | None:
     """The per-device timeline of ``run``, or None (with a note) if it has no client lines."""
     if not run.clients:
@@ -101,21 +152,14 @@ def timeline_figure(run: Run, label: str, note: Callable[[str], None]) -> Figure
         note(f"{label}: client lines carry no simulated times; per-device timeline skipped")
         return None
     unit, scale = time_unit(max(ends))
-    round_start = {r.round + 1: r.sim_seconds for r in run.rounds if is_finite(r.sim_seconds)}
 
     height = max(3.0, 0.28 * len(shown) + 1.8)
     fig = Figure(figsize=(11.0, height), layout="constrained")
     ax = fig.add_subplot()
-    statuses: set[str] = set()
-    unsplit = False
-    for lane, client in enumerate(shown):
-        for rec in by_client[client]:
-            statuses.add(rec.status)
-            unsplit |= _draw_record(ax, rec, lane, scale, round_start.get(rec.round, 0.0))
-
-    rounds_with_time = [r for r in run.rounds if is_finite(r.sim_seconds) and r.round > 0]
-    for r in rounds_with_time:
-        ax.axvline(r.sim_seconds / scale, color="#616161", linestyle="--",
+    statuses, unsplit = _draw_lanes(ax, run, by_client, shown, scale)
+    round_ends = [r.sim_seconds for r in run.rounds if is_finite(r.sim_seconds) and r.round > 0]
+    for end in round_ends:
+        ax.axvline(end / scale, color="#616161", linestyle="--",
                    linewidth=0.7, zorder=0)
     ax.set_yticks(range(len(shown)), [_client_label(c, by_client[c]) for c in shown],
                   fontsize=8 if len(shown) <= 20 else 6)
@@ -123,34 +167,8 @@ def timeline_figure(run: Run, label: str, note: Callable[[str], None]) -> Figure
     ax.set_xlim(left=0)
     ax.set_xlabel(f"simulated wall-clock ({unit})")
     ax.set_ylabel("client · device")
-    title = f"Per-device timeline: {label}"
-    remarks = []
-    if len(order) > len(shown):
-        remarks.append(f"showing the first {len(shown)} of {len(order)} clients")
-    share = _transfer_share(run.clients)
-    if share is not None and share < 0.01:
-        remarks.append(f"download + upload are {100 * share:.2g} % of client time, too thin to see")
-    if remarks:
-        title += "\n(" + "; ".join(remarks) + ")"
-    ax.set_title(title)
+    ax.set_title(_title(run, label, len(shown), len(order)))
     ax.grid(axis="x", alpha=0.3)
-
-    handles: list[Patch | Line2D] = [Patch(facecolor=c, edgecolor="#333333", label=n)
-                                     for n, _, _, c in PHASES]
-    if unsplit:
-        handles.append(Patch(facecolor=UNSPLIT_COLOR, label="round (phases not recorded)"))
-    if "late" in statuses:
-        handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///",
-                             label="late (past deadline)"))
-    if statuses & set(FAILED_STATUSES):
-        handles.append(Line2D([], [], marker="x", color="#c62828", mew=2, linestyle="",
-                              label="dropped / failed"))
-    if statuses & set(ABSENT_STATUSES):
-        handles.append(Line2D([], [], marker="o", mfc="none", color="#757575", linestyle="",
-                              label="excluded / offline"))
-    if rounds_with_time:
-        handles.append(Line2D([], [], color="#616161", linestyle="--", linewidth=0.7,
-                              label="round end"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)
+    ax.legend(handles=_legend_handles(statuses, unsplit, bool(round_ends)), loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from fedzo.errors import ConfigError
 from fedzo.models.loading import LoadedModel
@@ -30,8 +31,28 @@ def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * idx).argmax(dim=1)
 
 
+def _output_head(model: nn.Module) -> nn.Module:
+    """The output (LM head) module of a causal LM, PEFT-wrapped or not."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Module):
+        raise ConfigError(f"model {type(model).__name__} has no output embeddings to score label words with")
+    return head
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """The text of one sequence of token ids."""
+    text = tokenizer.decode(ids)
+    if not isinstance(text, str):
+        raise TypeError(f"decoding one sequence gave {type(text).__name__}, not str")
+    return text
+
+
 class Classifier(nn.Module):
     """Shared batching, loss and metrics; subclasses define ``encode`` and ``logits``."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
 
     def __init__(self, loaded: LoadedModel, task: Task, max_length: int | None) -> None:
         super().__init__()
@@ -107,6 +128,8 @@ class PromptClassifier(Classifier):
     (PEFT LoRA, prefix or prompt tuning) and for left or right padding.
     """
 
+    label_token_ids: torch.Tensor  # a buffer: the verbalizer's token ids (num_labels,)
+
     def __init__(
         self, loaded: LoadedModel, task: Task, prompt: str | None = None, *, max_length: int | None = None
     ) -> None:
@@ -162,7 +185,7 @@ class PromptClassifier(Classifier):
         text_ids = tok(text, add_special_tokens=False)["input_ids"]
         keep = len(text_ids) - (len(ids) - self.max_length)
         while keep > 0:
-            ids = ids_for(tok.decode(text_ids[:keep]))
+            ids = ids_for(_decode(tok, text_ids[:keep]))
             if len(ids) <= self.max_length:
                 return ids
             keep -= max(1, len(ids) - self.max_length)
@@ -185,7 +208,7 @@ class PromptClassifier(Classifier):
             hidden = args[0]  # (B, T', H); T' > T when virtual tokens were prepended
             return (hidden[rows, hidden.shape[1] - 1 - from_end].unsqueeze(1), *args[1:])
 
-        head = self.model.get_output_embeddings()
+        head = _output_head(self.model)
         handle = head.register_forward_pre_hook(select)
         kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask, "use_cache": False}
         if not self._prompt_learning():

@@ -8,7 +8,7 @@ missing ones are carved from train (stratified, by seed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ def load_hf_task(
     first = next(iter(data.values()))
     text_col, label_col = detect_columns(first.features, text_column, label_column)
     feature = first.features[label_col]
+    to_int: Callable[[Any], int]
     if isinstance(feature, datasets.ClassLabel):
         label_names = tuple(str(n) for n in feature.names)
         to_int = int
@@ -105,7 +106,7 @@ def load_hf_task(
         values = sorted({v for split in data.values() for v in split[label_col] if v is not None})
         label_names = tuple(str(v) for v in values)
         index = {v: i for i, v in enumerate(values)}
-        to_int = index.__getitem__  # type: ignore[assignment]
+        to_int = index.__getitem__
 
     def examples(split: Any) -> list[Example]:
         out = []

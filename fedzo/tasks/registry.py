@@ -14,11 +14,18 @@ __all__ = ["TASK_NAMES", "load_task"]
 
 _Loader = Callable[[int, "str | os.PathLike[str] | None"], Task]
 
+
+def _sentiment_loader(name: str) -> _Loader:
+    """The loader of one embedded sentiment corpus."""
+
+    def load(seed: int, cache: str | os.PathLike[str] | None) -> Task:
+        return load_sentiment_corpus(name, seed=seed, cache_dir=cache)
+
+    return load
+
+
 _LOADERS: dict[str, _Loader] = {
-    **{
-        name: (lambda seed, cache, _n=name: load_sentiment_corpus(_n, seed=seed, cache_dir=cache))
-        for name in SENTIMENT_CORPORA
-    },
+    **{name: _sentiment_loader(name) for name in SENTIMENT_CORPORA},
     "bbc-news": lambda seed, cache: load_bbc_news(seed=seed, cache_dir=cache),
     "synthetic-sentiment": lambda seed, cache: load_synthetic_sentiment(seed=seed),
     "synthetic-sentiment-large": lambda seed, cache: load_synthetic_sentiment(seed=seed, size=LARGE_SIZE),

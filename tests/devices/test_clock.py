@@ -7,74 +7,74 @@ from pathlib import Path
 
 import pytest
 
-from fedzo.devices.clock import (
-    ClientTiming,
-    ClientWork,
-    Clock,
-    ModelShape,
-    forward_flops,
-    replay_seconds,
-    simulate_round,
-    transfer_seconds,
-)
+from fedzo.devices.clock import ClientTiming, ClientWork, Clock, ModelShape, simulate_round, transfer_seconds
+from fedzo.devices.memory import ArchDims
 from fedzo.devices.profiles import DeviceProfile, get_profile
+from fedzo.devices.work import Tuning, forward_flops
+
+ARCH = ArchDims(kind="decoder", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=2, head_dim=4, vocab=10,
+                tied=True, max_positions=64, type_vocab=0, num_labels=2, dropout=False, eager_attention=False)
+TRAINABLE = 1_000_000
 
 
-def _shape(n_params: int = 1_000_000, batch: int = 4, seq: int = 25, q: int = 2, mode: str = "zo") -> ModelShape:
-    return ModelShape(model="m", config=None, n_params=n_params, trainable=n_params, trainable_bytes=4 * n_params,
-                      batch=batch, seq=seq, peft="full", lora_rank=8, prefix_tokens=10, dtype="fp32",
-                      mode=mode, optimizer="sgd", q=q, forwards_per_step=2 * q)  # type: ignore[arg-type]
+def _shape(method: str = "zo", q: int = 2) -> ModelShape:
+    tuning = Tuning(method, forwards_per_step=2 * q, regenerations_per_step=3 * q)  # type: ignore[arg-type]
+    return ModelShape(model="m", config=None, arch=ARCH, tuning=tuning, n_params=TRAINABLE, trainable=TRAINABLE,
+                      trainable_bytes=4 * TRAINABLE, batch=4, seq=25, dtype="fp32")
 
 
-def _clock(profiles: list[DeviceProfile], seed: int = 0, **kw: object) -> Clock:
-    return Clock(profiles, _shape(**kw), seed=seed)  # type: ignore[arg-type]
+def _clock(profiles: list[DeviceProfile], seed: int = 0, method: str = "zo") -> Clock:
+    return Clock(profiles, _shape(method), seed=seed)
 
 # dev: downlink 16 Mbit/s, uplink 8 Mbit/s, latency 0.5 s, 1 GFLOP/s (see conftest.VALID)
 
 
-def test_transfer_and_flops_by_hand() -> None:
+def test_transfer_by_hand() -> None:
     assert transfer_seconds(2e6, 16e6, 0.5) == pytest.approx(1.5)  # 16 Mbit / 16 Mbit/s + 0.5
-    assert forward_flops(1_000_000, 100) == 2e8
 
 
 def test_client_timing_by_hand(catalog: Path) -> None:
     dev = get_profile("dev", catalog)
     clock = _clock([dev])
-    # 10 steps x 2q=4 forwards x 2*1e6*100 FLOP = 8e9 FLOP at 1e9 FLOP/s = 8 s
-    compute = clock.modelled_compute_seconds(0, local_steps=10)
-    assert compute == pytest.approx(8.0)
-    # 5 entries x 1e6 params x 20 FLOP / 1e9 FLOP/s = 0.1 s
-    assert replay_seconds(dev, entries=5, trainable_params=1_000_000) == pytest.approx(0.1)
-    t = clock.timing(0, ClientWork(down_bytes=2_000_000, up_bytes=1_000_000, catch_up_entries=5, local_steps=10))
-    assert (t.download_s, t.replay_s, t.compute_s, t.upload_s) == pytest.approx((1.5, 0.1, 8.0, 1.5))
+    batches = ((4, 25),) * 10
+    # 10 steps x (2q = 4 forwards + 3q = 6 regenerations of 1e6 elements at 20 FLOP each) at 1 GFLOP/s
+    compute = 10 * (4 * forward_flops(ARCH, 4, 25) + 6 * TRAINABLE * 20.0) / 1e9
+    assert clock.modelled_compute_seconds(0, batches) == pytest.approx(compute)
+    # 5 entries x 1e6 elements x 20 FLOP / 1e9 FLOP/s = 0.1 s
+    assert clock.regen_seconds(0, 5) == pytest.approx(0.1)
+    t = clock.timing(0, ClientWork(down_bytes=2_000_000, up_bytes=1_000_000, catch_up_entries=5, batches=batches))
+    assert (t.download_s, t.replay_s, t.compute_s, t.upload_s) == pytest.approx((1.5, 0.1, compute, 1.5))
     r = simulate_round([t], start=100.0)
     (tl,) = r.timelines
     assert (tl.download_end, tl.replay_end, tl.compute_end, tl.upload_end) == pytest.approx(
-        (101.5, 101.6, 109.6, 111.1)
+        (101.5, 101.6, 101.6 + compute, 103.1 + compute)
     )
-    assert tl.status == "ok" and r.duration == pytest.approx(11.1)
+    assert tl.status == "ok" and r.duration == pytest.approx(3.1 + compute)
 
 
 def test_measured_host_seconds_times_speed_ratio(catalog: Path) -> None:
     dev = get_profile("dev", catalog).model_copy(update={"speed_ratio": 3.0})
     clock = Clock([dev], _shape(), seed=0, compute_model="measured")
-    t = clock.timing(0, ClientWork(0, 0, catch_up_entries=5, local_steps=4, host_seconds=2.0))
+    t = clock.timing(0, ClientWork(0, 0, catch_up_entries=5, batches=((4, 25),), host_seconds=2.0))
     assert t.compute_s == pytest.approx(6.0)  # 2 s measured on the host x 3
     assert t.replay_s == 0.0  # the host measurement already includes the catch-up
 
 
 def test_a_changed_clock_input_changes_the_time_the_expected_way(catalog: Path) -> None:
     dev = get_profile("dev", catalog)
-    base = _clock([dev]).timing(0, ClientWork(1000, 1000, local_steps=2))
-    assert _clock([dev], batch=8).timing(0, ClientWork(1000, 1000, local_steps=2)).compute_s == \
-        pytest.approx(2 * base.compute_s)  # twice the tokens
-    assert _clock([dev]).timing(0, ClientWork(1000, 1000, local_steps=4)).compute_s == pytest.approx(2 * base.compute_s)
+
+    def compute(clock: Clock, batches: tuple[tuple[int, int], ...]) -> float:
+        return clock.timing(0, ClientWork(1000, 1000, batches=batches)).compute_s
+
+    base = compute(_clock([dev]), ((4, 25),) * 2)
+    assert compute(_clock([dev]), ((4, 25),) * 4) == pytest.approx(2 * base)  # twice the steps
+    assert compute(_clock([dev]), ((8, 25),) * 2) > base  # more rows
+    assert compute(_clock([dev]), ((4, 50),) * 2) > compute(_clock([dev]), ((8, 25),) * 2)  # attention grows with width
     fast = dev.model_copy(update={"flops_fp32": 2e9})
-    assert _clock([fast]).timing(0, ClientWork(1000, 1000, local_steps=2)).compute_s == \
-        pytest.approx(base.compute_s / 2)
-    bp = Clock([dev], _shape(mode="bp"), seed=0).timing(0, ClientWork(1000, 1000, examples=8))
-    # BP: 3 forwards' cost over 8 examples x 25 tokens = 3 x 2e6 x 200 / 1e9
-    assert bp.compute_s == pytest.approx(1.2)
+    assert compute(_clock([fast]), ((4, 25),) * 2) == pytest.approx(base / 2)
+    # BP, full: a forward, input and weight gradients, and the SGD update, at 1 GFLOP/s
+    bp = compute(_clock([dev], method="bp"), ((8, 25),))
+    assert bp == pytest.approx((3 * forward_flops(ARCH, 8, 25) + 2 * TRAINABLE) / 1e9)
 
 
 def test_catch_up_costs_for_the_auto_policy(catalog: Path) -> None:

@@ -114,6 +114,7 @@ def test_each_fault_is_observed_and_counted(faulty_run) -> None:
     assert totals == fault_totals([parse_record(r) for r in recs])
     assert totals["injected"] == {k: v for k, v in seen.items() if k is not None}
     assert totals["extra_replies"] == {"duplicate": seen["duplicate"]}
+    assert summary.bytes_by_kind["duplicate"][0] > 0  # surplus replies still cross the wire
     assert totals["rejected"].get("stale-round") == seen["stale"]
     assert totals["status"]["failed"] == seen["crash_before"]
     assert totals["status"]["dropped"] == seen["crash_after"] + seen["straggler"] + seen["dropout"]

@@ -52,7 +52,10 @@ def test_records_and_bytes(fedavg_run, fed_config) -> None:
     numel = 87104  # the tiny model's trainable elements
     assert all(c["payload_bytes_down"] >= 4 * numel and c["payload_bytes_up"] >= 4 * numel for c in clients)
     assert all(c["bytes_down"] > c["payload_bytes_down"] for c in clients)
-    assert summary.bytes_up == sum(c["bytes_up"] for c in clients) == rounds[-1]["bytes_up_total"]
+    setup_up, setup_down = summary.bytes_by_kind["setup"]  # the handshake: one setup message per node
+    assert setup_down > 4 * 1000 and setup_up < setup_down
+    assert summary.bytes_up == sum(c["bytes_up"] for c in clients) + setup_up == rounds[-1]["bytes_up_total"]
+    assert summary.bytes_by_kind["train"][0] == sum(c["bytes_up"] for c in clients)
     assert all(c["sim_start"] <= c["sim_download_end"] <= c["sim_compute_end"] <= c["sim_end"] for c in clients)
 
 

@@ -80,14 +80,22 @@ def test_records_carry_the_device_and_the_fleet_record(catalog, tmp_path) -> Non
 
 
 def test_simulated_times_are_hand_checkable(catalog, tmp_path) -> None:
+    from fedzo.devices.memory import arch_dims
+    from fedzo.devices.work import Tuning, step_work
+    from fedzo.models import load_model
+
     out = tmp_path / "run"
     run_federated(scenario([("fast", 2), ("slow", 2)]), out)
     (fleet,) = records(out, "fleet")
+    assert fleet["clock"] == "flops-estimate" and fleet["calibration_sha256"] is None
+    d = arch_dims(load_model("tiny-llama").model.config)
     for r in records(out, "client"):
         assert r["status"] == "ok"
         flops = 1.0e10 if r["device"] == "fast" else 1.0e7
         down = r["bytes_down"] * 8 / 16.0e6 + 0.5
-        compute = 3 * 2 * 2.0 * fleet["n_params"] * 8 * 32 / flops  # K x 2q x 2 x params x tokens
+        assert len(r["batches"]) == 3 and all(rows == 8 and 0 < width <= 32 for rows, width in r["batches"])
+        work = step_work(d, [tuple(b) for b in r["batches"]], Tuning("zo"), fleet["trainable_params"])
+        compute = (work.flops + 20.0 * work.regen_elements) / flops  # K steps of 2 forwards + 3 regenerations
         replay = r["catch_up_entries"] * fleet["trainable_params"] * 20.0 / flops
         up = r["bytes_up"] * 8 / 8.0e6 + 0.5
         assert r["sim_download_end"] - r["sim_start"] == pytest.approx(down)

@@ -110,3 +110,18 @@ def test_failing_clients_are_counted_and_min_clients_skips(tmp_path, monkeypatch
     assert all("min_clients" in r["skipped"] for r in rounds)
     log, _ = UpdateLog.load(tmp_path / "f" / "update_log.jsonl")
     assert log.last_round == 3 and log.entries() == []
+
+
+def test_every_message_is_counted_by_kind(replay_run) -> None:
+    out, summary = replay_run
+    kinds = summary.bytes_by_kind
+    assert {"setup", "train", "catch_up"} <= set(kinds)
+    assert sum(u for u, _ in kinds.values()) == summary.bytes_up
+    assert sum(d for _, d in kinds.values()) == summary.bytes_down
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    clients = [r for r in recs if r["kind"] == "client"]
+    entries = sum(c["catch_up_entries"] for c in clients)
+    assert kinds["catch_up"][1] == sum(c["catch_up_bytes_down"] for c in clients) >= 16 * entries > 0
+    assert kinds["setup"][1] > 4 * 1000  # the run configuration, once per node
+    (first,) = [r for r in recs if r["kind"] == "round" and r["round"] == 0]
+    assert first["bytes_by_kind"] == {"setup": list(kinds["setup"])}  # the handshake, before round 1

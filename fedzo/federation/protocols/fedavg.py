@@ -25,7 +25,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork
-from fedzo.federation.engine import Outgoing
+from fedzo.federation.batches import batch_shape
 from fedzo.federation.fedavg_client import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -34,9 +34,11 @@ from fedzo.federation.fedavg_client import (
     FedAvgMessageError,
     build_train_config,
     check_arrays,
+    epoch_batches,
     load_arrays,
     params_to_arrays,
 )
+from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.setup import ClientSetup
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir
@@ -82,8 +84,9 @@ class FedAvgProtocol:
 
     method = "bp"
 
-    def __init__(self, scenario: Scenario, objective: Objective) -> None:
+    def __init__(self, scenario: Scenario, objective: Objective, partitions: list[list[int]]) -> None:
         self.scenario = scenario
+        self.partitions = partitions
         self.fed = scenario.federation
         self.objective = objective
         self.params = ParamSet.from_module(objective.classifier)
@@ -120,11 +123,16 @@ class FedAvgProtocol:
         """Tensor names, shapes, finiteness and the example count."""
         return check_reply(self.params, content)
 
-    def work(self, update: FedAvgUpdate | None, down_bytes: int, up_bytes: int, catch_up_entries: int) -> ClientWork:
-        """The examples the client trained on (they already count every local epoch)."""
-        if update is None:
-            return ClientWork(down_bytes, up_bytes)
-        return ClientWork(down_bytes, up_bytes, examples=update.num_examples, host_seconds=update.compute_seconds)
+    def work(self, round_: int, client: int, update: FedAvgUpdate | None, down_bytes: int, up_bytes: int,
+             catch_up_entries: int) -> ClientWork:
+        """``fo_local_epochs`` epochs of backprop steps over the client's own batches."""
+        sc, train = self.scenario, self.objective.train
+        shapes = tuple(batch_shape(self.objective.classifier, [train[i] for i in idx])
+                       for epoch in range(self.fed.fo_local_epochs)
+                       for idx in epoch_batches(self.partitions[client], sc.data.batch_size, sc.seed, round_, client,
+                                                epoch))
+        return ClientWork(down_bytes, up_bytes, batches=shapes,
+                          host_seconds=update.compute_seconds if update is not None else None)
 
     def commit(self, round_: int, accepted: dict[int, FedAvgUpdate], synced: Sequence[int]) -> None:
         """Flower's weighted average of the kept replies (a skipped round keeps the model)."""

@@ -10,6 +10,7 @@ appends the round to the log and applies it (:func:`fedzo.zo.apply_entries`), so
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,11 @@ from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork, Clock
 from fedzo.errors import FederationError
 from fedzo.federation.aggregate import Contribution
-from fedzo.federation.catchup import CatchUpPlanner, make_policy
-from fedzo.federation.engine import Outgoing
+from fedzo.federation.batches import batch_shape, local_batch
+from fedzo.federation.bytes import payload_bytes
+from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
 from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
+from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
 from fedzo.records import ClientRecord
@@ -48,9 +51,12 @@ class ZOProtocol:
 
     method = "zo-federated"
 
-    def __init__(self, scenario: Scenario, objective: Objective, clock: Clock, *, resync_log: str | None) -> None:
-        """``resync_log``: the update log path a same-machine worker may re-sync from (None in deployment)."""
+    def __init__(self, scenario: Scenario, objective: Objective, clock: Clock, partitions: list[list[int]], *,
+                 resync_log: str | None) -> None:
+        """``partitions``: each client's training examples; ``resync_log``: the update log path a
+        same-machine worker may re-sync from (None in deployment)."""
         self.scenario = scenario
+        self.partitions = partitions
         self.fed = fed = scenario.federation
         self.objective = objective
         self.params = ParamSet.from_module(objective.classifier)
@@ -129,15 +135,27 @@ class ZOProtocol:
         cu = self.planner.plan(client, round_ - 1, self.weights)
         zo = self.scenario.zo
         d = Downlink("train", round_, client, self.seeds, self.lr, zo.eps, zo.q, cu, config_digest=self.digest)
-        return Outgoing(build_downlink(d), cu.replayed_entries)
+        content = build_downlink(d)
+        share = 0
+        if cu.kind != "none":  # the catch-up's share: the same message without it
+            bare = build_downlink(replace(d, catch_up=CatchUp("none", cu.from_round, cu.to_round)))
+            share = payload_bytes(content) - payload_bytes(bare)
+        return Outgoing(content, cu.replayed_entries, share)
 
     def parse(self, round_: int, client: int, content: RecordDict) -> Uplink:
         """The client's scalars, checked against what it was sent."""
         return parse_uplink(content, Expected(round_, client, self.seeds, self.scenario.zo.q, self.fed.max_abs_scalar))
 
-    def work(self, update: Uplink | None, down_bytes: int, up_bytes: int, catch_up_entries: int) -> ClientWork:
-        """K local ZO steps after the catch-up."""
-        return ClientWork(down_bytes, up_bytes, catch_up_entries, local_steps=self.fed.local_steps,
+    def work(self, round_: int, client: int, update: Uplink | None, down_bytes: int, up_bytes: int,
+             catch_up_entries: int) -> ClientWork:
+        """The catch-up, then K local ZO steps on the client's own batches."""
+        sc, train = self.scenario, self.objective.train
+        shapes = tuple(
+            batch_shape(self.objective.classifier,
+                        [train[i] for i in local_batch(self.partitions[client], sc.data.batch_size, sc.seed, round_,
+                                                       client, k)])
+            for k in range(self.fed.local_steps))
+        return ClientWork(down_bytes, up_bytes, catch_up_entries, batches=shapes,
                           host_seconds=update.compute_seconds if update is not None else None)
 
     def commit(self, round_: int, accepted: dict[int, Uplink], synced: Sequence[int]) -> None:

@@ -1,0 +1,165 @@
+"""Measuring fedzo's own training step on this machine (what ``fedzo calibrate`` runs).
+
+A step is timed on the real objective (the model as fedzo loads and wraps it, the task's
+classifier), on synthetic batches of the requested rows x width: ZO steps go through
+:func:`fedzo.zo.zo_step` with the portable Gaussian generator, backprop steps through
+:class:`fedzo.zo.first_order.FOTrainer`. Each point is the median of ``repeats`` steps
+after one warm-up step; the learning rate is 0, so the model does not drift.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+
+from fedzo.calibration.model import Host, Point
+from fedzo.config.sections import DataConfig, ModelConfig, RuntimeConfig
+from fedzo.devices.memory import ArchDims, arch_dims
+from fedzo.devices.work import Tuning, step_work
+from fedzo.models.adapters import base_model
+from fedzo.tasks.batching import Batch
+from fedzo.tasks.classifiers import Classifier
+from fedzo.tasks.objective import build_objective
+from fedzo.zo import EstimatorConfig, NoiseSpec, ParamSet, Perturber, make_zo_optimizer, zo_step
+from fedzo.zo.first_order import FOTrainer
+
+SYNTHETIC_TASK_MODELS = ("tiny-llama", "tiny-bert")
+REGEN_ELEMENTS = 1 << 24  # 16.8 M elements: long enough to time one pass well
+
+
+def task_for(model: str) -> str:
+    """The task a model is calibrated on (its classifier head and verbalizer)."""
+    return "synthetic-sentiment" if model in SYNTHETIC_TASK_MODELS else "rotten-tomatoes"
+
+
+def host_info(threads: int) -> Host:
+    """What the reference machine is."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return Host(description=f"{platform.system()} {platform.machine()}", cpu=cpu, cores=os.cpu_count() or 1,
+                threads=threads, torch=torch.__version__.split("+")[0], benchmarks=host_benchmarks(threads))
+
+
+def classifier(model: str, tuning: Tuning, threads: int) -> Classifier:
+    """The objective's classifier for ``model`` under ``tuning`` (on CPU)."""
+    torch.set_num_threads(threads)
+    peft = tuning.peft
+    obj = build_objective(ModelConfig(name=model, peft=peft, lora_rank=tuning.lora_rank,
+                                      virtual_tokens=tuning.virtual_tokens),
+                          DataConfig(task=task_for(model), train_examples=8, eval_examples=8),
+                          RuntimeConfig(device="cpu", threads=threads), seed=0)
+    clf = obj.classifier
+    if tuning.checkpointing:
+        from fedzo.models.adapters import enable_checkpointing
+
+        enable_checkpointing(clf.model)
+    return clf
+
+
+def arch_of(clf: Classifier) -> ArchDims:
+    """Shape numbers of the classifier's base model."""
+    return arch_dims(base_model(clf.model).config)
+
+
+def synthetic_batch(clf: Classifier, rows: int, width: int, seed: int = 0) -> Batch:
+    """``rows`` x ``width`` random token ids (no padding) with random labels."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = len(clf.tokenizer)
+    ids = torch.randint(3, vocab, (rows, width), generator=g)
+    return Batch(ids, torch.ones_like(ids), torch.randint(0, clf.num_labels, (rows,), generator=g))
+
+
+def _median_seconds(step: Callable[[], object], repeats: int) -> float:
+    step()  # warm-up: allocator, kernels, caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
+    """A training step of ``tuning`` (q = 1; lr 0: the model stays as it is), to call per batch.
+
+    Its state (perturber, backprop optimizer) lives across calls, as within a client-round.
+    """
+    if tuning.method == "zo":
+        perturber = Perturber(ParamSet.from_module(clf), NoiseSpec("portable", "gaussian"))
+        est = EstimatorConfig("central", 1e-3, 1)
+        opt = make_zo_optimizer("zo-sgd")
+
+        def zo(batch: Batch) -> object:
+            def loss() -> float:
+                with torch.no_grad():
+                    return float(clf.loss(batch))
+
+            return zo_step(perturber, loss, 0, est, opt, 0.0)
+
+        return zo
+    trainer = FOTrainer(clf, "fo-adam" if tuning.optimizer == "adam" else "fo-sgd", 0.0)
+    return lambda batch: trainer.step(lambda: clf.loss(batch), 0.0)
+
+
+def measure_points(model: str, tuning: Tuning, shapes: Sequence[tuple[int, int]], *, threads: int,
+                   repeats: int, regen_seconds_per_element: float) -> list[Point]:
+    """Median step seconds of ``model`` under ``tuning`` at each (rows, width) of ``shapes``."""
+    clf = classifier(model, tuning, threads)
+    d = arch_of(clf)
+    trainable = ParamSet.from_module(clf).numel
+    points = []
+    step = step_function(clf, tuning)
+    for rows, width in shapes:
+        batch = synthetic_batch(clf, rows, width)
+        seconds = _median_seconds(partial(step, batch), repeats)
+        work = step_work(d, [(rows, width)], tuning, trainable)
+        points.append(Point(rows=rows, width=width, seconds=seconds, flops=work.flops,
+                            regen_elements=work.regen_elements))
+    return points
+
+
+def measure_regeneration(threads: int, repeats: int = 3) -> float:
+    """Seconds per element of one portable-Gaussian regeneration pass (applied in place)."""
+    torch.set_num_threads(threads)
+    params = ParamSet.from_tensors({"w": torch.zeros(REGEN_ELEMENTS)})
+    perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
+    seconds = _median_seconds(lambda: perturber.apply(1, (0.0,)), repeats)
+    return seconds / REGEN_ELEMENTS
+
+
+GEMM_SIZES = (1024, 2048, 3072)
+
+
+def gemm_flops(dtype: torch.dtype, threads: int, sizes: Sequence[int] = GEMM_SIZES, repeats: int = 3) -> float:
+    """Sustained matrix-multiply FLOP/s (``torch.mm`` of square matrices, the best size).
+
+    The same measurement as published GEMM tables for devices (square ``torch.mm``, best of
+    several sizes after a warm-up), so a device's published figure divided by this one is
+    a like-for-like speed ratio. FP64 GEMM stands in for HPL, which DGEMM dominates.
+    """
+    torch.set_num_threads(threads)
+    best = 0.0
+    g = torch.Generator().manual_seed(0)
+    for n in sizes:
+        a = torch.randn(n, n, generator=g, dtype=dtype)
+        b = torch.randn(n, n, generator=g, dtype=dtype)
+        seconds = _median_seconds(partial(torch.mm, a, b), repeats)
+        best = max(best, 2.0 * n**3 / seconds)
+    return best
+
+
+def host_benchmarks(threads: int) -> dict[str, float]:
+    """The reference host's scores on the benchmarks device profiles cite."""
+    return {"gemm-fp32": gemm_flops(torch.float32, threads), "gemm-fp64": gemm_flops(torch.float64, threads)}

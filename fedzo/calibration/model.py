@@ -1,0 +1,160 @@
+"""A calibration: seconds of training steps on the reference host, measured, kept as data.
+
+``fedzo calibrate`` times fedzo's own step (ZO or backprop; full, LoRA, prefix or prompt
+tuning) over a grid of batch sizes and sequence lengths and fits, per (model, method,
+tuning) group, ``seconds = overhead + seconds_per_gflop x GFLOPs + regen x elements``,
+where the GFLOPs come from :func:`fedzo.devices.work.step_work` and ``regen`` (seconds
+per regenerated direction element) is measured once per host. A run reads the file at
+start and copies it into its run directory, so simulated time never depends on live
+timing and a run reproduces bitwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedzo.devices.work import StepWork, Tuning
+from fedzo.errors import ConfigError
+
+FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Point(_Frozen):
+    """One measured configuration: a step's shape, its modelled work and measured seconds."""
+
+    rows: int
+    width: int
+    seconds: float = Field(gt=0)
+    flops: float = Field(ge=0)
+    regen_elements: float = Field(ge=0)
+
+
+class Group(_Frozen):
+    """The fit of one (model, method, tuning) group over its measured points."""
+
+    model: str
+    method: Literal["zo", "bp"]
+    peft: Literal["full", "lora", "prefix", "prompt"]
+    checkpointing: bool = False
+    overhead_seconds: float
+    seconds_per_gflop: float = Field(ge=0)
+    points: list[Point]
+
+    @property
+    def key(self) -> tuple[str, str, str, bool]:
+        """(model, method, peft, checkpointing)."""
+        return self.model, self.method, self.peft, self.checkpointing
+
+    def label(self) -> str:
+        """``model method peft[ +checkpointing]``."""
+        return f"{self.model} {self.method} {self.peft}" + (" +checkpointing" if self.checkpointing else "")
+
+
+class Host(_Frozen):
+    """The reference machine the seconds were measured on."""
+
+    description: str
+    cpu: str
+    cores: int
+    threads: int
+    torch: str
+    benchmarks: dict[str, float] = Field(
+        default_factory=dict, description="scores on the benchmarks device profiles cite (gemm-fp32, gemm-fp64: "
+        "FLOP/s of square torch.mm, the best of a few sizes)")
+
+
+class Calibration(_Frozen):
+    """A calibration file's content."""
+
+    format: Literal[1] = 1
+    host: Host
+    regen_seconds_per_element: float = Field(gt=0)
+    groups: list[Group]
+
+    def group(self, model: str, tuning: Tuning, source: str) -> Group:
+        """The group for ``model`` trained by ``tuning``; a ConfigError names what is missing."""
+        key = (model, tuning.method, tuning.peft, tuning.checkpointing)
+        for g in self.groups:
+            if g.key == key:
+                return g
+        have = ", ".join(g.label() for g in self.groups) or "nothing"
+        ckpt = " --checkpointing" if tuning.checkpointing else ""
+        raise ConfigError(
+            f"{source}: no calibration for {model} {tuning.method} {tuning.peft}"
+            f"{' +checkpointing' if tuning.checkpointing else ''} (it has: {have}); measure it with "
+            f"`fedzo calibrate --model {model} --method {tuning.method} --peft {tuning.peft}{ckpt} --out {source}` "
+            "(it adds the group to the file), or remove fleet.calibration to price with FLOPs (an estimate)")
+
+    def step_seconds(self, group: Group, work: StepWork) -> float:
+        """Seconds of one step of ``work`` on the reference host."""
+        return (group.overhead_seconds + group.seconds_per_gflop * work.flops / 1e9
+                + self.regen_seconds_per_element * work.regen_elements)
+
+    def regen_seconds(self, elements: float) -> float:
+        """Seconds to regenerate ``elements`` direction elements on the reference host."""
+        return self.regen_seconds_per_element * elements
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON (names the calibration a run used)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, 2-space indent)."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def fit_group(model: str, method: Literal["zo", "bp"], peft: Literal["full", "lora", "prefix", "prompt"],
+              checkpointing: bool, points: list[Point], regen_seconds_per_element: float) -> Group:
+    """Least-squares ``seconds - regen = overhead + slope x GFLOPs`` over ``points``.
+
+    A negative overhead (timer noise on a steep slope) is clamped to zero and the slope
+    refit through the origin, so a prediction never goes below the FLOP term.
+    """
+    if not points:
+        raise ConfigError(f"calibration of {model} {method} {peft}: no measured points")
+    xs = [p.flops / 1e9 for p in points]
+    ys = [p.seconds - regen_seconds_per_element * p.regen_elements for p in points]
+    n = len(points)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var > 0 else 0.0
+    overhead = my - slope * mx
+    if overhead < 0 or slope < 0:
+        overhead = max(overhead, 0.0) if slope >= 0 else my
+        slope = max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / max(sum(x * x for x in xs), 1e-30))
+        overhead = 0.0 if slope > 0 else my
+    return Group(model=model, method=method, peft=peft, checkpointing=checkpointing, overhead_seconds=overhead,
+                 seconds_per_gflop=slope, points=points)
+
+
+def load_calibration(path: str | os.PathLike[str]) -> Calibration:
+    """Read a calibration file; errors name the file and what to do."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such calibration file; make one with `fedzo calibrate --out {p}`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{p}: not a calibration file (corrupted JSON: {exc}); make a new one with "
+                          f"`fedzo calibrate --out {p}`") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{p}: calibration format {found!r}; this fedzo reads format {FORMAT}; "
+                          f"remake it with `fedzo calibrate --out {p}`")
+    try:
+        return Calibration.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        raise ConfigError(f"{p}: {where}: {err.get('msg')} ({len(exc.errors())} problem(s)); remake it with "
+                          f"`fedzo calibrate --out {p}`") from None

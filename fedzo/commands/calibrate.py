@@ -1,0 +1,114 @@
+"""`fedzo calibrate`: measure training steps on this machine into a calibration file, or
+check the clock against fresh measurements (``--validate``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedzo.errors import ConfigError
+
+DEFAULT_OUT = "clients/reference-host.calibration.json"
+MODELS = ("smollm2-135m", "minilm-l6")
+METHODS = ("zo", "bp")
+PEFTS = ("full", "lora", "prompt")
+ROWS = (4, 16)
+WIDTHS = (32, 96)
+
+
+def register(sub: Any) -> None:
+    """Add the `calibrate` sub-command."""
+    p = sub.add_parser(
+        "calibrate", help="measure training-step seconds on this machine (the clock's reference)",
+        description="Time fedzo's own ZO and backprop steps over a grid of models, tunings, batch sizes and "
+                    "sequence lengths, fit seconds against the modelled work, and write (or extend) a calibration "
+                    "file that scenarios name in fleet.calibration. --validate checks a calibration against "
+                    "client-rounds measured in fresh processes.")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"calibration file to write or extend (default: {DEFAULT_OUT})")
+    p.add_argument("--model", nargs="+", default=list(MODELS), help="models (embedded names)")
+    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--peft", nargs="+", default=list(PEFTS), choices=("full", "lora", "prefix", "prompt"))
+    p.add_argument("--checkpointing", action="store_true", help="backprop with activation checkpointing")
+    p.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="batch sizes of the grid")
+    p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="sequence lengths of the grid")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per point (median)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the reference host's cores)")
+    p.add_argument("--validate", action="store_true", help="check the calibration in --out instead of measuring")
+    p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 9)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    from fedzo.calibration.measure import host_info, measure_points, measure_regeneration
+    from fedzo.calibration.model import Calibration, fit_group, load_calibration
+    from fedzo.devices.work import Tuning
+
+    out = Path(args.out)
+    old = load_calibration(out) if out.exists() else None
+    regen = old.regen_seconds_per_element if old else measure_regeneration(args.threads)
+    groups = {g.key: g for g in (old.groups if old else [])}
+    shapes = [(r, w) for r in args.rows for w in args.widths]
+    for model in args.model:
+        for method in args.method:
+            for peft in args.peft:
+                tuning = Tuning(method, peft, checkpointing=args.checkpointing and method == "bp")
+                points = measure_points(model, tuning, shapes, threads=args.threads, repeats=args.repeats,
+                                        regen_seconds_per_element=regen)
+                g = fit_group(model, method, peft, tuning.checkpointing, points, regen)
+                groups[g.key] = g
+                print(f"{g.label()}: {g.overhead_seconds:.3f} s + {g.seconds_per_gflop:.4f} s/GFLOP "
+                      f"({len(points)} points)", file=sys.stderr, flush=True)
+    cal = Calibration(host=old.host if old else host_info(args.threads), regen_seconds_per_element=regen,
+                      groups=sorted(groups.values(), key=lambda g: g.key))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cal.to_json(), encoding="utf-8")
+    return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest()}
+
+
+def default_cases() -> list[Any]:
+    """Nine client-rounds: both models, ZO and BP, full / LoRA / prompt, two batch sizes,
+    four of them off the default grid (batch 8 or a 48-token limit)."""
+    from fedzo.calibration.validate import Case
+
+    return [
+        Case("smollm2-135m", "zo", "prompt", 16, 64),
+        Case("smollm2-135m", "zo", "full", 4, 64),
+        Case("smollm2-135m", "zo", "lora", 8, 64, off_grid=True),
+        Case("smollm2-135m", "bp", "lora", 4, 64),
+        Case("smollm2-135m", "bp", "prompt", 8, 48, off_grid=True),
+        Case("minilm-l6", "bp", "full", 16, 64),
+        Case("minilm-l6", "bp", "full", 8, 48, off_grid=True),
+        Case("minilm-l6", "zo", "full", 4, 64),
+        Case("minilm-l6", "zo", "lora", 8, 96, off_grid=True),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure (default) or validate; print the result."""
+    if args.validate:
+        from fedzo.calibration.model import load_calibration
+        from fedzo.calibration.validate import Case, validate
+
+        cal = load_calibration(args.out)
+        if args.cases:
+            try:
+                cases = [Case(**c) for c in json.loads(Path(args.cases).read_text(encoding="utf-8"))]
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(f"--cases {args.cases}: {exc}; expected a JSON list of cases") from None
+        else:
+            cases = default_cases()
+        result = validate(cal, cases, args.threads, args.out)
+    else:
+        result = _measure(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.validate:
+        print(f"max relative error {result['max_relative_error']:.1%} over {len(result['cases'])} cases "
+              f"({result['off_grid_cases']} off the grid)")
+    else:
+        print(f"wrote {result['out']} ({len(result['groups'])} groups, sha256 {result['sha256'][:12]})")
+    return 0

@@ -1,0 +1,28 @@
+"""Which examples a client trains on in each local step, and the shape of that batch.
+
+The client (to train) and the server (to price the client's work on the clock) call the
+same functions, so the simulated time of a client-round is priced from the very batches
+the client used: their rows and their padded width.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from fedzo.tasks.classifiers import Classifier
+from fedzo.tasks.types import Example
+from fedzo.zo.seeds import BATCH_TAG, derive_seed
+
+
+def local_batch(partition: Sequence[int], batch_size: int, seed: int, round_: int, client: int,
+                step: int) -> list[int]:
+    """The example indices of local step ``step``: a pure function of (seed, round, client, step)."""
+    rng = random.Random(derive_seed(seed, BATCH_TAG, round_, client, step))
+    return rng.sample(list(partition), min(batch_size, len(partition)))
+
+
+def batch_shape(clf: Classifier, examples: Sequence[Example]) -> tuple[int, int]:
+    """(rows, padded width) of the batch ``clf`` makes of ``examples``."""
+    batch = next(iter(clf.batches(list(examples), len(examples))))
+    return int(batch.input_ids.shape[0]), int(batch.input_ids.shape[1])

@@ -1,0 +1,86 @@
+"""Calibration: the fit, the file's errors, the command, and calibrated runs (tiny model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedzo.calibration.model import Calibration, Host, Point, fit_group, load_calibration
+from fedzo.cli import main
+from fedzo.devices.work import StepWork, Tuning
+from fedzo.errors import ConfigError
+
+HOST = Host(description="test", cpu="cpu", cores=2, threads=1, torch="2")
+
+
+def test_fit_recovers_overhead_and_slope() -> None:
+    pts = [Point(rows=r, width=w, seconds=0.5 + 0.02 * f / 1e9 + 1e-9 * 3e6, flops=f, regen_elements=3e6)
+           for r, w, f in ((4, 32, 1e9), (16, 96, 8e9), (8, 64, 3e9))]
+    g = fit_group("m", "zo", "full", False, pts, regen_seconds_per_element=1e-9)
+    assert g.overhead_seconds == pytest.approx(0.5) and g.seconds_per_gflop == pytest.approx(0.02)
+    cal = Calibration(host=HOST, regen_seconds_per_element=1e-9, groups=[g])
+    assert cal.step_seconds(g, StepWork(2e9, 3e6)) == pytest.approx(0.5 + 0.04 + 3e-3)
+
+
+def test_bad_calibration_files_say_what_is_missing_and_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no such calibration file; make one with `fedzo calibrate --out"):
+        load_calibration(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupted JSON.*fedzo calibrate --out"):
+        load_calibration(bad)
+    bad.write_text(json.dumps({"format": 7}))
+    with pytest.raises(ConfigError, match="format 7; this fedzo reads format 1"):
+        load_calibration(bad)
+    g = fit_group("tiny-llama", "zo", "full", False, [Point(rows=1, width=1, seconds=1, flops=1, regen_elements=0)], 1e-9)
+    good = tmp_path / "good.json"
+    good.write_text(Calibration(host=HOST, regen_seconds_per_element=1e-9, groups=[g]).to_json())
+    cal = load_calibration(good)
+    with pytest.raises(ConfigError, match=r"no calibration for smollm2-135m bp lora \(it has: tiny-llama zo full\); "
+                                          r"measure it with `fedzo calibrate --model smollm2-135m --method bp --peft lora"):
+        cal.group("smollm2-135m", Tuning("bp", "lora"), str(good))
+
+
+@pytest.fixture(scope="module")
+def tiny_calibration(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cal") / "tiny.calibration.json"
+    assert main(["calibrate", "--out", str(out), "--model", "tiny-llama", "--method", "zo", "bp", "--peft", "full",
+                 "--rows", "2", "8", "--widths", "16", "48", "--repeats", "2", "--threads", "1"]) == 0
+    return out
+
+
+def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: Path, tmp_path: Path, capsys) -> None:
+    cal = load_calibration(tiny_calibration)
+    assert [g.label() for g in cal.groups] == ["tiny-llama bp full", "tiny-llama zo full"]
+    assert all(len(g.points) == 4 and g.seconds_per_gflop >= 0 for g in cal.groups)
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps([{"model": "tiny-llama", "method": "zo", "peft": "full", "batch": 4, "max_length": 32,
+                                  "steps": 2, "off_grid": True}]))
+    capsys.readouterr()
+    assert main(["calibrate", "--validate", "--out", str(tiny_calibration), "--cases", str(cases), "--json",
+                 "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (row,) = result["cases"]
+    assert row["measured_seconds"] > 0 and row["predicted_seconds"] > 0 and len(row["shapes"]) == 2
+    assert result["max_relative_error"] == pytest.approx(abs(row["relative_error"]))
+    assert result["off_grid_cases"] == 1
+
+
+def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration, tmp_path, fed_config,
+                                                               strip_timings, interrupt_and_resume) -> None:
+    from fedzo.federation.run import run_federated
+
+    from fedzo.config.fleet import FleetConfig
+
+    cfg = fed_config().model_copy(
+        update={"fleet": FleetConfig(default_profile="rpi5-8gb", calibration=str(tiny_calibration))})
+    a = run_federated(cfg, tmp_path / "a")
+    assert a.sim_time_basis == "calibrated"
+    assert (tmp_path / "a" / "calibration.json").read_text() == tiny_calibration.read_text()
+    b = interrupt_and_resume(cfg, tmp_path / "b", 2)
+    assert b.model_sha256 == a.model_sha256 and b.sim_seconds == a.sim_seconds
+    assert strip_timings(tmp_path / "b") == strip_timings(tmp_path / "a")
+    plain = run_federated(cfg.model_copy(update={"fleet": FleetConfig(default_profile="rpi5-8gb")}), tmp_path / "c")
+    assert plain.sim_time_basis == "flops-estimate" and plain.sim_seconds != a.sim_seconds
