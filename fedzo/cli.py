@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -57,9 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    """fedzo's own notes (one line each) on stderr; other libraries stay at warnings."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("fedzo: %(message)s"))
+    logger = logging.getLogger("fedzo")
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fedzo` console script; returns the process exit code."""
     _quiet_environment()
+    _log_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -32,7 +32,8 @@ CLIENT_STATUSES: tuple[str, ...] = ("ok", "late", "dropped", "failed", "excluded
 # Fields measured on the host (time, memory): they differ between two runs of the same
 # configuration, unlike every other field, which a rerun or a resume reproduces.
 HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
-                                "server_replay_seconds"})
+                                "server_replay_seconds", "measured_client_memory_bytes",
+                                "measured_client_model_bytes"})
 
 
 class Record(BaseModel):
@@ -130,7 +131,8 @@ class ClientRecord(Record):
     synced: bool = False
     examples: int | None = None
     host_compute_seconds: float | None = None
-    peak_memory_bytes: int | None = None
+    peak_memory_bytes: int | None = Field(None, description="peak memory of the process the client ran in, as "
+                                          "it reported it (in-process: the whole simulator, server included)")
     fault: str | None = None
     extra_replies: list[str] = Field(default_factory=list)
 
@@ -172,6 +174,10 @@ class FleetRecord(Record):
     clock: Literal["calibrated", "flops-estimate", "measured-host"] | None = Field(
         None, description="where simulated compute seconds come from")
     calibration_sha256: str | None = Field(None, description="the calibration the clock used (calibration.json)")
+    measured_client_memory_bytes: int | None = Field(
+        None, description="peak RSS of one client's real step in an isolated process (fleet.measure_memory)")
+    measured_client_model_bytes: int | None = Field(
+        None, description="the same peak less the process's size after imports: the model-attributable part")
     deadline_seconds: float | None
     over_commit: float
     devices: dict[str, DeviceFit]
@@ -195,6 +201,8 @@ class Summary(Record):
     engine: str | None = None
     catch_up: str | None = None
     rounds: int | None = None
+    rounds_trained: int | None = Field(None, description="rounds in which at least one client's update was "
+                                       "applied (federated runs)")
     steps: int | None = None
     fo_local_epochs: int | None = None
     initial_accuracy: float | None = None
@@ -211,9 +219,14 @@ class Summary(Record):
     bytes_up: int = 0
     bytes_down: int = 0
     bytes_by_kind: dict[str, tuple[int, int]] = Field(default_factory=dict, description="(up, down) by kind")
-    peak_client_memory_bytes: int | None = None
-    server_peak_rss_bytes: int | None = None
-    modelled_client_memory_bytes: dict[str, int] = Field(default_factory=dict)
+    peak_client_memory_bytes: int | None = Field(
+        None, description="the largest peak the clients' own processes reported (simulation, deployment; "
+        "centralized: the training process); None in-process, where clients share the server's process")
+    server_peak_rss_bytes: int | None = Field(None, description="peak RSS of the server's (simulator's) process")
+    modelled_client_memory_bytes: dict[str, int] = Field(default_factory=dict, description="the memory model's "
+                                                         "peak of one client, per device profile")
+    measured_client_memory_bytes: int | None = Field(
+        None, description="peak of one client's real step measured in an isolated process (fleet.measure_memory)")
     excluded_clients: list[int] = Field(default_factory=list)
     faults: dict[str, dict[str, int]] | None = None
     model_sha256: str | None = None

@@ -18,6 +18,7 @@ import torch
 
 from fedzo.config.train import TrainConfig, train_config_from_dict
 from fedzo.errors import ConfigError
+from fedzo.models.adapters import enable_checkpointing
 from fedzo.records import RoundRecord, Summary, accuracy_summary, eval_fields
 from fedzo.runs import RunDir, open_run, peak_rss_bytes
 from fedzo.tasks.batching import Batch
@@ -145,6 +146,8 @@ class FOStepper:
 
     def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf = clf
+        if cfg.optimizer.checkpointing:
+            enable_checkpointing(clf.model)
         self.trainer = FOTrainer(clf, cfg.optimizer.name, cfg.optimizer.lr)
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:

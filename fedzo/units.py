@@ -113,3 +113,11 @@ def format_accuracy(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     return f"{100.0 * value:.2f} %"
+
+
+def format_interval(value: object) -> str:
+    """A (low, high) accuracy interval as percentages: ``(0.79, 0.92) -> '79.0-92.2 %'``."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return "–"
+    low, high = (float(v) for v in value)
+    return f"{100 * low:.1f}-{100 * high:.1f} %"

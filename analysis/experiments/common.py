@@ -18,13 +18,15 @@ def fedzo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedzo", *args]
 
 
-def run_fedzo(out: Path, *args: str) -> None:
-    """Run `fedzo ARGS` for the run directory ``out``; RuntimeError with the output's tail on failure."""
+def run_fedzo(out: Path, *args: str) -> str:
+    """Run `fedzo ARGS` for the run directory ``out`` and return its stdout; RuntimeError
+    with the output's tail on failure."""
     cmd = fedzo_command(*args)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
+    return proc.stdout
 
 
 def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,14 +3,15 @@
 A step is timed on the real objective (the model as fedzo loads and wraps it, the task's
 classifier), on synthetic batches of the requested rows x width: ZO steps go through
 :func:`fedzo.zo.zo_step` with the portable Gaussian generator, backprop steps through
-:class:`fedzo.zo.first_order.FOTrainer`. Each point is the median of ``repeats`` steps
-after one warm-up step; the learning rate is 0, so the model does not drift.
+:class:`fedzo.zo.first_order.FOTrainer`. Each point is the fastest of ``repeats`` steps
+after two warm-up steps (other work on a shared host only ever adds time, so the fastest
+step is the reproducible one); the learning rate is 0, so the model does not drift. The
+regeneration cost of a ZO group is timed on that group's own trainable tensors.
 """
 
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -52,13 +53,14 @@ def host_info(threads: int) -> Host:
                 threads=threads, torch=torch.__version__.split("+")[0], benchmarks=host_benchmarks(threads))
 
 
-def classifier(model: str, tuning: Tuning, threads: int) -> Classifier:
-    """The objective's classifier for ``model`` under ``tuning`` (on CPU)."""
+def classifier(model: str, tuning: Tuning, threads: int, task: str | None = None) -> Classifier:
+    """The objective's classifier for ``model`` under ``tuning`` (on CPU), for ``task``
+    (default: :func:`task_for` the model)."""
     torch.set_num_threads(threads)
     peft = tuning.peft
     obj = build_objective(ModelConfig(name=model, peft=peft, lora_rank=tuning.lora_rank,
                                       virtual_tokens=tuning.virtual_tokens),
-                          DataConfig(task=task_for(model), train_examples=8, eval_examples=8),
+                          DataConfig(task=task or task_for(model), train_examples=8, eval_examples=8),
                           RuntimeConfig(device="cpu", threads=threads), seed=0)
     clf = obj.classifier
     if tuning.checkpointing:
@@ -81,14 +83,15 @@ def synthetic_batch(clf: Classifier, rows: int, width: int, seed: int = 0) -> Ba
     return Batch(ids, torch.ones_like(ids), torch.randint(0, clf.num_labels, (rows,), generator=g))
 
 
-def _median_seconds(step: Callable[[], object], repeats: int) -> float:
+def _fastest_seconds(step: Callable[[], object], repeats: int) -> float:
     step()  # warm-up: allocator, kernels, caches
+    step()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
@@ -114,29 +117,35 @@ def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
 
 
 def measure_points(model: str, tuning: Tuning, shapes: Sequence[tuple[int, int]], *, threads: int,
-                   repeats: int, regen_seconds_per_element: float) -> list[Point]:
-    """Median step seconds of ``model`` under ``tuning`` at each (rows, width) of ``shapes``."""
+                   repeats: int) -> tuple[list[Point], float | None]:
+    """Step seconds of ``model`` under ``tuning`` at each (rows, width) of ``shapes``, and for
+    ZO the seconds per regenerated element on its trainable tensors (None for backprop)."""
     clf = classifier(model, tuning, threads)
     d = arch_of(clf)
-    trainable = ParamSet.from_module(clf).numel
+    params = ParamSet.from_module(clf)
+    regen = _regeneration(params, repeats) if tuning.method == "zo" else None
     points = []
     step = step_function(clf, tuning)
     for rows, width in shapes:
         batch = synthetic_batch(clf, rows, width)
-        seconds = _median_seconds(partial(step, batch), repeats)
-        work = step_work(d, [(rows, width)], tuning, trainable)
+        seconds = _fastest_seconds(partial(step, batch), repeats)
+        work = step_work(d, [(rows, width)], tuning, params.numel)
         points.append(Point(rows=rows, width=width, seconds=seconds, flops=work.flops,
                             regen_elements=work.regen_elements))
-    return points
+    return points, regen
 
 
-def measure_regeneration(threads: int, repeats: int = 3) -> float:
-    """Seconds per element of one portable-Gaussian regeneration pass (applied in place)."""
-    torch.set_num_threads(threads)
-    params = ParamSet.from_tensors({"w": torch.zeros(REGEN_ELEMENTS)})
+def _regeneration(params: ParamSet, repeats: int) -> float:
+    """Seconds per element of one portable-Gaussian pass over ``params`` (in place, scale 0)."""
     perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
-    seconds = _median_seconds(lambda: perturber.apply(1, (0.0,)), repeats)
-    return seconds / REGEN_ELEMENTS
+    return _fastest_seconds(lambda: perturber.apply(1, (0.0,)), repeats) / params.numel
+
+
+def measure_regeneration(threads: int, repeats: int = 5) -> float:
+    """Seconds per element of one portable-Gaussian regeneration pass over one large tensor
+    (the catch-up replay's price when no ZO group of the model was measured)."""
+    torch.set_num_threads(threads)
+    return _regeneration(ParamSet.from_tensors({"w": torch.zeros(REGEN_ELEMENTS)}), repeats)
 
 
 GEMM_SIZES = (1024, 2048, 3072)
@@ -155,7 +164,7 @@ def gemm_flops(dtype: torch.dtype, threads: int, sizes: Sequence[int] = GEMM_SIZ
     for n in sizes:
         a = torch.randn(n, n, generator=g, dtype=dtype)
         b = torch.randn(n, n, generator=g, dtype=dtype)
-        seconds = _median_seconds(partial(torch.mm, a, b), repeats)
+        seconds = _fastest_seconds(partial(torch.mm, a, b), repeats)
         best = max(best, 2.0 * n**3 / seconds)
     return best
 

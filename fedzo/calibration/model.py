@@ -4,7 +4,8 @@
 tuning) over a grid of batch sizes and sequence lengths and fits, per (model, method,
 tuning) group, ``seconds = overhead + seconds_per_gflop x GFLOPs + regen x elements``,
 where the GFLOPs come from :func:`fedzo.devices.work.step_work` and ``regen`` (seconds
-per regenerated direction element) is measured once per host. A run reads the file at
+per regenerated direction element) is timed on the group's own trainable tensors (ZO
+groups) or once per host on one large tensor (the price of catch-up replay otherwise). A run reads the file at
 start and copies it into its run directory, so simulated time never depends on live
 timing and a run reproduces bitwise.
 """
@@ -48,6 +49,8 @@ class Group(_Frozen):
     checkpointing: bool = False
     overhead_seconds: float
     seconds_per_gflop: float = Field(ge=0)
+    regen_seconds_per_element: float | None = Field(
+        None, gt=0, description="ZO: seconds per regenerated element, timed on this group's trainable tensors")
     points: list[Point]
 
     @property
@@ -97,8 +100,8 @@ class Calibration(_Frozen):
 
     def step_seconds(self, group: Group, work: StepWork) -> float:
         """Seconds of one step of ``work`` on the reference host."""
-        return (group.overhead_seconds + group.seconds_per_gflop * work.flops / 1e9
-                + self.regen_seconds_per_element * work.regen_elements)
+        regen = group.regen_seconds_per_element or self.regen_seconds_per_element
+        return group.overhead_seconds + group.seconds_per_gflop * work.flops / 1e9 + regen * work.regen_elements
 
     def regen_seconds(self, elements: float) -> float:
         """Seconds to regenerate ``elements`` direction elements on the reference host."""
@@ -114,12 +117,16 @@ class Calibration(_Frozen):
 
 
 def fit_group(model: str, method: Literal["zo", "bp"], peft: Literal["full", "lora", "prefix", "prompt"],
-              checkpointing: bool, points: list[Point], regen_seconds_per_element: float) -> Group:
+              checkpointing: bool, points: list[Point], regen_seconds_per_element: float,
+              group_regen: float | None = None) -> Group:
     """Least-squares ``seconds - regen = overhead + slope x GFLOPs`` over ``points``.
 
-    A negative overhead (timer noise on a steep slope) is clamped to zero and the slope
-    refit through the origin, so a prediction never goes below the FLOP term.
+    ``regen`` is ``group_regen`` (timed on the group's own tensors) when given, else the
+    host's ``regen_seconds_per_element``. A negative overhead (timer noise on a steep slope)
+    is clamped to zero and the slope refit through the origin, so a prediction never goes
+    below the FLOP term.
     """
+    regen_seconds_per_element = group_regen or regen_seconds_per_element
     if not points:
         raise ConfigError(f"calibration of {model} {method} {peft}: no measured points")
     xs = [p.flops / 1e9 for p in points]
@@ -134,7 +141,7 @@ def fit_group(model: str, method: Literal["zo", "bp"], peft: Literal["full", "lo
         slope = max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / max(sum(x * x for x in xs), 1e-30))
         overhead = 0.0 if slope > 0 else my
     return Group(model=model, method=method, peft=peft, checkpointing=checkpointing, overhead_seconds=overhead,
-                 seconds_per_gflop=slope, points=points)
+                 seconds_per_gflop=slope, regen_seconds_per_element=group_regen, points=points)
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:

@@ -2,7 +2,9 @@
 
 Each case is a client-round: ``steps`` training steps of fedzo's own step on real batches
 of the task (rows = the batch size, width = the batch's longest sentence, truncated to
-``max_length``), timed in a fresh Python process after one warm-up step. The clock's
+``max_length``), timed in a fresh Python process after two warm-up steps, in ``repeats``
+fresh processes: the prediction is compared with their median, and the spread of the
+measurements themselves (the host's own noise) is reported next to it. The clock's
 prediction for the same batches comes from the calibration
 (:meth:`fedzo.calibration.model.Calibration.step_seconds`). Cases marked ``off_grid`` use
 a batch size or sequence length the calibration grid did not measure, so the check is
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +36,7 @@ class Case:
     peft: Literal["full", "lora", "prefix", "prompt"]
     batch: int
     max_length: int
-    steps: int = 3
+    steps: int = 8
     off_grid: bool = False
     checkpointing: bool = False
 
@@ -58,14 +61,15 @@ def run_case(case: Case, threads: int) -> dict[str, Any]:
     clf.max_length = case.max_length
     task = load_task("synthetic-sentiment" if case.model.startswith("tiny") else "rotten-tomatoes", seed=0)
     rng = random.Random(17)
-    batches = [next(iter(clf.batches(rng.sample(task.train, case.batch), case.batch))) for _ in range(case.steps + 1)]
+    batches = [next(iter(clf.batches(rng.sample(task.train, case.batch), case.batch))) for _ in range(case.steps + 2)]
     step = step_function(clf, case.tuning)
-    step(batches[0])  # warm-up on another batch
+    for b in batches[:2]:  # warm-up on other batches: allocator, kernels, thread pool
+        step(b)
     t0 = time.perf_counter()
-    for b in batches[1:]:
+    for b in batches[2:]:
         step(b)
     seconds = time.perf_counter() - t0
-    shapes = [(int(b.input_ids.shape[0]), int(b.input_ids.shape[1])) for b in batches[1:]]
+    shapes = [(int(b.input_ids.shape[0]), int(b.input_ids.shape[1])) for b in batches[2:]]
     d = arch_of(clf)
     return {"seconds": seconds, "shapes": shapes, "trainable": ParamSet.from_module(clf).numel,
             "arch": asdict(d)}
@@ -92,20 +96,25 @@ def measure_in_fresh_process(case: Case, threads: int, timeout: float = 1800) ->
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def validate(cal: Calibration, cases: list[Case], threads: int, source: str) -> dict[str, Any]:
-    """Every case predicted and measured; ``max_relative_error`` over them."""
+def validate(cal: Calibration, cases: list[Case], threads: int, source: str, repeats: int = 3) -> dict[str, Any]:
+    """Every case predicted and measured ``repeats`` times; ``max_relative_error`` over them
+    (against each case's median measurement)."""
     rows = []
     for case in cases:
-        result = measure_in_fresh_process(case, threads)
-        pred = predicted_seconds(cal, case, result, source)
+        results = [measure_in_fresh_process(case, threads) for _ in range(repeats)]
+        measured = sorted(r["seconds"] for r in results)
+        median = statistics.median(measured)
+        pred = predicted_seconds(cal, case, results[0], source)
         rows.append({**asdict(case), "label": case.label(), "predicted_seconds": pred,
-                     "measured_seconds": result["seconds"], "shapes": result["shapes"],
-                     "relative_error": (pred - result["seconds"]) / result["seconds"]})
-        print(f"{case.label()}: predicted {pred:.2f} s, measured {result['seconds']:.2f} s "
-              f"({rows[-1]['relative_error']:+.1%})", file=sys.stderr, flush=True)
+                     "measured_seconds": median, "measured_runs_seconds": measured,
+                     "measurement_spread": measured[-1] / measured[0] - 1.0, "shapes": results[0]["shapes"],
+                     "relative_error": (pred - median) / median})
+        print(f"{case.label()}: predicted {pred:.2f} s, measured {median:.2f} s (median of {repeats}, "
+              f"{measured[0]:.2f}-{measured[-1]:.2f}) ({rows[-1]['relative_error']:+.1%})", file=sys.stderr, flush=True)
     worst = max((abs(r["relative_error"]) for r in rows), default=0.0)
-    return {"calibration_host": cal.host.model_dump(), "threads": threads, "cases": rows,
-            "max_relative_error": worst, "off_grid_cases": sum(r["off_grid"] for r in rows)}
+    return {"calibration_host": cal.host.model_dump(), "threads": threads, "repeats": repeats, "cases": rows,
+            "max_relative_error": worst, "off_grid_cases": sum(r["off_grid"] for r in rows),
+            "max_measurement_spread": max((r["measurement_spread"] for r in rows), default=0.0)}
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ DEFAULT_OUT = "clients/reference-host.calibration.json"
 MODELS = ("smollm2-135m", "minilm-l6")
 METHODS = ("zo", "bp")
 PEFTS = ("full", "lora", "prompt")
-ROWS = (4, 16)
-WIDTHS = (32, 96)
+ROWS = (4, 8, 16)
+WIDTHS = (32, 64, 96)
 
 
 def register(sub: Any) -> None:
@@ -34,10 +34,12 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpointing", action="store_true", help="backprop with activation checkpointing")
     p.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="batch sizes of the grid")
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="sequence lengths of the grid")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per point (median)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per point (the fastest is kept)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the reference host's cores)")
     p.add_argument("--validate", action="store_true", help="check the calibration in --out instead of measuring")
-    p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 9)")
+    p.add_argument("--processes", type=int, default=3,
+                   help="--validate: fresh processes per case (the median is compared with the prediction)")
+    p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -56,9 +58,9 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         for method in args.method:
             for peft in args.peft:
                 tuning = Tuning(method, peft, checkpointing=args.checkpointing and method == "bp")
-                points = measure_points(model, tuning, shapes, threads=args.threads, repeats=args.repeats,
-                                        regen_seconds_per_element=regen)
-                g = fit_group(model, method, peft, tuning.checkpointing, points, regen)
+                points, group_regen = measure_points(model, tuning, shapes, threads=args.threads,
+                                                     repeats=args.repeats)
+                g = fit_group(model, method, peft, tuning.checkpointing, points, regen, group_regen)
                 groups[g.key] = g
                 print(f"{g.label()}: {g.overhead_seconds:.3f} s + {g.seconds_per_gflop:.4f} s/GFLOP "
                       f"({len(points)} points)", file=sys.stderr, flush=True)
@@ -70,25 +72,30 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def default_cases() -> list[Any]:
-    """Nine client-rounds: both models, ZO and BP, full / LoRA / prompt, two batch sizes,
-    four of them off the default grid (batch 8 or a 48-token limit)."""
+    """Ten client-rounds of 4 steps on real batches: both models, ZO and BP, full / LoRA /
+    prompt, several batch sizes, checkpointed backprop; four of them off the default grid
+    (batch 12, or a token limit of 48 or 80)."""
     from fedzo.calibration.validate import Case
 
     return [
         Case("smollm2-135m", "zo", "prompt", 16, 64),
         Case("smollm2-135m", "zo", "full", 4, 64),
-        Case("smollm2-135m", "zo", "lora", 8, 64, off_grid=True),
+        Case("smollm2-135m", "zo", "lora", 12, 64, off_grid=True),
         Case("smollm2-135m", "bp", "lora", 4, 64),
-        Case("smollm2-135m", "bp", "prompt", 8, 48, off_grid=True),
+        Case("smollm2-135m", "bp", "prompt", 8, 80, off_grid=True),
+        Case("smollm2-135m", "bp", "full", 4, 64, checkpointing=True),
         Case("minilm-l6", "bp", "full", 16, 64),
-        Case("minilm-l6", "bp", "full", 8, 48, off_grid=True),
+        Case("minilm-l6", "bp", "full", 12, 48, off_grid=True),
         Case("minilm-l6", "zo", "full", 4, 64),
-        Case("minilm-l6", "zo", "lora", 8, 96, off_grid=True),
+        Case("minilm-l6", "zo", "lora", 8, 80, off_grid=True),
     ]
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure (default) or validate; print the result."""
+    for flag, value in (("--repeats", args.repeats), ("--processes", args.processes)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
     if args.validate:
         from fedzo.calibration.model import load_calibration
         from fedzo.calibration.validate import Case, validate
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--cases {args.cases}: {exc}; expected a JSON list of cases") from None
         else:
             cases = default_cases()
-        result = validate(cal, cases, args.threads, args.out)
+        result = validate(cal, cases, args.threads, args.out, repeats=args.processes)
     else:
         result = _measure(args)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -30,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--text-column", default=None, help="text column of a user dataset")
     p.add_argument("--label-column", default=None, help="label column of a user dataset")
+    p.add_argument("--label-names", nargs="+", default=None, metavar="NAME",
+                   help="label values of a user dataset, in label order")
+    p.add_argument("--verbalizer", nargs="+", default=None, metavar="WORD",
+                   help="answer word of each label (default: the label names)")
+    p.add_argument("--template", default=None, help="prompt template with {text} for a user dataset")
     p.add_argument("--cache-dir", default=None, help="asset cache (default: $FEDZO_CACHE or ~/.cache/fedzo)")
     p.add_argument("--run", metavar="DIR", default=None,
                    help="evaluate the global model of a federated run directory (initial model + its "
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from fedzo.models import load_model
     from fedzo.tasks.classifiers import build_classifier
     from fedzo.tasks.registry import load_task
+    from fedzo.tasks.user import TaskOptions
 
     hf_logging.disable_progress_bar()
 
@@ -59,13 +66,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
     load_s = time.perf_counter() - t0
-    task = load_task(
-        args.task,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        text_column=args.text_column,
-        label_column=args.label_column,
-    )
+    given = {"text_column": args.text_column, "label_column": args.label_column,
+             "label_names": tuple(args.label_names) if args.label_names else None,
+             "verbalizer": tuple(args.verbalizer) if args.verbalizer else None, "template": args.template}
+    options = TaskOptions(**given) if any(v is not None for v in given.values()) else None
+    task = load_task(args.task, seed=args.seed, cache_dir=args.cache_dir, options=options)
     clf = build_classifier(loaded, task, args.prompt, max_length=args.max_length)
     examples = task.split(args.split)[: args.limit]
     t1 = time.perf_counter()
@@ -102,14 +107,18 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     gm = load_global_model(args.run)
     load_s = time.perf_counter() - t0
-    task = load_task(gm.scenario.data.task, seed=gm.scenario.seed, cache_dir=args.cache_dir)
+    if gm.torn_line is not None:
+        print(f"fedzo: {args.run}/update_log.jsonl:{gm.torn_line}: the last line is torn (an interrupted write); "
+              f"used the {gm.rounds} rounds before it", file=sys.stderr)
+    task = load_task(gm.scenario.data.task, seed=gm.scenario.seed, cache_dir=args.cache_dir,
+                     options=gm.scenario.data.task_options())
     examples = task.split(args.split)[: args.limit]
     t1 = time.perf_counter()
     metrics = gm.objective.classifier.evaluate(examples, batch_size=args.batch_size)
     eval_s = time.perf_counter() - t1
     result = {
         "run": str(args.run), "model": gm.scenario.model.name, "task": task.name, "split": args.split,
-        "rounds": gm.rounds, "model_sha256": gm.model_sha256, "matches_summary": gm.matches_summary,
+        "rounds": gm.rounds, "torn_line": gm.torn_line, "model_sha256": gm.model_sha256, "matches_summary": gm.matches_summary,
         **metrics, "load_seconds": round(load_s, 2), "eval_seconds": round(eval_s, 2),
         "threads": torch.get_num_threads(),
     }

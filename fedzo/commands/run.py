@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--engine", choices=["inprocess", "simulation"], help="override federation.engine")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one plain line per round instead")
     p.add_argument("--no-plots", action="store_true", help="do not write RUN/plots at the end")
     p.set_defaults(func=run)
 
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     """Load and validate the scenario, then run or resume it."""
     from fedzo.config.scenario import load_scenario, scenario_from_dict
     from fedzo.errors import ConfigError
+    from fedzo.federation.fleet import describe_fleet
     from fedzo.federation.run import run_federated
     from fedzo.runs import RunDir
     from fedzo.units import format_bytes
@@ -41,11 +43,18 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else scenario.out_dir
     else:
         raise ConfigError("give a scenario file, or --resume DIR")
+    print(f"{scenario.name}: {describe_fleet(scenario)}", flush=True)
     s = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine,
-                      progress=not args.no_progress, plots=not args.no_plots)
+                      progress="lines" if args.no_progress else "bar", plots=not args.no_plots)
     print(f"run: {out}")
     print(f"accuracy: final {s.final_accuracy}, best {s.best_accuracy}")
     print(f"simulated {s.sim_seconds or 0:.1f} s, host {s.host_seconds or 0:.1f} s, "
           f"bytes up {format_bytes(s.bytes_up)}, down {format_bytes(s.bytes_down)}")
     print(f"model_sha256: {s.model_sha256}")
+    if s.rounds_trained == 0 and not scenario.federation.allow_no_training:
+        print(f"fedzo: warning: no client trained in any of the {s.rounds} rounds (every sampled client was offline, "
+              f"late or rejected; see the 'skipped' field of the round records in {out}/metrics.jsonl). The "
+              "accuracy is the initial model's. Check the fleet's availability and deadline, or set "
+              "federation.allow_no_training: true if this is intended.", file=sys.stderr)
+        return 3
     return 0

@@ -43,11 +43,13 @@ def _add_fields(p: argparse.ArgumentParser) -> None:
             p.add_argument(f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
             continue
         choices = None
+        listed = False
         for arg in (ann, *typing.get_args(ann)):
             if typing.get_origin(arg) is typing.Literal:
                 choices = list(typing.get_args(arg))
+            listed = listed or typing.get_origin(arg) is list
         p.add_argument(f"--{flag}", dest=dest, default=None, choices=choices, metavar=None if choices else "V",
-                       help=help_)
+                       nargs="+" if listed else None, help=help_)
 
 
 def register(sub: Any) -> None:

@@ -18,6 +18,9 @@ def register(sub: Any) -> None:
     p.add_argument("--reference", action="store_true", help="print the scenario reference (Markdown)")
     p.add_argument("--upgrade", action="store_true",
                    help="print each file in the current format (version 2), after validating it")
+    p.add_argument("--quick", action="store_true",
+                   help="check the schema only; by default validate also opens what the run will open (data, "
+                        "model and tokenizer, device, device profiles, calibration) and checks memory")
     p.set_defaults(func=run)
 
 
@@ -27,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from fedzo.config.reference import scenario_reference
     from fedzo.config.scenario import load_scenario
     from fedzo.config.validation import read_yaml
+    from fedzo.federation.preflight import preflight
 
     if args.reference:
         sys.stdout.write(scenario_reference())
@@ -46,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(yaml.safe_dump(upgrade(read_yaml(f), "scenario"), sort_keys=False))
             continue
         fed = s.federation
-        print(f"{f}: ok ({s.model.name} on {s.data.task}; {fed.num_clients} clients, {fed.rounds} rounds, "
-              f"{s.optimizer.name}, catch-up {fed.catch_up}, engine {fed.engine})")
+        print(f"{f}: schema ok ({s.model.name} on {s.data.task}; {fed.num_clients} clients, {fed.rounds} rounds, "
+              f"{s.optimizer.name}, catch-up {fed.catch_up}, engine {fed.engine})", flush=True)
+        if args.quick:
+            continue
+        checks = preflight(s)
+        for c in checks:
+            print(c.line() if c.status != "error" else f"  {c.part}: error", flush=True)
+        errors = [c for c in checks if c.status == "error"]
+        for c in errors:
+            print(f"{f}: {c.detail}", file=sys.stderr)
+        failed += bool(errors)
     return 2 if failed else 0

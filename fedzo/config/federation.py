@@ -51,6 +51,9 @@ class FederationConfig(Section):
     min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
     below_min: Literal["skip", "retry"] = Field(
         "skip", description="when fewer than min_clients replied: skip the round (no update) or retry it once")
+    allow_no_training: bool = Field(
+        False, description="a run in which no round trained (every sampled client offline, late or rejected) "
+        "ends normally; by default it ends with a warning and exit status 3")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every E rounds (and at the end)")
     round_timeout: float = Field(600.0, gt=0, description="seconds the server waits for replies per round")
     setup_timeout: float = Field(

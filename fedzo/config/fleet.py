@@ -56,6 +56,10 @@ class FleetConfig(Section):
         "batches: by the calibration when one is given, else FLOPs over the device's sustained rate, an "
         "estimate; deterministic) or measured (host seconds x the profile's speed ratio; deadline, over-commit "
         "and availability decisions then depend on host timing and runs no longer reproduce exactly)")
+    measure_memory: bool = Field(
+        False, description="before round 1, run one client's real step (fedzo's own objective, perturber and "
+        "optimizer at the run's batch size and token limit) in an isolated process and record its peak memory "
+        "next to the modelled one")
     calibration: str | None = Field(
         None, description="calibration of the reference host (fedzo calibrate): a name in the device catalog "
         "(reference-host: clients/reference-host.calibration.json) or a path; without one, compute times are "

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fedzo.tasks.user import TaskOptions
 from fedzo.zo.estimators import ESTIMATORS
 from fedzo.zo.optimizers import OPTIMIZERS, is_zo
 
@@ -40,8 +41,9 @@ class ModelConfig(Section):
 class DataConfig(Section):
     """The task, its prompt, how much of it is used and how it is batched."""
 
-    task: str = Field("rotten-tomatoes", description="embedded task name, hf:<dataset> or a local "
-                      "dataset path")
+    task: str = Field("rotten-tomatoes", description="embedded task name; your own data: a CSV, TSV, JSON, "
+                      "JSON Lines or Parquet file, a folder of them (train.csv, dev.csv, test.csv, ...) or of "
+                      "datasets.save_to_disk; or hf:<dataset>[:<config>] with hub access")
     prompt: str | None = Field(None, description="prompt template name (causal LMs); default: the "
                                "task's best measured")
     max_length: int | None = Field(None, ge=8, description="token limit per example (default: the task's)")
@@ -51,6 +53,26 @@ class DataConfig(Section):
     batch_size: int = Field(16, ge=1, description="examples per training step (per local step in a "
                             "federated run)")
     eval_batch_size: int = Field(32, ge=1, description="batch size for evaluation")
+    text_column: str | None = Field(None, description="your data: the column holding the text (default: detected)")
+    label_column: str | None = Field(None, description="your data: the column holding the label (default: detected)")
+    label_names: list[str] | None = Field(None, description="your data: the label values, in label order "
+                                          "(default: the values found, sorted)")
+    verbalizer: list[str] | None = Field(None, description="your data: the answer word of each label, in label "
+                                         "order, each one token of the model; a leading space is added (default: the label names)")
+    template: str | None = Field(None, description="your data: a prompt template with {text} (default: "
+                                 "'{text}\\nLabel:')")
+    dev_size: int | None = Field(None, ge=0, description="your data: examples carved out for dev when it has no "
+                                 "dev split (default: min(500, n/10))")
+    test_size: int | None = Field(None, ge=0, description="your data: examples carved out for test when it has no "
+                                  "test split (default: min(1000, n/5))")
+
+    def task_options(self) -> TaskOptions:
+        """The options that read a user's dataset."""
+        return TaskOptions(
+            text_column=self.text_column, label_column=self.label_column,
+            label_names=tuple(self.label_names) if self.label_names else None,
+            verbalizer=tuple(self.verbalizer) if self.verbalizer else None, template=self.template,
+            dev_size=self.dev_size, test_size=self.test_size)
 
 
 class ZOConfig(Section):
@@ -100,6 +122,9 @@ class OptimizerConfig(Section):
     hybrid_fo: Literal["none", "head", "last-block"] = Field(
         "none", description="backprop this part and ZO the rest (centralized zo-* runs)")
     fo_lr: float = Field(1e-4, gt=0, description="learning rate of the backprop part (hybrid_fo)")
+    checkpointing: bool = Field(False, description="backprop (fo-*): activation checkpointing, each layer keeps "
+                                "only its input and recomputes the rest in the backward pass (less memory, one more "
+                                "forward); the memory model and the clock price both")
 
     @field_validator("name")
     @classmethod
@@ -108,10 +133,13 @@ class OptimizerConfig(Section):
 
     @model_validator(mode="after")
     def _hybrid_needs_zo(self) -> OptimizerConfig:
+        problems = []
         if self.hybrid_fo != "none" and not is_zo(self.name):
-            raise ValueError("optimizer.hybrid_fo needs a zo-* optimizer (it backprops only its part)")
-        if self.name == "zo-sgd-mmt" and self.hybrid_fo != "none":
-            raise ValueError("optimizer.hybrid_fo cannot be combined with zo-sgd-mmt")
+            problems.append("optimizer.hybrid_fo needs a zo-* optimizer (it backprops only its part)")
+        if self.checkpointing and is_zo(self.name):
+            problems.append(f"optimizer.checkpointing is for backprop (fo-*); {self.name!r} keeps no activations")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property

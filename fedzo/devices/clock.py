@@ -182,7 +182,8 @@ class ModelShape:
     def memory_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
         return {"dtype": self.dtype, "lora_rank": self.tuning.lora_rank, "prefix_tokens": self.tuning.virtual_tokens,
-                "optimizer": self.tuning.optimizer, "logits": "last"}
+                "optimizer": self.tuning.optimizer, "logits": "last",
+                "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0}
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
-"""Check the memory model against peaks measured on this machine (CPU).
+"""Check the memory model against peaks of fedzo's own training step measured on this machine.
 
 Each configuration runs in a fresh Python subprocess (``python -m fedzo.devices.validate
 --worker JSON``) that:
 
-1. imports torch, transformers (and peft) and reads its resident set: ``rss_import``;
-2. builds a random-weight model from a config (no download), runs one tiny warm-up forward;
-3. ZO: resets the kernel's high-water mark (``/proc/self/clear_refs`` <- 5) and runs one
-   fused MeZO step: forward, in-place chunked perturbations (+eps, -2eps, restore/update),
-   second forward; no gradients, ``use_cache=False``;
-   BP: runs one full step (forward, backward, optimizer step), sets gradients to None,
-   resets the high-water mark and runs a second, steady-state step (optimizer states exist);
+1. imports fedzo, torch, transformers and peft and reads its resident set: ``rss_import``;
+2. builds the objective as a run does (the embedded model, fedzo's PEFT wrapping and the
+   task's classifier: prompt + verbalizer, the LM head only at the scored position), and
+   runs one warm-up step;
+3. resets the kernel's high-water mark (``/proc/self/clear_refs`` <- 5) and runs one more
+   step of fedzo's own kind: ZO through :func:`fedzo.zo.zo_step` (portable generator,
+   chunked in-place perturbations); BP through :class:`fedzo.zo.first_order.FOTrainer`
+   (optimizer states exist from the warm-up step; activation checkpointing when asked);
 4. reports ``VmHWM`` (peak resident set of the step).
 
 *Measured* = VmHWM - rss_import: the model-attributable peak (weights, activations,
@@ -25,20 +26,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fedzo.errors import FedzoError
 from fedzo.units import format_bytes
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from fedzo.devices.memory import Mode, Optimizer
 
-    from fedzo.devices.memory import LogitsMode, Mode, Optimizer, PeftMode
-
-__all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "run_case", "validate"]
+__all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "measure", "run_case", "validate"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +46,10 @@ class ValidationCase:
     mode: Mode
     batch: int
     seq: int
-    peft: PeftMode = "full"
+    peft: Literal["full", "lora", "prefix", "prompt"] = "full"
     optimizer: Optimizer = "sgd"
-    logits: LogitsMode | None = None  # None: the mode's default (zo: last, bp: full)
-    chunk_elements: int = 1 << 20
+    checkpointing: bool = False
+    task: str | None = None  # the task whose classifier is built (default: the model's calibration task)
 
     @property
     def label(self) -> str:
@@ -62,8 +59,8 @@ class ValidationCase:
             parts.append(self.peft)
         if self.mode == "bp":
             parts.append(self.optimizer)
-        if self.logits:
-            parts.append(f"logits={self.logits}")
+        if self.checkpointing:
+            parts.append("checkpointing")
         return " ".join(parts)
 
 
@@ -85,13 +82,14 @@ class ValidationResult:
         return (self.predicted - self.measured) / self.measured
 
 
-# About 2-3 minutes on 2 idle CPU cores. Sizes are realistic: SmolLM2-135M and MiniLM-L6 shapes.
+# About 3-4 minutes on 2 idle CPU cores: the embedded SmolLM2-135M and MiniLM-L6 as fedzo trains them.
 DEFAULT_CASES: tuple[ValidationCase, ...] = (
     ValidationCase("smollm2-135m", "zo", 16, 64),
-    ValidationCase("smollm2-135m", "zo", 4, 128, logits="full"),
+    ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt"),
     ValidationCase("minilm-l6", "zo", 32, 128),
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam"),
-    ValidationCase("smollm2-135m", "bp", 2, 128, peft="lora", optimizer="adam", logits="last"),
+    ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam", checkpointing=True),
+    ValidationCase("smollm2-135m", "bp", 8, 64, peft="lora", optimizer="adam"),
     ValidationCase("minilm-l6", "bp", 16, 128, optimizer="adam"),
     ValidationCase("minilm-l6", "bp", 8, 128, optimizer="sgd"),
 )
@@ -111,120 +109,31 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _loss_fn(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, vocab: int, decoder: bool,
-             logits_mode: str) -> Callable[[], torch.Tensor]:
-    """The training loss of the case: LM cross-entropy (decoder) or classification (encoder)."""
-    import torch
-
-    def loss_fn() -> torch.Tensor:
-        if decoder:
-            keep = 0 if logits_mode == "full" else 1
-            out = model(input_ids=ids, use_cache=False, logits_to_keep=keep)
-            logits = out.logits.float()
-            if logits_mode == "full":  # shift the labels, not the logits (no copy)
-                shifted = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
-                return torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, vocab), shifted.reshape(-1), ignore_index=-100
-                )
-            return torch.nn.functional.cross_entropy(logits[:, -1], ids[:, -1])
-        out = model(input_ids=ids)
-        return torch.nn.functional.cross_entropy(out.logits, labels)
-
-    return loss_fn
-
-
-def _zo_step(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[], torch.Tensor],
-             chunk_elements: int) -> None:
-    """One fused MeZO step, in-place chunked perturbations, peak mark reset first."""
-    import torch
-
-    def perturb(scale: float, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        for p in params:
-            flat = p.data.view(-1)
-            for chunk in flat.split(chunk_elements):
-                z = torch.randn(chunk.shape, generator=g)
-                chunk.add_(z, alpha=scale)
-
-    model.eval()
-    _reset_peak()
-    eps, lr = 1e-3, 1e-6
-    with torch.inference_mode():
-        perturb(eps, 7)
-        lp = float(loss_fn())
-        perturb(-2 * eps, 7)
-        lm = float(loss_fn())
-        g = (lp - lm) / (2 * eps)
-        perturb(eps - lr * g, 7)  # fused restore + update
-
-
-def _bp_steps(model: nn.Module, params: list[nn.Parameter], loss_fn: Callable[[], torch.Tensor],
-              optimizer: str) -> None:
-    """Two backprop steps; the peak mark is reset before the second (steady state)."""
-    import torch
-
-    model.train()
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=1e-5) if optimizer == "adam"
-        else torch.optim.SGD(params, lr=1e-5)
-    )
-    for step in range(2):
-        if step == 1:
-            _reset_peak()
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-
 def _worker(case: ValidationCase) -> dict[str, Any]:
     """Run one case in this process and return the measurements (see module docstring)."""
+    import peft  # noqa: F401
     import torch
     import transformers  # noqa: F401
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from fedzo.devices.architectures import model_config
+    from fedzo.calibration.measure import classifier, step_function, synthetic_batch
+    from fedzo.devices.work import Tuning
 
-    if case.peft == "lora":
-        import peft  # noqa: F401
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    threads = min(2, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     rss_import = _status_bytes("VmRSS")
-    torch.manual_seed(0)
-    config = model_config(case.model)
-    decoder = config.model_type == "llama"
-    auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
-    model: nn.Module = auto.from_config(config)
-    if case.peft == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = ["q_proj", "v_proj"] if decoder else ["query", "value"]
-        lcfg = LoraConfig(r=8, target_modules=targets,
-                          modules_to_save=None if decoder else ["classifier"])
-        model = get_peft_model(model, lcfg)
-    gen = torch.Generator().manual_seed(1)
-    vocab = config.vocab_size
-    ids = torch.randint(0, vocab, (case.batch, case.seq), generator=gen)
-    labels = torch.randint(0, 2, (case.batch,), generator=gen)
-    logits_mode = case.logits or ("last" if case.mode == "zo" else "full")
-    loss_fn = _loss_fn(model, ids, labels, vocab, decoder, logits_mode)
-    with torch.inference_mode():
-        model(input_ids=ids[:1, :8])
-    params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
-
+    tuning = Tuning(case.mode, case.peft, optimizer=case.optimizer, checkpointing=case.checkpointing)
+    clf = classifier(case.model, tuning, threads, task=case.task)
+    batch = synthetic_batch(clf, case.batch, case.seq)
+    step = step_function(clf, tuning)
+    step(batch)  # warm-up: kernels, allocator, optimizer states
     t0 = time.perf_counter()
-    if case.mode == "zo":
-        _zo_step(model, params, loss_fn, case.chunk_elements)
-    else:
-        _bp_steps(model, params, loss_fn, case.optimizer)
-    return {"rss_import": rss_import, "hwm": _status_bytes("VmHWM"),
-            "seconds": time.perf_counter() - t0}
+    _reset_peak()
+    step(batch)
+    return {"rss_import": rss_import, "hwm": _status_bytes("VmHWM"), "seconds": time.perf_counter() - t0}
 
 
-def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
-    """Measure ``case`` in a fresh subprocess and compare with the memory model."""
-    from fedzo.devices.architectures import model_config
-    from fedzo.devices.memory import estimate_memory
-
+def measure(case: ValidationCase, timeout: float = 300.0) -> dict[str, Any]:
+    """``case``'s step in a fresh subprocess: ``rss_import``, ``hwm`` (peak RSS) and ``seconds``."""
     env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1",
                TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
     try:
@@ -237,12 +146,20 @@ def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
                          "run on an idle machine or pass a larger timeout") from None
     if proc.returncode != 0:
         raise FedzoError(f"measuring {case.label} ({case.mode}) failed:\n{proc.stderr[-2000:]}")
-    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
+    """Measure ``case`` in a fresh subprocess and compare with the memory model."""
+    from fedzo.devices.architectures import model_config
+    from fedzo.devices.memory import estimate_memory
+
+    m = measure(case, timeout)
     breakdown = estimate_memory(
         model_config(case.model), case.mode,
-        batch=case.batch, seq=case.seq, peft=case.peft,
-        optimizer=case.optimizer, logits=case.logits,
-        chunk_elements=case.chunk_elements, runtime_overhead=m["rss_import"],
+        batch=case.batch, seq=case.seq, peft="prefix" if case.peft == "prompt" else case.peft,
+        optimizer=case.optimizer, logits="last", runtime_overhead=m["rss_import"],
+        checkpoint_fraction=1.0 if case.checkpointing else 0.0,
     )
     return ValidationResult(
         case=case, predicted=breakdown.total - breakdown.runtime_overhead,

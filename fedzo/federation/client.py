@@ -36,6 +36,7 @@ from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
 from fedzo.federation.nodecache import NodeCache, default_base
 from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.objective import build_objective
 from fedzo.tasks.partition import partition
@@ -68,6 +69,8 @@ class Worker:
         if sc.runtime.threads:
             torch.set_num_threads(sc.runtime.threads)
         self.objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
+        if sc.optimizer.checkpointing:  # FedAvg with backprop: recompute activations in backward
+            enable_checkpointing(self.objective.classifier.model)
         self.work = ParamSet.from_module(self.objective.classifier)
         self.spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
         self.initial = self.work.snapshot()

@@ -25,7 +25,6 @@ and in the metrics, and continues bitwise as if it had never stopped.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ from fedzo.federation.faults import fault_totals, round_fault_counts, with_fault
 from fedzo.federation.fleet import FleetPlan, memory_frontier
 from fedzo.federation.protocols.base import RoundProtocol, U
 from fedzo.federation.replies import Collected, collect_replies
+from fedzo.federation.sampling import sample_clients, skip_reason
 from fedzo.federation.setup import ClientSetup
 from fedzo.federation.transport import Transport, handshake
 from fedzo.records import (
@@ -53,20 +53,6 @@ from fedzo.records import (
     eval_fields,
 )
 from fedzo.runs import AnyRecord, RunDir, peak_rss_bytes
-from fedzo.zo.seeds import derive_seed
-
-SAMPLE_TAG = 0x5A3F
-
-def sample_clients(run_seed: int, round_: int, num_clients: int, count: int, attempt: int = 0,
-                   eligible: Sequence[int] | None = None) -> list[int]:
-    """The participants of a round (sorted), a pure function of the seeds.
-
-    ``eligible`` restricts the draw (clients excluded for memory); with every client
-    eligible the draw is the same as without it.
-    """
-    rng = random.Random(derive_seed(run_seed, SAMPLE_TAG, round_, attempt))
-    population: Sequence[int] = range(num_clients) if eligible is None else list(eligible)
-    return sorted(rng.sample(population, min(count, len(population))))
 
 
 def _timeline(t: ClientTiming, start: float, status: Status) -> ClientTimeline:
@@ -190,6 +176,8 @@ class RoundEngine(Generic[U]):
         tmp.write_text(json.dumps(memory_frontier(self.plan), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(self.run.path / "memory_frontier.json")
         if not any(isinstance(r, FleetRecord) for r in self.run.records()):
+            if self.scenario.fleet is not None and self.scenario.fleet.measure_memory:
+                self.plan.measure_memory(self.scenario)
             self.run.append([self.plan.record()])
 
     # -- a round ----------------------------------------------------------------------------
@@ -214,9 +202,7 @@ class RoundEngine(Generic[U]):
                 break
         skipped = None
         if len(result.accepted) < fed.min_clients:
-            retrying = ", retrying" if fed.below_min == "retry" else ""
-            skipped = (f"{len(result.accepted)} valid replies < min_clients {fed.min_clients} "
-                       f"(policy {fed.below_min}{retrying})")
+            skipped = skip_reason(result.records, len(result.accepted), fed.min_clients, fed.below_min)
             result.accepted = {}
         t_commit = time.perf_counter()
         self.protocol.commit(round_, result.accepted, sorted(synced))
@@ -380,16 +366,23 @@ class RoundEngine(Generic[U]):
             **{f"{k}_labelled_estimate": v for k, v in overhead.items()})
 
     # -- the end ----------------------------------------------------------------------------
+    @staticmethod
+    def _measured_memory(records: Sequence[AnyRecord]) -> int | None:
+        fleet = [r for r in records if isinstance(r, FleetRecord)]
+        return fleet[0].measured_client_memory_bytes if fleet else None
+
     def summary(self) -> Summary:
         """summary.json content (also written)."""
         records = self.run.records()
         s = Summary(
             name=self.scenario.name, model=self.scenario.model.name, optimizer=self.scenario.optimizer.name,
             method=self.protocol.method, peft=self.scenario.model.peft, engine=self.engine, rounds=self.fed.rounds,
+            rounds_trained=sum(1 for r in records if isinstance(r, RoundRecord) and r.round > 0 and r.participants),
             **accuracy_summary(records), sim_seconds=self.totals.sim_seconds, sim_time_basis=self.clock.basis,
             host_seconds=self.totals.host_seconds, bytes_up=self.totals.bytes_up, bytes_down=self.totals.bytes_down,
             bytes_by_kind=bytes_by_kind(records),
-            peak_client_memory_bytes=self.totals.peak_client_memory, server_peak_rss_bytes=peak_rss_bytes(),
+            peak_client_memory_bytes=self.totals.peak_client_memory if self.engine != "inprocess" else None,
+            server_peak_rss_bytes=peak_rss_bytes(), measured_client_memory_bytes=self._measured_memory(records),
             modelled_client_memory_bytes=self.plan.modelled_memory(), excluded_clients=list(self.plan.excluded),
             faults=fault_totals(records), **self.protocol.summary_fields())
         self.run.write_summary(s)

@@ -77,7 +77,8 @@ def tuning_of(scenario: Scenario) -> Tuning:
     est = EstimatorConfig(zo.estimator, zo.eps, zo.q)
     return Tuning(method="zo" if scenario.is_zo else "bp", peft=m.peft, lora_rank=m.lora_rank,
                   virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
-                  regenerations_per_step=3 * zo.q, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd")
+                  regenerations_per_step=3 * zo.q, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
+                  checkpointing=scenario.optimizer.checkpointing)
 
 
 @dataclass
@@ -100,6 +101,7 @@ class FleetPlan:
     calibration: Calibration | None = None
     calibration_source: str = ""
     speeds: dict[str, SpeedFigure] = field(default_factory=dict)  # profile -> its speed relative to the host
+    measured_memory: tuple[int, int] | None = None  # (process peak, model-attributable) of one client's step
 
     # -- who ---------------------------------------------------------------------------
     def profile_of(self, client: int) -> DeviceProfile:
@@ -128,8 +130,18 @@ class FleetPlan:
         """Modelled peak bytes of a client, per device profile."""
         return {name: rep.needed for name, rep in self.fits.items()}
 
+    def measure_memory(self, scenario: Scenario) -> None:
+        """Run one client's real step in an isolated process and keep its peak memory."""
+        from fedzo.devices.validate import ValidationCase, measure
+
+        t = self.shape.tuning
+        m = measure(ValidationCase(model=scenario.model.name, mode=t.method, batch=self.shape.batch,
+                                   seq=self.shape.seq, peft=t.peft, optimizer=t.optimizer,
+                                   checkpointing=t.checkpointing, task=scenario.data.task), timeout=1800)
+        self.measured_memory = (int(m["hwm"]), int(m["hwm"]) - int(m["rss_import"]))
+
     def record(self) -> FleetRecord:
-        """The ``kind: fleet`` metrics record (deterministic: no host measurements)."""
+        """The ``kind: fleet`` metrics record (host measurements only in its measured_* fields)."""
         s = self.shape
         devices = {}
         for name in sorted(self.profiles):
@@ -145,6 +157,8 @@ class FleetPlan:
             n_params=s.n_params, trainable_params=s.trainable, forwards_per_step=s.tuning.forwards_per_step,
             memory_policy=self.memory_policy, compute_model=self.compute_model, clock=self.clock.basis,
             calibration_sha256=self.calibration.digest() if self.calibration else None,
+            measured_client_memory_bytes=self.measured_memory[0] if self.measured_memory else None,
+            measured_client_model_bytes=self.measured_memory[1] if self.measured_memory else None,
             deadline_seconds=self.deadline, over_commit=self.over_commit, devices=devices,
             excluded_clients=list(self.excluded), label_histograms=label_histogram(self.labels, self.partitions))
 
@@ -158,6 +172,23 @@ def _profiles(scenario: Scenario) -> tuple[list[str], dict[str, DeviceProfile]]:
     names = scenario.fleet.profiles_per_client(n)
     catalog = load_profiles()
     return names, {name: catalog[name] for name in sorted(set(names))}
+
+
+def describe_fleet(scenario: Scenario) -> str:
+    """One line naming a run's fleet, e.g. ``fleet: 10 clients: 6 raspberry-pi-5, 4 laptop-cpu;
+    compute priced by calibration reference-host``."""
+    n = scenario.federation.num_clients
+    fleet = scenario.fleet
+    if fleet is None:
+        return (f"fleet: none given, so {n} clients on the host stand-in (this machine's speed, always online, "
+                "a 100/20 Mbit/s link); add a fleet: section to simulate devices")
+    names = fleet.profiles_per_client(n)
+    mix = ", ".join(f"{names.count(p)} {p}" for p in dict.fromkeys(names))
+    clock = (f"compute priced by calibration {fleet.calibration}" if fleet.calibration else
+             "compute times are FLOP estimates (no fleet.calibration)")
+    if fleet.compute_model == "measured":
+        clock = "compute times are host seconds scaled by each profile's speed"
+    return f"fleet: {n} clients: {mix}; {clock}; memory_policy {fleet.memory_policy}"
 
 
 def _catalog() -> dict[str, DeviceProfile]:

@@ -29,6 +29,7 @@ class GlobalModel:
     rounds: int  # rounds replayed
     model_sha256: str
     summary_sha256: str | None  # from summary.json, when the run finished
+    torn_line: int | None = None  # a torn last line of the log (an interrupted write), not replayed
 
     @property
     def matches_summary(self) -> bool | None:
@@ -52,7 +53,12 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     params = ParamSet.from_module(objective.classifier)
     if not run.log_path.exists():
         raise ConfigError(f"{run.log_path}: no update log; the run never started a round")
-    log, _ = UpdateLog.load(run.log_path)  # read only: never repairs someone's run
+    log, report = UpdateLog.load(run.log_path)  # read only: never repairs someone's run
+    if report.bad_line is not None and report.dropped_lines > 1:
+        raise ConfigError(
+            f"{run.log_path}:{report.bad_line}: this line of the update log is corrupted, and the "
+            f"{report.dropped_lines - 1} line(s) after it cannot be trusted; the global model can only be rebuilt "
+            f"up to round {log.last_round or 0}. `fedzo run --resume {run_dir}` recomputes the rounds from there")
     if log.header.get("initial_digest") not in (None, param_digest(params)):
         raise ConfigError(f"{run_dir}: the initial model built here differs from the run's "
                           "(different assets or library versions?); cannot rebuild its global model")
@@ -61,4 +67,4 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
     summary = run.read_summary()
     return GlobalModel(objective, sc, len(log.rounds), param_digest(params),
-                       summary.model_sha256 if summary else None)
+                       summary.model_sha256 if summary else None, torn_line=report.bad_line)

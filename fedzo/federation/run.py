@@ -12,6 +12,7 @@ from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.engine import RoundEngine
 from fedzo.federation.fleet import plan_fleet
+from fedzo.federation.progress import Mode, RoundProgress
 from fedzo.federation.transport import GridTransport, Transport
 from fedzo.records import Summary
 from fedzo.runs import RunDir, open_run
@@ -60,15 +61,15 @@ def build_engine(scenario: Scenario, run: RunDir, *, engine: str, resume: bool,
 
 
 def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bool = False,
-                  force: bool = False, engine: str | None = None, progress: bool = False,
+                  force: bool = False, engine: str | None = None, progress: Mode = "none",
                   plots: bool = False) -> Summary:
     """Run (or resume) a federated scenario into ``out``; returns the summary.
 
     ``engine`` overrides ``federation.engine`` (inprocess | simulation). The optimizer
     picks the protocol: ``zo-*`` seeds and scalars, ``fo-*`` the FedAvg backprop baseline.
-    ``progress`` shows a bar per round; ``plots`` writes ``out/plots`` at the end.
+    ``progress``: a bar over rounds, one line per round, or nothing; ``plots`` writes
+    ``out/plots`` at the end.
     """
-    from fedzo.federation.progress import RoundProgress
 
     eng_name = engine or scenario.federation.engine
     if eng_name not in ("inprocess", "simulation"):
@@ -76,7 +77,7 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
                           "inprocess, simulation (deployment: scripts/deploy_local.sh)")
     run = prepare_run(scenario, out, resume=resume, force=force)
     done = max((r.round for r in run.rounds()), default=0)
-    bar = RoundProgress(scenario.name, scenario.federation.rounds, done, enabled=progress).attach(run)
+    bar = RoundProgress(scenario.name, scenario.federation.rounds, done, mode=progress).attach(run)
     try:
         eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=str(run.log_path))
         if eng_name == "inprocess":

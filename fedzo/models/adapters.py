@@ -121,6 +121,10 @@ def enable_checkpointing(model: nn.Module) -> None:
     base = base_model(model)
     if not base.supports_gradient_checkpointing:
         raise ConfigError(f"{type(base).__name__} does not support activation checkpointing")
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5
+    if callable(enable):
+        enable({"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model is not base:  # PEFT: frozen embeddings must still pass gradients to the layers' inputs
         base.enable_input_require_grads()

@@ -54,8 +54,17 @@ def _smollm2(dtype: torch.dtype, cache_dir: str | os.PathLike[str] | None) -> Lo
 
 
 def _minilm(dtype: torch.dtype, cache_dir: str | os.PathLike[str] | None) -> LoadedModel:
+    from transformers.utils import logging as hf_logging
+
     folder = assets.ensure("minilm-l6", cache_dir=cache_dir)
-    model = AutoModel.from_pretrained(folder, dtype=dtype, add_pooling_layer=False)
+    # the checkpoint's pooler weights are left out on purpose (fedzo pools the hidden states
+    # itself); transformers would report them as unexpected keys on every load
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModel.from_pretrained(folder, dtype=dtype, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(level)
     tok = AutoTokenizer.from_pretrained(folder)
     return _wrap(model, tok, "encoder", "minilm-l6")
 

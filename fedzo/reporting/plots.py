@@ -2,14 +2,16 @@
 
 Figures (file stems):
 
-- ``accuracy_vs_time``   eval accuracy vs cumulative simulated wall-clock
+- ``accuracy_vs_time``   eval accuracy vs cumulative simulated wall-clock (federated runs)
+- ``accuracy_vs_host_time``  eval accuracy vs this machine's wall-clock (every run)
 - ``accuracy_vs_bytes``  eval accuracy vs cumulative bytes up + down (log x)
 - ``accuracy_vs_round``  eval accuracy vs round
 - ``memory_frontier``    largest model trainable per memory budget, BP vs ZO
 - ``timeline[-LABEL]``   per-device timeline, one file per federated run
 
-A figure that no run has data for is skipped with a note (e.g. a centralized run has
-no bytes). Figures are plain :class:`matplotlib.figure.Figure` objects, never pyplot
+Accuracy lines carry their 95 % Wilson interval as a band where the runs recorded the
+number of examples evaluated. A figure that no run has data for is skipped with a note
+(e.g. a centralized run has no bytes and no simulated time). Figures are plain :class:`matplotlib.figure.Figure` objects, never pyplot
 state, so PNGs are rendered by the Agg canvas and nothing global is touched: it is safe
 to call :func:`plot_runs` at the end of ``fedzo run`` inside another program.
 """
@@ -74,49 +76,77 @@ def _x_or_zero(rec: RoundRecord, value: float | None) -> float | None:
 
 
 def _accuracy_axes(ax: Axes, title: str) -> None:
-    ax.set_ylabel("eval accuracy (%)")
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_ylabel("eval accuracy (%, band: 95 % interval)")
+    # decimals chosen from the displayed range, so two ticks never print the same label
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
 
 
-def _curves(
-    runs: Sequence[Run], labels: Sequence[str], x_of: Callable[[RoundRecord], float | None]
-) -> list[tuple[str, str, list[float], list[float]]]:
-    """(label, color, xs, accuracies) per run that has at least one point."""
+@dataclass
+class Curve:
+    """One run's accuracy points: x, accuracy and its 95 % interval (None where unknown)."""
+
+    label: str
+    color: str
+    xs: list[float]
+    ys: list[float]
+    lows: list[float | None]
+    highs: list[float | None]
+
+
+def _curves(runs: Sequence[Run], labels: Sequence[str], x_of: Callable[[RoundRecord], float | None]) -> list[Curve]:
+    """One curve per run that has at least one point."""
     out = []
     for run, label, color in zip(runs, labels, _colors(len(runs)), strict=True):
-        pts = [(x, r.eval_accuracy) for r in run.eval_rounds if (x := x_of(r)) is not None]
+        pts = [(x, r) for r in run.eval_rounds if (x := x_of(r)) is not None]
         if pts:
-            out.append((label, color, [p[0] for p in pts], [float(p[1] or 0.0) for p in pts]))
+            out.append(Curve(label, color, [x for x, _ in pts], [float(r.eval_accuracy or 0.0) for _, r in pts],
+                             [r.eval_accuracy_low for _, r in pts], [r.eval_accuracy_high for _, r in pts]))
     return out
 
 
-def _line_figure(
-    curves: list[tuple[str, str, list[float], list[float]]], scale: float = 1.0
-) -> tuple[Figure, Axes]:
+def _line_figure(curves: list[Curve], scale: float = 1.0) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(8.0, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for label, color, xs, ys in curves:
-        ax.plot([x / scale for x in xs], ys, marker="o", markersize=3.5, linewidth=1.6,
-                color=color, label=label)
+    for c in curves:
+        xs = [x / scale for x in c.xs]
+        ax.plot(xs, c.ys, marker="o", markersize=3.5, linewidth=1.6, color=c.color, label=c.label)
+        band = [(x, lo, hi) for x, lo, hi in zip(xs, c.lows, c.highs, strict=True) if lo is not None and hi is not None]
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=c.color,
+                            alpha=0.15, linewidth=0)
     return fig, ax
 
 
 def accuracy_vs_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
-    """Eval accuracy vs cumulative simulated wall-clock, one line per run."""
-    curves = _curves(runs, labels, lambda r: _x_or_zero(r, r.sim_seconds))
-    missing = {lab for lab in labels} - {c[0] for c in curves}
-    for label in sorted(missing):
-        note(f"{label}: no eval accuracy with simulated time; left out of accuracy vs wall-clock")
+    """Eval accuracy vs cumulative simulated wall-clock, one line per (federated) run."""
+    simulated = [r for r in runs if any(is_finite(x.sim_seconds) for x in r.rounds if x.round > 0)]
+    curves = _curves(simulated, [lab for r, lab in zip(runs, labels, strict=True) if r in simulated],
+                     lambda r: _x_or_zero(r, r.sim_seconds))
+    for label in sorted(set(labels) - {c.label for c in curves}):
+        note(f"{label}: no simulated time (a centralized run?); in accuracy vs host time only")
     if not curves:
         return None
-    unit, scale = time_unit(max(max(c[2]) for c in curves))
+    unit, scale = time_unit(max(max(c.xs) for c in curves))
     fig, ax = _line_figure(curves, scale)
-    ax.set_xlabel(f"simulated wall-clock ({unit})")
+    ax.set_xlabel(f"simulated wall-clock on the devices ({unit})")
     ax.set_xlim(left=0)
     _accuracy_axes(ax, "Accuracy vs simulated wall-clock")
+    return fig
+
+
+def accuracy_vs_host_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
+    """Eval accuracy vs this machine's cumulative wall-clock (what the simulation cost)."""
+    curves = _curves(runs, labels, lambda r: _x_or_zero(r, r.host_seconds))
+    if not curves:
+        return None
+    unit, scale = time_unit(max(max(c.xs) for c in curves))
+    fig, ax = _line_figure(curves, scale)
+    ax.set_xlabel(f"host wall-clock, this machine ({unit})")
+    ax.set_xlim(left=0)
+    _accuracy_axes(ax, "Accuracy vs host wall-clock")
     return fig
 
 
@@ -126,22 +156,30 @@ def accuracy_vs_bytes(runs: Sequence[Run], labels: Sequence[str], note: Note) ->
     Points at zero bytes (the initial model) cannot sit on a log axis and are left out;
     runs that communicated nothing (centralized training) are left out with a note.
     """
-    def x_of(r: RoundRecord) -> float | None:
-        total = r.bytes_total
-        return total if is_finite(total) and total > 0 else None
-
-    curves = _curves(runs, labels, x_of)
-    for label in sorted(set(labels) - {c[0] for c in curves}):
-        note(f"{label}: no bytes communicated (centralized?); left out of accuracy vs bytes")
-    if not curves:
+    communicated = [r for r in runs if any(x.bytes_total > 0 for x in r.rounds)]
+    for run, label in zip(runs, labels, strict=True):
+        if run not in communicated:
+            note(f"{label}: no bytes communicated (centralized?); left out of accuracy vs bytes")
+    if not communicated:
         return None
+    curves = _curves(communicated, [lab for r, lab in zip(runs, labels, strict=True) if r in communicated],
+                     lambda r: float(r.bytes_total))
+    positive = [x for c in curves for x in c.xs if x > 0]
+    if not positive:
+        note("no evaluated round had communicated bytes yet; accuracy vs bytes figure skipped")
+        return None
+    lo, hi = min(positive), max(positive)
+    start = lo / 4  # where a run's zero-byte start (no setup recorded) is drawn, labelled "0 B"
+    for c in curves:
+        c.xs = [x if x > 0 else start for x in c.xs]
     fig, ax = _line_figure(curves)
     ax.set_xscale("log")
-    lo = min(min(c[2]) for c in curves)
-    hi = max(max(c[2]) for c in curves)
+    lo = min(lo, start) if any(x == start for c in curves for x in c.xs) else lo
     if math.log10(hi / lo) < 2.5:  # few decades: label 1-2-5 steps, not only powers of 10
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: "0 B" if v == start else format_bytes(v)))
+    if lo == start:
+        ax.set_xticks(sorted({start, *[t for t in ax.get_xticks() if lo <= t <= hi]}))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("bytes communicated (log scale)")
     _accuracy_axes(ax, "Accuracy vs bytes communicated (uplink + downlink, cumulative)")
@@ -224,6 +262,7 @@ def build_figures(runs: Sequence[Run], note: Note = print_note) -> list[NamedFig
     else:
         for stem, builder in (
             ("accuracy_vs_time", accuracy_vs_time),
+            ("accuracy_vs_host_time", accuracy_vs_host_time),
             ("accuracy_vs_bytes", accuracy_vs_bytes),
             ("accuracy_vs_round", accuracy_vs_round),
         ):

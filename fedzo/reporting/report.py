@@ -20,10 +20,11 @@ import fedzo
 from fedzo.errors import ConfigError
 from fedzo.reporting.plots import PNG_DPI, RC_PARAMS, NamedFigure, Note, build_figures, print_note
 from fedzo.reporting.rundir import Run, display_names, load_run
-from fedzo.units import format_accuracy, format_bytes, format_duration, format_memory
+from fedzo.units import format_accuracy, format_bytes, format_duration, format_interval, format_memory
 
 _CAPTIONS = {
-    "accuracy_vs_time": "Eval accuracy against cumulative simulated wall-clock.",
+    "accuracy_vs_time": "Eval accuracy against cumulative simulated wall-clock on the devices (band: 95 % interval).",
+    "accuracy_vs_host_time": "Eval accuracy against this machine's wall-clock (band: 95 % interval).",
     "accuracy_vs_bytes": "Eval accuracy against cumulative bytes communicated (up + down).",
     "accuracy_vs_round": "Eval accuracy against round.",
     "memory_frontier": "Largest model trainable within each device memory budget, BP vs ZO.",
@@ -48,8 +49,11 @@ _COLUMNS: tuple[tuple[str, str, Any, bool], ...] = (
     ("optimizer", "optimizer", str, False),
     ("method", "method", str, False),
     ("final accuracy", "final_accuracy", format_accuracy, True),
+    ("95 % interval", "final_accuracy_interval", format_interval, True),
+    ("examples", "eval_n", str, True),
     ("best accuracy", "best_accuracy", format_accuracy, True),
     ("simulated time", "sim_seconds", format_duration, True),
+    ("time basis", "sim_time_basis", str, False),
     ("host time", "host_seconds", format_duration, True),
     ("bytes up", "bytes_up", format_bytes, True),
     ("bytes down", "bytes_down", format_bytes, True),

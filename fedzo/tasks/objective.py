@@ -49,7 +49,7 @@ def build_objective(model: ModelConfig, data: DataConfig, runtime: RuntimeConfig
 
     device = resolve_device(runtime.device)
     loaded = load_model(model.name)
-    task = load_task(data.task, seed=seed)
+    task = load_task(data.task, seed=seed, options=data.task_options())
     loaded.model = apply_peft(loaded.model, model.peft, r=model.lora_rank, num_virtual_tokens=model.virtual_tokens)
     clf = build_classifier(loaded, task, data.prompt, max_length=data.max_length).to(device)
     clf.eval()

@@ -6,6 +6,8 @@ partitioner assigns rows to clients and we return each client's example indices.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +15,8 @@ from fedzo.errors import ConfigError
 from fedzo.registry import Registry
 
 __all__ = ["PARTITIONERS", "label_histogram", "partition"]
+
+log = logging.getLogger(__name__)
 
 
 
@@ -89,12 +93,21 @@ def partition(
         data = data.shuffle(seed=seed)
     part = PARTITIONERS.get(kind)(num_clients, alpha, classes_per_client, seed)
     part.dataset = data
-    try:
-        parts = [sorted(part.load_partition(i)["index"]) for i in range(num_clients)]
-    except ValueError as exc:
-        raise ConfigError(
-            f"partition kind {kind!r} with {num_clients} clients failed on {len(labels)} examples: {exc}"
-        ) from exc
+    with warnings.catch_warnings(record=True) as caught:  # flwr-datasets warns once per redraw
+        warnings.simplefilter("always")
+        try:
+            parts = [sorted(part.load_partition(i)["index"]) for i in range(num_clients)]
+        except ValueError as exc:
+            raise ConfigError(
+                f"partition kind {kind!r} with {num_clients} clients failed on {len(labels)} examples: {exc}"
+            ) from exc
+    redraws = sum("min_partition_size" in str(w.message) for w in caught)
+    for w in caught:
+        if "min_partition_size" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if redraws:
+        log.info("partition %s (alpha %g): %d draws until every one of %d clients held an example; the smallest "
+                 "holds %d", kind, alpha, redraws + 1, num_clients, min(len(p) for p in parts))
     if kind == "shard":
         _deal_leftovers(parts, len(labels), seed)
     covered = sum(len(p) for p in parts)

@@ -56,9 +56,9 @@ def topic_prompts(label_names: Sequence[str]) -> dict[str, Prompt]:
     }
 
 
-def generic_prompts(label_names: Sequence[str]) -> dict[str, Prompt]:
-    """Prompts for a user dataset: the label names are the answers."""
-    words = tuple(f" {name}" for name in label_names)
+def generic_prompts(label_names: Sequence[str], words: Sequence[str] | None = None) -> dict[str, Prompt]:
+    """Prompts for a user dataset: the answers are ``words`` (default: the label names)."""
+    words = tuple(words) if words is not None else tuple(f" {name}" for name in label_names)
     listed = ", ".join(label_names)
     return {
         "chat": Prompt(

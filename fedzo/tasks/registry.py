@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from fedzo.errors import ConfigError
 from fedzo.tasks.corpora import SENTIMENT_CORPORA, load_bbc_news, load_sentiment_corpus
-from fedzo.tasks.hf import load_hf_task
 from fedzo.tasks.synthetic import LARGE_SIZE, load_synthetic_sentiment
 from fedzo.tasks.types import Task
+from fedzo.tasks.user import TaskOptions, load_user_task
 
 __all__ = ["TASK_NAMES", "load_task"]
 
@@ -40,16 +41,19 @@ def load_task(
     *,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
+    options: TaskOptions | None = None,
 ) -> Task:
-    """A task by name (:data:`TASK_NAMES`), ``hf:<dataset>[:<config>]`` or a local path.
+    """A task by name (:data:`TASK_NAMES`), ``hf:<dataset>[:<config>]``, a data file or a folder.
 
     ``seed`` fixes the train/dev/test split (and the synthetic data). Embedded corpora are
-    fetched into the cache on first use. ``text_column`` / ``label_column`` apply to
-    user datasets only.
+    fetched into the cache on first use. ``options`` (columns, labels, verbalizer, template,
+    split sizes) apply to user datasets; a shipped task refuses them.
     """
     loader = _LOADERS.get(name)
     if loader is not None:
+        if options is not None and options != TaskOptions():
+            raise ConfigError(f"data.task: {name!r} is a shipped task; its columns, labels and prompts are fixed "
+                              "(the text_column, label_column, label_names, verbalizer, template and split-size "
+                              "options are for your own data)")
         return loader(seed, cache_dir)
-    return load_hf_task(name, seed=seed, text_column=text_column, label_column=label_column)
+    return load_user_task(name, seed=seed, options=options)

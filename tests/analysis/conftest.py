@@ -105,20 +105,20 @@ def make_federated_run(
 
 
 def make_centralized_run(root: Path, name: str = "central-bp", *, evals: int = 8) -> Path:
-    """A `fedzo train` run: no client lines, zero bytes, no frontier."""
+    """A `fedzo train` run: no client lines, zero bytes, no simulated time, no frontier."""
     root.mkdir(parents=True)
     lines: list[dict[str, Any]] = [{"kind": "round", "round": 0, "eval_accuracy": 0.5}]
     for i in range(1, evals + 1):
         lines.append({
-            "kind": "round", "round": i, "sim_seconds": 900.0 * i, "host_seconds": 30.0 * i,
+            "kind": "round", "round": i, "host_seconds": 30.0 * i,
             "bytes_up": 0, "bytes_down": 0, "train_loss": 0.8 / i,
             "eval_accuracy": 0.5 + 0.4 * (1 - 0.7**i), "eval_macro_f1": None,
-            "participants": 1, "round_sim_seconds": 900.0,
+            "participants": 1,
         })
     write_jsonl(root / "metrics.jsonl", lines)
     summary = {
         "name": name, "final_accuracy": lines[-1]["eval_accuracy"], "best_accuracy": None,
-        "sim_seconds": 900.0 * evals, "host_seconds": 30.0 * evals, "bytes_up": 0,
+        "sim_seconds": None, "host_seconds": 30.0 * evals, "bytes_up": 0,
         "bytes_down": 0, "peak_client_memory_bytes": None, "model_sha256": "f00d" * 16,
         "model": "smollm2-135m", "optimizer": "fo-adam",
     }

@@ -58,7 +58,8 @@ def test_plot_runs_two_runs(fed_run: Path, central_run: Path, tmp_path: Path) ->
 def test_centralized_only_skips_bytes_frontier_timeline(central_run: Path, tmp_path: Path) -> None:
     notes: list[str] = []
     written = plot_runs([central_run], tmp_path / "o", formats=("png",), note=notes.append)
-    assert sorted(p.name for p in written) == ["accuracy_vs_round.png", "accuracy_vs_time.png"]
+    assert sorted(p.name for p in written) == ["accuracy_vs_host_time.png", "accuracy_vs_round.png"]
+    assert any("no simulated time" in n for n in notes)
     assert any("memory_frontier.json" in n for n in notes)
     assert any("accuracy vs bytes figure skipped" in n for n in notes)
 

@@ -35,7 +35,7 @@ def test_report_is_self_contained(
     assert 'src="http' not in page and "href=" not in page
     assert "<script" not in page and "<link" not in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 5  # time, bytes, round, frontier, one timeline
+    assert len(images) == 6  # simulated time, host time, bytes, round, frontier, one timeline
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
 
 

@@ -106,15 +106,15 @@ def test_families_are_ordered_by_size() -> None:
 # The process-level check (runtime included) uses 15 %.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
-    "mode,batch,seq,optimizer,logits",
-    [("zo", 64, 512, "sgd", None), ("bp", 32, 128, "adam", None)],
+    "mode,batch,seq,optimizer,checkpointing",
+    [("zo", 64, 512, "sgd", False), ("bp", 32, 128, "adam", False), ("bp", 32, 256, "adam", True)],
 )
 def test_prediction_matches_measured_peak(
-    mode: str, batch: int, seq: int, optimizer: str, logits: str | None
+    mode: str, batch: int, seq: int, optimizer: str, checkpointing: bool
 ) -> None:
     from fedzo.devices.validate import ValidationCase, run_case
 
     r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer,
-                                logits=logits))
+                                checkpointing=checkpointing))
     assert abs(r.error) <= 0.40, (r.predicted, r.measured)
     assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured

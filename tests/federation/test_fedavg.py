@@ -12,7 +12,7 @@ from flwr.app import Context, RecordDict
 
 from fedzo.federation.bytes import ensure_task_identity
 from fedzo.federation.client import Worker
-from fedzo.federation.engine import sample_clients
+from fedzo.federation.sampling import sample_clients
 from fedzo.federation.fedavg_client import (
     ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, build_train_config, epoch_batches, params_to_arrays, train_local,
 )

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+import yaml
+
 from fedzo.cli import main
 from fedzo.errors import ConfigError
 from fedzo.federation.global_model import load_global_model
@@ -29,6 +31,17 @@ def test_evaluate_run_cli_and_errors(tmp_path, fed_config, capsys) -> None:
     assert res["matches_summary"] is True and res["n"] == 16 and 0.0 <= res["accuracy"] <= 1.0
     assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+    log = out / "update_log.jsonl"
+    lines = log.read_text().splitlines()  # header, rounds 1-3
+    log.write_text("\n".join([*lines[:3], lines[3][: len(lines[3]) // 2]]))  # round 3 torn by a kill
+    assert main(["evaluate", "--run", str(out), "--limit", "4", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out.splitlines()[-1])["rounds"] == 2
+    assert "update_log.jsonl:4: the last line is torn" in cap.err and "used the 2 rounds before it" in cap.err
+    log.write_text("\n".join([lines[0], lines[1], "{not json", lines[3]]) + "\n")  # round 2 corrupted
+    assert main(["evaluate", "--run", str(out), "--limit", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "update_log.jsonl:3: this line of the update log is corrupted" in err and "up to round 1" in err
     fedavg = tmp_path / "fedavg"
     run_federated(fed_config(optimizer="fo-sgd", rounds=1), fedavg)
     with pytest.raises(ConfigError, match="FedAvg"):
@@ -37,12 +50,40 @@ def test_evaluate_run_cli_and_errors(tmp_path, fed_config, capsys) -> None:
 
 def test_progress_bar_plots_and_label_histograms(tmp_path, fed_config, capsys) -> None:
     out = tmp_path / "p"
-    run_federated(fed_config(partition="dirichlet", partition_alpha=0.1), out, progress=True, plots=True)
+    run_federated(fed_config(partition="dirichlet", partition_alpha=0.1), out, progress="bar", plots=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "acc " in err and "up " in err
+    run_federated(fed_config(rounds=2), tmp_path / "lines", progress="lines")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("round 0/2: accuracy ") and " [" in lines[0] and "(n 32)" in lines[0]
+    assert lines[-1].startswith("round 2/2: accuracy ") and "up " in lines[-1] and "simulated " in lines[-1]
     assert list((out / "plots").glob("*.png"))
     fleet = next(json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
                  if json.loads(x)["kind"] == "fleet")
     hist = fleet["label_histograms"]
     assert len(hist) == 4 and sum(map(sum, hist)) == 128
     assert any(min(row) < 0.25 * max(row) for row in hist)  # alpha 0.1: skewed clients
+
+
+def test_run_where_no_client_trained_says_so_and_exits_3(tmp_path, fed_config, capsys) -> None:
+    cfg = fed_config(rounds=2).model_dump(mode="json")
+    cfg["fleet"] = {"default_profile": "rpi5-8gb", "deadline_seconds": 1e-3}  # every client late
+    path = tmp_path / "idle.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "idle"), "--no-progress", "--no-plots"]) == 3
+    cap = capsys.readouterr()
+    first = cap.out.splitlines()[0]
+    assert "fleet: 4 clients: 4 rpi5-8gb" in first
+    assert "round 1/2: no client trained (0 of 2 sampled clients trained (2 late); min_clients is 1" in cap.out
+    assert "no client trained in any of the 2 rounds" in cap.err
+    rounds = [json.loads(x) for x in (tmp_path / "idle" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["participants"] for r in rounds if r["kind"] == "round"] == [0, 0, 0]
+    assert json.loads((tmp_path / "idle" / "summary.json").read_text())["rounds_trained"] == 0
+    cfg["federation"]["allow_no_training"] = True
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "allowed"), "--no-progress", "--no-plots"]) == 0
+    capsys.readouterr()
+    host = fed_config(rounds=1).model_dump(mode="json")
+    path.write_text(yaml.safe_dump({k: v for k, v in host.items() if k != "fleet"}))
+    assert main(["run", str(path), "--out", str(tmp_path / "host"), "--no-progress", "--no-plots"]) == 0
+    assert "fleet: none given, so 4 clients on the host stand-in" in capsys.readouterr().out.splitlines()[0]
