@@ -60,6 +60,16 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
     return json.loads(summary.read_text(encoding="utf-8"))
 
 
+def cached_evaluation(path: Path, out: Path, *args: str) -> dict[str, Any]:
+    """`fedzo evaluate ARGS --split test --batch-size 32 --json` (the 1000-sentence test
+    split), cached in ``path`` so a rerun of the experiment reuses it."""
+    if not path.exists():
+        stdout = run_fedzo(out, "evaluate", *args, "--split", "test", "--batch-size", "32", "--json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(stdout.strip().splitlines()[-1] + "\n", encoding="utf-8")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
 def write_results(out: Path, result: dict[str, Any], format_table: Callable[[dict[str, Any]], str]) -> None:
     """Write OUT/results.json and OUT/table.md (the table made from that data) and print the table."""
     out.mkdir(parents=True, exist_ok=True)

@@ -1,43 +1,77 @@
-"""Experiment 1: equal memory. Under a Raspberry Pi 5 2 GB budget, ZO on SmolLM2-135M vs backprop on MiniLM-L6.
+"""Experiment 1: equal memory. On Raspberry Pi 5 2 GB boards, ZO on SmolLM2-135M against
+the backprop configurations that fit the same budget, over several seeds.
 
-Both scenarios put eight ``rpi5-2gb`` boards (1.5 GB usable) on the same data and
-evaluation split; their simulated clock is the board's, so accuracy is compared per
-simulated second on that device. The memory table gives, for the two runs' settings and
-for backprop on SmolLM2 (which the fleet refuses), the memory model's prediction and
-the peak RSS measured in a fresh process on this host::
+Every contender puts eight ``rpi5-2gb`` boards (1.5 GB usable) on the same data and
+evaluation split, and its simulated clock is the board's, so accuracy is compared per
+simulated second on that device:
+
+- ``zo-smollm2``: ZO prompt tuning of SmolLM2-135M (``scenarios/equal-memory-zo-smollm2.yaml``);
+- ``bp-minilm``: FedAvg with full backprop on MiniLM-L6, the model whose plain backprop
+  fits (``scenarios/equal-memory-bp-minilm.yaml``);
+- ``bp-smollm2-ckpt``: FedAvg with backprop on SmolLM2-135M itself, LoRA r8 adapters and
+  activation checkpointing, the cheapest backprop on that model
+  (``scenarios/equal-memory-bp-smollm2-ckpt.yaml``).
+
+Each seed runs every contender (the seed also draws the task's split and the fleet's
+sampling), then evaluates its final global model on the 1000-sentence test split. The
+memory table gives each configuration's predicted and measured (fresh process, this host)
+peak::
 
     python -m analysis.experiments.equal_memory --out analysis/results/equal_memory
 
-writes ``results.json``, ``table.md`` and ``accuracy_vs_time.png`` into OUT. Runs are
-resumable: finished runs are reused, cut ones resumed.
+writes ``results.json``, ``table.md`` and ``accuracy_vs_time.png`` into OUT for the seeds
+given (``--seeds``, default 0 1 2). Runs and evaluations are resumable and reused, so the
+seeds can be spread over invocations: ``--seeds 0`` now, ``--seeds 0 1`` later reruns
+nothing of seed 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from analysis.experiments.common import measured_peak, run_scenario, write_results
+from analysis.experiments.common import cached_evaluation, measured_peak, run_scenario, write_results
 from fedzo.config.scenario import load_scenario
 from fedzo.reporting.rundir import Run, load_run
 
-SCENARIOS = {"zo-smollm2": "scenarios/equal-memory-zo-smollm2.yaml",
-             "bp-minilm": "scenarios/equal-memory-bp-minilm.yaml"}
+ZO = "zo-smollm2"
+CONTENDERS: dict[str, tuple[str, str]] = {  # name: (label, scenario)
+    ZO: ("ZO, SmolLM2-135M (prompt tuning)", "scenarios/equal-memory-zo-smollm2.yaml"),
+    "bp-minilm": ("backprop, MiniLM-L6 (full, FedAvg)", "scenarios/equal-memory-bp-minilm.yaml"),
+    "bp-smollm2-ckpt": ("backprop, SmolLM2-135M (LoRA r8 + checkpointing, FedAvg)",
+                        "scenarios/equal-memory-bp-smollm2-ckpt.yaml"),
+}
 
-# (label, model, method, peft, BP optimizer, fedzo train flags that reproduce one local step)
-MEMORY_CONFIGS: tuple[tuple[str, str, str, str, str, list[str]], ...] = (
-    ("ZO SmolLM2-135M, prompt tuning", "smollm2-135m", "zo", "prefix", "sgd",
-     ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--eps", "1e-2"]),
-    ("ZO SmolLM2-135M, full", "smollm2-135m", "zo", "full", "sgd",
-     ["--optimizer", "zo-sgd", "--peft", "full", "--lr", "1e-6"]),
-    ("BP MiniLM-L6, full, Adam", "minilm-l6", "bp", "full", "adam",
-     ["--optimizer", "fo-adam", "--peft", "full", "--lr", "5e-5"]),
-    ("BP SmolLM2-135M, LoRA r8, Adam", "smollm2-135m", "bp", "lora", "adam",
-     ["--optimizer", "fo-adam", "--peft", "lora", "--lr", "5e-4"]),
-    ("BP SmolLM2-135M, full, Adam", "smollm2-135m", "bp", "full", "adam",
-     ["--optimizer", "fo-adam", "--peft", "full", "--lr", "1e-5"]),
+
+class MemoryConfig(NamedTuple):
+    """One row of the memory table and the `fedzo train` flags that reproduce one local step."""
+
+    label: str
+    model: str
+    method: str
+    peft: str
+    optimizer: str
+    checkpointing: bool
+    flags: list[str]
+
+
+MEMORY_CONFIGS: tuple[MemoryConfig, ...] = (
+    MemoryConfig("ZO SmolLM2-135M, prompt tuning", "smollm2-135m", "zo", "prefix", "sgd", False,
+                 ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--eps", "1e-2"]),
+    MemoryConfig("ZO SmolLM2-135M, full", "smollm2-135m", "zo", "full", "sgd", False,
+                 ["--optimizer", "zo-sgd", "--peft", "full", "--lr", "1e-6"]),
+    MemoryConfig("BP MiniLM-L6, full, Adam", "minilm-l6", "bp", "full", "adam", False,
+                 ["--optimizer", "fo-adam", "--peft", "full", "--lr", "5e-5"]),
+    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam, checkpointing", "smollm2-135m", "bp", "lora", "adam", True,
+                 ["--optimizer", "fo-adam", "--peft", "lora", "--lr", "5e-4", "--checkpointing"]),
+    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam", "smollm2-135m", "bp", "lora", "adam", False,
+                 ["--optimizer", "fo-adam", "--peft", "lora", "--lr", "5e-4"]),
+    MemoryConfig("BP SmolLM2-135M, full, Adam", "smollm2-135m", "bp", "full", "adam", False,
+                 ["--optimizer", "fo-adam", "--peft", "full", "--lr", "1e-5"]),
 )
 
 
@@ -47,17 +81,19 @@ def memory_table(out: Path, *, batch: int, seq: int, budget: int, task: str) -> 
     from fedzo.devices.memory import estimate_memory
 
     rows = []
-    for label, model, method, peft, opt, flags in MEMORY_CONFIGS:
-        predicted = int(estimate_memory(model_config(model), method, batch=batch, seq=seq,  # type: ignore[arg-type]
-                                        peft=peft, optimizer=opt).total)
-        slug = label.split(",")[0].replace(" ", "-").lower() + "-" + peft
-        measured = measured_peak(out / "memory" / slug, ["--model", model, "--task", task, "--steps", "3",
+    for c in MEMORY_CONFIGS:
+        predicted = int(estimate_memory(model_config(c.model), c.method, batch=batch, seq=seq,  # type: ignore[arg-type]
+                                        peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
+                                        checkpoint_fraction=1.0 if c.checkpointing else 0.0).total)
+        slug = c.label.split(",")[0].replace(" ", "-").lower() + "-" + c.peft + ("-ckpt" if c.checkpointing else "")
+        measured = measured_peak(out / "memory" / slug, ["--model", c.model, "--task", task, "--steps", "3",
                                                           "--batch-size", str(batch), "--eval-examples", "8",
-                                                          "--threads", "1", "--name", slug, *flags])
-        rows.append({"configuration": label, "model": model, "method": method, "peft": peft,
-                     "predicted_bytes": predicted, "measured_peak_rss_bytes": measured,
-                     "fits_budget_predicted": predicted <= budget, "fits_budget_measured": measured <= budget})
-        print(f"{label}: predicted {predicted / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB", flush=True)
+                                                          "--threads", "1", "--name", slug, *c.flags])
+        rows.append({"configuration": c.label, "model": c.model, "method": c.method, "peft": c.peft,
+                     "checkpointing": c.checkpointing, "predicted_bytes": predicted,
+                     "measured_peak_rss_bytes": measured, "fits_budget_predicted": predicted <= budget,
+                     "fits_budget_measured": measured <= budget})
+        print(f"{c.label}: predicted {predicted / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB", flush=True)
     return rows
 
 
@@ -90,8 +126,43 @@ def compare(zo: list[tuple[float, float]], bp: list[tuple[float, float]]) -> dic
                          for t, who, a, b in lead]}
 
 
+def one_run(name: str, scenario: Path, root: Path, seed: int) -> dict[str, Any]:
+    """Run one contender with ``seed``, evaluate its final model on the test split."""
+    from fedzo.stats import wilson_interval
+
+    out = root / f"seed{seed}" / name
+    s = run_scenario(scenario, out, overrides={"seed": seed})
+    test = cached_evaluation(root / f"seed{seed}" / f"{name}.test.json", out, "--run", str(out))
+    return {"seed": seed, "test_accuracy": test["accuracy"], "test_n": test["n"],
+            "test_interval": list(wilson_interval(test["accuracy"], test["n"])),
+            **{k: s.get(k) for k in ("initial_accuracy", "final_accuracy", "best_accuracy", "sim_seconds",
+                                     "host_seconds", "bytes_up", "bytes_down")}}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max."""
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], comparisons: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per contender: test and dev accuracy over the seeds; per BP contender: where ZO loses the lead."""
+    per = {name: {"label": CONTENDERS[name][0] if name in CONTENDERS else name,
+                  "test_accuracy": _spread([r["test_accuracy"] for r in rs]),
+                  "final_dev_accuracy": _spread([r["final_accuracy"] for r in rs]),
+                  "sim_seconds": _spread([r["sim_seconds"] for r in rs]),
+                  "host_seconds": _spread([r["host_seconds"] for r in rs])}
+           for name, rs in runs.items()}
+    crossover = {}
+    for bp, cs in comparisons.items():
+        firsts = [next((x["sim_seconds"] for x in c["lead_changes"] if x["new_leader"] == "bp"), None) for c in cs]
+        crossover[bp] = {"bp_takes_the_lead_at_sim_seconds": firsts,
+                         "leader_at_end": [c["leader_at_end"] for c in cs]}
+    return {"contenders": per, "zo_vs_bp": crossover}
+
+
 def figure(runs: dict[str, Run], labels: dict[str, str], path: Path, budget: int) -> None:
-    """Accuracy vs simulated wall-clock of both runs (fedzo's standard figure)."""
+    """Accuracy vs simulated wall-clock of every run (fedzo's standard figure)."""
     from fedzo.reporting.plots import PNG_DPI, accuracy_vs_time
 
     fig = accuracy_vs_time(list(runs.values()), [labels[k] for k in runs], print)
@@ -101,8 +172,12 @@ def figure(runs: dict[str, Run], labels: dict[str, str], path: Path, budget: int
     fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight")
 
 
+def _pm(s: dict[str, float], fmt: str = ".3f", scale: float = 1.0) -> str:
+    return f"{s['mean'] / scale:{fmt}} ± {s['sd'] / scale:{fmt}}"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """Markdown: the memory table and the two runs."""
+    """Markdown: the memory table, the contenders over the seeds and the ZO/BP crossovers."""
     budget = result["budget_bytes"]
     lines = [f"Budget: {budget / 1e9:.2f} GB (rpi5-2gb). Memory for batch {result['batch']} x {result['seq']} tokens.",
              "", "| configuration | model prediction | measured peak RSS (host) | fits? (pred. / meas.) |",
@@ -111,51 +186,63 @@ def format_table(result: dict[str, Any]) -> str:
         fits = f"{'yes' if r['fits_budget_predicted'] else 'no'} / {'yes' if r['fits_budget_measured'] else 'no'}"
         lines.append(f"| {r['configuration']} | {r['predicted_bytes'] / 1e9:.2f} GB | "
                      f"{r['measured_peak_rss_bytes'] / 1e9:.2f} GB | {fits} |")
-    lines += ["", "| run | initial acc. | final acc. | best acc. | simulated time | host time | bytes up+down |",
-              "|---|---|---|---|---|---|---|"]
-    for name, s in result["runs"].items():
-        lines.append(f"| {name} | {s['initial_accuracy']:.3f} | {s['final_accuracy']:.3f} | {s['best_accuracy']:.3f} | "
-                     f"{s['sim_seconds'] / 60:.1f} min | {s['host_seconds'] / 60:.1f} min | "
-                     f"{(s['bytes_up'] + s['bytes_down']) / 1e6:,.3f} MB |")
-    c = result["comparison"]
-    changes = ", ".join(f"{x['new_leader']} at {x['sim_seconds']:.0f} s" for x in c["lead_changes"]) or "none"
-    lines += ["", f"Leader at the first common evaluation: {c['leader_at_start']}; at the end: {c['leader_at_end']}; "
-              f"lead changes: {changes}."]
+    seeds = result["seeds"]
+    lines += ["", f"Seeds {', '.join(map(str, seeds))} (mean ± sd over {len(seeds)}; test: 1000 sentences, "
+              "each run's 95 % interval about ±2.6 points):", "",
+              "| contender | test accuracy | final dev accuracy (n 200) | simulated time | host time |",
+              "|---|---|---|---|---|"]
+    for s in result["summary"]["contenders"].values():
+        lines.append(f"| {s['label']} | {_pm(s['test_accuracy'])} | {_pm(s['final_dev_accuracy'])} | "
+                     f"{_pm(s['sim_seconds'], '.1f', 60)} min | {_pm(s['host_seconds'], '.1f', 60)} min |")
+    lines += ["", "| ZO vs | backprop takes the lead at (simulated s, per seed) | leader at the end (per seed) |",
+              "|---|---|---|"]
+    for bp, c in result["summary"]["zo_vs_bp"].items():
+        at = ", ".join("never" if t is None else f"{t:.0f}" for t in c["bp_takes_the_lead_at_sim_seconds"])
+        lines.append(f"| {bp} | {at} | {', '.join(str(x) for x in c['leader_at_end'])} |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure memory, run both scenarios, compare and plot."""
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="analysis/results/equal_memory")
-    p.add_argument("--zo-scenario", default=SCENARIOS["zo-smollm2"])
-    p.add_argument("--bp-scenario", default=SCENARIOS["bp-minilm"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), help=f"of {', '.join(CONTENDERS)}")
+    p.add_argument("--scenario", nargs="+", default=[], metavar="NAME=PATH",
+                   help="replace a contender's scenario (tests use tiny models)")
     p.add_argument("--seq", type=int, default=64, help="tokens per example for the memory prediction")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of every run (default: the scenarios')")
     p.add_argument("--skip-memory", action="store_true", help="leave out the measured memory table")
     a = p.parse_args(argv)
+    replaced = dict(x.split("=", 1) for x in a.scenario)
+    if ZO not in a.contenders or set(a.contenders) - set(CONTENDERS) or set(replaced) - set(CONTENDERS):
+        p.error(f"--contenders/--scenario: names are {', '.join(CONTENDERS)}, and {ZO} is always one")
+    a.scenarios = {n: Path(replaced.get(n, CONTENDERS[n][1])) for n in a.contenders}
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure memory, run every contender for every seed, compare and plot."""
+    a = _arguments(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    scen = {"zo-smollm2": Path(a.zo_scenario), "bp-minilm": Path(a.bp_scenario)}
-    zo = load_scenario(scen["zo-smollm2"])
-    batch = zo.data.batch_size
+    zo = load_scenario(a.scenarios[ZO])
     from fedzo.devices.profiles import get_profile
 
-    assert zo.fleet is not None and zo.fleet.devices, f"{scen['zo-smollm2']}: needs a fleet of devices"
+    assert zo.fleet is not None and zo.fleet.devices, f"{a.scenarios[ZO]}: needs a fleet of devices"
     budget = int(get_profile(zo.fleet.devices[0].profile).memory_budget)
     t0 = time.perf_counter()
-    memory = [] if a.skip_memory else memory_table(out, batch=batch, seq=a.seq, budget=budget, task=zo.data.task)
-    over = {"runtime": {"threads": a.threads}} if a.threads else None
-    summaries = {name: run_scenario(scen[name], out / "runs" / name, overrides=over) for name in scen}
-    runs = {name: load_run(out / "runs" / name) for name in scen}
-    comparison = compare(curve(runs["zo-smollm2"]), curve(runs["bp-minilm"]))
-    labels = {"zo-smollm2": "ZO, SmolLM2-135M (prompt tuning)", "bp-minilm": "backprop, MiniLM-L6 (full, FedAvg)"}
-    figure(runs, labels, out / "accuracy_vs_time.png", budget)
-    result = {"budget_bytes": budget, "batch": batch, "seq": a.seq, "memory": memory,
-              "runs": {n: {k: s.get(k) for k in ("initial_accuracy", "final_accuracy", "best_accuracy", "sim_seconds",
-                                                  "host_seconds", "bytes_up", "bytes_down", "peak_client_memory_bytes")}
-                       for n, s in summaries.items()},
-              "comparison": comparison, "seconds_this_invocation": time.perf_counter() - t0}
+    memory = [] if a.skip_memory else memory_table(out, batch=zo.data.batch_size, seq=a.seq, budget=budget,
+                                                   task=zo.data.task)
+    root = out / "runs"
+    runs = {n: [one_run(n, path, root, seed) for seed in a.seeds] for n, path in a.scenarios.items()}
+    loaded = {(n, seed): load_run(root / f"seed{seed}" / n) for n in a.scenarios for seed in a.seeds}
+    comparisons = {n: [compare(curve(loaded[ZO, seed]), curve(loaded[n, seed])) for seed in a.seeds]
+                   for n in a.scenarios if n != ZO}
+    labels = {f"{n}/{seed}": f"{CONTENDERS[n][0]}, seed {seed}" for n, seed in loaded}
+    figure({f"{n}/{seed}": r for (n, seed), r in loaded.items()}, labels, out / "accuracy_vs_time.png", budget)
+    result = {"command": " ".join(["python -m analysis.experiments.equal_memory", *(sys.argv[1:] if argv is None else argv)]),
+              "budget_bytes": budget, "batch": zo.data.batch_size, "seq": a.seq, "seeds": a.seeds,
+              "memory": memory, "runs": runs, "comparisons": comparisons,
+              "summary": summarize(runs, comparisons), "seconds_this_invocation": time.perf_counter() - t0}
     write_results(out, result, format_table)
     return 0
 

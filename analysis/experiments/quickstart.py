@@ -15,23 +15,15 @@ and standard deviation of the test gain. Finished runs and evaluations are reuse
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from analysis.experiments.common import run_fedzo, run_scenario, write_results
+from analysis.experiments.common import cached_evaluation, run_scenario, write_results
 
 PROMPT = "chat"  # the best zero-shot prompt of SmolLM2-135M on Rotten Tomatoes
-
-
-def _evaluation(path: Path, out: Path, *args: str) -> dict[str, Any]:
-    """`fedzo evaluate ARGS --json`, cached in ``path``."""
-    if not path.exists():
-        stdout = run_fedzo(out, "evaluate", *args, "--split", "test", "--batch-size", "32", "--json")
-        path.write_text(stdout.strip().splitlines()[-1] + "\n", encoding="utf-8")
-    return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def one_seed(scenario: str, root: Path, seed: int) -> dict[str, Any]:
@@ -43,8 +35,8 @@ def one_seed(scenario: str, root: Path, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = run_scenario(scenario, out, overrides={"seed": seed})
     wall = time.perf_counter() - t0
-    final = _evaluation(root / f"seed{seed}.test.json", out, "--run", str(out))
-    zero = _evaluation(root / f"seed{seed}.zero-shot.json", out, "--model", "smollm2-135m", "--task",
+    final = cached_evaluation(root / f"seed{seed}.test.json", out, "--run", str(out))
+    zero = cached_evaluation(root / f"seed{seed}.zero-shot.json", out, "--model", "smollm2-135m", "--task",
                        "rotten-tomatoes", "--prompt", PROMPT, "--seed", str(seed))
     dev = [{"round": r.round, "accuracy": r.eval_accuracy, "n": r.eval_n,
             "interval": [r.eval_accuracy_low, r.eval_accuracy_high]}
@@ -65,7 +57,7 @@ def one_seed(scenario: str, root: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def table(result: dict[str, Any]) -> str:
+def format_table(result: dict[str, Any]) -> str:
     """The Markdown table of ``result``."""
     rows = ["| seed | dev accuracy by round (n 100) | test zero-shot | test after the run | gain | simulated s | "
             "host s | bytes up / down |", "|---|---|---|---|---|---|---|---|"]
@@ -91,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out) / "runs"
     seeds = [one_seed(args.scenario, root, s) for s in args.seeds]
     gains = [s["test_gain"] for s in seeds]
-    result = {"command": "python -m analysis.experiments.quickstart " + " ".join(argv or []),
+    result = {"command": " ".join(["python -m analysis.experiments.quickstart", *(sys.argv[1:] if argv is None else argv)]),
               "scenario": args.scenario, "seeds": seeds,
               "test_gain": {"mean": statistics.mean(gains), "sd": statistics.stdev(gains) if len(gains) > 1 else 0.0}}
-    write_results(Path(args.out), result, table)
+    write_results(Path(args.out), result, format_table)
     return 0
 
 

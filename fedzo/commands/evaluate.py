@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--template", default=None, help="prompt template with {text} for a user dataset")
     p.add_argument("--cache-dir", default=None, help="asset cache (default: $FEDZO_CACHE or ~/.cache/fedzo)")
     p.add_argument("--run", metavar="DIR", default=None,
-                   help="evaluate the global model of a federated run directory (initial model + its "
-                        "update log replayed); --model/--task/--prompt come from the run")
+                   help="evaluate the global model of a federated run directory (ZO: the initial model with "
+                        "its update log replayed; FedAvg: its kept global weights); --model/--task/--prompt "
+                        "come from the run")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         for mode in ("bp", "zo"):
             rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
                             args.peft, model_name=args.model, dtype=args.dtype,
-                            optimizer=args.optimizer, lora_rank=args.lora_rank)
+                            optimizer=args.optimizer, lora_rank=args.lora_rank,
+                            checkpoint_fraction=args.checkpoint_fraction)
             out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
             fit_lines.append(rep.message())
     if budget is not None:

@@ -90,9 +90,9 @@ def check_fit(
         memory_kwargs.setdefault("runtime_overhead", profile.runtime_overhead)
     name = model_name or getattr(model_config, "name_or_path", "") or model_config.model_type
 
-    def total(m: Mode, b: int, p: PeftMode) -> int:
-        """Predicted peak bytes with mode, batch and peft changed."""
-        return estimate_memory(model_config, m, batch=b, seq=seq, peft=p, **memory_kwargs).total
+    def total(m: Mode, b: int, p: PeftMode, **changed: Any) -> int:
+        """Predicted peak bytes with mode, batch, peft (and any memory option) changed."""
+        return estimate_memory(model_config, m, batch=b, seq=seq, peft=p, **{**memory_kwargs, **changed}).total
 
     breakdown = estimate_memory(model_config, mode, batch=batch, seq=seq, peft=peft,
                                 **memory_kwargs)
@@ -109,6 +109,13 @@ def check_fit(
             alts.append(f"ZO instead of BP at batch {batch} ({format_bytes(t)})")
         if peft == "full" and (t := total("bp", batch, "lora")) <= budget:
             alts.append(f"BP with LoRA at batch {batch} ({format_bytes(t)})")
+        if memory_kwargs.get("checkpoint_fraction", 0.0) < 1.0:
+            for p in dict.fromkeys((peft, "lora") if peft == "full" else (peft,)):
+                if (t := total("bp", batch, p, checkpoint_fraction=1.0)) <= budget:
+                    lora = " with LoRA and" if p != peft else " with"
+                    alts.append(f"BP{lora} activation checkpointing (optimizer.checkpointing: true) "
+                                f"at batch {batch} ({format_bytes(t)})")
+                    break
     if not alts and mode == "bp":
         b = _largest_fitting_batch(lambda x: total("zo", x, peft), batch, budget)
         if b is not None:

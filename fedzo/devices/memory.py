@@ -10,7 +10,9 @@ resident + the largest transient phase; ``additive_total`` is the conservative s
 Supported shapes: llama-style decoders (``model_type`` llama, mistral, qwen2, ... any
 config with ``intermediate_size`` and a causal LM head) and BERT-style encoders with a
 sequence-classification head. Attention is assumed to run through SDPA (no S x S matrix
-kept) unless ``config._attn_implementation == "eager"`` or BERT dropout forces the math path.
+kept) unless ``config._attn_implementation == "eager"``. fedzo trains with dropout off
+(models stay in eval mode, so the same batch gives the same loss), so no dropout masks or
+dropped attention probabilities are kept, whatever the config's dropout probabilities.
 """
 
 from __future__ import annotations
@@ -64,7 +66,6 @@ class ArchDims:
     max_positions: int
     type_vocab: int
     num_labels: int
-    dropout: bool  # BERT: hidden/attention dropout active in training
     eager_attention: bool
 
     @property
@@ -91,9 +92,6 @@ def arch_dims(config: PretrainedConfig) -> ArchDims:
         )
     is_encoder = config.model_type in {"bert", "roberta", "distilbert", "electra", "xlm-roberta"}
     head_dim = get("head_dim") or hidden // heads
-    dropout = is_encoder and (
-        (get("hidden_dropout_prob") or 0) > 0 or (get("attention_probs_dropout_prob") or 0) > 0
-    )
     return ArchDims(
         kind="encoder" if is_encoder else "decoder",
         layers=int(layers), hidden=int(hidden),
@@ -104,7 +102,6 @@ def arch_dims(config: PretrainedConfig) -> ArchDims:
         max_positions=int(get("max_position_embeddings") or 0),
         type_vocab=int(get("type_vocab_size") or 0),
         num_labels=int(getattr(config, "num_labels", None) or 2),
-        dropout=bool(dropout),
         eager_attention=getattr(config, "_attn_implementation", None) == "eager",
     )
 
@@ -157,9 +154,9 @@ def layer_saved_elements(d: ArchDims, seq: int, *, training: bool) -> float:
     Decoder, ZO (no grad, one layer alive): residual, normed input, attention output, its
     contiguous copy for o_proj and the carried hidden state (5h) plus gate/up/product of
     the MLP (3I). Encoder, ZO: the same 5h with intermediate and GELU output (2I).
-    Encoder, BP: q/k/v input, q, k, v, context, 2 dropout outputs, 2 LayerNorm inputs and
-    outputs (10h), intermediate and GELU output (2I), and with dropout the math attention
-    path: softmax and dropped probabilities (2 x heads x S) plus byte masks.
+    Encoder, BP: q/k/v input, q, k, v, context, the attention and FFN dense outputs,
+    2 LayerNorm inputs and outputs (10h), intermediate and GELU output (2I); with eager
+    attention also the scores and softmax output (2 x heads x S).
     """
     h, i, kv, q = d.hidden, d.intermediate, d.kv_dim, d.q_dim
     scores = d.heads * seq
@@ -168,10 +165,7 @@ def layer_saved_elements(d: ArchDims, seq: int, *, training: bool) -> float:
             return 5 * h + 4 * q + 3 * kv + 4 * i + (2 * scores if d.eager_attention else 0)
         return 5 * h + 3 * i + (2 * scores if d.eager_attention else 0)
     if training:
-        # math attention path: scores, softmax output, dropped probabilities, byte mask
-        attn = 3 * scores + scores / 4 if (d.dropout or d.eager_attention) else 0
-        masks = 2 * h / 4 if d.dropout else 0  # bool masks, 1 byte vs 4-byte elements
-        return 10 * h + 2 * i + attn + masks
+        return 10 * h + 2 * i + (2 * scores if d.eager_attention else 0)
     return 5 * h + 2 * i + (2 * scores if d.eager_attention else 0)
 
 

@@ -1,10 +1,12 @@
-"""Rebuild a federated run's global model from its directory: initial weights + the log.
+"""Rebuild a federated run's global model from its directory.
 
-This is what a user evaluates after a run (``fedzo evaluate --run DIR --split test``): the
-run directory holds no weights, only the update log, and the global model is the initial
+This is what a user evaluates after a run (``fedzo evaluate --run DIR --split test``). A
+ZO run's directory holds no weights, only the update log: the global model is the initial
 model with the log replayed exactly as the server applied it (through the run's catch-up
-policy, :meth:`~fedzo.federation.catchup.base.CatchUpPolicy.global_entries`). The
-result's digest is checked against ``summary.json`` when the run finished.
+policy, :meth:`~fedzo.federation.catchup.base.CatchUpPolicy.global_entries`). A FedAvg
+run keeps its global trainable tensors after every round (the checkpoint it resumes
+from), and those are loaded into the initial model. Either way the result's digest is
+checked against ``summary.json`` when the run finished.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.catchup import make_policy
-from fedzo.runs import RunDir
+from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
 
@@ -46,11 +48,10 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
         raise ConfigError(f"{run_dir}: kind {kind!r} is not a federated run; evaluate centralized runs "
                           "from their summary (fedzo train keeps no global log to replay here)")
     sc = scenario_from_dict(stored, str(run.path / "scenario.yaml"), kind="run")
-    if not sc.is_zo:
-        raise ConfigError(f"{run_dir}: optimizer.name {sc.optimizer.name!r} is the FedAvg baseline, whose "
-                          "weights are not kept in the run directory; only zo-* runs can be rebuilt")
     objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
     params = ParamSet.from_module(objective.classifier)
+    if not sc.is_zo:
+        return _fedavg_model(run, sc, objective, params)
     if not run.log_path.exists():
         raise ConfigError(f"{run.log_path}: no update log; the run never started a round")
     log, report = UpdateLog.load(run.log_path)  # read only: never repairs someone's run
@@ -68,3 +69,23 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     summary = run.read_summary()
     return GlobalModel(objective, sc, len(log.rounds), param_digest(params),
                        summary.model_sha256 if summary else None, torn_line=report.bad_line)
+
+
+def _fedavg_model(run: RunDir, sc: Scenario, objective: Objective, params: ParamSet) -> GlobalModel:
+    """A FedAvg run's global model: its last checkpointed trainable tensors on the initial model."""
+    from safetensors import SafetensorError, safe_open
+
+    from fedzo.federation.protocols.fedavg import CHECKPOINT
+
+    path = run.path / STATE / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"{path}: no global weights; this FedAvg run ({sc.optimizer.name}) never finished a round")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            rounds = int((f.metadata() or {}).get("round", 0))
+            params.load({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ConfigError(f"{path}: unreadable global weights ({exc}); `fedzo run --resume {run.path}` "
+                          "recomputes the run from its last good round") from None
+    summary = run.read_summary()
+    return GlobalModel(objective, sc, rounds, param_digest(params), summary.model_sha256 if summary else None)

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from fedzo.errors import ConfigError
 
@@ -128,3 +129,11 @@ def enable_checkpointing(model: nn.Module) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model is not base:  # PEFT: frozen embeddings must still pass gradients to the layers' inputs
         base.enable_input_require_grads()
+    # transformers checkpoints a layer only while that layer is in training mode; fedzo keeps
+    # models in eval mode (no dropout: the same batch gives the same loss). Flip the layers'
+    # own flag only, so their dropout submodules stay off.
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ConfigError(f"{type(base).__name__} has no checkpointable layers")
+    for layer in layers:
+        layer.training = True

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from analysis.experiments import communication, equal_memory, optimizer_peft
+from analysis.experiments import communication, equal_memory, optimizer_peft, quickstart
 
 TINY_ZO: dict[str, Any] = {
     "name": "tiny-zo", "model": "tiny-llama", "task": "synthetic-sentiment", "train_examples": 64,
@@ -25,26 +25,46 @@ def _write(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def test_equal_memory_runs_both_sides_and_finds_the_leader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_equal_memory_runs_every_contender_per_seed_and_finds_the_leader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     zo = _write(tmp_path / "zo.yaml", TINY_ZO)
     bp_data = {**TINY_ZO, "name": "tiny-bp", "model": "tiny-bert", "peft": "full",
                "federation": {**TINY_ZO["federation"], "optimizer": "fo-adam", "lr": 1e-3, "fo_local_epochs": 1}}
     bp = _write(tmp_path / "bp.yaml", bp_data)
-    monkeypatch.setattr(equal_memory, "MEMORY_CONFIGS", (
-        ("ZO tiny", "tiny-llama", "zo", "full", "sgd", ["--optimizer", "zo-sgd", "--lr", "1e-3"]),))
+    ckpt = _write(tmp_path / "ckpt.yaml", {
+        "version": 2, "name": "tiny-bp-ckpt", "model": {"name": "tiny-llama", "peft": "lora"},
+        "data": {"task": "synthetic-sentiment", "train_examples": 64, "eval_examples": 32, "batch_size": 8},
+        "optimizer": {"name": "fo-adam", "lr": 1e-3, "checkpointing": True}, "runtime": {"threads": 1},
+        "federation": {"num_clients": 4, "clients_per_round": 2, "rounds": 2, "fo_local_epochs": 1, "eval_every": 1},
+        "fleet": TINY_ZO["fleet"]})
+    monkeypatch.setattr(equal_memory, "MEMORY_CONFIGS", (equal_memory.MemoryConfig(
+        "ZO tiny", "tiny-llama", "zo", "full", "sgd", False, ["--optimizer", "zo-sgd", "--lr", "1e-3"]),))
     out = tmp_path / "out"
-    monkeypatch.setattr("sys.argv", ["x"])
-    assert equal_memory.main(["--out", str(out), "--zo-scenario", str(zo), "--bp-scenario", str(bp)]) == 0
+    args = ["--out", str(out), "--seeds", "0", "1", "--scenario", f"zo-smollm2={zo}", f"bp-minilm={bp}",
+            f"bp-smollm2-ckpt={ckpt}"]
+    assert equal_memory.main(args) == 0
     result = json.loads((out / "results.json").read_text())
-    assert result["budget_bytes"] == 1_500_000_000
+    assert result["budget_bytes"] == 1_500_000_000 and result["seeds"] == [0, 1]
     (mem,) = result["memory"]
     assert mem["measured_peak_rss_bytes"] > 50e6 and mem["fits_budget_measured"]
-    assert set(result["runs"]) == {"zo-smollm2", "bp-minilm"}
-    assert result["comparison"]["leader_at_end"] in {"zo", "bp", "tie"}
+    assert set(result["runs"]) == {"zo-smollm2", "bp-minilm", "bp-smollm2-ckpt"}
+    for runs in result["runs"].values():
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert all(r["test_n"] > 0 and r["test_interval"][0] <= r["test_accuracy"] <= r["test_interval"][1]
+                   for r in runs)
+    zo_runs = result["runs"]["zo-smollm2"]
+    assert zo_runs[0]["final_accuracy"] != zo_runs[1]["final_accuracy"] or zo_runs[0]["sim_seconds"] != zo_runs[1]["sim_seconds"]
+    test = result["summary"]["contenders"]["zo-smollm2"]["test_accuracy"]
+    assert test["min"] <= test["mean"] <= test["max"] and test["sd"] >= 0
+    for bp_name in ("bp-minilm", "bp-smollm2-ckpt"):
+        c = result["summary"]["zo_vs_bp"][bp_name]
+        assert len(c["leader_at_end"]) == 2 and set(c["leader_at_end"]) <= {"zo", "bp", "tie"}
     assert (out / "accuracy_vs_time.png").stat().st_size > 10_000
-    first = (out / "runs" / "zo-smollm2" / "metrics.jsonl").read_text()
-    assert equal_memory.main(["--out", str(out), "--zo-scenario", str(zo), "--bp-scenario", str(bp)]) == 0
-    assert (out / "runs" / "zo-smollm2" / "metrics.jsonl").read_text() == first  # reused, not rerun
+    assert (out / "table.md").read_text() == equal_memory.format_table(result)
+    first = (out / "runs" / "seed1" / "zo-smollm2" / "metrics.jsonl").read_text()
+    assert equal_memory.main([*args[:2], "--seeds", "1", *args[5:], "--skip-memory"]) == 0
+    assert (out / "runs" / "seed1" / "zo-smollm2" / "metrics.jsonl").read_text() == first  # reused, not rerun
+    assert json.loads((out / "results.json").read_text())["seeds"] == [1]
 
 
 def test_leader_comparison_is_a_step_function() -> None:
@@ -100,11 +120,18 @@ def test_scale_reports_rounds_and_server_time(tmp_path: Path) -> None:
 RESULTS = Path(__file__).resolve().parents[2] / "analysis" / "results"
 
 
+PENDING = {"equal_memory"}  # rerun under way (several sessions); see analysis/results/README.md
+
+
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
-                                         ("communication", communication), ("scale", "scale")])
+                                         ("communication", communication), ("scale", "scale"),
+                                         ("quickstart", quickstart)])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
     """Each committed table.md is what its script makes of the committed results.json."""
     if module == "scale":
         from analysis.experiments import scale as module
-    result = json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8"))
+    path = RESULTS / name / "results.json"
+    if name in PENDING and not path.exists():
+        pytest.skip(f"{path}: no results committed yet")
+    result = json.loads(path.read_text(encoding="utf-8"))
     assert (RESULTS / name / "table.md").read_text(encoding="utf-8") == module.format_table(result)

@@ -13,7 +13,7 @@ from fedzo.devices.profiles import DeviceProfile, get_profile
 from fedzo.devices.work import Tuning, forward_flops
 
 ARCH = ArchDims(kind="decoder", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=2, head_dim=4, vocab=10,
-                tied=True, max_positions=64, type_vocab=0, num_labels=2, dropout=False, eager_attention=False)
+                tied=True, max_positions=64, type_vocab=0, num_labels=2, eager_attention=False)
 TRAINABLE = 1_000_000
 
 

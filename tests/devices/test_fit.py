@@ -11,6 +11,7 @@ from fedzo.devices.architectures import model_config
 from fedzo.devices.fit import check_fit, require_fit
 from fedzo.devices.memory import estimate_memory
 from fedzo.devices.profiles import get_profile
+from fedzo.units import format_bytes
 from fedzo.errors import MemoryBudgetExceeded
 
 
@@ -60,3 +61,17 @@ def test_profile_runtime_overhead_is_used() -> None:
     jetson = get_profile("jetson-orin-nano-8gb")
     rep = check_fit(jetson, model_config("tiny-llama"), "zo", 1, 8)
     assert rep.breakdown.runtime_overhead == 600_000_000
+
+
+def test_checkpointing_is_suggested_when_it_makes_backprop_fit() -> None:
+    pi = get_profile("rpi5-2gb")
+    cfg = model_config("smollm2-135m")
+    rep = check_fit(pi, cfg, "bp", 8, 64, "full", model_name="smollm2-135m", optimizer="adam")
+    assert not rep.fits
+    (alt,) = [a for a in rep.alternatives if "checkpointing" in a]
+    assert alt.startswith("BP with LoRA and activation checkpointing")
+    needed = estimate_memory(cfg, "bp", batch=8, seq=64, peft="lora", optimizer="adam", checkpoint_fraction=1.0).total
+    assert needed <= pi.memory_budget and f"({format_bytes(needed)})" in alt
+    ckpt = check_fit(pi, cfg, "bp", 8, 64, "lora", model_name="smollm2-135m", optimizer="adam",
+                     checkpoint_fraction=1.0)
+    assert ckpt.fits and ckpt.breakdown.total == needed

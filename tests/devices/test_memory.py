@@ -106,15 +106,30 @@ def test_families_are_ordered_by_size() -> None:
 # The process-level check (runtime included) uses 15 %.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
-    "mode,batch,seq,optimizer,checkpointing",
-    [("zo", 64, 512, "sgd", False), ("bp", 32, 128, "adam", False), ("bp", 32, 256, "adam", True)],
+    "mode,batch,seq,optimizer",
+    [("zo", 64, 512, "sgd"), ("bp", 32, 128, "adam")],
 )
-def test_prediction_matches_measured_peak(
-    mode: str, batch: int, seq: int, optimizer: str, checkpointing: bool
-) -> None:
+def test_prediction_matches_measured_peak(mode: str, batch: int, seq: int, optimizer: str) -> None:
     from fedzo.devices.validate import ValidationCase, run_case
 
-    r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer,
-                                checkpointing=checkpointing))
+    r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer))
     assert abs(r.error) <= 0.40, (r.predicted, r.measured)
     assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured
+
+
+# glibc raises its mmap threshold as large blocks are freed, so later activations come from
+# the heap and freed ones stay resident: on the tiny model the process peak hardly moves with
+# checkpointing (measured 137 vs 139 MB at 32 x 256). With a fixed threshold every freed
+# tensor goes back to the OS and VmHWM follows the live tensors, which is what the model
+# counts: there checkpointing's saving is measured (0.65 of the plain peak at 32 x 512,
+# predicted 0.64). Realistic sizes are checked by `fedzo memory --validate`.
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_checkpointing_saving_matches_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedzo.devices.validate import ValidationCase, run_case
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    plain, ckpt = (run_case(ValidationCase("tiny-llama", "bp", 32, 512, optimizer="adam", checkpointing=c))
+                   for c in (False, True))
+    predicted, measured = ckpt.predicted / plain.predicted, ckpt.measured / plain.measured
+    assert measured < 0.8, (ckpt.measured, plain.measured)  # the layers really are recomputed
+    assert abs(measured - predicted) <= 0.1, (predicted, measured)

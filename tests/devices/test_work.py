@@ -9,7 +9,7 @@ from fedzo.devices.work import Tuning, forward_flops, step_work
 
 # 2 layers, hidden 8, MLP 16, 2 heads of 4 (2 KV heads), vocabulary 10: a llama-style decoder
 D = ArchDims(kind="decoder", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=2, head_dim=4, vocab=10,
-             tied=True, max_positions=64, type_vocab=0, num_labels=2, dropout=False, eager_attention=False)
+             tied=True, max_positions=64, type_vocab=0, num_labels=2, eager_attention=False)
 
 
 def test_forward_flops_by_hand() -> None:

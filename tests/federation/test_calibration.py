@@ -60,10 +60,13 @@ def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: P
                                   "steps": 2, "off_grid": True}]))
     capsys.readouterr()
     assert main(["calibrate", "--validate", "--out", str(tiny_calibration), "--cases", str(cases), "--json",
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--processes", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     (row,) = result["cases"]
     assert row["measured_seconds"] > 0 and row["predicted_seconds"] > 0 and len(row["shapes"]) == 2
+    runs = row["measured_runs_seconds"]  # one per fresh process, sorted; the median is compared
+    assert len(runs) == 2 and runs == sorted(runs) and row["measurement_spread"] == pytest.approx(runs[1] / runs[0] - 1)
+    assert result["repeats"] == 2
     assert result["max_relative_error"] == pytest.approx(abs(row["relative_error"]))
     assert result["off_grid_cases"] == 1
 

@@ -42,10 +42,23 @@ def test_evaluate_run_cli_and_errors(tmp_path, fed_config, capsys) -> None:
     assert main(["evaluate", "--run", str(out), "--limit", "4"]) == 2
     err = capsys.readouterr().err
     assert "update_log.jsonl:3: this line of the update log is corrupted" in err and "up to round 1" in err
-    fedavg = tmp_path / "fedavg"
-    run_federated(fed_config(optimizer="fo-sgd", rounds=1), fedavg)
-    with pytest.raises(ConfigError, match="FedAvg"):
-        load_global_model(fedavg)
+
+
+def test_fedavg_runs_rebuild_from_their_kept_weights(tmp_path, fed_config) -> None:
+    out = tmp_path / "fedavg"
+    summary = run_federated(fed_config(optimizer="fo-sgd", rounds=2), out)
+    gm = load_global_model(out)
+    assert gm.rounds == 2 and gm.matches_summary is True
+    sc = gm.scenario
+    final = gm.objective.classifier.evaluate(gm.objective.eval, sc.data.eval_batch_size)
+    assert final["accuracy"] == summary.final_accuracy  # the model the server evaluated last
+    weights = out / "state" / "fedavg_global.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match="unreadable global weights"):
+        load_global_model(out)
+    weights.unlink()
+    with pytest.raises(ConfigError, match="never finished a round"):
+        load_global_model(out)
 
 
 def test_progress_bar_plots_and_label_histograms(tmp_path, fed_config, capsys) -> None:

@@ -73,3 +73,34 @@ def test_adapter_initialisation_is_seeded_and_leaves_the_global_generator_alone(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     c = adapters(1)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def _forward_backward(name: str, peft: str, checkpointing: bool) -> tuple[int, dict[str, torch.Tensor], torch.Tensor]:
+    """Forward + backward on one batch: (how often the first layer's MLP ran, gradients, logits)."""
+    from fedzo.models.adapters import enable_checkpointing
+
+    loaded = load_model(name)
+    model = apply_peft(loaded.model, peft, r=4)
+    if checkpointing:
+        enable_checkpointing(model)
+    assert not model.training  # fedzo's models stay in eval mode
+    mlp = next(m for n, m in model.named_modules() if n.endswith(("layers.0.mlp", "layer.0.intermediate")))
+    calls = []
+    mlp.register_forward_pre_hook(lambda *_: calls.append(1))  # pre: recompute stops early
+    ids = loaded.tokenizer(["the movie was great", "a dull film"], return_tensors="pt", padding=True)
+    logits = model(**ids)[0]
+    logits.float().pow(2).mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return len(calls), grads, logits.detach()
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-bert"])
+@pytest.mark.parametrize("peft", ["full", "lora"])
+def test_checkpointing_recomputes_layers_in_backward_with_the_same_gradients(name, peft):
+    calls, grads, logits = _forward_backward(name, peft, checkpointing=False)
+    ck_calls, ck_grads, ck_logits = _forward_backward(name, peft, checkpointing=True)
+    assert calls == 1 and ck_calls == 2  # the layer ran again in backward
+    assert torch.equal(logits, ck_logits)  # no dropout switched on by checkpointing
+    assert grads.keys() == ck_grads.keys() and grads
+    for n, g in grads.items():
+        torch.testing.assert_close(ck_grads[n], g, msg=n)
