@@ -1,0 +1,166 @@
+"""The GPU checks of fedzo, in one script that writes one JSON (run by scripts/device_check.sh).
+
+Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
+Ray, pydantic or datasets), so it imports only ``fedzo.zo`` and the memory model, and
+builds its models from their configs (random weights, no downloads). Three checks:
+
+1. ``known_answers``: the portable generator's golden vectors on the device, eager and
+   compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
+2. ``timing``: one ZO step (central estimator, q = 1, portable Gaussian, eager and compiled
+   perturbation) against two forward passes, and one backprop + Adam step, on SmolLM2-135M
+   built from its config: the ratios the CPU benchmark reports, on this device.
+3. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
+   CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
+   the largest phase, without the CPU allocator's slack).
+
+    python scripts/device_check.py --out device_check.json            # cuda when present
+    python scripts/device_check.py --device cpu --model tiny-llama    # a smoke run anywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fedzo.devices.architectures import model_config
+from fedzo.devices.memory import estimate_memory
+from fedzo.zo import EstimatorConfig, NoiseSpec, ParamSet, Perturber, make_zo_optimizer, zo_step
+from fedzo.zo.known_answers import check
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
+    fn()  # warm-up: kernels, allocator, compilation
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _model(name: str, device: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(model_config(name)).to(device).eval()
+
+
+def _loss_fn(model: torch.nn.Module, batch: int, seq: int, device: str) -> Callable[[], torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
+    labels = torch.randint(0, vocab, (batch,), generator=g).to(device)
+
+    def loss() -> torch.Tensor:
+        logits = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+    return loss
+
+
+def _peak(fn: Callable[[], object], device: str) -> int | None:
+    """Peak allocated bytes during one more call of ``fn`` (None off CUDA)."""
+    if not device.startswith("cuda"):
+        return None
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated())
+
+
+def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str) -> int:
+    b = estimate_memory(model_config(name), mode, batch=batch, seq=seq, optimizer=optimizer,  # type: ignore[arg-type]
+                        logits="last", runtime_overhead=0)
+    return b.weights + b.optimizer_states + max(p for _, p in b.phases)
+
+
+def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
+    """ZO (eager and compiled perturbation) and backprop steps against two forwards, with their peaks."""
+    model = _model(name, device)
+    loss = _loss_fn(model, batch, seq, device)
+    est, opt = EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd")
+
+    def forwards() -> None:
+        with torch.no_grad():
+            loss()
+            loss()
+
+    out: dict[str, Any] = {"model": name, "batch": batch, "seq": seq,
+                           "two_forwards_seconds": _median_seconds(forwards, device, repeats)}
+    for compiled in (False, True):
+        perturber = Perturber(ParamSet.from_module(model), NoiseSpec("portable", "gaussian"), compiled=compiled)
+
+        def zo(p: Perturber = perturber) -> None:
+            with torch.no_grad():
+                zo_step(p, lambda: float(loss()), 0, est, opt, 0.0)
+
+        key = "zo_compiled" if compiled else "zo_eager"
+        seconds = _median_seconds(zo, device, repeats)
+        out[key] = {"seconds": seconds, "ratio_to_two_forwards": seconds / out["two_forwards_seconds"],
+                    "peak_allocated_bytes": _peak(zo, device)}
+    out["zo_predicted_tensor_bytes"] = _predicted_tensors(name, "zo", batch, seq, "sgd")
+    adam = torch.optim.Adam(model.parameters(), lr=0.0)
+
+    def bp() -> None:
+        adam.zero_grad(set_to_none=True)
+        loss().backward()
+        adam.step()
+
+    seconds = _median_seconds(bp, device, repeats)
+    out["bp_adam"] = {"seconds": seconds, "ratio_to_two_forwards": seconds / out["two_forwards_seconds"],
+                      "peak_allocated_bytes": _peak(bp, device),
+                      "predicted_tensor_bytes": _predicted_tensors(name, "bp", batch, seq, "adam")}
+    for key, pred in (("zo_eager", out["zo_predicted_tensor_bytes"]), ("bp_adam", out["bp_adam"]["predicted_tensor_bytes"])):
+        peak = out[key]["peak_allocated_bytes"]
+        out[key]["memory_error"] = None if peak is None else (pred - peak) / peak
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the checks and write one JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="device_check.json")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "device": a.device, "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else
+        platform.processor() or platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
+    }
+    # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
+    result["timing"] = timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)
+    result["known_answers"] = {mode: check(a.device, compiled=mode == "compiled") for mode in ("eager", "compiled")}
+    result["known_answers_ok"] = not any(result["known_answers"].values())
+    result["seconds"] = time.perf_counter() - t0
+    Path(a.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return 0 if result["known_answers_ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""The prepared GPU check runs anywhere: a CPU smoke run on the tiny model writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "device_check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--device", "cpu",
+                           "--model", "tiny-llama", "--batch", "2", "--seq", "16", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["known_answers_ok"] and r["known_answers"] == {"eager": [], "compiled": []}
+    t = r["timing"]
+    assert t["two_forwards_seconds"] > 0 and t["zo_eager"]["ratio_to_two_forwards"] > 0
+    assert t["bp_adam"]["predicted_tensor_bytes"] > t["zo_predicted_tensor_bytes"] > 0
+    assert t["zo_eager"]["peak_allocated_bytes"] is None  # exact allocator peaks are CUDA-only
