@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel
 
 from fedzo.errors import ConfigError
+from fedzo.killpoints import write_torn
 from fedzo.records import (
     ClientRecord,
     FleetRecord,
@@ -113,6 +114,7 @@ class RunDir:
         """Append records (one JSON line each), flushed and fsynced together."""
         lines = "".join(r.to_json() + "\n" for r in records)
         with open(self.path / METRICS, "a", encoding="utf-8") as f:
+            write_torn("metrics-torn", getattr(records[-1], "round", None) if records else None, f, lines)
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())

@@ -36,6 +36,7 @@ from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
 from fedzo.federation.nodecache import NodeCache, default_base
 from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.killpoints import kill_point
 from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.objective import build_objective
@@ -154,6 +155,7 @@ class Worker:
             raise ConfigError(f"client {d.client} is out of range; allowed: 0..{sc.federation.num_clients - 1}")
         t0 = time.perf_counter()
         self.catch_up(d, cache)
+        kill_point("client-caught-up", d.round)
         self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
         est = EstimatorConfig(sc.zo.estimator, d.eps, d.q)
         opt = make_zo_optimizer(sc.optimizer.name)
@@ -175,6 +177,7 @@ class Worker:
             scalars.extend(res.grads)
             losses.append(res.loss)
         seconds = time.perf_counter() - t0
+        kill_point("client-trained", d.round)
         return Uplink(d.round, d.client, tuple(scalars), seeds_digest(d.seeds), examples,
                       sum(losses) / len(losses), losses[-1], seconds, peak_memory_bytes(self.objective.device))
 

@@ -42,6 +42,7 @@ from fedzo.federation.replies import Collected, collect_replies
 from fedzo.federation.sampling import sample_clients, skip_reason
 from fedzo.federation.setup import ClientSetup
 from fedzo.federation.transport import Transport, handshake
+from fedzo.killpoints import kill_point
 from fedzo.records import (
     ClientRecord,
     ClientStatus,
@@ -157,6 +158,7 @@ class RoundEngine(Generic[U]):
         hs = handshake(transport, self.protocol.setup_json, self.protocol.digest, self.fed.num_clients,
                        self.fed.setup_timeout, measured_json=ClientSetup(self.scenario).to_json())
         self.node_of = hs.node_of
+        kill_point("handshake-done")
         self.write_fleet_files()
         if not self.run.rounds():
             # a resumed run's handshake is the interruption's cost, not the experiment's: not counted
@@ -164,6 +166,7 @@ class RoundEngine(Generic[U]):
             self.totals.bytes_up += hs.bytes_up
             self.totals.bytes_down += hs.bytes_down
             m = self.protocol.evaluate()
+            kill_point("round0-evaluated")
             self.run.append([RoundRecord(round=0, sim_seconds=0.0, host_seconds=0.0, **self._byte_fields([], 0),
                                          **eval_fields(m))])
         for r in range(self.done + 1, self.fed.rounds + 1):
@@ -185,6 +188,7 @@ class RoundEngine(Generic[U]):
         """One round end to end: attempts, commit, evaluation, records, checkpoint."""
         fed = self.fed
         t0 = time.perf_counter()
+        kill_point("round-start", round_)
         self.protocol.begin_round(round_)
         records: list[ClientRecord] = []
         round_sim = 0.0
@@ -204,15 +208,21 @@ class RoundEngine(Generic[U]):
         if len(result.accepted) < fed.min_clients:
             skipped = skip_reason(result.records, len(result.accepted), fed.min_clients, fed.below_min)
             result.accepted = {}
+        kill_point("replies-in", round_)
         t_commit = time.perf_counter()
         self.protocol.commit(round_, result.accepted, sorted(synced))
         commit_seconds = time.perf_counter() - t_commit
+        kill_point("committed", round_)
         self.totals.sim_seconds += round_sim
         self.totals.host_seconds += time.perf_counter() - t0
+        kill_point("evaluating", round_)
         m = self.protocol.evaluate() if round_ % fed.eval_every == 0 or round_ == fed.rounds else None
+        kill_point("evaluated", round_)
         rec = self._round_record(round_, records, result, m, round_sim, commit_seconds, skipped, unknown, duplicates)
         self.run.append([*records, rec])
+        kill_point("metrics-appended", round_)
         self.protocol.checkpoint(round_)
+        kill_point("checkpointed", round_)
         self.done = round_
         return result
 

@@ -34,6 +34,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import MessageError
+from fedzo.killpoints import kill_point
 from fedzo.zo import ParamSet, derive_seed
 from fedzo.zo.first_order import FOTrainer
 
@@ -125,6 +126,7 @@ def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
         raise FedAvgMessageError(f"FedAvg train message without ArrayRecord {ARRAYS_KEY!r}")
     check_arrays(worker.work, content.array_records[ARRAYS_KEY], "downlink")
     load_arrays(worker.work, content.array_records[ARRAYS_KEY])
+    kill_point("client-caught-up", round_)
     obj = worker.objective
     clf = obj.classifier
     trainer = FOTrainer(clf, sc.optimizer.name, lr)
@@ -141,5 +143,6 @@ def train_local(worker: Any, client: int, content: RecordDict) -> RecordDict:
     loss = sum(losses) / len(losses)
     if not math.isfinite(loss):
         raise FedAvgMessageError(f"client {client}: non-finite training loss")
+    kill_point("client-trained", round_)
     return build_reply(params_to_arrays(worker.work), examples, loss, time.perf_counter() - t0,
                        peak_memory_bytes(obj.device))

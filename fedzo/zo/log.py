@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedzo.errors import ReplayMismatch
+from fedzo.killpoints import write_torn
 from fedzo.zo.params import ParamSet
 
 FORMAT_VERSION = 1
@@ -150,7 +151,9 @@ class UpdateLog:
         self.rounds.append((round_, items))
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(_line({"round": round_, "entries": [e.to_json() for e in items]}) + "\n")
+                line = _line({"round": round_, "entries": [e.to_json() for e in items]}) + "\n"
+                write_torn("zo-log-torn", round_, f, line)
+                f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
 

@@ -40,6 +40,7 @@ from fedzo.federation.fedavg_client import (
 )
 from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.setup import ClientSetup
+from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir
 from fedzo.tasks.objective import Objective
@@ -139,6 +140,7 @@ class FedAvgProtocol:
         if accepted:
             contents = [accepted[c].content for c in sorted(accepted)]
             load_arrays(self.params, aggregate_arrayrecords(contents, WEIGHT_KEY))
+        kill_point("fedavg-aggregated", round_)
 
     def checkpoint(self, round_: int) -> None:
         """Save the global tensors of ``round_``."""
@@ -148,6 +150,7 @@ class FedAvgProtocol:
         tmp = self.path.with_suffix(".tmp")
         save_file({n: t.detach().cpu().contiguous() for n, t in zip(self.params.names, self.params.tensors, strict=True)},
                   str(tmp), metadata={"round": str(round_), "digest": self.digest})
+        kill_point("fedavg-checkpoint-written", round_)
         tmp.replace(self.path)
 
     def evaluate(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink
 from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
+from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir, report_torn_log
 from fedzo.tasks.objective import Objective
@@ -165,6 +166,7 @@ class ZOProtocol:
             grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())])
             entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
         self.log.append_round(round_, entries)
+        kill_point("zo-log-appended", round_)
         self._apply(round_, entries)
         # every client whose worker caught up to global(r - 1) (kept or not) now holds it
         for c in synced:
