@@ -110,12 +110,11 @@ def check_fit(
         if peft == "full" and (t := total("bp", batch, "lora")) <= budget:
             alts.append(f"BP with LoRA at batch {batch} ({format_bytes(t)})")
         if memory_kwargs.get("checkpoint_fraction", 0.0) < 1.0:
-            for p in dict.fromkeys((peft, "lora") if peft == "full" else (peft,)):
-                if (t := total("bp", batch, p, checkpoint_fraction=1.0)) <= budget:
-                    lora = " with LoRA and" if p != peft else " with"
-                    alts.append(f"BP{lora} activation checkpointing (optimizer.checkpointing: true) "
-                                f"at batch {batch} ({format_bytes(t)})")
-                    break
+            ckpt = "activation checkpointing (optimizer.checkpointing: true)"
+            if (t := total("bp", batch, peft, checkpoint_fraction=1.0)) <= budget:
+                alts.append(f"BP with {ckpt} at batch {batch} ({format_bytes(t)})")
+            elif peft == "full" and (t := total("bp", batch, "lora", checkpoint_fraction=1.0)) <= budget:
+                alts.append(f"BP with LoRA and {ckpt} at batch {batch} ({format_bytes(t)})")
     if not alts and mode == "bp":
         b = _largest_fitting_batch(lambda x: total("zo", x, peft), batch, budget)
         if b is not None:

@@ -120,6 +120,18 @@ def _line_figure(curves: list[Curve], scale: float = 1.0) -> tuple[Figure, Axes]
     return fig, ax
 
 
+def _time_figure(curves: list[Curve], xlabel: str, title: str) -> Figure | None:
+    """Accuracy curves against a time axis in the unit that suits their longest run."""
+    if not curves:
+        return None
+    unit, scale = time_unit(max(max(c.xs) for c in curves))
+    fig, ax = _line_figure(curves, scale)
+    ax.set_xlabel(f"{xlabel} ({unit})")
+    ax.set_xlim(left=0)
+    _accuracy_axes(ax, title)
+    return fig
+
+
 def accuracy_vs_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
     """Eval accuracy vs cumulative simulated wall-clock, one line per (federated) run."""
     simulated = [r for r in runs if any(is_finite(x.sim_seconds) for x in r.rounds if x.round > 0)]
@@ -127,27 +139,13 @@ def accuracy_vs_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> 
                      lambda r: _x_or_zero(r, r.sim_seconds))
     for label in sorted(set(labels) - {c.label for c in curves}):
         note(f"{label}: no simulated time (a centralized run?); in accuracy vs host time only")
-    if not curves:
-        return None
-    unit, scale = time_unit(max(max(c.xs) for c in curves))
-    fig, ax = _line_figure(curves, scale)
-    ax.set_xlabel(f"simulated wall-clock on the devices ({unit})")
-    ax.set_xlim(left=0)
-    _accuracy_axes(ax, "Accuracy vs simulated wall-clock")
-    return fig
+    return _time_figure(curves, "simulated wall-clock on the devices", "Accuracy vs simulated wall-clock")
 
 
 def accuracy_vs_host_time(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
     """Eval accuracy vs this machine's cumulative wall-clock (what the simulation cost)."""
     curves = _curves(runs, labels, lambda r: _x_or_zero(r, r.host_seconds))
-    if not curves:
-        return None
-    unit, scale = time_unit(max(max(c.xs) for c in curves))
-    fig, ax = _line_figure(curves, scale)
-    ax.set_xlabel(f"host wall-clock, this machine ({unit})")
-    ax.set_xlim(left=0)
-    _accuracy_axes(ax, "Accuracy vs host wall-clock")
-    return fig
+    return _time_figure(curves, "host wall-clock, this machine", "Accuracy vs host wall-clock")
 
 
 def accuracy_vs_bytes(runs: Sequence[Run], labels: Sequence[str], note: Note) -> Figure | None:
