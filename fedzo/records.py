@@ -84,6 +84,8 @@ class RoundRecord(Record):
     rejected: dict[int, str] = Field(default_factory=dict, description="client -> rejection code")
     skipped: str | None = Field(None, description="why the round applied no update")
     history_entries: int = Field(0, description="catch-up entries the server holds")
+    distrusted: list[int] = Field(default_factory=list, description="clients whose valid replies were left out "
+                                  "of the aggregate for a low reputation (federation.reputation)")
     faults_injected: dict[str, int] = Field(default_factory=dict)
     extra_replies: dict[str, int] = Field(default_factory=dict)
     estimated_transport_bytes_per_message_labelled_estimate: float | None = None
@@ -228,6 +230,8 @@ class Summary(Record):
     measured_client_memory_bytes: int | None = Field(
         None, description="peak of one client's real step measured in an isolated process (fleet.measure_memory)")
     excluded_clients: list[int] = Field(default_factory=list)
+    reputation: dict[int, float] | None = Field(None, description="each client's final reputation z-score "
+                                                "(federation.reputation): about 0 for noise, < 0 for a sign flip")
     faults: dict[str, dict[str, int]] | None = None
     model_sha256: str | None = None
 

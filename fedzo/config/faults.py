@@ -23,6 +23,9 @@ class ByzantineConfig(Section):
     kind: Literal["sign_flip", "scale", "nan", "inf", "random"] = Field(
         "sign_flip", description="sign_flip: -s; scale: s x 1e6; nan / inf: non-finite scalars; "
         "random: Gaussian noise 10x the honest scale")
+    persistent: bool = Field(
+        False, description="the same clients lie in every round they take part in: round(fraction x "
+        "num_clients) clients drawn once by faults.seed (default: re-drawn per client-round)")
 
 
 class FaultsConfig(Section):

@@ -18,6 +18,28 @@ from fedzo.federation.catchup import CATCH_UP_POLICIES
 from fedzo.tasks.partition import PARTITIONERS
 
 
+class SimulationConfig(Section):
+    """Flower's simulation engine (Ray, ``engine: simulation``): resources per virtual client."""
+
+    num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each client that runs at once")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per running client; fractions share one GPU (0.25: "
+                            "four clients per GPU); above 0 the clients compute on CUDA (runtime.device)")
+    max_concurrent: int = Field(2, ge=1, description="clients that run at once on a local Ray (each holds one "
+                                "model copy); Ray gets max_concurrent x num_cpus CPUs. Ignored with an address")
+    address: str | None = Field(None, description="attach to a running Ray cluster ('auto', or the head's "
+                                "host:port; default: $RAY_ADDRESS when set, else start a local Ray): its "
+                                "resources are used as they are, none are forced")
+
+    @model_validator(mode="after")
+    def _whole_cpus(self) -> SimulationConfig:
+        cpus = self.max_concurrent * self.num_cpus
+        if self.address is None and abs(cpus - round(cpus)) > 1e-9:
+            raise ValueError(f"federation.simulation: max_concurrent x num_cpus = {self.max_concurrent} x "
+                             f"{self.num_cpus:g} = {cpus:g} is not a whole number of CPUs, which a local Ray needs; "
+                             "choose values whose product is whole")
+        return self
+
+
 class FederationConfig(Section):
     """Every setting of the federated protocol (server, clients, engine)."""
 
@@ -42,11 +64,16 @@ class FederationConfig(Section):
         + " | ".join(AGGREGATORS.names()) + " (mean is example-weighted)")
     trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction cut at each end (trimmed-mean)")
     clip: float | None = Field(None, gt=0, description="clip each scalar to [-clip, clip] before aggregation")
-    aggregator_clip: Literal["none", "running-median"] = Field(
+    aggregator_clip: Literal["none", "running-median", "norm"] = Field(
         "none", description="running-median: clip each client scalar to clip_multiplier x the median "
-        "|aggregated scalar| of the last clip_window applied rounds (first round: of the round's scalars)")
-    clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median clip bound")
+        "|aggregated scalar| of the last clip_window applied rounds (first round: of the round's scalars); "
+        "norm: scale each client's scalars down to clip_multiplier x the round's median client norm")
+    clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median and norm clip bounds")
     clip_window: int = Field(10, ge=1, description="rounds in the running median (aggregator_clip)")
+    reputation: bool = Field(
+        False, description="leave out clients whose reputation (agreement of their scalars with the other "
+        "clients' across seeds and earlier rounds, a z-score) is below reputation_threshold")
+    reputation_threshold: float = Field(0.0, description="z-score below which a client is left out (reputation)")
     max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
     min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
     below_min: Literal["skip", "retry"] = Field(
@@ -62,6 +89,8 @@ class FederationConfig(Section):
     engine: Literal["inprocess", "simulation", "deployment"] = Field(
         "inprocess", description="inprocess (direct calls), simulation (Flower + Ray), deployment "
         "(SuperLink + SuperNodes)")
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig,
+                                         description="resources of the simulation engine (engine: simulation)")
     partition: str = Field(
         "iid", description="how the training set is split over clients: " + " | ".join(PARTITIONERS.names()))
     partition_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition: dirichlet)")

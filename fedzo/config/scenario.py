@@ -66,6 +66,12 @@ class Scenario(Section):
         if self.faults.active and not self.is_zo:
             out.append(f"faults: fault injection covers the seeds-and-scalars protocol; optimizer {opt.name!r} "
                        "runs the FedAvg baseline; use zo-sgd or zo-sgd-sign, or remove faults")
+        if fed.simulation.num_gpus > 0 and self.runtime.device == "cpu":
+            out.append(f"federation.simulation.num_gpus: {fed.simulation.num_gpus:g} reserves GPUs for the clients "
+                       "but runtime.device is 'cpu'; set runtime.device to cuda or auto, or num_gpus to 0")
+        if fed.reputation and not self.is_zo:
+            out.append(f"federation.reputation: scores the clients' scalars of the seeds-and-scalars protocol; "
+                       f"optimizer {opt.name!r} runs the FedAvg baseline; set reputation: false")
         return out
 
     def _fleet_problems(self) -> list[str]:

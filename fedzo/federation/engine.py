@@ -154,7 +154,7 @@ class RoundEngine(Generic[U]):
 
     def run_all(self, transport: Transport) -> Summary:
         """Handshake, then the remaining rounds; returns the summary (also written)."""
-        transport = with_faults(transport, self.scenario.faults)
+        transport = with_faults(transport, self.scenario.faults, self.scenario.federation.num_clients)
         hs = handshake(transport, self.protocol.setup_json, self.protocol.digest, self.fed.num_clients,
                        self.fed.setup_timeout, measured_json=ClientSetup(self.scenario).to_json())
         self.node_of = hs.node_of

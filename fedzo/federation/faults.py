@@ -4,7 +4,9 @@ A scenario's ``faults:`` section (:class:`FaultsConfig`) names, per fault kind, 
 fraction of a round's participants that suffer it. Which clients are hit is a pure
 function of ``(faults.seed, round, client)``: one uniform draw per client-round is
 split into consecutive intervals, one per kind, so a client suffers at most one of
-the delivery faults in a round (Byzantine behaviour is drawn independently).
+the delivery faults in a round (Byzantine behaviour is drawn independently, per
+client-round, or once per client with ``byzantine.persistent``: then the same
+``round(fraction x num_clients)`` clients lie in every round they take part in).
 
 Faults are injected by :class:`FaultyTransport`, a wrapper around the real transport
 (in-process calls, Flower's Grid): the server code that validates, rejects and counts
@@ -49,7 +51,7 @@ from fedzo.records import ClientRecord, FleetRecord, RoundRecord
 from fedzo.zo.seeds import derive_seed
 
 __all__ = ["BYZANTINE_KINDS", "DELIVERY_FAULTS", "ByzantineConfig", "FaultsConfig",
-           "FaultyTransport", "delivery_fault", "fault_totals", "is_byzantine",
+           "FaultyTransport", "delivery_fault", "fault_totals", "is_byzantine", "persistent_attackers",
            "round_fault_counts", "tamper", "with_faults"]
 
 RANDOM_TAG = 0x4A4D
@@ -71,10 +73,22 @@ def delivery_fault(cfg: FaultsConfig, round_: int, client: int) -> str | None:
     return None
 
 
-def is_byzantine(cfg: FaultsConfig, round_: int, client: int) -> bool:
-    """Whether ``client`` tampers with its scalars in ``round_``."""
+def persistent_attackers(cfg: FaultsConfig, num_clients: int) -> frozenset[int]:
+    """The ``round(fraction x num_clients)`` clients that lie in every round (``persistent``):
+    those with the smallest of one seeded draw per client."""
+    draws = sorted((random.Random(derive_seed(cfg.seed, BYZANTINE_TAG, -1, c)).random(), c)
+                   for c in range(num_clients))
+    return frozenset(c for _, c in draws[: round(cfg.byzantine.fraction * num_clients)])
+
+
+def is_byzantine(cfg: FaultsConfig, round_: int, client: int, num_clients: int) -> bool:
+    """Whether ``client`` (of a fleet of ``num_clients``) tampers with its scalars in ``round_``."""
     frac = cfg.byzantine.fraction
-    return frac > 0 and random.Random(derive_seed(cfg.seed, BYZANTINE_TAG, round_, client)).random() < frac
+    if frac <= 0:
+        return False
+    if cfg.byzantine.persistent:
+        return client in persistent_attackers(cfg, num_clients)
+    return random.Random(derive_seed(cfg.seed, BYZANTINE_TAG, round_, client)).random() < frac
 
 
 def tamper(scalars: Sequence[float], kind: str, seed: int) -> tuple[float, ...]:
@@ -131,6 +145,7 @@ class FaultyTransport:
 
     inner: Transport
     cfg: FaultsConfig
+    num_clients: int
     injected: dict[int, str] = field(default_factory=dict)
 
     def node_ids(self, expected: int, timeout: float) -> list[int]:
@@ -156,7 +171,7 @@ class FaultyTransport:
                 continue
             _, rnd, client = ids
             fault = delivery_fault(self.cfg, rnd, client)
-            byz = is_byzantine(self.cfg, rnd, client)
+            byz = is_byzantine(self.cfg, rnd, client, self.num_clients)
             plan[i] = (rnd, client, fault, byz)
             kinds = [k for k in (fault, f"byzantine:{self.cfg.byzantine.kind}" if byz else None) if k]
             if kinds:
@@ -206,11 +221,11 @@ class FaultyTransport:
         return _reply(_with_config(rep.content, s=packed), msg)
 
 
-def with_faults(transport: Transport, faults: FaultsConfig | None) -> Transport:
+def with_faults(transport: Transport, faults: FaultsConfig | None, num_clients: int) -> Transport:
     """``transport`` wrapped by :class:`FaultyTransport` when ``faults`` injects anything."""
     if faults is None or not faults.active or isinstance(transport, FaultyTransport):
         return transport
-    return FaultyTransport(transport, faults)
+    return FaultyTransport(transport, faults, num_clients)
 
 
 # -- counting ----------------------------------------------------------------------------

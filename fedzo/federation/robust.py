@@ -6,29 +6,41 @@ any round is applied the reference is the median of the current round's ``|scala
 over all clients (robust while fewer than half of them are Byzantine). Then the
 configured aggregator (mean, median, trimmed-mean) runs on the clipped values.
 
-The state is only the aggregated scalars of recent rounds, which the update log
-stores (``LogEntry.grad``); :meth:`RobustAggregator.observe` is called for every
-applied round, also when a resumed server replays its log, so the state of a resumed
-run equals the uninterrupted one's.
+``aggregator_clip: norm`` instead scales each client's scalars (as one vector) down to
+``clip_multiplier x`` the round's median client norm: a client sending noise many times
+the honest scale weighs no more than an honest one.
+
+With ``federation.reputation`` the clients whose reputation from earlier rounds is low
+(:mod:`fedzo.federation.reputation`) are left out before the aggregator runs.
+
+The state is the aggregated scalars of recent rounds, which the update log stores
+(``LogEntry.grad``), and the reputation votes, which it stores with each round;
+:meth:`RobustAggregator.observe` is called for every applied round, also when a resumed
+server replays its log, so the state of a resumed run equals the uninterrupted one's.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedzo.federation.aggregate import Contribution, make_aggregator
+from fedzo.federation.reputation import Reputation, round_votes
 
 
 class RobustAggregator:
     """The configured aggregator, optionally behind running-median clipping."""
 
     def __init__(self, name: str, *, trim_fraction: float = 0.1, clip: float | None = None,
-                 mode: str = "none", multiplier: float = 3.0, window: int = 10) -> None:
+                 mode: str = "none", multiplier: float = 3.0, window: int = 10,
+                 reputation: Reputation | None = None) -> None:
         self.base = make_aggregator(name, trim_fraction=trim_fraction, clip=clip)
+        self.reputation = reputation
+        self.votes: dict[int, tuple[float, float]] = {}  # the latest call's reputation votes
+        self.left_out: list[int] = []  # clients the latest call left out (reputation)
         self.mode = mode
         self.multiplier = float(multiplier)
         self.history: deque[np.ndarray] = deque(maxlen=int(window))
@@ -40,7 +52,8 @@ class RobustAggregator:
         """From a :class:`~fedzo.config.federation.FederationConfig`."""
         return cls(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip,
                    mode=getattr(fed, "aggregator_clip", "none"),
-                   multiplier=getattr(fed, "clip_multiplier", 3.0), window=getattr(fed, "clip_window", 10))
+                   multiplier=getattr(fed, "clip_multiplier", 3.0), window=getattr(fed, "clip_window", 10),
+                   reputation=Reputation(fed.reputation_threshold) if getattr(fed, "reputation", False) else None)
 
     def bound(self, contribs: Sequence[Contribution]) -> float | None:
         """The clip bound for this round (None: no running-median clipping)."""
@@ -54,7 +67,8 @@ class RobustAggregator:
         return self.multiplier * ref if ref > 0 else None
 
     def __call__(self, contribs: Sequence[Contribution]) -> tuple[float, ...]:
-        """Aggregate per seed (after clipping, when configured)."""
+        """Aggregate per seed (after clipping and leaving out distrusted clients, when configured)."""
+        contribs = sorted(contribs, key=lambda c: c.client)
         b = self.bound(contribs)
         self.last_bound, self.clipped = b, 0
         if b is not None:
@@ -64,10 +78,33 @@ class RobustAggregator:
                 self.clipped += int(np.sum(vals != np.asarray(c.scalars, dtype=np.float64)))
                 clipped.append(Contribution(c.client, c.num_examples, tuple(float(x) for x in vals)))
             contribs = clipped
+        if self.mode == "norm":
+            contribs = self._norm_clipped(contribs)
+        self.votes, self.left_out = {}, []
+        if self.reputation is not None:
+            self.votes = round_votes(contribs)
+            self.left_out = self.reputation.distrusted([c.client for c in contribs])
+            contribs = [c for c in contribs if c.client not in self.left_out]
         return self.base(contribs)
 
-    def observe(self, entries: Iterable[Any]) -> None:
-        """Record an applied round's aggregated scalars (``LogEntry.grad``); empty rounds are skipped."""
+    def _norm_clipped(self, contribs: Sequence[Contribution]) -> list[Contribution]:
+        """Each client's scalars scaled down to ``multiplier x`` the round's median client norm."""
+        norms = [float(np.linalg.norm(np.asarray(c.scalars, dtype=np.float64))) for c in contribs]
+        bound = self.multiplier * float(np.median(norms)) if norms else 0.0
+        self.last_bound = bound
+        out = []
+        for c, n in zip(contribs, norms, strict=True):
+            if bound > 0 and n > bound:
+                self.clipped += 1
+                c = Contribution(c.client, c.num_examples, tuple(float(x) * (bound / n) for x in c.scalars))
+            out.append(c)
+        return out
+
+    def observe(self, entries: Iterable[Any], votes: Mapping[int, tuple[float, float]] | None = None) -> None:
+        """Record an applied round: its aggregated scalars (``LogEntry.grad``; empty rounds are
+        skipped) and its reputation votes."""
         grads = [float(e.grad) for e in entries if getattr(e, "grad", None) is not None]
         if grads:
             self.history.append(np.asarray(grads, dtype=np.float64))
+        if self.reputation is not None and votes:
+            self.reputation.observe(votes)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedzo.calibration.resolve import run_calibration
+from fedzo.config.federation import SimulationConfig
 from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.engine import RoundEngine
@@ -107,6 +108,31 @@ def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, r
     return eng.run_all(transport)
 
 
+def backend_config(sim: SimulationConfig, *, gpus: int | None = None) -> dict[str, Any]:
+    """Flower's Ray backend settings for ``federation.simulation``.
+
+    Attached to a cluster (``address``, or ``$RAY_ADDRESS``), only the per-client
+    resources are given: Ray refuses local resource counts there. A local Ray gets
+    ``max_concurrent x num_cpus`` CPUs (so at most ``max_concurrent`` clients run at once)
+    and, when clients ask for GPUs, the ``gpus`` CUDA devices present (default: counted).
+    """
+    client = {"num_cpus": sim.num_cpus, "num_gpus": sim.num_gpus}
+    address = sim.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return {"client_resources": client, "init_args": {"address": address}}
+    if sim.num_gpus > 0:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise ConfigError(f"federation.simulation.num_gpus: {sim.num_gpus:g} asks for a GPU per client but "
+                              "this machine has no CUDA device; set num_gpus: 0, or attach to a cluster with GPUs "
+                              "(federation.simulation.address)")
+    return {"client_resources": client,
+            "init_args": {"num_cpus": round(sim.max_concurrent * sim.num_cpus), "num_gpus": gpus or 0}}
+
+
 def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir) -> Summary:
     """Flower's simulation engine (Ray): the ServerApp calls ``drive(grid)``."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -125,10 +151,8 @@ def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir) 
     def _main(grid: Grid, context: Context) -> None:
         result.append(drive(grid))
 
-    cpus = os.cpu_count() or 1
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.federation.num_clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": min(2, cpus)}})
+                   backend_config=backend_config(scenario.federation.simulation))
     if not result:
         raise ConfigError(f"the simulation ended without a result; see the log in {Path(run.path)}")
     return result[0]

@@ -7,7 +7,8 @@ noise spec re-runs the same float operations element by element, so the result i
 bitwise equal to the parameters that produced the log (same device and dtype).
 
 On disk the log is JSON Lines: a header line, then one line per round holding all of
-that round's entries, each line carrying a CRC32 of its own content. A truncated or
+that round's entries (and, optionally, a ``meta`` object of server state the round
+added, such as reputation votes), each line carrying a CRC32 of its own content. A truncated or
 corrupted line is detected on load; everything before it is kept, so an interrupted
 run resumes from the last good round.
 """
@@ -99,6 +100,7 @@ class UpdateLog:
     header: dict[str, Any]
     path: Path | None = None
     rounds: list[tuple[int, list[LogEntry]]] = field(default_factory=list)
+    meta: dict[int, dict[str, Any]] = field(default_factory=dict)  # round -> server state it added
 
     @classmethod
     def create(cls, header: dict[str, Any], path: str | os.PathLike[str] | None = None) -> UpdateLog:
@@ -135,6 +137,8 @@ class UpdateLog:
                 break
             r = int(payload["round"])
             log.rounds.append((r, [LogEntry.from_json(r, e) for e in payload["entries"]]))
+            if payload.get("meta"):
+                log.meta[r] = dict(payload["meta"])
         report.rounds = len(log.rounds)
         if repair and report.bad_line is not None:
             good = lines[: report.bad_line - 1]
@@ -143,15 +147,24 @@ class UpdateLog:
             os.replace(tmp, p)
         return log, report
 
-    def append_round(self, round_: int, entries: Iterable[LogEntry]) -> None:
-        """Append one round (atomically as one line, fsynced when persisted)."""
+    def _round_line(self, round_: int, items: Sequence[LogEntry]) -> str:
+        payload: dict[str, Any] = {"round": round_, "entries": [e.to_json() for e in items]}
+        if self.meta.get(round_):
+            payload["meta"] = self.meta[round_]
+        return _line(payload)
+
+    def append_round(self, round_: int, entries: Iterable[LogEntry], meta: dict[str, Any] | None = None) -> None:
+        """Append one round (atomically as one line, fsynced when persisted); ``meta``: JSON
+        server state the round added, kept with it (omitted when empty)."""
         items = list(entries)
         if self.rounds and round_ <= self.rounds[-1][0]:
             raise ValueError(f"round {round_} is not after the last logged round {self.rounds[-1][0]}")
         self.rounds.append((round_, items))
+        if meta:
+            self.meta[round_] = dict(meta)
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
-                line = _line({"round": round_, "entries": [e.to_json() for e in items]}) + "\n"
+                line = self._round_line(round_, items) + "\n"
                 write_torn("zo-log-torn", round_, f, line)
                 f.write(line)
                 f.flush()
@@ -160,9 +173,10 @@ class UpdateLog:
     def truncate(self, last_round: int) -> None:
         """Forget rounds after ``last_round`` (in memory and on disk)."""
         self.rounds = [(r, e) for r, e in self.rounds if r <= last_round]
+        self.meta = {r: m for r, m in self.meta.items() if r <= last_round}
         if self.path is not None:
             lines = [_line({"header": self.header})]
-            lines += [_line({"round": r, "entries": [x.to_json() for x in e]}) for r, e in self.rounds]
+            lines += [self._round_line(r, e) for r, e in self.rounds]
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
             os.replace(tmp, self.path)

@@ -41,7 +41,7 @@ def test_fault_draw_is_deterministic_and_exclusive() -> None:
     assert delivery_fault(FaultsConfig(seed=4, crash_before=0.5), 1, 1) in (None, "crash_before")
     assert not any(delivery_fault(FaultsConfig(), r, 0) for r in range(50))
     byz = FaultsConfig.model_validate({"byzantine": {"fraction": 0.2}})
-    share = sum(is_byzantine(byz, r, c) for r in range(100) for c in range(10)) / 1000
+    share = sum(is_byzantine(byz, r, c, 10) for r in range(100) for c in range(10)) / 1000
     assert abs(share - 0.2) < 0.04
 
 
@@ -135,7 +135,7 @@ def test_non_finite_byzantine_scalars_are_rejected(tmp_path, fed_config, kind, c
         update={"faults": FaultsConfig.model_validate({"seed": 1, "byzantine": {"fraction": 0.5, "kind": kind}})})
     run_federated(cfg, tmp_path / kind)
     clients = [r for r in _records(tmp_path / kind) if r["kind"] == "client"]
-    byz = [r for r in clients if is_byzantine(cfg.faults, r["round"], r["client"])]
+    byz = [r for r in clients if is_byzantine(cfg.faults, r["round"], r["client"], cfg.federation.num_clients)]
     assert byz and all(r["status"] == "excluded" and r["fault"] == f"byzantine:{kind}" for r in byz)
     rounds = [r for r in _records(tmp_path / kind) if r["kind"] == "round" and r["round"] > 0]
     assert sum(Counter(r["rejected"].values())[code] for r in rounds) == len(byz)

@@ -25,6 +25,7 @@ from fedzo.federation.bytes import payload_bytes
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
 from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
 from fedzo.federation.protocols.base import Outgoing
+from fedzo.federation.reputation import votes_from_json, votes_to_json
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
 from fedzo.killpoints import kill_point
@@ -108,13 +109,13 @@ class ZOProtocol:
             for rec in clients:
                 if rec.round == r and rec.synced:
                     self.planner.mark_synced(rec.client, r - 1)
-            self._apply(r, entries)
+            self._apply(r, entries, votes_from_json(log.meta.get(r, {}).get("reputation", {})))
         return done
 
-    def _apply(self, round_: int, entries: Sequence[LogEntry]) -> None:
-        """Move the global model by a logged round (and tell the planner)."""
+    def _apply(self, round_: int, entries: Sequence[LogEntry], votes: dict[int, tuple[float, float]]) -> None:
+        """Move the global model by a logged round (and tell the planner and the aggregator)."""
         self.planner.record_round(round_, [(e.seed, e.coefficient) for e in entries])
-        self.aggregate.observe(entries)  # rebuilt from the log on resume
+        self.aggregate.observe(entries, votes)  # clip history and reputation: rebuilt from the log on resume
         if self.policy.incremental:
             apply_entries(self.perturber, entries)
         else:
@@ -162,12 +163,14 @@ class ZOProtocol:
     def commit(self, round_: int, accepted: dict[int, Uplink], synced: Sequence[int]) -> None:
         """Aggregate per direction seed, append the round to the log, apply it."""
         entries: list[LogEntry] = []
+        self.aggregate.votes, self.aggregate.left_out = {}, []
         if accepted:
             grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())])
             entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
-        self.log.append_round(round_, entries)
+        votes = self.aggregate.votes
+        self.log.append_round(round_, entries, {"reputation": votes_to_json(votes)} if votes else None)
         kill_point("zo-log-appended", round_)
-        self._apply(round_, entries)
+        self._apply(round_, entries, votes)
         # every client whose worker caught up to global(r - 1) (kept or not) now holds it
         for c in synced:
             self.planner.mark_synced(c, round_ - 1)
@@ -180,9 +183,11 @@ class ZOProtocol:
         return self.objective.classifier.evaluate(self.objective.eval, self.scenario.data.eval_batch_size)
 
     def round_fields(self) -> dict[str, Any]:
-        """Catch-up entries the server holds."""
-        return {"history_entries": self.planner.history_entries}
+        """Catch-up entries the server holds; clients left out by their reputation."""
+        return {"history_entries": self.planner.history_entries, "distrusted": list(self.aggregate.left_out)}
 
     def summary_fields(self) -> dict[str, Any]:
-        """Catch-up policy and the global model's digest."""
-        return {"catch_up": self.fed.catch_up, "model_sha256": param_digest(self.params)}
+        """Catch-up policy, the clients' reputations and the global model's digest."""
+        rep = self.aggregate.reputation
+        return {"catch_up": self.fed.catch_up, "model_sha256": param_digest(self.params),
+                "reputation": None if rep is None else {c: round(z, 4) for c, z in rep.scores().items()}}
