@@ -118,7 +118,7 @@ class ZOStepper:
         assert self.perturber is not None
         res = zo_step(self.perturber, self.loss_fn(batch), derive_seed(self.cfg.seed, STEP_TAG, step), self.est,
                       self.optimizer, lr)
-        return res.loss, [LogEntry(step, d.seed, d.alphas, d.grad, d.lr) for d in res.directions]
+        return res.loss, res.log_entries(step)
 
 
 class HybridStepper(ZOStepper):
@@ -136,7 +136,7 @@ class HybridStepper(ZOStepper):
         """A ZO step on the ZO part, then backprop on the FO part (the ZO part is logged)."""
         res, _ = self.hybrid.step(self.loss_fn(batch), lambda: self.clf.loss(batch),
                                   derive_seed(self.cfg.seed, STEP_TAG, step), self.est, lr)
-        return res.loss, [LogEntry(step, d.seed, d.alphas, d.grad, d.lr) for d in res.directions]
+        return res.loss, res.log_entries(step)
 
 
 class FOStepper:

@@ -71,9 +71,12 @@ class FederationConfig(Section):
     clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median and norm clip bounds")
     clip_window: int = Field(10, ge=1, description="rounds in the running median (aggregator_clip)")
     reputation: bool = Field(
-        False, description="leave out clients whose reputation (agreement of their scalars with the other "
-        "clients' across seeds and earlier rounds, a z-score) is below reputation_threshold")
-    reputation_threshold: float = Field(0.0, description="z-score below which a client is left out (reputation)")
+        False, description="leave out clients whose scalars, over seeds and earlier rounds, point against the "
+        "other clients' (direction z-score below reputation_threshold) or are far larger (reputation_max_scale)")
+    reputation_threshold: float = Field(-1.0, description="direction z-score below which a client is left out "
+                                        "(0: chance agreement; an honest client scores above 0 on average)")
+    reputation_max_scale: float = Field(3.0, gt=1, description="a client whose scalars' norm is on average "
+                                        "(geometric mean) more than this many times the others' is left out")
     max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
     min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
     below_min: Literal["skip", "retry"] = Field(

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedzo.federation.aggregate import Contribution, make_aggregator
-from fedzo.federation.reputation import Reputation, round_votes
+from fedzo.federation.reputation import Reputation, Vote, round_votes
 
 
 class RobustAggregator:
@@ -39,7 +39,7 @@ class RobustAggregator:
                  reputation: Reputation | None = None) -> None:
         self.base = make_aggregator(name, trim_fraction=trim_fraction, clip=clip)
         self.reputation = reputation
-        self.votes: dict[int, tuple[float, float]] = {}  # the latest call's reputation votes
+        self.votes: dict[int, Vote] = {}  # the latest call's reputation votes
         self.left_out: list[int] = []  # clients the latest call left out (reputation)
         self.mode = mode
         self.multiplier = float(multiplier)
@@ -53,7 +53,8 @@ class RobustAggregator:
         return cls(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip,
                    mode=getattr(fed, "aggregator_clip", "none"),
                    multiplier=getattr(fed, "clip_multiplier", 3.0), window=getattr(fed, "clip_window", 10),
-                   reputation=Reputation(fed.reputation_threshold) if getattr(fed, "reputation", False) else None)
+                   reputation=Reputation(fed.reputation_threshold, fed.reputation_max_scale)
+                   if getattr(fed, "reputation", False) else None)
 
     def bound(self, contribs: Sequence[Contribution]) -> float | None:
         """The clip bound for this round (None: no running-median clipping)."""
@@ -100,7 +101,7 @@ class RobustAggregator:
             out.append(c)
         return out
 
-    def observe(self, entries: Iterable[Any], votes: Mapping[int, tuple[float, float]] | None = None) -> None:
+    def observe(self, entries: Iterable[Any], votes: Mapping[int, Vote] | None = None) -> None:
         """Record an applied round: its aggregated scalars (``LogEntry.grad``; empty rounds are
         skipped) and its reputation votes."""
         grads = [float(e.grad) for e in entries if getattr(e, "grad", None) is not None]

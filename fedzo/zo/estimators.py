@@ -13,6 +13,13 @@ Estimators are registered by name (:data:`ESTIMATORS`):
   2 forward passes and 3 regenerations per direction.
 * ``one-sided``: ``g = (f(x + eps z) - f(x)) / eps``; 2 forward passes per direction
   (``f(x)`` is re-measured for each direction, on the current parameters).
+* ``fzoo`` (FZOO-style, Dang et al. 2025): one ``f(x)`` and one ``f(x + eps z_j)`` per
+  direction, ``q + 1`` forward passes per step (q >= 2); every direction is probed (and
+  restored) before any update, and the scalar of direction ``j`` is
+  ``(f(x + eps z_j) - f(x)) / sigma``, ``sigma`` the standard deviation of the ``q``
+  perturbed losses. The update ``-lr / q x scalar x z_j`` is then a normalized gradient
+  step whose length does not depend on the loss's scale; the uplink stays one scalar per
+  seed. Stateless optimizers only (zo-sgd, zo-sgd-sign): see :mod:`fedzo.zo.step`.
 """
 
 from __future__ import annotations
@@ -50,11 +57,18 @@ ProbeFn = Callable[[Perturber, LossFn, int, float], Probe]
 
 @dataclass(frozen=True)
 class Estimator:
-    """A finite-difference scheme: its probe and its cost in forward passes."""
+    """A finite-difference scheme: its probe and its cost in forward passes.
+
+    ``normalized``: the step probes all its directions first and scales their scalars by
+    the spread of the perturbed losses (:func:`fedzo.zo.step.zo_step`); ``probe`` is then
+    unused, and the step costs one more forward (``f(x)``, shared by the directions).
+    """
 
     name: str
     probe: ProbeFn
     forwards_per_direction: int
+    normalized: bool = False
+    min_q: int = 1
 
 
 ESTIMATORS: Registry[Estimator] = Registry("estimator", "zo.estimator")
@@ -77,6 +91,7 @@ def _one_sided(perturber: Perturber, loss_fn: LossFn, seed: int, eps: float) -> 
 
 ESTIMATORS.add("central", Estimator("central", _central, 2))
 ESTIMATORS.add("one-sided", Estimator("one-sided", _one_sided, 2))
+ESTIMATORS.add("fzoo", Estimator("fzoo", _one_sided, 1, normalized=True, min_q=2))
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,9 @@ class EstimatorConfig:
             raise ConfigError(f"eps: {self.eps!r} is not allowed; eps must be a finite number > 0")
         if not isinstance(self.q, int) or isinstance(self.q, bool) or self.q < 1:
             raise ConfigError(f"q: {self.q!r} is not allowed; q must be an integer >= 1")
+        if self.q < self.estimator.min_q:
+            raise ConfigError(f"q: {self.q} is not allowed with estimator {self.kind!r}, which normalizes by the "
+                              f"spread of the directions' losses; q must be >= {self.estimator.min_q}")
 
     @property
     def estimator(self) -> Estimator:
@@ -102,7 +120,12 @@ class EstimatorConfig:
     @property
     def forwards_per_step(self) -> int:
         """Forward passes of one step (all ``q`` directions)."""
-        return self.q * self.estimator.forwards_per_direction
+        return self.q * self.estimator.forwards_per_direction + int(self.estimator.normalized)
+
+    @property
+    def regenerations_per_step(self) -> int:
+        """Regenerations of one step: 3 per direction (perturb, probe or unperturb, restore + update)."""
+        return 3 * self.q
 
 
 def direction_seeds(step_seed: int, q: int) -> list[int]:

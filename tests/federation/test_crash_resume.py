@@ -90,3 +90,18 @@ def test_sigkilled_run_resumes_to_the_same_model(scenario, reference, strip_timi
     assert summary["model_sha256"] == ref["model_sha256"]
     assert summary["faults"] == ref["faults"]
     assert strip_timings(out) == strip_timings(ref_dir)
+
+
+def test_fzoo_steps_run_federated_and_resume_bitwise(tmp_path, fed_config, interrupt_and_resume,
+                                                    strip_timings) -> None:
+    base = fed_config(rounds=4)
+    cfg = base.model_copy(update={"zo": base.zo.model_copy(update={"estimator": "fzoo", "q": 3,
+                                                                   "distribution": "rademacher"})})
+    from fedzo.federation.run import run_federated
+
+    ref = run_federated(cfg, tmp_path / "ref")
+    resumed = interrupt_and_resume(cfg, tmp_path / "cut", 3)
+    assert resumed.model_sha256 == ref.model_sha256
+    assert strip_timings(tmp_path / "cut") == strip_timings(tmp_path / "ref")
+    log = [json.loads(x) for x in (tmp_path / "ref" / "update_log.jsonl").read_text().splitlines()[1:]]
+    assert all(len(line["data"]["entries"]) == 3 * 3 for line in log)  # K = 3 steps x q = 3 scalars

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -42,22 +43,29 @@ def test_votes_reward_agreement_and_punish_a_flip() -> None:
     assert set(votes) == set(range(6))
     assert all(votes[c][0] > 0 for c in range(5)) and votes[5][0] < 0
     assert votes[5][1] > 0  # its weight: how clearly the others agree
+    assert abs(votes[5][2]) < 1.0  # same scale as the others: log ratio near 0
+    loud = round_votes(_contribs([*HONEST, [50 * x for x in HONEST[2]]]))
+    assert loud[5][2] > 3.0 and loud[5][0] > 0  # 50x the others' norm, though pointing the same way
     assert round_votes(_contribs(HONEST[:2])) == {}  # too few to hold a consensus
     assert votes_from_json(json.loads(json.dumps(votes_to_json(votes)))) == votes  # exact through JSON
 
 
-def test_reputation_leaves_out_low_scores_but_never_everyone() -> None:
-    rep = Reputation(threshold=0.0)
+def test_reputation_leaves_out_low_scores_and_loud_clients_but_never_everyone() -> None:
+    rep = Reputation(threshold=-1.0, max_scale=3.0)
     assert rep.distrusted([0, 1]) == []  # nobody has votes yet
-    rep.observe({0: (3.0, 4.0), 1: (-2.0, 4.0), 2: (0.0, 0.0)})
-    assert rep.score(0) == pytest.approx(1.5) and rep.score(1) == pytest.approx(-1.0) and rep.score(2) == 0.0
-    assert rep.distrusted([0, 1, 2, 3]) == [1]
+    rep.observe({0: (3.0, 4.0, 0.1), 1: (-4.0, 4.0, -0.2), 2: (0.0, 0.0, 0.0), 3: (-1.0, 4.0, 0.0),
+                 4: (1.0, 4.0, 2.0)})
+    assert rep.score(0) == pytest.approx(1.5) and rep.score(1) == pytest.approx(-2.0) and rep.score(2) == 0.0
+    assert rep.score(3) == pytest.approx(-0.5)  # below chance, but not confidently against the others: kept
+    assert rep.scale(4) == pytest.approx(math.exp(2.0))  # e^2 = 7.4x the others' norm
+    assert rep.distrusted([0, 1, 2, 3, 4, 5]) == [1, 4]
+    rep.observe({4: (1.0, 4.0, 0.0)})  # the scale is a mean over rounds: e^1 = 2.7x
+    assert rep.distrusted([0, 4]) == []
     assert rep.distrusted([1]) == []  # leaving out every client would stop training: keep them
-    assert Reputation(threshold=2.0).distrusted([0]) == []
 
 
 def test_aggregator_with_reputation_drops_the_distrusted_and_counts_their_votes() -> None:
-    agg = RobustAggregator("mean", reputation=Reputation())
+    agg = RobustAggregator("mean", reputation=Reputation(threshold=0.0))
     rows = [*HONEST, [-x for x in HONEST[1]]]
     first = agg(_contribs(rows))
     assert agg.left_out == [] and first == pytest.approx(tuple(sum(col) / 6 for col in zip(*rows, strict=True)))
@@ -78,10 +86,10 @@ def test_norm_clip_scales_only_the_outsized_clients() -> None:
 def test_update_log_keeps_round_meta_through_load_and_truncate(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     log = UpdateLog.create({"x": 1}, path)
-    log.append_round(1, [LogEntry(1, 7, (0.5,), 1.0, 0.1)], {"reputation": {"0": [1.25, 2.0]}})
+    log.append_round(1, [LogEntry(1, 7, (0.5,), 1.0, 0.1)], {"reputation": {"0": [1.25, 2.0, 0.5]}})
     log.append_round(2, [LogEntry(2, 8, (0.25,), 1.0, 0.1)])
     loaded, report = UpdateLog.load(path)
-    assert report.bad_line is None and loaded.meta == {1: {"reputation": {"0": [1.25, 2.0]}}}
+    assert report.bad_line is None and loaded.meta == {1: {"reputation": {"0": [1.25, 2.0, 0.5]}}}
     loaded.truncate(1)
     again, _ = UpdateLog.load(path)
     assert again.meta == loaded.meta and again.last_round == 1

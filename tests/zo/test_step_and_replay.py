@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from torch import nn
@@ -60,6 +62,7 @@ CASES = [
     dict(opt="zo-sgd", gen="torch"),
     dict(opt="zo-sgd", dist="rademacher"),
     dict(opt="zo-sgd", est="one-sided", q=3),
+    dict(opt="zo-sgd", est="fzoo", q=4, dist="rademacher"),
     dict(opt="zo-sgd", mask="random"),
     dict(opt="zo-adam", mask="magnitude"),
     dict(opt="zo-sgd", blocks=True),
@@ -89,7 +92,7 @@ def test_replay_is_bitwise_equal_to_training(regression, tmp_path, case: dict) -
     loss0 = _loss_fn(model, x, y)()
     for step in range(12):
         res = zo_step(perturber, _loss_fn(model, x, y), 1000 + step, est, opt, lr=5e-3)
-        log.append_round(step, [LogEntry(step, d.seed, d.alphas, d.grad, d.lr) for d in res.directions])
+        log.append_round(step, res.log_entries(step))
     trained = ps.snapshot()
     assert _loss_fn(model, x, y)() != loss0
 
@@ -144,3 +147,27 @@ def test_bad_inputs_name_the_value() -> None:
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError, match="trainable parameter set is empty"):
         ParamSet.from_module(frozen)
+
+
+def test_fzoo_scalars_are_normalized_by_the_spread_and_cost_q_plus_one_forwards(regression) -> None:
+    model, x, y = regression
+    ps = ParamSet.from_module(model)
+    p = Perturber(ps, NoiseSpec("portable", "rademacher", chunk_size=1024))
+    calls = []
+    base = _loss_fn(model, x, y)
+
+    def counted() -> float:
+        calls.append(1)
+        return base()
+
+    est = EstimatorConfig(kind="fzoo", eps=1e-3, q=5)
+    res = zo_step(p, counted, 7, est, make_zo_optimizer("zo-sgd"), lr=1e-2)
+    assert len(calls) == est.forwards_per_step == 6  # f(x) once, then one per direction
+    # (f_j - f_0) / sigma with sigma the spread of the f_j: the scalars' own spread is exactly 1
+    assert statistics.pstdev(res.grads) == pytest.approx(1.0, rel=1e-9)
+    assert [s for s, _ in res.probes] == [d.seed for d in res.directions]
+    assert all(d.alphas == (-1e-2 / 5 * d.grad,) for d in res.directions)
+    with pytest.raises(ConfigError, match="q: 1 is not allowed with estimator 'fzoo'"):
+        EstimatorConfig(kind="fzoo", q=1)
+    with pytest.raises(ConfigError, match="stateless optimizer"):
+        zo_step(p, base, 8, est, make_zo_optimizer("zo-adam"), lr=1e-2)

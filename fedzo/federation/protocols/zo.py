@@ -25,7 +25,7 @@ from fedzo.federation.bytes import payload_bytes
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
 from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
 from fedzo.federation.protocols.base import Outgoing
-from fedzo.federation.reputation import votes_from_json, votes_to_json
+from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
 from fedzo.killpoints import kill_point
@@ -112,7 +112,7 @@ class ZOProtocol:
             self._apply(r, entries, votes_from_json(log.meta.get(r, {}).get("reputation", {})))
         return done
 
-    def _apply(self, round_: int, entries: Sequence[LogEntry], votes: dict[int, tuple[float, float]]) -> None:
+    def _apply(self, round_: int, entries: Sequence[LogEntry], votes: dict[int, Vote]) -> None:
         """Move the global model by a logged round (and tell the planner and the aggregator)."""
         self.planner.record_round(round_, [(e.seed, e.coefficient) for e in entries])
         self.aggregate.observe(entries, votes)  # clip history and reputation: rebuilt from the log on resume
