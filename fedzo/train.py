@@ -29,11 +29,9 @@ from fedzo.zo import (
     BlockSchedule,
     EstimatorConfig,
     LogEntry,
-    MagnitudeMask,
     NoiseSpec,
     ParamSet,
     Perturber,
-    RandomMask,
     Schedule,
     UpdateLog,
     ZOOptimizer,
@@ -47,11 +45,9 @@ from fedzo.zo import (
     zo_step,
 )
 from fedzo.zo.first_order import FOTrainer, HybridZOFO
-from fedzo.zo.masks import Mask
+from fedzo.zo.masks import make_mask
 from fedzo.zo.params import ParamPredicate
 from fedzo.zo.seeds import BATCH_TAG, STEP_TAG
-
-_MASK_TAG = 0x3A5C
 
 
 def step_batch(clf: Classifier, examples: list[Example], cfg: TrainConfig, step: int, device: torch.device) -> Batch:
@@ -65,11 +61,7 @@ def make_perturber(params: ParamSet, cfg: TrainConfig) -> Perturber:
     """The Perturber a config describes (noise spec, mask, blocks)."""
     zo = cfg.zo
     spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
-    mask: Mask | None = None
-    if zo.mask == "random":
-        mask = RandomMask(zo.mask_density, derive_seed(cfg.seed, _MASK_TAG))
-    elif zo.mask == "magnitude":
-        mask = MagnitudeMask(params, zo.mask_density)
+    mask = make_mask(zo.mask, zo.mask_density, cfg.seed, params)
     blocks = BlockSchedule(default_blocks(params)) if zo.blockwise else None
     return Perturber(params, spec, mask=mask, blocks=blocks, compiled=zo.compile)
 

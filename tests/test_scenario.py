@@ -129,8 +129,9 @@ def test_illegal_combinations(tmp_path: Path) -> None:
         load_scenario(_write(tmp_path, "fleet: {devices: [{profile: laptop-cpu, count: 3}]}\n"))
     with pytest.raises(ScenarioError, match="'zo-adam' cannot run federated.*allowed: zo-sgd, zo-sgd-sign, fo-sgd"):
         load_scenario(_write(tmp_path, "optimizer: {name: zo-adam}\n"))
-    with pytest.raises(ScenarioError, match="zo.mask: is for centralized runs only"):
-        load_scenario(_write(tmp_path, "zo: {mask: random}\n"))
+    with pytest.raises(ScenarioError, match="zo.blockwise: is for centralized runs only"):
+        load_scenario(_write(tmp_path, "zo: {blockwise: true}\n"))
+    assert load_scenario(_write(tmp_path, "zo: {mask: random}\n")).zo.mask == "random"  # masks run federated
 
 
 def test_combination_problems_are_reported_together(tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ class ZOConfig(Section):
     compile: bool = Field(False, description="compile the portable generator with torch.compile "
                           "(centralized runs)")
     mask: Literal["none", "random", "magnitude"] = Field(
-        "none", description="sparse perturbation mask (centralized runs)")
+        "none", description="sparse perturbation mask: random (seeded, no memory) or magnitude (the smallest "
+        "initial weights, 1 bit per trainable parameter); federated, every party builds it from the initial weights")
     mask_density: float = Field(0.1, gt=0, le=1, description="fraction of elements a mask perturbs")
     blockwise: bool = Field(False, description="perturb one block (layer) per direction (centralized runs)")
 
@@ -107,8 +108,7 @@ class ZOConfig(Section):
     @property
     def centralized_only(self) -> list[str]:
         """The keys set to something only a centralized run supports."""
-        out = [f"zo.{k}" for k in ("compile", "blockwise") if getattr(self, k)]
-        return out + (["zo.mask"] if self.mask != "none" else [])
+        return [f"zo.{k}" for k in ("compile", "blockwise") if getattr(self, k)]
 
 
 class OptimizerConfig(Section):

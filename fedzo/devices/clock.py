@@ -183,7 +183,7 @@ class ModelShape:
         """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
         return {"dtype": self.dtype, "lora_rank": self.tuning.lora_rank, "prefix_tokens": self.tuning.virtual_tokens,
                 "optimizer": self.tuning.optimizer, "logits": "last",
-                "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0}
+                "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0, "mask": self.tuning.mask}
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,7 @@ def estimate_memory(
     runtime_overhead: int | None = None,
     allocator_slack: float = ALLOCATOR_SLACK,
     allocator_reserve: int | None = None,
+    mask: str = "none",
 ) -> MemoryBreakdown:
     """Peak bytes to train ``config`` at batch x seq tokens by ZO or BP.
 
@@ -264,6 +265,8 @@ def estimate_memory(
     backward (BP only). ``chunk_elements`` x ``noise_bytes`` is the ZO perturbation buffer.
     ``allocator_slack``/``allocator_reserve`` model the CPU allocator (see constants; the
     reserve defaults to ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE x weights).
+    ``mask``: a ZO sparse mask; ``magnitude`` holds 1 bit per trainable parameter (counted
+    as optimizer state), ``random`` is regenerated and holds nothing.
     """
     _check_inputs(mode, dtype, optimizer, batch, seq, checkpoint_fraction)
     d = arch_dims(config)
@@ -284,7 +287,7 @@ def estimate_memory(
         allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
     )
     if mode == "zo":
-        return _zo_memory(sizes, chunk_elements, noise_bytes)
+        return _zo_memory(sizes, chunk_elements, noise_bytes, mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0)
     return _bp_memory(sizes, peft, optimizer, checkpoint_fraction)
 
 
@@ -322,13 +325,13 @@ class _Sizes:
     allocator_reserve: int
 
 
-def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int) -> MemoryBreakdown:
-    """ZO: inference activations, the loss's logits and one perturbation chunk."""
+def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, mask_bytes: int = 0) -> MemoryBreakdown:
+    """ZO: inference activations, the loss's logits, one perturbation chunk (and a mask's bits)."""
     acts = int(layer_saved_elements(s.d, s.seq, training=False) * s.tokens * s.el)
     logit_bytes = s.n_logits * (s.el + s.upcast + 4)  # logits + fp32 log-softmax of the loss
     chunk = min(chunk_elements, s.largest_trainable) * noise_bytes
     return MemoryBreakdown(
-        mode="zo", weights=s.weights, gradients=0, optimizer_states=0,
+        mode="zo", weights=s.weights, gradients=0, optimizer_states=mask_bytes,
         optimizer_temporaries=0, activations=acts, logits=logit_bytes,
         perturbation_chunk=chunk, runtime_overhead=s.runtime,
         phases=(("forward+perturb", acts + logit_bytes + chunk),),

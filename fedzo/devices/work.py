@@ -45,6 +45,7 @@ class Tuning:
     regenerations_per_step: int = 3  # ZO: 3 per direction (central: +eps, -2eps, restore+update)
     optimizer: Literal["sgd", "adam"] = "sgd"
     checkpointing: bool = False
+    mask: str = "none"  # ZO sparse mask (memory: magnitude holds 1 bit per trainable parameter)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from fedzo.zo import (
     make_zo_optimizer,
     zo_step,
 )
+from fedzo.zo.masks import make_mask
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -77,8 +78,9 @@ class Worker:
         self.initial = self.work.snapshot()
         self.clean = ParamSet.from_tensors({n: t.clone() for n, t in self.initial.items()})
         self.round = 0
-        self.work_perturber = Perturber(self.work, self.spec)
-        self.clean_perturber = Perturber(self.clean, self.spec)
+        mask = make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, self.work)  # from the initial weights
+        self.work_perturber = Perturber(self.work, self.spec, mask=mask)
+        self.clean_perturber = Perturber(self.clean, self.spec, mask=mask)
         labels = [int(e.label) for e in self.objective.train]
         self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
 

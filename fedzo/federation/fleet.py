@@ -78,7 +78,7 @@ def tuning_of(scenario: Scenario) -> Tuning:
     return Tuning(method="zo" if scenario.is_zo else "bp", peft=m.peft, lora_rank=m.lora_rank,
                   virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
                   regenerations_per_step=est.regenerations_per_step, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
-                  checkpointing=scenario.optimizer.checkpointing)
+                  checkpointing=scenario.optimizer.checkpointing, mask=zo.mask)
 
 
 @dataclass

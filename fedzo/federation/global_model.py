@@ -20,6 +20,7 @@ from fedzo.federation.catchup import make_policy
 from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
+from fedzo.zo.masks import make_mask
 
 
 @dataclass
@@ -64,7 +65,8 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
         raise ConfigError(f"{run_dir}: the initial model built here differs from the run's "
                           "(different assets or library versions?); cannot rebuild its global model")
     policy = make_policy(sc.federation.catch_up, sc.seed, sc.federation.seed_pool_size)
-    perturber = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size))
+    perturber = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size),
+                          mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params))  # initial weights
     apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
     summary = run.read_summary()
     return GlobalModel(objective, sc, len(log.rounds), param_digest(params),

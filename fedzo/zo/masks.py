@@ -11,6 +11,11 @@ compactly, never as a dense float tensor:
 
 Block-wise perturbation moves one block of tensors per direction; the block is a
 pure function of the direction's seed.
+
+:func:`make_mask` builds the mask a configuration names. In a federation every party
+(server, each client, ``evaluate --run``) builds it from the *initial* weights it
+already holds and the run's seed, so a mask costs no bytes on the wire and replay
+stays bitwise.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from fedzo.zo.noise import portable_bits
 from fedzo.zo.params import ParamSet
 from fedzo.zo.seeds import derive_seed
 
-__all__ = ["BlockSchedule", "MagnitudeMask", "Mask", "RandomMask", "default_blocks"]
+__all__ = ["BlockSchedule", "MagnitudeMask", "Mask", "RandomMask", "default_blocks", "make_mask"]
 
 _BLOCK_TAG = 0xB10C
+_MASK_TAG = 0x3A5C
 
 
 class Mask(Protocol):
@@ -103,6 +109,18 @@ class MagnitudeMask:
     def nbytes(self) -> int:
         """Memory held by the packed mask."""
         return sum(b.numel() for b in self._bits)
+
+
+def make_mask(kind: str, density: float, seed: int, params: ParamSet) -> Mask | None:
+    """The mask ``kind`` (none | random | magnitude) of a run with ``seed``; a magnitude
+    mask is taken from ``params`` as they are now (build it from the initial weights)."""
+    if kind == "random":
+        return RandomMask(density, derive_seed(seed, _MASK_TAG))
+    if kind == "magnitude":
+        return MagnitudeMask(params, density)
+    if kind != "none":
+        raise ConfigError(f"zo.mask: {kind!r} is not allowed; allowed: none, random, magnitude")
+    return None
 
 
 def default_blocks(params: ParamSet) -> list[list[int]]:

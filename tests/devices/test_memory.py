@@ -133,3 +133,12 @@ def test_checkpointing_saving_matches_the_model(monkeypatch: pytest.MonkeyPatch)
     predicted, measured = ckpt.predicted / plain.predicted, ckpt.measured / plain.measured
     assert measured < 0.8, (ckpt.measured, plain.measured)  # the layers really are recomputed
     assert abs(measured - predicted) <= 0.1, (predicted, measured)
+
+
+def test_a_magnitude_mask_costs_one_bit_per_trainable_parameter() -> None:
+    cfg = model_config("smollm2-135m")
+    plain = estimate_memory(cfg, "zo", batch=8, seq=64)
+    bits = estimate_memory(cfg, "zo", batch=8, seq=64, mask="magnitude")
+    seeded = estimate_memory(cfg, "zo", batch=8, seq=64, mask="random")
+    assert bits.optimizer_states == -(-134_515_008 // 8) and bits.total - plain.total == bits.optimizer_states
+    assert seeded.total == plain.total  # a seeded mask is regenerated, never held

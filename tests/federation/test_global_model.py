@@ -100,3 +100,30 @@ def test_run_where_no_client_trained_says_so_and_exits_3(tmp_path, fed_config, c
     path.write_text(yaml.safe_dump({k: v for k, v in host.items() if k != "fleet"}))
     assert main(["run", str(path), "--out", str(tmp_path / "host"), "--no-progress", "--no-plots"]) == 0
     assert "fleet: none given, so 4 clients on the host stand-in" in capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize("mask", ["random", "magnitude"])
+def test_sparse_masks_run_federated_and_every_party_builds_the_same_mask(tmp_path, fed_config, mask) -> None:
+    from fedzo.zo import ParamSet
+
+    base = fed_config(catch_up="replay")
+    cfg = base.model_copy(update={"zo": base.zo.model_copy(update={"mask": mask, "mask_density": 0.25,
+                                                                   "chunk_size": 1024})})
+    out = tmp_path / mask
+    summary = run_federated(cfg, out)
+    gm = load_global_model(out)  # a third party: builds the mask from the initial weights, as server and clients
+    assert gm.model_sha256 == summary.model_sha256 and gm.matches_summary is True
+    # only the masked elements ever moved: about a quarter of each tensor
+    from fedzo.tasks.objective import build_objective
+
+    initial = ParamSet.from_module(build_objective(cfg.model, cfg.data, cfg.runtime, cfg.seed).classifier).snapshot()
+    final = ParamSet.from_module(gm.objective.classifier).snapshot()
+    moved = sum(int((final[n] != initial[n]).sum()) for n in initial)
+    total = sum(t.numel() for t in initial.values())
+    assert 0.18 < moved / total <= 0.26, moved / total
+    if mask == "magnitude":  # the smallest quarter of each tensor's initial weights, and only those
+        for n, t in initial.items():
+            changed = final[n] != t
+            flat = t.abs().reshape(-1).float()
+            threshold = flat.kthvalue(max(1, round(0.25 * flat.numel()))).values
+            assert not changed.any() or t[changed].abs().max() <= threshold, n

@@ -45,6 +45,7 @@ from fedzo.zo import (
     param_digest,
     param_signature,
 )
+from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
 
 
@@ -64,7 +65,8 @@ class ZOProtocol:
         self.params = ParamSet.from_module(objective.classifier)
         zo = scenario.zo
         self.spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
-        self.perturber = Perturber(self.params, self.spec)
+        self.perturber = Perturber(self.params, self.spec,  # a mask from the initial weights, as every client's
+                                   mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params))
         self.initial = self.params.snapshot()
         self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
         self.planner = CatchUpPlanner(self.policy, clock)
