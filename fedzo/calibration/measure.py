@@ -94,6 +94,9 @@ def _fastest_seconds(step: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+ZO_OPTIMIZER_OF = {"sgd": "zo-sgd", "momentum": "zo-sgd-mmt", "adam": "zo-adam"}  # Tuning.optimizer -> ZO name
+
+
 def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
     """A training step of ``tuning`` (q = 1; lr 0: the model stays as it is), to call per batch.
 
@@ -102,7 +105,7 @@ def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
     if tuning.method == "zo":
         perturber = Perturber(ParamSet.from_module(clf), NoiseSpec("portable", "gaussian"))
         est = EstimatorConfig("central", 1e-3, 1)
-        opt = make_zo_optimizer("zo-sgd")
+        opt = make_zo_optimizer(ZO_OPTIMIZER_OF[tuning.optimizer])
 
         def zo(batch: Batch) -> object:
             def loss() -> float:
@@ -112,7 +115,8 @@ def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
             return zo_step(perturber, loss, 0, est, opt, 0.0)
 
         return zo
-    trainer = FOTrainer(clf, "fo-adam" if tuning.optimizer == "adam" else "fo-sgd", 0.0)
+    trainer = FOTrainer(clf, "fo-adam" if tuning.optimizer == "adam" else "fo-sgd", 0.0,
+                        **({"momentum": 0.9} if tuning.optimizer == "momentum" else {}))
     return lambda batch: trainer.step(lambda: clf.loss(batch), 0.0)
 
 

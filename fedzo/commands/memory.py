@@ -32,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--peft", default="full", choices=["full", "lora", "prefix"])
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam"],
-                   help="BP optimizer (ZO keeps no optimizer state)")
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam"],
+                   help="BP optimizer")
+    p.add_argument("--zo-optimizer", default="sgd", choices=["sgd", "momentum", "adam"],
+                   help="ZO optimizer: sgd (ZO-SGD, no state), momentum (ZO-SGD-MMT: one buffer), adam "
+                   "(ZO-Adam: two buffers)")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0,
                    help="share of layers recomputed in backward (BP)")
     p.add_argument("--budget", help='memory budget, e.g. "1GB": also print the largest '
@@ -53,7 +56,8 @@ def _estimate(args: argparse.Namespace, model: str, mode: Mode) -> MemoryBreakdo
     return estimate_memory(
         model_config(model), mode, batch=args.batch, seq=args.seq,
         dtype=args.dtype, peft=args.peft, lora_rank=args.lora_rank,
-        optimizer=args.optimizer, checkpoint_fraction=args.checkpoint_fraction,
+        optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
+        checkpoint_fraction=args.checkpoint_fraction,
     )
 
 
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--budget: {args.budget!r} {exc}") from None
     out: dict[str, Any] = {"model": args.model, "batch": args.batch, "seq": args.seq,
                            "dtype": args.dtype, "peft": args.peft, "optimizer": args.optimizer,
+                           "zo_optimizer": args.zo_optimizer,
                            "bp": bp.as_dict(), "zo": zo.as_dict()}
     fit_lines: list[str] = []
     if args.device:
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         for mode in ("bp", "zo"):
             rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
                             args.peft, model_name=args.model, dtype=args.dtype,
-                            optimizer=args.optimizer, lora_rank=args.lora_rank,
+                            optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
+                            lora_rank=args.lora_rank,
                             checkpoint_fraction=args.checkpoint_fraction)
             out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
             fit_lines.append(rep.message())
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{args.model}: batch {args.batch} x seq {args.seq}, {args.dtype}, peft {args.peft}, "
-          f"BP optimizer {args.optimizer}")
+          f"BP optimizer {args.optimizer}, ZO optimizer {args.zo_optimizer}")
     print(f"{'component':<24}{'BP':>12}{'ZO':>12}")
     for row in _ROWS:
         print(f"{row:<24}{format_bytes(getattr(bp, row)):>12}{format_bytes(getattr(zo, row)):>12}")

@@ -26,7 +26,8 @@ from fedzo.errors import ConfigError
 
 Mode = Literal["zo", "bp"]
 PeftMode = Literal["full", "lora", "prefix"]
-Optimizer = Literal["sgd", "adam"]
+Optimizer = Literal["sgd", "momentum", "adam"]
+STATE_COPIES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # dense buffers the size of the trainable set
 LogitsMode = Literal["full", "last"]
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -265,6 +266,9 @@ def estimate_memory(
     backward (BP only). ``chunk_elements`` x ``noise_bytes`` is the ZO perturbation buffer.
     ``allocator_slack``/``allocator_reserve`` model the CPU allocator (see constants; the
     reserve defaults to ALLOCATOR_RESERVE_BYTES + ALLOCATOR_RESERVE_PER_WEIGHT_BYTE x weights).
+    ``optimizer`` is either method's: ZO-SGD keeps nothing, ZO-SGD-MMT (``momentum``) one
+    and ZO-Adam two dense buffers the size of the trainable set (Adam also a chunk-sized
+    temporary while it updates); BP SGD with ``momentum`` one buffer, Adam two.
     ``mask``: a ZO sparse mask; ``magnitude`` holds 1 bit per trainable parameter (counted
     as optimizer state), ``random`` is regenerated and holds nothing.
     """
@@ -287,7 +291,8 @@ def estimate_memory(
         allocator_slack=allocator_slack, allocator_reserve=allocator_reserve,
     )
     if mode == "zo":
-        return _zo_memory(sizes, chunk_elements, noise_bytes, mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0)
+        return _zo_memory(sizes, chunk_elements, noise_bytes, optimizer,
+                          mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0)
     return _bp_memory(sizes, peft, optimizer, checkpoint_fraction)
 
 
@@ -299,8 +304,8 @@ def _check_inputs(
         raise ConfigError(f"mode: {mode!r} is not one of zo, bp")
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"dtype: {dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
-    if optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"optimizer: {optimizer!r} is not one of sgd, adam")
+    if optimizer not in STATE_COPIES:
+        raise ConfigError(f"optimizer: {optimizer!r} is not one of {', '.join(STATE_COPIES)}")
     if batch < 1 or seq < 1:
         raise ConfigError(f"batch and seq must be >= 1 (got batch={batch}, seq={seq})")
     if not 0.0 <= checkpoint_fraction <= 1.0:
@@ -325,16 +330,21 @@ class _Sizes:
     allocator_reserve: int
 
 
-def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, mask_bytes: int = 0) -> MemoryBreakdown:
-    """ZO: inference activations, the loss's logits, one perturbation chunk (and a mask's bits)."""
+def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Optimizer = "sgd",
+               mask_bytes: int = 0) -> MemoryBreakdown:
+    """ZO: inference activations, the loss's logits, one perturbation chunk, and the
+    optimizer's buffers and a mask's bits."""
     acts = int(layer_saved_elements(s.d, s.seq, training=False) * s.tokens * s.el)
     logit_bytes = s.n_logits * (s.el + s.upcast + 4)  # logits + fp32 log-softmax of the loss
-    chunk = min(chunk_elements, s.largest_trainable) * noise_bytes
+    chunk_elements = min(chunk_elements, s.largest_trainable)
+    chunk = chunk_elements * noise_bytes
+    states = STATE_COPIES[optimizer] * s.trainable * s.el + mask_bytes
+    temps = chunk_elements * s.el if optimizer == "adam" else 0  # Adam's denominator, per chunk
     return MemoryBreakdown(
-        mode="zo", weights=s.weights, gradients=0, optimizer_states=mask_bytes,
-        optimizer_temporaries=0, activations=acts, logits=logit_bytes,
+        mode="zo", weights=s.weights, gradients=0, optimizer_states=states,
+        optimizer_temporaries=temps, activations=acts, logits=logit_bytes,
         perturbation_chunk=chunk, runtime_overhead=s.runtime,
-        phases=(("forward+perturb", acts + logit_bytes + chunk),),
+        phases=(("forward+perturb", acts + logit_bytes + chunk + temps),),
         allocator_slack=s.allocator_slack, allocator_reserve=s.allocator_reserve,
     )
 
@@ -350,7 +360,7 @@ def _bp_memory(s: _Sizes, peft: PeftMode, optimizer: Optimizer, checkpoint_fract
     logits_fwd = s.n_logits * (el + s.upcast + 4)  # logits (+ fp32 copy) + saved log-softmax
     logits_bwd = logits_fwd + s.n_logits * 4  # + gradient of the logits
     grads = s.trainable * el
-    states = 2 * s.trainable * el if optimizer == "adam" else 0
+    states = STATE_COPIES[optimizer] * s.trainable * el
     temps = 2 * s.largest_trainable * el if optimizer == "adam" else 0  # sqrt, division
     head_trainable = peft == "full" and d.kind == "decoder"
     head_grad = d.vocab * d.hidden * el if head_trainable else 0

@@ -57,7 +57,7 @@ class ValidationCase:
         parts = [self.model, f"{self.batch}x{self.seq}"]
         if self.peft != "full":
             parts.append(self.peft)
-        if self.mode == "bp":
+        if self.mode == "bp" or self.optimizer != "sgd":
             parts.append(self.optimizer)
         if self.checkpointing:
             parts.append("checkpointing")
@@ -87,6 +87,7 @@ DEFAULT_CASES: tuple[ValidationCase, ...] = (
     ValidationCase("smollm2-135m", "zo", 16, 64),
     ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt"),
     ValidationCase("minilm-l6", "zo", 32, 128),
+    ValidationCase("minilm-l6", "zo", 32, 128, optimizer="adam"),
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam"),
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam", checkpointing=True),
     ValidationCase("smollm2-135m", "bp", 8, 64, peft="lora", optimizer="adam"),

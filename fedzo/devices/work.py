@@ -43,7 +43,7 @@ class Tuning:
     virtual_tokens: int = 10
     forwards_per_step: int = 2  # ZO: q x the estimator's forwards per direction
     regenerations_per_step: int = 3  # ZO: 3 per direction (central: +eps, -2eps, restore+update)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     checkpointing: bool = False
     mask: str = "none"  # ZO sparse mask (memory: magnitude holds 1 bit per trainable parameter)
 

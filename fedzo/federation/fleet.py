@@ -273,7 +273,8 @@ def memory_frontier(plan: FleetPlan) -> dict[str, Any]:
         members.insert(0, (s.model, s.config))
     models = []
     for name, config in members:
-        zo = estimate_memory(config, "zo", batch=s.batch, seq=s.seq, peft=s.peft, **kwargs).total
+        zo = estimate_memory(config, "zo", batch=s.batch, seq=s.seq, peft=s.peft,  # ZO-SGD, as a federation runs
+                             **{**kwargs, "optimizer": "sgd"}).total
         bp = estimate_memory(config, "bp", batch=s.batch, seq=s.seq, peft=s.peft,
                              **{**kwargs, "optimizer": "adam" if s.mode == "zo" else s.tuning.optimizer}).total
         models.append({"name": name, "params": count_parameters(arch_dims(config)), "zo_bytes": zo,
