@@ -41,10 +41,12 @@ def test_bench_faults_scale_options(tmp_path) -> None:
 
     assert tiny_run_config(rounds=1, num_clients=2, eval_examples=500).data.task == "synthetic-sentiment-large"
     assert tiny_run_config(rounds=1, num_clients=2).data.task == "synthetic-sentiment"
-    r = run_bench(rounds=1, num_clients=2, kinds=(), byzantine_kinds=("sign_flip",), aggregators=("median",),
-                  eval_examples=130, work_dir=str(tmp_path))
+    r = run_bench(rounds=2, num_clients=4, kinds=(), byzantine_kinds=("sign_flip",),
+                  aggregators=("median", "reputation"), eval_examples=130, persistent=True, work_dir=str(tmp_path))
     assert r["faults"] == {} and r["settings"]["eval_examples"] == 130
-    assert set(r["byzantine"]["kinds"]["sign_flip"]) == {"median"}
+    assert set(r["byzantine"]["kinds"]["sign_flip"]) == {"median", "reputation"} and r["byzantine"]["persistent"]
+    # one persistent attacker of 4 clients: the same one tampers in both rounds
+    assert r["byzantine"]["kinds"]["sign_flip"]["median"]["injected"] == 2
 
 
 def test_bench_faults_unknown_kind_is_named(capsys) -> None:

@@ -11,7 +11,8 @@ Two parts, all in-process on the config-built tiny model (no assets):
   and the injected / observed counts.
 * ``byzantine``: ``byzantine_fraction`` of the participants send tampered scalars, for
   each of ``byzantine_kinds``; the final accuracy of each aggregator (mean, median,
-  trimmed-mean, mean behind the running-median clip) against the fault-free run.
+  trimmed-mean, mean behind the running-median clip, mean of the clients whose reputation
+  holds) against the fault-free run; ``persistent``: the same clients lie every round.
   (``scale`` x 1e6 mostly exceeds ``max_abs_scalar`` and is rejected before aggregation;
   ``sign_flip`` and ``random`` reach the aggregator.)
 """
@@ -46,6 +47,7 @@ AGGREGATOR_SETTINGS: dict[str, dict[str, Any]] = {
     "median": {"aggregator": "median"},
     "trimmed-mean": {"aggregator": "trimmed-mean", "trim_fraction": 0.2},
     "running-median-clip": {"aggregator": "mean", "aggregator_clip": "running-median", "clip_multiplier": 3.0},
+    "reputation": {"aggregator": "mean", "reputation": True},
 }
 
 
@@ -132,7 +134,7 @@ def crash_resume(cfg: Scenario, work: Path, *, seed: int) -> dict[str, Any]:
 def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, byzantine_fraction: float = 0.2,
               byzantine_kinds: Sequence[str] = ("sign_flip", "random", "scale"),
               kinds: Sequence[str] = FAULT_KINDS,
-              aggregators: Sequence[str] = tuple(AGGREGATOR_SETTINGS), seed: int = 0,
+              aggregators: Sequence[str] = tuple(AGGREGATOR_SETTINGS), seed: int = 0, persistent: bool = False,
               eval_examples: int = 64, train_examples: int = 160, lr: float = 2e-3,
               work_dir: str | None = None) -> dict[str, Any]:
     """All figures in one dict (the JSON report)."""
@@ -155,7 +157,7 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
         byz: dict[str, dict[str, Any]] = {}
         for bkind in byzantine_kinds:
             fc = FaultsConfig(seed=seed, byzantine=ByzantineConfig.model_validate(
-                {"fraction": byzantine_fraction, "kind": bkind}))
+                {"fraction": byzantine_fraction, "kind": bkind, "persistent": persistent}))
             byz[bkind] = {}
             for name in aggregators:
                 cfg = tiny_run_config(rounds=rounds, num_clients=num_clients, faults=fc, eval_examples=eval_examples,
@@ -172,7 +174,7 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
         "settings": {"model": "tiny-llama", "rounds": rounds, "num_clients": num_clients, "clients_per_round":
                      num_clients, "fault_fraction": fraction, "seed": seed, **sizes},
         "faults": faults,
-        "byzantine": {"fraction": byzantine_fraction, "fault_free_accuracy": base,
+        "byzantine": {"fraction": byzantine_fraction, "persistent": persistent, "fault_free_accuracy": base,
                       "initial_accuracy": clean.initial_accuracy, "kinds": byz},
         "seconds": time.perf_counter() - t0,
     }
@@ -189,7 +191,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{kind:<14}{f['runs_completed']:>6}/2{f['identical_after_resume']!s:>11}"
                      f"{f['lines_lost']:>6}{f['lines_duplicated']:>5}  {sum(f['injected'].values())} / {observed}")
     b = r["byzantine"]
-    lines += ["", (f"Byzantine {b['fraction']:.0%}: fault-free accuracy {b['fault_free_accuracy']:.3f} "
+    lines += ["", (f"Byzantine {b['fraction']:.0%}{' (persistent)' if b.get('persistent') else ''}: fault-free accuracy {b['fault_free_accuracy']:.3f} "
                    f"(initial {b['initial_accuracy']:.3f})"),
               f"{'kind':<11}{'aggregator':<22}{'accuracy':>9}{'delta':>8}  rejected"]
     for bkind, aggs in b["kinds"].items():

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fl.add_argument("--byzantine-fraction", type=float, default=0.2)
     fl.add_argument("--byzantine-kinds", default="sign_flip,random,scale",
                     help="comma-separated: sign_flip, scale, nan, inf, random")
+    fl.add_argument("--persistent", action="store_true",
+                    help="the same Byzantine clients lie in every round (default: re-drawn per round)")
     fl.add_argument("--seed", type=int, default=0)
     fl.add_argument("--kinds", default="all",
                     help="fault kinds of the crash-resume part, comma-separated: 'all', 'none' or some of "
@@ -86,7 +88,8 @@ def _faults(args: argparse.Namespace) -> int:
     report = run_bench(rounds=args.rounds, num_clients=args.clients, fraction=args.fraction,
                        byzantine_fraction=args.byzantine_fraction,
                        byzantine_kinds=_kinds("--byzantine-kinds", args.byzantine_kinds, BYZANTINE_KINDS),
-                       kinds=_kinds("--kinds", args.kinds, FAULT_KINDS), seed=args.seed, eval_examples=args.eval_examples,
+                       kinds=_kinds("--kinds", args.kinds, FAULT_KINDS), seed=args.seed, persistent=args.persistent,
+                       eval_examples=args.eval_examples,
                        train_examples=args.train_examples, lr=args.lr)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
