@@ -110,12 +110,16 @@ class Worker:
     def catch_up(self, d: Downlink, cache: NodeCache | None = None) -> str:
         """Bring the clean copy to ``global(d.catch_up.to_round)``; returns how it was done.
 
-        With a node ``cache``: start from the cached synced model when it is at another
-        round than the one in memory (a fresh process), and save the result.
+        With a node ``cache``: start from the node's cached synced model when it is at
+        another round than the one in memory (a fresh process, or a process that serves many
+        nodes, as Flower's simulation runtime does), from the initial model when the node has
+        none yet, and save the result.
         """
         if cache is not None:
             cached = cache.load(self.digest)
-            if cached is not None and cached.round != self.round:
+            if cached is None and self.round != 0:  # a node with no cache yet holds the initial model, even
+                self._reset_clean()                 # when this process last served another node (simulation)
+            elif cached is not None and cached.round != self.round:
                 self.clean.load(cached.tensors)
                 self.round = cached.round
         how = self._catch_up(d)
