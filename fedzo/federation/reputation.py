@@ -17,12 +17,14 @@ Two kinds of evidence are summed over every round a client took part in:
   left out, and honest clients, whose scores wander around small positive values early
   on, are rarely dropped (dropping them costs more than it saves: measured).
 - **Scale.** ``log(norm / median norm of the others)`` of the client's scalars per
-  round; a client whose scalars are on average (geometrically) more than
-  ``reputation_max_scale`` times the others' is left out: noise many times the honest
-  scale is caught in one or two rounds.
+  round; a client whose scalars are on average (geometrically, this round included) more
+  than ``reputation_max_scale`` times the others' is left out: noise many times the
+  honest scale is caught in the round it is first sent (an honest client's norm exceeds 3x
+  the others' median in about 1 % of its rounds on the tiny model).
 
-A round leaves out the clients whose reputation from *earlier* rounds fails either test
-(a client with no votes yet is kept, and never every client). Votes of every valid reply
+A round leaves out the clients whose direction score from *earlier* rounds is below the
+threshold (this round's own votes would favour whoever agrees with the consensus now),
+or whose scale, this round included, is too large; never every client. Votes of every valid reply
 are counted, so a client can recover. The votes of each round are written to the update
 log with the round (``meta["reputation"]``), and a resumed server sums them in the same
 order, so the scores, and hence the run, are bitwise those of the uninterrupted run.
@@ -83,14 +85,16 @@ class Reputation:
         n = self.rounds.get(client, 0)
         return math.exp(self.log_scale[client] / n) if n else 1.0
 
-    def _bad(self, client: int) -> bool:
+    def _bad(self, client: int, now: Vote | None) -> bool:
         low = self.weights.get(client, 0.0) > 0 and self.score(client) < self.threshold
-        n = self.rounds.get(client, 0)
-        return low or (n > 0 and self.log_scale[client] / n > self.max_log_scale)
+        n = self.rounds.get(client, 0) + (now is not None)
+        log_scale = self.log_scale.get(client, 0.0) + (now[2] if now is not None else 0.0)
+        return low or (n > 0 and log_scale / n > self.max_log_scale)
 
-    def distrusted(self, clients: Sequence[int]) -> list[int]:
-        """Those of ``clients`` whose reputation fails (none when that is all of them)."""
-        out = [c for c in clients if self._bad(c)]
+    def distrusted(self, clients: Sequence[int], now: Mapping[int, Vote] | None = None) -> list[int]:
+        """Those of ``clients`` whose reputation fails, with this round's votes ``now`` counted
+        for the scale test (none when that is all of them)."""
+        out = [c for c in clients if self._bad(c, (now or {}).get(c))]
         return [] if len(out) == len(clients) else out
 
     def observe(self, votes: Mapping[int, Vote]) -> None:

@@ -84,7 +84,7 @@ class RobustAggregator:
         self.votes, self.left_out = {}, []
         if self.reputation is not None:
             self.votes = round_votes(contribs)
-            self.left_out = self.reputation.distrusted([c.client for c in contribs])
+            self.left_out = self.reputation.distrusted([c.client for c in contribs], self.votes)
             contribs = [c for c in contribs if c.client not in self.left_out]
         return self.base(contribs)
 

@@ -134,3 +134,12 @@ def test_reputation_needs_the_seeds_and_scalars_protocol(tmp_path: Path) -> None
     bad.write_text("optimizer: {name: fo-adam}\nfederation: {reputation: true}\n")
     with pytest.raises(ScenarioError, match="federation.reputation"):
         load_scenario(bad)
+
+
+def test_a_loud_client_is_left_out_in_the_round_it_first_sends() -> None:
+    rep = Reputation()
+    now = {0: (1.0, 4.0, math.log(15.0)), 1: (1.0, 4.0, 0.1), 2: (-1.0, 4.0, -0.1)}
+    assert rep.distrusted([0, 1, 2], now) == [0]  # scale counts this round; direction only earlier ones
+    agg = RobustAggregator("mean", reputation=Reputation())
+    out = agg(_contribs([*HONEST, [50 * x for x in HONEST[2]]]))
+    assert agg.left_out == [5] and out == pytest.approx(tuple(sum(col) / 5 for col in zip(*HONEST, strict=True)))
