@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from analysis.experiments import communication, equal_memory, optimizer_peft, quickstart
+from analysis.experiments import byzantine, communication, equal_memory, optimizer_peft, quickstart
 
 TINY_ZO: dict[str, Any] = {
     "name": "tiny-zo", "model": "tiny-llama", "task": "synthetic-sentiment", "train_examples": 64,
@@ -137,7 +137,7 @@ PENDING = {"equal_memory", "communication"}  # reruns under way (several session
 
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
                                          ("communication", communication), ("scale", "scale"),
-                                         ("quickstart", quickstart)])
+                                         ("quickstart", quickstart), ("byzantine/persistent", byzantine)])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
     """Each committed table.md is what its script makes of the committed results.json."""
     if module == "scale":
