@@ -72,6 +72,23 @@ def largest_fitting(args: argparse.Namespace, budget: int, mode: Mode) -> str | 
     return best
 
 
+def _device_fits(args: argparse.Namespace, budget: int | None, out: dict[str, Any], lines: list[str]) -> int:
+    """Check BP and ZO against ``--device``'s budget into ``out`` and ``lines``; returns the budget."""
+    from fedzo.devices.architectures import model_config
+    from fedzo.devices.fit import check_fit
+    from fedzo.devices.profiles import get_profile
+
+    profile = get_profile(args.device)
+    for mode in ("bp", "zo"):
+        rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
+                        args.peft, model_name=args.model, dtype=args.dtype,
+                        optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
+                        lora_rank=args.lora_rank, checkpoint_fraction=args.checkpoint_fraction)
+        out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
+        lines.append(rep.message())
+    return budget if budget is not None else profile.memory_budget
+
+
 def run(args: argparse.Namespace) -> int:
     """Print breakdowns (or the validation table); returns the exit code."""
     if args.validate:
@@ -97,20 +114,7 @@ def run(args: argparse.Namespace) -> int:
                            "bp": bp.as_dict(), "zo": zo.as_dict()}
     fit_lines: list[str] = []
     if args.device:
-        from fedzo.devices.architectures import model_config
-        from fedzo.devices.fit import check_fit
-        from fedzo.devices.profiles import get_profile
-
-        profile = get_profile(args.device)
-        budget = budget if budget is not None else profile.memory_budget
-        for mode in ("bp", "zo"):
-            rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
-                            args.peft, model_name=args.model, dtype=args.dtype,
-                            optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
-                            lora_rank=args.lora_rank,
-                            checkpoint_fraction=args.checkpoint_fraction)
-            out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
-            fit_lines.append(rep.message())
+        budget = _device_fits(args, budget, out, fit_lines)
     if budget is not None:
         out["budget"] = budget
         out["largest_fitting"] = {m: largest_fitting(args, budget, m) for m in ("bp", "zo")}

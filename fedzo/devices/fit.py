@@ -91,8 +91,11 @@ def check_fit(
     name = model_name or getattr(model_config, "name_or_path", "") or model_config.model_type
 
     def total(m: Mode, b: int, p: PeftMode, **changed: Any) -> int:
-        """Predicted peak bytes with mode, batch, peft (and any memory option) changed."""
-        return estimate_memory(model_config, m, batch=b, seq=seq, peft=p, **{**memory_kwargs, **changed}).total
+        """Predicted peak bytes with mode, batch, peft (and any memory option) changed; ZO
+        suggested instead of BP is ZO-SGD (no optimizer state), whatever BP's optimizer."""
+        switch = {"optimizer": "sgd"} if m == "zo" and mode == "bp" else {}
+        return estimate_memory(model_config, m, batch=b, seq=seq, peft=p,
+                               **{**memory_kwargs, **switch, **changed}).total
 
     breakdown = estimate_memory(model_config, mode, batch=batch, seq=seq, peft=peft,
                                 **memory_kwargs)
