@@ -132,7 +132,7 @@ def test_scale_reports_rounds_and_server_time(tmp_path: Path) -> None:
 RESULTS = Path(__file__).resolve().parents[2] / "analysis" / "results"
 
 
-PENDING = {"equal_memory", "communication"}  # reruns under way (several sessions); see analysis/results/README.md
+PENDING = {"equal_memory"}  # rerun under way (several sessions); see analysis/results/README.md
 
 
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
