@@ -137,13 +137,27 @@ PENDING = {"equal_memory"}  # rerun under way (several sessions); see analysis/r
 
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
                                          ("communication", communication), ("scale", "scale"),
-                                         ("quickstart", quickstart), ("byzantine/persistent", byzantine)])
+                                         ("quickstart", quickstart), ("byzantine/persistent", byzantine),
+                                         ("estimators", "estimators")])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
     """Each committed table.md is what its script makes of the committed results.json."""
     if module == "scale":
         from analysis.experiments import scale as module
+    if module == "estimators":
+        from analysis.experiments import estimators as module
     path = RESULTS / name / "results.json"
     if name in PENDING and not path.exists():
         pytest.skip(f"{path}: no results committed yet")
     result = json.loads(path.read_text(encoding="utf-8"))
     assert (RESULTS / name / "table.md").read_text(encoding="utf-8") == module.format_table(result)
+
+
+def test_estimators_compare_at_equal_forward_passes(tmp_path: Path) -> None:
+    from analysis.experiments import estimators
+
+    assert estimators.main(["--out", str(tmp_path), "--work", str(tmp_path / "runs"), "--task", "synthetic-sentiment", "--train-examples", "64",
+                            "--eval-examples", "16", "--forwards", "10", "--seeds", "0"]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert {row["forwards"] for row in r["runs"]} == {10}  # 5 central steps, 2 fzoo steps of q + 1 = 5
+    assert {(row["estimator"], row["steps"]) for row in r["runs"]} == {("central", 5), ("fzoo", 2)}
+    assert set(r["summary"]) == {"central", "fzoo"} and "**" in (tmp_path / "table.md").read_text()
