@@ -81,12 +81,16 @@ class RobustAggregator:
             contribs = clipped
         if self.mode == "norm":
             contribs = self._norm_clipped(contribs)
-        self.votes, self.left_out = {}, []
+        self.clear()
         if self.reputation is not None:
             self.votes = round_votes(contribs)
             self.left_out = self.reputation.distrusted([c.client for c in contribs], self.votes)
             contribs = [c for c in contribs if c.client not in self.left_out]
         return self.base(contribs)
+
+    def clear(self) -> None:
+        """Forget the latest call's votes and left-out clients (a round that aggregates nothing)."""
+        self.votes, self.left_out = {}, []
 
     def _norm_clipped(self, contribs: Sequence[Contribution]) -> list[Contribution]:
         """Each client's scalars scaled down to ``multiplier x`` the round's median client norm."""

@@ -165,7 +165,7 @@ class ZOProtocol:
     def commit(self, round_: int, accepted: dict[int, Uplink], synced: Sequence[int]) -> None:
         """Aggregate per direction seed, append the round to the log, apply it."""
         entries: list[LogEntry] = []
-        self.aggregate.votes, self.aggregate.left_out = {}, []
+        self.aggregate.clear()
         if accepted:
             grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())])
             entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
