@@ -60,6 +60,8 @@ class RoundRecord(Record):
     sim_seconds: float | None = Field(None, description="cumulative simulated wall-clock, s")
     host_seconds: float | None = Field(None, description="cumulative host wall-clock, s")
     server_replay_seconds: float | None = Field(None, description="host s the server spent applying this round")
+    batching: str | None = Field(None, description="engine: batched: how the round's local steps ran (shared or "
+                                 "per-row joint forward passes, or one client at a time and why)")
     bytes_up: int = Field(0, description="this round's bytes, clients -> server: every message as Flower "
                           "carries it on the wire (fedzo.federation.bytes, wire)")
     bytes_down: int = Field(0, description="this round's bytes, server -> clients")

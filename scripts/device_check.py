@@ -2,14 +2,16 @@
 
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so it imports only ``fedzo.zo`` and the memory model, and
-builds its models from their configs (random weights, no downloads). Three checks:
+builds its models from their configs (random weights, no downloads). Four checks:
 
 1. ``known_answers``: the portable generator's golden vectors on the device, eager and
    compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
 2. ``timing``: one ZO step (central estimator, q = 1, portable Gaussian, eager and compiled
    perturbation) against two forward passes, and one backprop + Adam step, on SmolLM2-135M
    built from its config: the ratios the CPU benchmark reports, on this device.
-3. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
+3. ``joint_forward``: what the batched engine buys here: C clients' forward passes of 8
+   rows, one after another, against one joint pass of 8 C rows (C = 1, 8, 32, 64).
+4. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
    CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
    the largest phase, without the CPU allocator's slack).
 
@@ -137,6 +139,23 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
     return out
 
 
+def joint_forward(name: str, device: str, batch: int, seq: int, repeats: int,
+                  clients: tuple[int, ...] = (1, 8, 32, 64)) -> list[dict[str, Any]]:
+    """What the batched engine buys on this device: C clients' forward passes of ``batch``
+    rows each, one client after another, against one joint pass of ``C x batch`` rows."""
+    model = _model(name, device)
+    out = []
+    with torch.no_grad():
+        for c in clients:
+            one = _loss_fn(model, batch, seq, device)
+            joint = _loss_fn(model, batch * c, seq, device)
+            seq_s = _median_seconds(lambda one=one, c=c: [one() for _ in range(c)], device, repeats)
+            joint_s = _median_seconds(joint, device, repeats)
+            out.append({"clients": c, "rows_per_client": batch, "one_by_one_seconds": seq_s,
+                        "joint_seconds": joint_s, "one_by_one_over_joint": seq_s / joint_s})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the checks and write one JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
     result["timing"] = timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)
+    result["joint_forward"] = joint_forward(a.model, a.device, 8, a.seq, a.repeats)
     result["known_answers"] = {mode: check(a.device, compiled=mode == "compiled") for mode in ("eager", "compiled")}
     result["known_answers_ok"] = not any(result["known_answers"].values())
     result["seconds"] = time.perf_counter() - t0

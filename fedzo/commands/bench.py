@@ -27,6 +27,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--numel", type=int, default=500_000, help="parameters the server replays onto")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     f.set_defaults(func=_federation)
+    b = bsub.add_parser("batched", help="host seconds per round: batched engine vs in-process, same runs")
+    b.add_argument("--scenario", default="scenarios/quickstart.yaml")
+    b.add_argument("--participants", type=int, nargs="+", default=[2, 8, 16], help="clients sampled per round")
+    b.add_argument("--rounds", type=int, default=3, help="rounds per run (the last evaluates and is not timed)")
+    b.add_argument("--max-rows", type=int, default=None, help="federation.batched.max_rows (default: scenario's)")
+    b.add_argument("--max-padding", type=float, default=None,
+                   help="federation.batched.max_padding (default: scenario's)")
+    b.add_argument("--repeats", type=int, default=1, help="runs of each engine per participant count")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=_batched)
     fl = bsub.add_parser("faults", help="fault injection: resume after a kill per fault kind; Byzantine "
                                         "clients x aggregator (tiny model)")
     fl.add_argument("--rounds", type=int, default=8)
@@ -64,6 +74,15 @@ def _federation(args: argparse.Namespace) -> int:
     from fedzo.bench.federation import format_report, run_bench
 
     report = run_bench(numel=args.numel, k=args.k)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _batched(args: argparse.Namespace) -> int:
+    from fedzo.bench.batched import format_report, run_bench
+
+    over = {k: v for k, v in (("max_rows", args.max_rows), ("max_padding", args.max_padding)) if v is not None}
+    report = run_bench(args.scenario, args.participants, args.rounds, over, args.repeats)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

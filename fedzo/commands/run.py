@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="run directory (default: the scenario's out, else runs/<name>)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    p.add_argument("--engine", choices=["inprocess", "simulation"], help="override federation.engine")
+    p.add_argument("--engine", choices=["inprocess", "batched", "simulation"], help="override federation.engine")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one plain line per round instead")
     p.add_argument("--no-plots", action="store_true", help="do not write RUN/plots at the end")
     p.set_defaults(func=run)

@@ -40,6 +40,16 @@ class SimulationConfig(Section):
         return self
 
 
+class BatchedConfig(Section):
+    """The batched engine (``engine: batched``): the round's ZO clients share forward passes."""
+
+    max_rows: int = Field(256, ge=1, description="examples per joint forward pass (all clients' rows together): "
+                          "the cap on its activation memory; more rows take several passes")
+    max_padding: float = Field(0.25, ge=0, description="extra padded tokens a joint pass may add, as a fraction of "
+                               "its clients' own tokens (rows are padded to the pass's widest): low on a CPU, where "
+                               "padding costs as much as real tokens; high (e.g. 4) on a GPU, where passes cost more")
+
+
 class FederationConfig(Section):
     """Every setting of the federated protocol (server, clients, engine)."""
 
@@ -89,9 +99,11 @@ class FederationConfig(Section):
     setup_timeout: float = Field(
         900.0, gt=0, description="seconds the server waits for every node to register and load the model "
         "before round 1 (a cold node imports torch and reads the weights first)")
-    engine: Literal["inprocess", "simulation", "deployment"] = Field(
-        "inprocess", description="inprocess (direct calls), simulation (Flower + Ray), deployment "
-        "(SuperLink + SuperNodes)")
+    engine: Literal["inprocess", "batched", "simulation", "deployment"] = Field(
+        "inprocess", description="inprocess (direct calls), batched (in-process, the round's ZO clients share "
+        "forward passes), simulation (Flower + Ray), deployment (SuperLink + SuperNodes)")
+    batched: BatchedConfig = Field(default_factory=BatchedConfig,
+                                   description="the joint forward passes of the batched engine (engine: batched)")
     simulation: SimulationConfig = Field(default_factory=SimulationConfig,
                                          description="resources of the simulation engine (engine: simulation)")
     partition: str = Field(

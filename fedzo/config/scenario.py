@@ -69,6 +69,8 @@ class Scenario(Section):
         if fed.simulation.num_gpus > 0 and self.runtime.device == "cpu":
             out.append(f"federation.simulation.num_gpus: {fed.simulation.num_gpus:g} reserves GPUs for the clients "
                        "but runtime.device is 'cpu'; set runtime.device to cuda or auto, or num_gpus to 0")
+        if fed.engine == "batched" and self.fleet is not None and self.fleet.compute_model == "measured":
+            out.append(batched_measured_problem())
         if fed.reputation and not self.is_zo:
             out.append(f"federation.reputation: scores the clients' scalars of the seeds-and-scalars protocol; "
                        f"optimizer {opt.name!r} runs the FedAvg baseline; set reputation: false")
@@ -103,6 +105,13 @@ class Scenario(Section):
     def out_dir(self) -> Path:
         """Where the run is written."""
         return Path(self.out) if self.out else Path("runs") / self.name
+
+
+def batched_measured_problem() -> str:
+    """Why the batched engine refuses a clock priced from measured host time."""
+    return ("federation.engine: 'batched' with fleet.compute_model: 'measured': host seconds of a forward pass "
+            "shared by many clients are not one client's work; use compute_model: flops or a calibration "
+            "(fleet.calibration), or another engine")
 
 
 def scenario_from_dict(data: dict[str, Any], source: str, *, kind: Literal["scenario", "run"] = "scenario") -> Scenario:

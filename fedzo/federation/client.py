@@ -23,6 +23,8 @@ same ClientApp and the same handshake; :func:`handle` tells them apart by their 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -156,36 +158,64 @@ class Worker:
 
     def train(self, d: Downlink, cache: NodeCache | None = None) -> Uplink:
         """Catch up, then K local ZO steps from ``global(r - 1)``; returns the scalars."""
-        sc = self.scenario
-        if not 0 <= d.client < sc.federation.num_clients:
-            raise ConfigError(f"client {d.client} is out of range; allowed: 0..{sc.federation.num_clients - 1}")
         t0 = time.perf_counter()
+        self.check_client(d)
         self.catch_up(d, cache)
         kill_point("client-caught-up", d.round)
         self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
-        est = EstimatorConfig(sc.zo.estimator, d.eps, d.q)
-        opt = make_zo_optimizer(sc.optimizer.name)
         clf = self.objective.classifier
         if self.objective.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.objective.device)
-        scalars: list[float] = []
-        losses: list[float] = []
-        examples = 0
+
+        def evaluate(b: Batch) -> float:
+            with torch.no_grad():
+                return float(clf.loss(b))
+
+        steps = self.local_steps(d, self.work_perturber, evaluate)
+        kill_point("client-trained", d.round)
+        return steps.uplink(d, time.perf_counter() - t0, peak_memory_bytes(self.objective.device))
+
+    def check_client(self, d: Downlink) -> None:
+        """A clear error for a client id outside the fleet."""
+        n = self.scenario.federation.num_clients
+        if not 0 <= d.client < n:
+            raise ConfigError(f"client {d.client} is out of range; allowed: 0..{n - 1}")
+
+    def local_steps(self, d: Downlink, perturber: Perturber, evaluate: Callable[[Batch], float]) -> LocalSteps:
+        """The K local ZO steps of ``d`` on ``perturber``'s parameters (moved in place);
+        ``evaluate(batch)`` is the loss of the parameters as they are when it is called.
+
+        The batched engine runs this very function for many clients at once, each with its
+        own perturber and an ``evaluate`` that joins one forward pass shared by all of them.
+        """
+        est = EstimatorConfig(self.scenario.zo.estimator, d.eps, d.q)
+        opt = make_zo_optimizer(self.scenario.optimizer.name)
+        out = LocalSteps()
         for k, seed in enumerate(d.seeds):
             batch = self.batch(d.client, d.round, k)
-            examples += len(batch.labels)
+            out.examples += len(batch.labels)
 
             def loss_fn(b: Batch = batch) -> float:
-                with torch.no_grad():
-                    return float(clf.loss(b))
+                return evaluate(b)
 
-            res = zo_step(self.work_perturber, loss_fn, seed, est, opt, d.lr)
-            scalars.extend(res.grads)
-            losses.append(res.loss)
-        seconds = time.perf_counter() - t0
-        kill_point("client-trained", d.round)
-        return Uplink(d.round, d.client, tuple(scalars), seeds_digest(d.seeds), examples,
-                      sum(losses) / len(losses), losses[-1], seconds, peak_memory_bytes(self.objective.device))
+            res = zo_step(perturber, loss_fn, seed, est, opt, d.lr)
+            out.scalars.extend(res.grads)
+            out.losses.append(res.loss)
+        return out
+
+
+@dataclass
+class LocalSteps:
+    """What a client's K local steps measured: its scalars, losses and example count."""
+
+    scalars: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    examples: int = 0
+
+    def uplink(self, d: Downlink, seconds: float, peak_memory: int) -> Uplink:
+        """The reply to ``d``."""
+        return Uplink(d.round, d.client, tuple(self.scalars), seeds_digest(d.seeds), self.examples,
+                      sum(self.losses) / len(self.losses), self.losses[-1], seconds, peak_memory)
 
 
 _WORKER: Worker | None = None
@@ -235,6 +265,11 @@ def _setup_json(context: Context, digest: str) -> str:
     return setup_json
 
 
+def train_worker(d: Downlink, context: Context) -> Worker:
+    """The worker that serves train message ``d`` on the node of ``context``."""
+    return get_worker(_setup_json(context, d.config_digest))
+
+
 def handle(content: RecordDict, context: Context) -> RecordDict:
     """Answer one downlink: ``setup`` stores the run config, ``train`` returns scalars
     (seeds-and-scalars) or trained weights (FedAvg baseline)."""
@@ -250,7 +285,7 @@ def handle(content: RecordDict, context: Context) -> RecordDict:
         if worker.setup.resync_log is None and worker.scenario.is_zo:
             node_cache(context).start_run()
         return build_setup_reply(pid)
-    worker = get_worker(_setup_json(context, d.config_digest))
+    worker = train_worker(d, context)
     cache = node_cache(context) if worker.setup.resync_log is None else None
     return build_uplink(worker.train(d, cache))
 

@@ -41,6 +41,7 @@ from fedzo.federation.protocols.base import RoundProtocol, U
 from fedzo.federation.replies import Collected, collect_replies
 from fedzo.federation.sampling import sample_clients, skip_reason
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.totals import Totals
 from fedzo.federation.transport import Transport, handshake
 from fedzo.killpoints import kill_point
 from fedzo.records import (
@@ -66,28 +67,6 @@ def _timeline(t: ClientTiming, start: float, status: Status) -> ClientTimeline:
 
 
 @dataclass
-class Totals:
-    """Running totals of a run (rebuilt from the records on resume)."""
-
-    sim_seconds: float = 0.0
-    host_seconds: float = 0.0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    peak_client_memory: int = 0
-
-    @classmethod
-    def from_records(cls, kept: Sequence[AnyRecord]) -> Totals:
-        """The totals after the last kept round."""
-        rounds = [r for r in kept if isinstance(r, RoundRecord)]
-        peaks = [r.peak_memory_bytes or 0 for r in kept if isinstance(r, ClientRecord)]
-        if not rounds:
-            return cls(peak_client_memory=max(peaks, default=0))
-        last = rounds[-1]
-        return cls(last.sim_seconds or 0.0, last.host_seconds or 0.0, last.bytes_up_total or 0,
-                   last.bytes_down_total or 0, max(peaks, default=0))
-
-
-@dataclass
 class Attempt(Generic[U]):
     """One try of a round: its client records, the kept updates, and how long it took."""
 
@@ -98,6 +77,7 @@ class Attempt(Generic[U]):
     duration: float = 0.0
     unknown_replies: int = 0
     duplicate_bytes: int = 0  # surplus replies the server received
+    batching: str | None = None  # how the batched engine ran the attempt's local steps
 
 
 @dataclass
@@ -118,6 +98,9 @@ class _Seen:
     timing: ClientTiming | None = None
     line: ClientTimeline | None = None  # its timeline when it replied validly
     fault: str | None = None
+
+
+IN_SERVER = ("inprocess", "batched")  # engines whose clients run in the server's process
 
 
 class RoundEngine(Generic[U]):
@@ -194,6 +177,7 @@ class RoundEngine(Generic[U]):
         round_sim = 0.0
         unknown = duplicates = 0
         synced: set[int] = set()
+        batching: list[str] = []
         attempts = 2 if fed.below_min == "retry" else 1
         for attempt in range(attempts):
             result = self._attempt(transport, round_, attempt, self.totals.sim_seconds + round_sim)
@@ -202,6 +186,7 @@ class RoundEngine(Generic[U]):
             unknown += result.unknown_replies
             duplicates += result.duplicate_bytes
             synced |= set(result.synced)
+            batching += [result.batching] if result.batching else []
             if len(result.accepted) >= fed.min_clients:
                 break
         skipped = None
@@ -219,6 +204,7 @@ class RoundEngine(Generic[U]):
         m = self.protocol.evaluate() if round_ % fed.eval_every == 0 or round_ == fed.rounds else None
         kill_point("evaluated", round_)
         rec = self._round_record(round_, records, result, m, round_sim, commit_seconds, skipped, unknown, duplicates)
+        rec = rec.model_copy(update={"batching": "; ".join(batching) or None})
         self.run.append([*records, rec])
         kill_point("metrics-appended", round_)
         self.protocol.checkpoint(round_)
@@ -252,6 +238,7 @@ class RoundEngine(Generic[U]):
                                  eligible=self.plan.eligible)
         msgs, sent, _ = self._send(transport, round_, attempt, start, clients)
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
+        batching = getattr(transport, "last_batching", None) if msgs else None
         client_of_node = {self.node_of[c]: c for c in sent}
         got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content))
         injected = getattr(transport, "injected", {})
@@ -268,7 +255,8 @@ class RoundEngine(Generic[U]):
         sim = simulate_round(replied, deadline=self.plan.deadline, keep=keep, start=start)
         for tl in sim.timelines:
             seen[int(tl.client_id)].line = tl
-        out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown)
+        out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown,
+                         batching=batching)
         out.duplicate_bytes = sum(MessageSize.of(m, reply_to=sent[c].message).wire
                                   for c, extra in got.surplus.items() for m in extra)
         self.totals.bytes_up += out.duplicate_bytes
@@ -391,7 +379,7 @@ class RoundEngine(Generic[U]):
             **accuracy_summary(records), sim_seconds=self.totals.sim_seconds, sim_time_basis=self.clock.basis,
             host_seconds=self.totals.host_seconds, bytes_up=self.totals.bytes_up, bytes_down=self.totals.bytes_down,
             bytes_by_kind=bytes_by_kind(records),
-            peak_client_memory_bytes=self.totals.peak_client_memory if self.engine != "inprocess" else None,
+            peak_client_memory_bytes=self.totals.peak_client_memory if self.engine not in IN_SERVER else None,
             server_peak_rss_bytes=peak_rss_bytes(), measured_client_memory_bytes=self._measured_memory(records),
             modelled_client_memory_bytes=self.plan.modelled_memory(), excluded_clients=list(self.plan.excluded),
             faults=fault_totals(records), **self.protocol.summary_fields())

@@ -148,6 +148,11 @@ class FaultyTransport:
     num_clients: int
     injected: dict[int, str] = field(default_factory=dict)
 
+    @property
+    def last_batching(self) -> str | None:
+        """The inner transport's note on how it batched the latest exchange (batched engine)."""
+        return getattr(self.inner, "last_batching", None)
+
     def node_ids(self, expected: int, timeout: float) -> list[int]:
         """Passed through."""
         return list(self.inner.node_ids(expected, timeout))

@@ -9,7 +9,7 @@ from typing import Any
 
 from fedzo.calibration.resolve import run_calibration
 from fedzo.config.federation import SimulationConfig
-from fedzo.config.scenario import Scenario, scenario_from_dict
+from fedzo.config.scenario import Scenario, batched_measured_problem, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.engine import RoundEngine
 from fedzo.federation.fleet import plan_fleet
@@ -20,7 +20,7 @@ from fedzo.runs import RunDir, open_run
 from fedzo.tasks.objective import build_objective
 from fedzo.zo.params import ParamSet
 
-ENGINES = ("inprocess", "simulation", "deployment")
+ENGINES = ("inprocess", "batched", "simulation", "deployment")
 
 
 def _stored(data: dict[str, Any], source: str) -> Scenario:
@@ -66,16 +66,18 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
                   plots: bool = False) -> Summary:
     """Run (or resume) a federated scenario into ``out``; returns the summary.
 
-    ``engine`` overrides ``federation.engine`` (inprocess | simulation). The optimizer
+    ``engine`` overrides ``federation.engine`` (inprocess | batched | simulation). The optimizer
     picks the protocol: ``zo-*`` seeds and scalars, ``fo-*`` the FedAvg backprop baseline.
     ``progress``: a bar over rounds, one line per round, or nothing; ``plots`` writes
     ``out/plots`` at the end.
     """
 
     eng_name = engine or scenario.federation.engine
-    if eng_name not in ("inprocess", "simulation"):
+    if eng_name not in ("inprocess", "batched", "simulation"):
         raise ConfigError(f"federation.engine: {eng_name!r} cannot be started from run_federated; allowed: "
-                          "inprocess, simulation (deployment: scripts/deploy_local.sh)")
+                          "inprocess, batched, simulation (deployment: scripts/deploy_local.sh)")
+    if eng_name == "batched" and scenario.fleet is not None and scenario.fleet.compute_model == "measured":
+        raise ConfigError(batched_measured_problem())
     run = prepare_run(scenario, out, resume=resume, force=force)
     done = max((r.round for r in run.rounds()), default=0)
     bar = RoundProgress(scenario.name, scenario.federation.rounds, done, mode=progress).attach(run)
@@ -85,6 +87,12 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
             from fedzo.federation.inprocess import InProcessTransport
 
             summary = eng.run_all(InProcessTransport(scenario.federation.num_clients))
+        elif eng_name == "batched":
+            from fedzo.federation.batched import BatchedTransport
+
+            fed = scenario.federation
+            summary = eng.run_all(BatchedTransport(fed.num_clients, max_rows=fed.batched.max_rows,
+                                                    max_padding=fed.batched.max_padding))
         else:
             summary = _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run)
     finally:

@@ -5,8 +5,9 @@ Each case runs `fedzo run` in a fresh process with FEDZO_KILL_AT=POINT@ROUND, ch
 process really died by SIGKILL at that point, resumes the run directory with
 `fedzo run --resume` (a fresh process again), and compares it with an uninterrupted run of
 the same scenario, also made in a fresh process. A subset runs by default;
-`pytest -m slow tests/federation/test_killpoints.py` runs every point of both protocols.
-The in-process engine only: the simulation engine's Ray workers outlive a killed driver.
+`pytest -m slow tests/federation/test_killpoints.py` runs every point of both protocols,
+and of the seeds-and-scalars protocol on the batched engine. The in-process engines only:
+the simulation engine's Ray workers outlive a killed driver.
 """
 
 from __future__ import annotations
@@ -36,17 +37,21 @@ SCENARIO = {
     "fleet": {"devices": [{"profile": "laptop-cpu", "count": 4}]},
 }
 FEDAVG = {"optimizer": {"name": "fo-sgd", "lr": 1e-2}, "federation": {**SCENARIO["federation"], "fo_local_epochs": 1}}
+# the batched engine with prompt tuning: every local step of a round in joint forward passes
+BATCHED = {"model": {"name": "tiny-llama", "peft": "prompt"}, "federation": {**SCENARIO["federation"], "engine": "batched"}}
+VARIANTS = {"zo": {}, "zo-batched": BATCHED, "fedavg": FEDAVG}
 ONCE = {"handshake-done", "round0-evaluated"}  # reached before any round: killed the first time
 ZO_ONLY, FEDAVG_ONLY = {"zo-log-torn", "zo-log-appended"}, {"fedavg-aggregated", "fedavg-checkpoint-written"}
 DEFAULT = {("zo", "zo-log-torn"), ("zo", "zo-log-appended"), ("zo", "evaluating"), ("zo", "client-caught-up"),
+           ("zo-batched", "client-trained"), ("zo-batched", "zo-log-appended"),
            ("fedavg", "fedavg-checkpoint-written"), ("fedavg", "metrics-torn"), ("fedavg", "committed")}
 
 
 def _cases() -> list[object]:
     cases = []
-    for protocol in ("zo", "fedavg"):
+    for protocol in VARIANTS:
         for point in POINTS:
-            if (protocol == "zo" and point in FEDAVG_ONLY) or (protocol == "fedavg" and point in ZO_ONLY):
+            if (protocol != "fedavg" and point in FEDAVG_ONLY) or (protocol == "fedavg" and point in ZO_ONLY):
                 continue
             marks = () if (protocol, point) in DEFAULT else (pytest.mark.slow,)
             cases.append(pytest.param(protocol, point, marks=marks, id=f"{protocol}-{point}"))
@@ -55,7 +60,7 @@ def _cases() -> list[object]:
 
 def _scenario(tmp: Path, protocol: str) -> Path:
     path = tmp / f"{protocol}.yaml"
-    path.write_text(yaml.safe_dump({**SCENARIO, **(FEDAVG if protocol == "fedavg" else {})}), encoding="utf-8")
+    path.write_text(yaml.safe_dump({**SCENARIO, **VARIANTS[protocol]}), encoding="utf-8")
     return path
 
 
@@ -80,7 +85,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
     """Per protocol: (scenario file, uninterrupted run directory)."""
     root = tmp_path_factory.mktemp("kill-ref")
     out = {}
-    for protocol in ("zo", "fedavg"):
+    for protocol in VARIANTS:
         scen = _scenario(root, protocol)
         proc = _fedzo_run(str(scen), "--out", str(root / protocol))
         assert proc.returncode == 0, proc.stderr[-1500:]

@@ -1,0 +1,315 @@
+"""The batched engine: a round's ZO participants share their forward passes on one device.
+
+In a round of the seeds-and-scalars protocol every participant starts from the same
+global model and probes it along the same server-chosen seeds; only its data differs.
+:class:`BatchedTransport` delivers a round's train messages like the in-process engine
+(real Flower messages, the same handshake, catch-up and replies), but runs the
+participants' local steps together (:func:`fedzo.federation.lockstep.run_lockstep`): each
+client runs its own unchanged :meth:`Worker.local_steps`, and every time all of them wait
+for a loss, joint forward passes over all their rows answer them (at most ``max_rows``
+rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a pass:
+
+* ``shared``: every client's parameters are the same at each loss request (one local
+  step): the clients' moves are recorded, checked equal (a guard: the engine predicts this), and applied once
+  to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
+  directions are all probed before any update (q = 1, or ``fzoo``).
+* ``rows``: prompt tuning with any number of local steps, directions and estimators: each
+  client keeps its own copy of the virtual tokens, and each row of the joint forward gets
+  its own client's prompt.
+
+Otherwise the round runs one client at a time, as in-process, and its record says why
+(``batching``). Rows of different clients are padded to a common width on the right,
+which changes nothing for the tokens that count (causal attention never looks right;
+positions and pooling follow the attention mask), but a different batch shape may round
+differently: scalars agree with the in-process engine's to float32 rounding of the
+losses, not bitwise. The server side (aggregation, replay) is the same code.
+
+Each client is still priced for its own work on its own device: the simulated clock,
+the messages and their bytes are those of the in-process engine. A reply's measured host
+seconds are the client's catch-up plus its share (by examples) of the joint steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from flwr.app import Error, Message
+
+from fedzo.federation import client as client_mod
+from fedzo.federation import fedavg_client
+from fedzo.federation.client import LocalSteps, Worker
+from fedzo.federation.inprocess import InProcessTransport
+from fedzo.federation.lockstep import Abandoned, Ask, run_lockstep
+from fedzo.federation.memory import peak_memory_bytes
+from fedzo.federation.messages import Downlink, build_uplink, parse_downlink
+from fedzo.killpoints import kill_point
+from fedzo.tasks.batching import Batch
+from fedzo.tasks.classifiers import PromptClassifier
+from fedzo.zo import EstimatorConfig, ParamSet, Perturber
+from fedzo.zo.perturb import ChunkHook
+
+Mode = Literal["shared", "rows", "sequential"]
+Move = tuple[int, tuple[float, ...]]
+
+
+class NotShareable(RuntimeError):
+    """The clients' parameters differ at a loss request: no shared forward is possible."""
+
+
+class RecordingPerturber(Perturber):
+    """Records a client's moves instead of making them (``shared`` mode): the coordinator
+    checks that every client made the same ones and applies them once to the shared model."""
+
+    def __init__(self, like: Perturber) -> None:
+        super().__init__(like.params, like.spec, mask=like.mask, blocks=like.blocks)
+        self.moves: list[Move] = []
+
+    def apply(self, seed: int, alphas: Sequence[float], final: ChunkHook | None = None) -> None:
+        """Record ``theta += a * z(seed)``; a per-chunk hook (optimizer state) cannot be shared."""
+        if final is not None:
+            raise NotShareable("the optimizer keeps per-client state along the direction")
+        self.moves.append((seed, tuple(float(a) for a in alphas)))
+
+    def take(self) -> tuple[Move, ...]:
+        """The moves since the last call."""
+        out, self.moves = tuple(self.moves), []
+        return out
+
+
+@dataclass(frozen=True)
+class LossRequest:
+    """One client's request: the loss of ``batch`` at its current parameters."""
+
+    batch: Batch
+    state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
+    moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
+
+
+def rows_reason(worker: Worker) -> str | None:
+    """Why each row cannot carry its own client's trainable state (None: it can)."""
+    clf = worker.objective.classifier
+    cfg = getattr(clf.model, "active_peft_config", None)
+    if not isinstance(clf, PromptClassifier) or getattr(getattr(cfg, "peft_type", None), "value", None) != "PROMPT_TUNING":
+        return "per-row client state is implemented for prompt tuning of a causal LM only"
+    encoder = getattr(clf.model, "prompt_encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        return "the PEFT model has no prompt encoder"
+    prompt = {p.data_ptr() for p in encoder.parameters()}
+    if any(t.data_ptr() not in prompt for t in worker.work.tensors):
+        return "parameters outside the virtual tokens are trained"
+    return None
+
+
+def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, str]:
+    """How a round's local steps can run together, and why."""
+    if len(downlinks) < 2:
+        return "sequential", "one participant"
+    d = downlinks[0]
+    if any(x.catch_up.to_round != d.catch_up.to_round or x.seeds != d.seeds for x in downlinks):
+        return "sequential", "participants start from different rounds or seeds"
+    est = EstimatorConfig(worker.scenario.zo.estimator, d.eps, d.q)
+    why = []
+    if len(d.seeds) > 1:
+        why.append(f"K = {len(d.seeds)} local steps")
+    if d.q > 1 and not est.estimator.normalized:
+        why.append(f"q = {d.q} directions updated one after another")
+    if not why:
+        return "shared", "every client probes the same parameters"
+    rows = rows_reason(worker)
+    if rows is None:
+        return "rows", "each row carries its own client's virtual tokens"
+    return "sequential", f"{'; '.join(why)} (clients' parameters diverge) and {rows}"
+
+
+def join_batches(batches: Sequence[Batch], pad_id: int) -> Batch:
+    """One batch of every row, padded on the right to the widest."""
+    width = max(b.input_ids.shape[1] for b in batches)
+    ids = [F.pad(b.input_ids, (0, width - b.input_ids.shape[1]), value=pad_id) for b in batches]
+    mask = [F.pad(b.attention_mask, (0, width - b.attention_mask.shape[1]), value=0) for b in batches]
+    return Batch(torch.cat(ids), torch.cat(mask), torch.cat([b.labels for b in batches]))
+
+
+@contextmanager
+def per_row_prompts(model: Any, work: ParamSet, states: Sequence[tuple[torch.Tensor, ...]],
+                    rows: Sequence[int]) -> Iterator[None]:
+    """While active, the PEFT model's virtual tokens for row block ``i`` are ``states[i]``:
+    each block's prompts come from the model's own ``get_prompt`` with that state loaded."""
+    original = model.get_prompt
+
+    def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
+        if batch_size != sum(rows):
+            raise RuntimeError(f"a joint forward of {sum(rows)} rows asked for {batch_size} prompts")
+        parts = []
+        for state, n in zip(states, rows, strict=True):
+            for t, s in zip(work.tensors, state, strict=True):
+                t.copy_(s)
+            parts.append(original(batch_size=n, **kwargs))
+        return torch.cat(parts)
+
+    model.get_prompt = get_prompt
+    try:
+        yield
+    finally:
+        del model.get_prompt
+
+
+class JointForward:
+    """Answers a turn's loss requests with as few forward passes as the caps allow.
+
+    Requests are sorted by width, so that a pass pads few rows far: on a compute-bound
+    device (a CPU) padding costs as much as real tokens, on a launch-bound one (a GPU at
+    small batches) passes cost more than padding.
+    """
+
+    def __init__(self, worker: Worker, mode: Mode, max_rows: int, max_padding: float) -> None:
+        self.worker = worker
+        self.mode = mode
+        self.max_rows = max_rows
+        self.max_padding = max_padding
+        self.forwards = 0
+
+    def __call__(self, requests: list[LossRequest]) -> list[float]:
+        if self.mode == "shared":
+            moves = {r.moves for r in requests}
+            if len(moves) != 1:
+                raise NotShareable("clients made different moves before a loss request")
+            for seed, alphas in requests[0].moves:
+                self.worker.work_perturber.apply(seed, alphas)
+        losses: dict[int, float] = {}
+        for group in self.passes([len(r.batch) for r in requests], [r.batch.input_ids.shape[1] for r in requests]):
+            losses.update(zip(group, self._forward([requests[i] for i in group]), strict=True))
+        return [losses[i] for i in range(len(requests))]
+
+    def passes(self, rows: Sequence[int], widths: Sequence[int]) -> list[list[int]]:
+        """Requests (by index) grouped into joint passes: by width, at most ``max_rows`` rows,
+        and padded tokens at most ``1 + max_padding`` times the requests' own."""
+        order = sorted(range(len(rows)), key=lambda i: (widths[i], i))
+        out: list[list[int]] = []
+        own = 0
+        for i in order:
+            if out:
+                group = out[-1]
+                n = sum(rows[j] for j in group) + rows[i]
+                if n <= self.max_rows and n * widths[i] <= (1 + self.max_padding) * (own + rows[i] * widths[i]):
+                    group.append(i)
+                    own += rows[i] * widths[i]
+                    continue
+            out.append([i])
+            own = rows[i] * widths[i]
+        return out
+
+    @torch.no_grad()
+    def _forward(self, requests: Sequence[LossRequest]) -> list[float]:
+        clf = self.worker.objective.classifier
+        pad_id = clf.tokenizer.pad_token_id
+        assert pad_id is not None  # the classifier refuses tokenizers without one
+        joint = join_batches([r.batch for r in requests], int(pad_id))
+        rows = [len(r.batch) for r in requests]
+        self.forwards += 1
+        if self.mode == "rows":
+            with per_row_prompts(clf.model, self.worker.work, [r.state for r in requests], rows):
+                logits = clf.logits(joint)
+        else:
+            logits = clf.logits(joint)
+        out, start = [], 0
+        for r, n in zip(requests, rows, strict=True):
+            out.append(float(F.cross_entropy(logits[start:start + n], r.batch.labels)))
+            start += n
+        return out
+
+
+def _job(worker: Worker, d: Downlink, mode: Mode) -> Any:
+    """One client's local steps, asking the lockstep coordinator for every loss."""
+    def job(ask: Ask[LossRequest]) -> LocalSteps:
+        if mode == "shared":
+            rec = RecordingPerturber(worker.work_perturber)
+            return worker.local_steps(d, rec, lambda b: ask(LossRequest(b, moves=rec.take())))
+        own = ParamSet(worker.clean.names, tuple(t.clone() for t in worker.clean.tensors))
+        pert = Perturber(own, worker.spec, mask=worker.work_perturber.mask, blocks=worker.work_perturber.blocks)
+        return worker.local_steps(d, pert, lambda b: ask(LossRequest(b, state=own.tensors)))
+    return job
+
+
+def _error(msg: Message, exc: BaseException) -> Message:
+    return Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+
+
+class BatchedTransport(InProcessTransport):
+    """The in-process transport whose ZO train messages of one exchange run together.
+
+    ``last_batching`` says how the latest exchange ran (read into the round record).
+    """
+
+    def __init__(self, num_nodes: int, *, max_rows: int, max_padding: float, run_id: int = 1) -> None:
+        super().__init__(num_nodes, run_id=run_id)
+        self.max_rows = max_rows
+        self.max_padding = max_padding
+        self.last_batching: str | None = None
+
+    def exchange(self, messages: Sequence[Message], timeout: float) -> list[Message]:
+        """Setup and FedAvg messages one by one; the ZO train messages together."""
+        replies: dict[int, Message] = {}
+        trains: list[tuple[int, Downlink]] = []
+        worker: Worker | None = None
+        for i, msg in enumerate(messages):
+            try:
+                if fedavg_client.is_fedavg_downlink(msg.content):
+                    raise LookupError("not a ZO message")
+                d = parse_downlink(msg.content)
+                w = None if d.op != "train" else client_mod.train_worker(d, self.contexts[msg.metadata.dst_node_id])
+            except Exception:  # noqa: BLE001 - delivered alone: the in-process path reports it
+                w = None
+            if w is None or (worker is not None and w is not worker):
+                replies[i] = super().exchange([msg], timeout)[0]
+            else:
+                worker = w
+                trains.append((i, d))
+        if worker is not None:
+            replies.update(self._train(worker, [(messages[i], d) for i, d in trains], [i for i, _ in trains]))
+        return [replies[i] for i in range(len(messages))]
+
+    def _train(self, worker: Worker, items: list[tuple[Message, Downlink]], index: list[int]) -> dict[int, Message]:
+        out: dict[int, Message] = {}
+        ready: list[tuple[int, Message, Downlink, float]] = []
+        for i, (msg, d) in zip(index, items, strict=True):
+            t0 = time.perf_counter()
+            try:
+                worker.check_client(d)
+                worker.catch_up(d)
+                kill_point("client-caught-up", d.round)
+            except Exception as exc:  # noqa: BLE001 - a failing client is an error reply, as in-process
+                out[i] = _error(msg, exc)
+                continue
+            ready.append((i, msg, d, time.perf_counter() - t0))
+        mode, why = choose_mode(worker, [d for _, _, d, _ in ready])
+        if mode != "sequential":
+            worker.work.load(dict(zip(worker.clean.names, worker.clean.tensors, strict=True)))
+            joint = JointForward(worker, mode, self.max_rows, self.max_padding)
+            t0 = time.perf_counter()
+            outcomes, turns = run_lockstep([_job(worker, d, mode) for _, _, d, _ in ready], joint)
+            seconds = time.perf_counter() - t0
+            if any(isinstance(o.error, Abandoned) for o in outcomes):
+                mode, why = "sequential", f"the joint forward failed ({next(o.error for o in outcomes if o.error)})"
+            else:
+                total = sum(o.value.examples for o in outcomes if o.value is not None) or 1
+                for (i, msg, d, catch_up_s), o in zip(ready, outcomes, strict=True):
+                    if o.error is not None or o.value is None:
+                        out[i] = _error(msg, o.error or RuntimeError("no result"))
+                        continue
+                    kill_point("client-trained", d.round)
+                    up = o.value.uplink(d, catch_up_s + seconds * o.value.examples / total,
+                                        peak_memory_bytes(worker.objective.device))
+                    out[i] = Message(build_uplink(up), reply_to=msg)
+                why = f"{len(ready)} clients, {turns} joint turns, {joint.forwards} forward passes"
+            worker.work.load(dict(zip(worker.clean.names, worker.clean.tensors, strict=True)))
+        if mode == "sequential":
+            for i, msg, _, _ in ready:
+                out[i] = super().exchange([msg], 0.0)[0]
+        self.last_batching = f"{mode}: {why}"
+        return out

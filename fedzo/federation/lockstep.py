@@ -1,0 +1,111 @@
+"""Turn-taking threads: many clients' unchanged training code, one shared loss call per turn.
+
+A ZO client asks for the loss of its current parameters at points its estimator and
+optimizer decide (two per direction for SPSA, more for ZO-SGD-Cons). To answer the
+requests of a whole round's participants with one batched forward pass without
+rewriting that code as coroutines, :func:`run_lockstep` runs each client's job in its
+own thread, one thread at a time: a job runs until it asks for a loss (or ends), then the
+next job runs; once every live job waits, ``answer`` evaluates all their requests at once
+and each job continues with its own value. Only one thread ever runs, in a fixed order,
+so the arithmetic of each job is exactly what it would be alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+R = TypeVar("R")  # what a job asks to have evaluated
+T = TypeVar("T")  # what a job returns
+
+Ask = Callable[[R], float]
+
+
+class Abandoned(RuntimeError):
+    """Raised inside a job whose turn's shared evaluation failed."""
+
+
+@dataclass
+class _Slot(Generic[R, T]):
+    go: threading.Event = field(default_factory=threading.Event)
+    paused: threading.Event = field(default_factory=threading.Event)
+    request: R | None = None
+    reply: float | BaseException | None = None
+    done: bool = False
+    value: T | None = None
+    error: BaseException | None = None
+
+    def ask(self, request: R) -> float:
+        """Called by the job: hand over ``request``, wait for the turn's answer."""
+        self.request, self.reply = request, None
+        self.paused.set()
+        self.go.wait()
+        self.go.clear()
+        reply = self.reply
+        if isinstance(reply, BaseException):
+            raise Abandoned(f"the shared evaluation of this turn failed: {reply}") from reply
+        assert reply is not None
+        return reply
+
+    def main(self, job: Callable[[Ask[R]], T]) -> None:
+        self.go.wait()
+        self.go.clear()
+        try:
+            self.value = job(self.ask)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller with the job's slot
+            self.error = exc
+        finally:
+            self.done = True
+            self.paused.set()
+
+    def resume(self) -> None:
+        """Let the job run until its next request or its end."""
+        self.paused.clear()
+        self.go.set()
+        self.paused.wait()
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What one job ended with: its value, or the exception it raised."""
+
+    value: T | None
+    error: BaseException | None
+
+
+def run_lockstep(jobs: Sequence[Callable[[Ask[R]], T]],
+                 answer: Callable[[list[R]], list[float]]) -> tuple[list[Outcome[T]], int]:
+    """Run ``jobs`` in turns; ``answer(requests)`` evaluates every waiting job's request.
+
+    Returns each job's outcome (in order) and the number of ``answer`` calls. When
+    ``answer`` raises, every waiting job gets :class:`Abandoned` from its request.
+    """
+    slots: list[_Slot[R, T]] = [_Slot() for _ in jobs]
+    threads = [threading.Thread(target=s.main, args=(j,), name=f"fedzo-lockstep-{i}", daemon=True)
+               for i, (s, j) in enumerate(zip(slots, jobs, strict=True))]
+    for t in threads:
+        t.start()
+    turns = 0
+    while True:
+        waiting = []
+        for s in slots:
+            if not s.done:
+                s.resume()
+                if not s.done:
+                    waiting.append(s)
+        if not waiting:
+            break
+        turns += 1
+        try:
+            replies: Sequence[float | BaseException] = answer([s.request for s in waiting])  # type: ignore[misc]
+            if len(replies) != len(waiting):
+                raise RuntimeError(f"answer gave {len(replies)} values for {len(waiting)} requests")
+        except Exception as exc:  # noqa: BLE001 - every waiting job learns why
+            replies = [exc] * len(waiting)
+        for s, rep in zip(waiting, replies, strict=True):
+            s.reply = rep
+    for t in threads:
+        t.join()
+    return [Outcome(s.value, s.error) for s in slots], turns

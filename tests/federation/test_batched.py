@@ -1,0 +1,230 @@
+"""The batched engine: a round's clients share forward passes; results match in-process.
+
+Tolerance: a joint forward pass may round differently from one client's own (another
+batch shape), so each logged coefficient must agree with the in-process engine's to
+``RTOL`` relative (``ATOL`` absolute). On the tiny model on CPU they agree bitwise; the
+test says so when they do and fails only beyond the stated tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fedzo.config.scenario import Scenario
+from fedzo.errors import ConfigError
+from fedzo.federation.batched import NotShareable, RecordingPerturber, join_batches
+from fedzo.federation.lockstep import Abandoned, run_lockstep
+from fedzo.federation.run import run_federated
+from fedzo.tasks.batching import Batch
+from fedzo.zo import NoiseSpec, ParamSet, Perturber
+
+RTOL, ATOL = 1e-4, 1e-7
+
+
+def _scenario(fed_config: Any, peft: str, *, zo: dict[str, Any] | None = None, optimizer: str = "zo-sgd",
+              faults: dict[str, Any] | None = None, **fed: Any) -> Scenario:
+    data = fed_config(optimizer=optimizer, **fed).model_dump()
+    data["model"]["peft"] = peft
+    data["zo"] |= zo or {}
+    if faults:
+        data["faults"] = faults
+    return Scenario.model_validate(data)
+
+
+def _entries(run: Path) -> list[Any]:
+    lines = [json.loads(x)["data"] for x in (run / "update_log.jsonl").read_text().splitlines()]
+    return [e for line in lines for e in line.get("entries", [])]
+
+
+def _batching(run: Path) -> list[str | None]:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r.get("batching") for r in recs if r["kind"] == "round" and r["round"] > 0]
+
+
+def _close(a: list[Any], b: list[Any]) -> bool:
+    """Same seeds, coefficients within the stated tolerance."""
+    def flat(entries: list[Any]) -> list[float]:
+        out: list[float] = []
+        for e in entries:
+            for x in e:
+                out += [float(v) for v in x] if isinstance(x, list) else [float(x)]
+        return out
+    fa, fb = flat(a), flat(b)
+    return len(fa) == len(fb) and all(math.isclose(x, y, rel_tol=RTOL, abs_tol=ATOL) for x, y in zip(fa, fb))
+
+
+CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
+    "prompt-K3": ("prompt", {}, "zo-sgd", {}, "rows"),
+    "prompt-K2-q2-sign": ("prompt", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
+    "prompt-K1-fzoo": ("prompt", {"estimator": "fzoo", "q": 3}, "zo-sgd", {"local_steps": 1}, "shared"),
+    "full-K1": ("full", {}, "zo-sgd-sign", {"local_steps": 1}, "shared"),
+    "lora-K1-fzoo": ("lora", {"estimator": "fzoo", "q": 2}, "zo-sgd", {"local_steps": 1}, "shared"),
+    "prefix-K1": ("prefix", {}, "zo-sgd", {"local_steps": 1}, "shared"),
+    "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "sequential"),
+    "prefix-K3": ("prefix", {}, "zo-sgd", {}, "sequential"),
+    "lora-K3": ("lora", {}, "zo-sgd", {}, "sequential"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -> None:
+    peft, zo, opt, fed, mode = CASES[name]
+    sc = _scenario(fed_config, peft, zo=zo, optimizer=opt, clients_per_round=3, **fed)
+    ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    got = run_federated(sc, tmp_path / "batched", engine="batched")
+    assert got.engine == "batched" and got.peak_client_memory_bytes is None
+    notes = _batching(tmp_path / "batched")
+    assert all(n is not None and n.startswith(f"{mode}:") for n in notes), notes
+    if mode != "sequential":
+        assert all("3 clients" in str(n) for n in notes), notes
+    a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
+    assert _close(a, b), f"{name}: coefficients differ beyond rtol {RTOL}"
+    if a == b:  # same arithmetic: the runs agree bitwise, final accuracy included
+        assert got.final_accuracy == ref.final_accuracy
+    # the clock, the bytes and the messages are the in-process engine's
+    assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (ref.sim_seconds, ref.bytes_up, ref.bytes_down)
+
+
+def test_batched_with_faults_catch_up_and_a_row_cap(tmp_path: Path, fed_config: Any) -> None:
+    """Crashes, dropouts, duplicates and stale replies around joint forwards of at most one
+    client's batch (``max_rows`` = batch size), with clients catching up by replay."""
+    faults = {"seed": 1, "crash_before": 0.15, "dropout": 0.15, "duplicate": 0.15, "stale": 0.15}
+    sc = _scenario(fed_config, "prompt", faults=faults, num_clients=6, clients_per_round=4, rounds=4,
+                   batched={"max_rows": 8})
+    ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    got = run_federated(sc, tmp_path / "batched", engine="batched")
+    assert _close(_entries(tmp_path / "inprocess"), _entries(tmp_path / "batched"))
+    assert got.faults == ref.faults and got.faults is not None and sum(got.faults["injected"].values()) > 0
+    for note in _batching(tmp_path / "batched"):
+        assert note is not None
+        turns = int(note.split(" joint turns")[0].rsplit(" ", 1)[1])
+        clients = int(note.split(" clients")[0].rsplit(" ", 1)[1])
+        assert f"{turns * clients} forward passes" in note  # the cap splits every turn per client
+
+
+def test_one_clients_catch_up_equals_the_shared_state(tmp_path: Path, fed_config: Any) -> None:
+    """The batched engine serves every participant from one synced model; a fresh worker that
+    replays a newcomer's whole catch-up (every entry since round 0) reaches the same weights."""
+    import fedzo.federation.client as client_mod
+    from fedzo.federation.setup import ClientSetup
+    from fedzo.zo import UpdateLog, apply_entries
+
+    sc = _scenario(fed_config, "prompt", num_clients=4, clients_per_round=2, rounds=3)
+    run_federated(sc, tmp_path / "batched", engine="batched")
+    shared = client_mod._WORKER
+    assert shared is not None and shared.round == 2  # synced to global(2) for round 3
+    fresh = client_mod.Worker(ClientSetup.from_json(shared.setup.to_json()))
+    log, _ = UpdateLog.load(tmp_path / "batched" / "update_log.jsonl")
+    apply_entries(fresh.clean_perturber, log.entries(after=0, upto=2))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.clean.tensors, shared.clean.tensors, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.initial.values(), shared.clean.tensors, strict=True))
+
+
+def test_batched_refuses_a_clock_from_measured_host_time(tmp_path: Path, fed_config: Any) -> None:
+    data = fed_config().model_dump()
+    data["fleet"] = {"compute_model": "measured"}
+    sc = Scenario.model_validate(data)
+    with pytest.raises(ConfigError, match="compute_model"):
+        run_federated(sc, tmp_path / "run", engine="batched")
+
+
+def test_join_batches_pads_on_the_right() -> None:
+    a = Batch(torch.tensor([[0, 5, 6]]), torch.tensor([[0, 1, 1]]), torch.tensor([1]))
+    b = Batch(torch.tensor([[7, 8, 9, 4, 3]]), torch.tensor([[1, 1, 1, 1, 1]]), torch.tensor([0]))
+    j = join_batches([a, b], pad_id=0)
+    assert j.input_ids.tolist() == [[0, 5, 6, 0, 0], [7, 8, 9, 4, 3]]
+    assert j.attention_mask.tolist() == [[0, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert j.labels.tolist() == [1, 0]
+
+
+def test_joint_passes_group_by_width_under_both_caps() -> None:
+    from fedzo.federation.batched import JointForward
+
+    jf = JointForward.__new__(JointForward)
+    jf.max_rows, jf.max_padding = 16, 0.25
+    # 8 rows each; widths 50, 40, 20, 42: sorted 20 | 40, 42 | 50 (16 rows at most)
+    assert jf.passes([8, 8, 8, 8], [50, 40, 20, 42]) == [[2], [1, 3], [0]]
+    jf.max_rows, jf.max_padding = 64, 10.0
+    assert jf.passes([8, 8, 8, 8], [50, 40, 20, 42]) == [[2, 1, 3, 0]]
+    jf.max_padding = 0.0
+    assert jf.passes([8, 8, 8], [30, 30, 31]) == [[0, 1], [2]]
+
+
+def test_recording_perturber_records_and_refuses_hooks() -> None:
+    params = ParamSet.from_tensors({"w": torch.zeros(4)})
+    rec = RecordingPerturber(Perturber(params, NoiseSpec("portable", "gaussian", 1024)))
+    rec.apply(3, (0.5, -1.0))
+    assert rec.take() == ((3, (0.5, -1.0)),) and rec.take() == ()
+    assert torch.equal(params.tensors[0], torch.zeros(4))  # nothing moved
+    with pytest.raises(NotShareable):
+        rec.apply(3, (1.0,), final=lambda *a: None)
+
+
+def test_lockstep_answers_every_turn_jointly_in_order() -> None:
+    calls: list[list[int]] = []
+    running: list[str] = []
+
+    def job(i: int, asks: int) -> Any:
+        def run(ask: Any) -> float:
+            total = 0.0
+            for k in range(asks):
+                running.append(threading.current_thread().name)
+                total += ask(10 * i + k)
+            return total
+        return run
+
+    def answer(reqs: list[int]) -> list[float]:
+        calls.append(reqs)
+        return [r / 2 for r in reqs]
+
+    out, turns = run_lockstep([job(0, 2), job(1, 3), job(2, 1)], answer)
+    assert [o.value for o in out] == [(0 + 1) / 2, (10 + 11 + 12) / 2, 20 / 2]
+    assert calls == [[0, 10, 20], [1, 11], [12]] and turns == 3
+    assert running[:3] == ["fedzo-lockstep-0", "fedzo-lockstep-1", "fedzo-lockstep-2"]
+
+
+def test_lockstep_keeps_one_jobs_error_and_abandons_a_failed_turn() -> None:
+    def fine(ask: Any) -> float:
+        return ask(1) + ask(2)
+
+    def broken(ask: Any) -> float:
+        ask(1)
+        raise FloatingPointError("loss at x + eps z is not finite")
+
+    out, _ = run_lockstep([fine, broken], lambda reqs: [0.0] * len(reqs))
+    assert out[0].value == 0.0 and isinstance(out[1].error, FloatingPointError)
+
+    def fail(reqs: list[int]) -> list[float]:
+        raise RuntimeError("out of memory")
+
+    out, turns = run_lockstep([fine, fine], fail)
+    assert turns == 1 and all(isinstance(o.error, Abandoned) for o in out)
+
+
+def test_an_interrupted_batched_run_resumes_bitwise(tmp_path: Path, fed_config: Any, interrupt_and_resume: Any,
+                                                    strip_timings: Any) -> None:
+    sc = _scenario(fed_config, "prompt", engine="batched", clients_per_round=3)
+    whole = run_federated(sc, tmp_path / "whole")
+    resumed = interrupt_and_resume(sc, tmp_path / "resumed", 2)
+    assert resumed.engine == "batched"
+    assert _entries(tmp_path / "whole") == _entries(tmp_path / "resumed")
+    assert strip_timings(tmp_path / "whole") == strip_timings(tmp_path / "resumed")
+    assert whole.final_accuracy == resumed.final_accuracy
+
+
+def test_bench_batched_reports_both_engines(tmp_path: Path) -> None:
+    from fedzo.bench.batched import format_report, run_bench
+
+    report = run_bench(str(Path(__file__).parents[2] / "scenarios" / "batched-tiny.yaml"), [3], rounds=2)
+    (row,) = report["results"]
+    assert row["participants"] == 3 and row["update_logs_bitwise_equal"] is True
+    assert len(row["batching"]) == 1 and row["batching"][0].startswith("rows: 3 clients, 8 joint turns")
+    assert row["inprocess_over_batched"] == row["inprocess_seconds_per_round"] / row["batched_seconds_per_round"]
+    assert "speed-up" in format_report(report)
