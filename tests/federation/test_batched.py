@@ -228,3 +228,14 @@ def test_bench_batched_reports_both_engines(tmp_path: Path) -> None:
     assert len(row["batching"]) == 1 and row["batching"][0].startswith("rows: 3 clients, 8 joint turns")
     assert row["inprocess_over_batched"] == row["inprocess_seconds_per_round"] / row["batched_seconds_per_round"]
     assert "speed-up" in format_report(report)
+
+
+@pytest.mark.parametrize("name", ["tiny", "quickstart"])
+def test_committed_bench_tables_match_their_data(name: str) -> None:
+    """analysis/results/batched/NAME.md is what `fedzo bench batched` prints for NAME.json."""
+    from fedzo.bench.batched import format_report
+
+    root = Path(__file__).parents[2] / "analysis" / "results" / "batched"
+    report = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
+    assert (root / f"{name}.md").read_text(encoding="utf-8") == format_report(report) + "\n"
+    assert all(r["update_logs_bitwise_equal"] or report["model"] != "tiny-llama" for r in report["results"])
