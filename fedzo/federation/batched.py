@@ -10,8 +10,8 @@ for a loss, joint forward passes over all their rows answer them (at most ``max_
 rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a pass:
 
 * ``shared``: every client's parameters are the same at each loss request (one local
-  step): the clients' moves are recorded, checked equal (a guard: the engine predicts this), and applied once
-  to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
+  step): the clients' moves are recorded, checked equal (a guard: the engine predicts
+  this), and applied once to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
   directions are all probed before any update (q = 1, or ``fzoo``).
 * ``rows``: prompt tuning with any number of local steps, directions and estimators: each
   client keeps its own copy of the virtual tokens, and each row of the joint forward gets
@@ -191,17 +191,14 @@ class JointForward:
         and padded tokens at most ``1 + max_padding`` times the requests' own."""
         order = sorted(range(len(rows)), key=lambda i: (widths[i], i))
         out: list[list[int]] = []
-        own = 0
+        n = own = 0  # rows and own tokens of the open pass
         for i in order:
-            if out:
-                group = out[-1]
-                n = sum(rows[j] for j in group) + rows[i]
-                if n <= self.max_rows and n * widths[i] <= (1 + self.max_padding) * (own + rows[i] * widths[i]):
-                    group.append(i)
-                    own += rows[i] * widths[i]
-                    continue
-            out.append([i])
-            own = rows[i] * widths[i]
+            n, own = n + rows[i], own + rows[i] * widths[i]
+            if out and n <= self.max_rows and n * widths[i] <= (1 + self.max_padding) * own:
+                out[-1].append(i)
+            else:
+                out.append([i])
+                n, own = rows[i], rows[i] * widths[i]
         return out
 
     @torch.no_grad()
@@ -271,13 +268,15 @@ class BatchedTransport(InProcessTransport):
                 worker = w
                 trains.append((i, d))
         if worker is not None:
-            replies.update(self._train(worker, [(messages[i], d) for i, d in trains], [i for i, _ in trains]))
+            replies.update(self._train(worker, [(i, messages[i], d) for i, d in trains]))
         return [replies[i] for i in range(len(messages))]
 
-    def _train(self, worker: Worker, items: list[tuple[Message, Downlink]], index: list[int]) -> dict[int, Message]:
+    def _train(self, worker: Worker, items: list[tuple[int, Message, Downlink]]) -> dict[int, Message]:
+        """Replies (by message index) to one worker's train messages: catch-up one by one,
+        then the local steps together (or one client at a time, when they cannot share)."""
         out: dict[int, Message] = {}
         ready: list[tuple[int, Message, Downlink, float]] = []
-        for i, (msg, d) in zip(index, items, strict=True):
+        for i, msg, d in items:
             t0 = time.perf_counter()
             try:
                 worker.check_client(d)
@@ -289,7 +288,7 @@ class BatchedTransport(InProcessTransport):
             ready.append((i, msg, d, time.perf_counter() - t0))
         mode, why = choose_mode(worker, [d for _, _, d, _ in ready])
         if mode != "sequential":
-            worker.work.load(dict(zip(worker.clean.names, worker.clean.tensors, strict=True)))
+            worker.reset_work()
             joint = JointForward(worker, mode, self.max_rows, self.max_padding)
             t0 = time.perf_counter()
             outcomes, turns = run_lockstep([_job(worker, d, mode) for _, _, d, _ in ready], joint)
@@ -307,7 +306,7 @@ class BatchedTransport(InProcessTransport):
                                         peak_memory_bytes(worker.objective.device))
                     out[i] = Message(build_uplink(up), reply_to=msg)
                 why = f"{len(ready)} clients, {turns} joint turns, {joint.forwards} forward passes"
-            worker.work.load(dict(zip(worker.clean.names, worker.clean.tensors, strict=True)))
+            worker.reset_work()
         if mode == "sequential":
             for i, msg, _, _ in ready:
                 out[i] = super().exchange([msg], 0.0)[0]

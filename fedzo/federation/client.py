@@ -162,7 +162,7 @@ class Worker:
         self.check_client(d)
         self.catch_up(d, cache)
         kill_point("client-caught-up", d.round)
-        self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
+        self.reset_work()
         clf = self.objective.classifier
         if self.objective.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.objective.device)
@@ -174,6 +174,10 @@ class Worker:
         steps = self.local_steps(d, self.work_perturber, evaluate)
         kill_point("client-trained", d.round)
         return steps.uplink(d, time.perf_counter() - t0, peak_memory_bytes(self.objective.device))
+
+    def reset_work(self) -> None:
+        """Overwrite the working copy with the clean synced copy."""
+        self.work.load(dict(zip(self.clean.names, self.clean.tensors, strict=True)))
 
     def check_client(self, d: Downlink) -> None:
         """A clear error for a client id outside the fleet."""
