@@ -74,21 +74,29 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
             one, joint = statistics.median(secs["inprocess"]), statistics.median(secs["batched"])
             rows.append({"participants": p, "inprocess_seconds_per_round": one, "batched_seconds_per_round": joint,
                          "inprocess_over_batched": one / joint, "rounds_timed": len(secs["batched"]),
+                         "inprocess_round_seconds": secs["inprocess"], "batched_round_seconds": secs["batched"],
                          "update_logs_bitwise_equal": logs["inprocess"] == logs["batched"], "batching": notes})
     return {"scenario": scenario, "batched": sc.federation.batched.model_dump(), "model": base.model.name,
             "peft": base.model.peft, "local_steps": base.federation.local_steps, "batch_size": base.data.batch_size,
             "repeats": repeats, "results": rows}
 
 
+def _range(r: dict[str, Any], engine: str) -> str:
+    """min-max of the timed rounds (reports written before they were kept: "-")."""
+    secs = r.get(f"{engine}_round_seconds")
+    return f"{min(secs):.3f}-{max(secs):.3f}" if secs else "-"
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """A table of the report."""
+    """A table of the report: medians, the speed-up, and the range over the timed rounds."""
     title = (f"{report['scenario']} ({report['model']}, {report['peft']}, K = {report['local_steps']}, "
              f"batch {report['batch_size']}, {report['batched']}): host s per round, median over "
              f"{report['repeats']} repeat(s) of each run")
     lines = [title,
-             "participants  in-process  batched  speed-up  rounds  logs bitwise  batching"]
+             "participants  in-process  batched  speed-up  rounds  in-process range  batched range  logs bitwise  batching"]
     for r in report["results"]:
         lines.append(f"{r['participants']:>12}  {r['inprocess_seconds_per_round']:>10.3f}  "
                      f"{r['batched_seconds_per_round']:>7.3f}  {r['inprocess_over_batched']:>7.2f}x  {r['rounds_timed']:>6}  "
+                     f"{_range(r, 'inprocess'):>16}  {_range(r, 'batched'):>13}  "
                      f"{r['update_logs_bitwise_equal']!s:>12}  {' | '.join(r['batching'])}")
     return "\n".join(lines)
