@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +26,7 @@ from fedzo.tasks.objective import Objective, build_objective
 from fedzo.tasks.types import Example
 from fedzo.zo import (
     BlockSchedule,
+    DirectionalLoss,
     EstimatorConfig,
     LogEntry,
     NoiseSpec,
@@ -40,6 +40,7 @@ from fedzo.zo import (
     default_blocks,
     derive_seed,
     make_zo_optimizer,
+    module_along,
     param_digest,
     param_signature,
     zo_step,
@@ -98,12 +99,13 @@ class ZOStepper:
         self.perturber: Perturber | None = make_perturber(ParamSet.from_module(clf), cfg)
         self.est = EstimatorConfig(cfg.zo.estimator, cfg.zo.eps, cfg.zo.q)
 
-    def loss_fn(self, batch: Batch) -> Callable[[], float]:
-        """The no-grad loss on ``batch``."""
+    def loss_fn(self, batch: Batch) -> DirectionalLoss:
+        """The no-grad loss on ``batch`` (and its derivative along a direction, for forward-grad)."""
         def f() -> float:
             with torch.no_grad():
                 return float(self.clf.loss(batch))
-        return f
+        assert self.perturber is not None
+        return DirectionalLoss(f, module_along(self.clf, self.perturber.params, lambda: self.clf.loss(batch)))
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:
         """One ZO step; every direction is logged."""

@@ -20,13 +20,22 @@ import torch
 
 from fedzo.calibration.model import Host, Point
 from fedzo.config.sections import DataConfig, ModelConfig, RuntimeConfig
-from fedzo.devices.memory import ArchDims, arch_dims
+from fedzo.devices.dims import ArchDims, arch_dims
 from fedzo.devices.work import Tuning, step_work
 from fedzo.models.adapters import base_model
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import Classifier
 from fedzo.tasks.objective import build_objective
-from fedzo.zo import EstimatorConfig, NoiseSpec, ParamSet, Perturber, make_zo_optimizer, zo_step
+from fedzo.zo import (
+    DirectionalLoss,
+    EstimatorConfig,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    make_zo_optimizer,
+    module_along,
+    zo_step,
+)
 from fedzo.zo.first_order import FOTrainer
 
 SYNTHETIC_TASK_MODELS = ("tiny-llama", "tiny-bert")
@@ -98,13 +107,14 @@ ZO_OPTIMIZER_OF = {"sgd": "zo-sgd", "momentum": "zo-sgd-mmt", "adam": "zo-adam"}
 
 
 def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
-    """A training step of ``tuning`` (q = 1; lr 0: the model stays as it is), to call per batch.
+    """A training step of ``tuning`` (q = 1; lr 0: the model stays as it is), to call per batch:
+    ZO by central differences, or by forward gradients when ``tuning`` has tangent forwards.
 
     Its state (perturber, backprop optimizer) lives across calls, as within a client-round.
     """
     if tuning.method == "zo":
         perturber = Perturber(ParamSet.from_module(clf), NoiseSpec("portable", "gaussian"))
-        est = EstimatorConfig("central", 1e-3, 1)
+        est = EstimatorConfig("forward-grad" if tuning.tangent_forwards_per_step else "central", 1e-3, 1)
         opt = make_zo_optimizer(ZO_OPTIMIZER_OF[tuning.optimizer])
 
         def zo(batch: Batch) -> object:
@@ -112,7 +122,8 @@ def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
                 with torch.no_grad():
                     return float(clf.loss(batch))
 
-            return zo_step(perturber, loss, 0, est, opt, 0.0)
+            along = module_along(clf, perturber.params, lambda: clf.loss(batch))
+            return zo_step(perturber, DirectionalLoss(loss, along), 0, est, opt, 0.0)
 
         return zo
     trainer = FOTrainer(clf, "fo-adam" if tuning.optimizer == "adam" else "fo-sgd", 0.0,

@@ -44,7 +44,8 @@ class Group(_Frozen):
     """The fit of one (model, method, tuning) group over its measured points."""
 
     model: str
-    method: Literal["zo", "bp"]
+    method: Literal["zo", "bp", "fg"] = Field(description="zo: ZO steps (finite differences); bp: backprop; "
+                                              "fg: ZO steps by forward gradients (forward-mode tangents)")
     peft: Literal["full", "lora", "prefix", "prompt"]
     checkpointing: bool = False
     overhead_seconds: float
@@ -86,16 +87,17 @@ class Calibration(_Frozen):
 
     def group(self, model: str, tuning: Tuning, source: str) -> Group:
         """The group for ``model`` trained by ``tuning``; a ConfigError names what is missing."""
-        key = (model, tuning.method, tuning.peft, tuning.checkpointing)
+        method = tuning.calibration_method
+        key = (model, method, tuning.peft, tuning.checkpointing)
         for g in self.groups:
             if g.key == key:
                 return g
         have = ", ".join(g.label() for g in self.groups) or "nothing"
         ckpt = " --checkpointing" if tuning.checkpointing else ""
         raise ConfigError(
-            f"{source}: no calibration for {model} {tuning.method} {tuning.peft}"
+            f"{source}: no calibration for {model} {method} {tuning.peft}"
             f"{' +checkpointing' if tuning.checkpointing else ''} (it has: {have}); measure it with "
-            f"`fedzo calibrate --model {model} --method {tuning.method} --peft {tuning.peft}{ckpt} --out {source}` "
+            f"`fedzo calibrate --model {model} --method {method} --peft {tuning.peft}{ckpt} --out {source}` "
             "(it adds the group to the file), or remove fleet.calibration to price with FLOPs (an estimate)")
 
     def step_seconds(self, group: Group, work: StepWork) -> float:
@@ -116,7 +118,7 @@ class Calibration(_Frozen):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
-def fit_group(model: str, method: Literal["zo", "bp"], peft: Literal["full", "lora", "prefix", "prompt"],
+def fit_group(model: str, method: Literal["zo", "bp", "fg"], peft: Literal["full", "lora", "prefix", "prompt"],
               checkpointing: bool, points: list[Point], regen_seconds_per_element: float,
               group_regen: float | None = None) -> Group:
     """Least-squares ``seconds - regen = overhead + slope x GFLOPs`` over ``points``.

@@ -32,7 +32,7 @@ class Case:
     """One client-round configuration to check."""
 
     model: str
-    method: Literal["zo", "bp"]
+    method: Literal["zo", "bp", "fg"]
     peft: Literal["full", "lora", "prefix", "prompt"]
     batch: int
     max_length: int
@@ -43,7 +43,7 @@ class Case:
     @property
     def tuning(self) -> Tuning:
         """The tuning this case trains with."""
-        return Tuning(self.method, self.peft, checkpointing=self.checkpointing)
+        return Tuning.of(self.method, self.peft, checkpointing=self.checkpointing)
 
     def label(self) -> str:
         """``model method peft batch x max_length``."""
@@ -77,7 +77,7 @@ def run_case(case: Case, threads: int) -> dict[str, Any]:
 
 def predicted_seconds(cal: Calibration, case: Case, result: dict[str, Any], source: str) -> float:
     """The clock's host-seconds for the measured batches."""
-    from fedzo.devices.memory import ArchDims
+    from fedzo.devices.dims import ArchDims
 
     group = cal.group(case.model, case.tuning, source)
     d = ArchDims(**result["arch"])

@@ -13,7 +13,7 @@ from fedzo.errors import ConfigError
 
 DEFAULT_OUT = "clients/reference-host.calibration.json"
 MODELS = ("smollm2-135m", "minilm-l6")
-METHODS = ("zo", "bp")
+METHODS = ("zo", "bp", "fg")
 PEFTS = ("full", "lora", "prompt")
 ROWS = (4, 8, 16)
 WIDTHS = (32, 64, 96)
@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
                     "client-rounds measured in fresh processes.")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"calibration file to write or extend (default: {DEFAULT_OUT})")
     p.add_argument("--model", nargs="+", default=list(MODELS), help="models (embedded names)")
-    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="zo: finite-difference ZO steps; bp: backprop; fg: forward-gradient ZO steps")
     p.add_argument("--peft", nargs="+", default=list(PEFTS), choices=("full", "lora", "prefix", "prompt"))
     p.add_argument("--checkpointing", action="store_true", help="backprop with activation checkpointing")
     p.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="batch sizes of the grid")
@@ -57,7 +58,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     for model in args.model:
         for method in args.method:
             for peft in args.peft:
-                tuning = Tuning(method, peft, checkpointing=args.checkpointing and method == "bp")
+                tuning = Tuning.of(method, peft, checkpointing=args.checkpointing)
                 points, group_regen = measure_points(model, tuning, shapes, threads=args.threads,
                                                      repeats=args.repeats)
                 g = fit_group(model, method, peft, tuning.checkpointing, points, regen, group_regen)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from fedzo.devices.availability import client_rng, draw_offline_time
-from fedzo.devices.memory import ArchDims
+from fedzo.devices.dims import ArchDims
 from fedzo.devices.profiles import DeviceProfile
 from fedzo.devices.speed import HOST_FLOPS_FP32, SpeedFigure, speed_of
 from fedzo.devices.work import StepWork, Tuning, step_work
@@ -183,7 +183,8 @@ class ModelShape:
         """Keyword arguments for :func:`fedzo.devices.memory.estimate_memory`."""
         return {"dtype": self.dtype, "lora_rank": self.tuning.lora_rank, "prefix_tokens": self.tuning.virtual_tokens,
                 "optimizer": self.tuning.optimizer, "logits": "last",
-                "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0, "mask": self.tuning.mask}
+                "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0, "mask": self.tuning.mask,
+                "forward_grad": self.tuning.tangent_forwards_per_step > 0}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Literal
 
 from transformers import PretrainedConfig
 
+from fedzo.devices.dims import ArchDims, arch_dims
 from fedzo.errors import ConfigError
 
 Mode = Literal["zo", "bp"]
@@ -49,62 +50,6 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 20
 ALLOCATOR_SLACK = 0.25
 ALLOCATOR_RESERVE_BYTES = 28_000_000
 ALLOCATOR_RESERVE_PER_WEIGHT_BYTE = 0.04
-
-
-@dataclass(frozen=True)
-class ArchDims:
-    """The shape numbers the memory model needs, read from a config."""
-
-    kind: Literal["decoder", "encoder"]
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied: bool
-    max_positions: int
-    type_vocab: int
-    num_labels: int
-    eager_attention: bool
-
-    @property
-    def q_dim(self) -> int:
-        """Width of the query projection."""
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        """Width of the key (and of the value) projection."""
-        return self.kv_heads * self.head_dim
-
-
-def arch_dims(config: PretrainedConfig) -> ArchDims:
-    """Shape numbers of a llama-style decoder or a BERT-style encoder config."""
-    get = config.to_dict().get
-    hidden = get("hidden_size") or get("n_embd") or get("d_model")
-    layers = get("num_hidden_layers") or get("n_layer")
-    heads = get("num_attention_heads") or get("n_head")
-    if not (hidden and layers and heads):
-        raise ConfigError(
-            f"model config {type(config).__name__}: needs hidden_size, num_hidden_layers and "
-            "num_attention_heads (llama-style decoders and BERT-style encoders are supported)"
-        )
-    is_encoder = config.model_type in {"bert", "roberta", "distilbert", "electra", "xlm-roberta"}
-    head_dim = get("head_dim") or hidden // heads
-    return ArchDims(
-        kind="encoder" if is_encoder else "decoder",
-        layers=int(layers), hidden=int(hidden),
-        intermediate=int(get("intermediate_size") or get("n_inner") or 4 * hidden),
-        heads=int(heads), kv_heads=int(get("num_key_value_heads") or heads),
-        head_dim=int(head_dim), vocab=int(get("vocab_size") or 0),
-        tied=bool(get("tie_word_embeddings", True)),
-        max_positions=int(get("max_position_embeddings") or 0),
-        type_vocab=int(get("type_vocab_size") or 0),
-        num_labels=int(getattr(config, "num_labels", None) or 2),
-        eager_attention=getattr(config, "_attn_implementation", None) == "eager",
-    )
 
 
 def count_parameters(d: ArchDims) -> int:
@@ -257,6 +202,7 @@ def estimate_memory(
     allocator_slack: float = ALLOCATOR_SLACK,
     allocator_reserve: int | None = None,
     mask: str = "none",
+    forward_grad: bool = False,
 ) -> MemoryBreakdown:
     """Peak bytes to train ``config`` at batch x seq tokens by ZO or BP.
 
@@ -271,14 +217,14 @@ def estimate_memory(
     temporary while it updates); BP SGD with ``momentum`` one buffer, Adam two.
     ``mask``: a ZO sparse mask; ``magnitude`` holds 1 bit per trainable parameter (counted
     as optimizer state), ``random`` is regenerated and holds nothing.
+    ``forward_grad``: ZO by forward gradients (tangents of activations and logits, the dense
+    direction, and the temporaries of :func:`_tangent_temporaries`).
     """
     _check_inputs(mode, dtype, optimizer, batch, seq, checkpoint_fraction)
     d = arch_dims(config)
     el = DTYPE_BYTES[dtype]
     n_params = count_parameters(d)
-    trainable, largest_trainable = trainable_parameters(
-        d, peft, lora_rank=lora_rank, prefix_tokens=prefix_tokens
-    )
+    trainable, largest_trainable = trainable_parameters(d, peft, lora_rank=lora_rank, prefix_tokens=prefix_tokens)
     weights = (n_params + (trainable if peft != "full" else 0)) * el
     runtime = RUNTIME_OVERHEAD_BYTES if runtime_overhead is None else runtime_overhead
     if allocator_reserve is None:
@@ -292,7 +238,8 @@ def estimate_memory(
     )
     if mode == "zo":
         return _zo_memory(sizes, chunk_elements, noise_bytes, optimizer,
-                          mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0)
+                          mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0,
+                          tangent_temp=_tangent_temporaries(d, batch, seq, peft, el) if forward_grad else None)
     return _bp_memory(sizes, peft, optimizer, checkpoint_fraction)
 
 
@@ -330,21 +277,51 @@ class _Sizes:
     allocator_reserve: int
 
 
+# A forward with tangents on CPU (PyTorch 2.13) runs attention through SDPA's math kernel,
+# which materializes the scores and probabilities of a layer and their tangents: measured
+# 5.6-5.9 fp32 copies of batch x heads x seq x seq at the peak (tiny llama, 64 rows, seq 256
+# and 512, `fedzo memory --validate`-style runs), i.e. 4.5-4.7 live copies under the
+# allocator's 25 % slack. A linear layer whose weight has no tangent (frozen under LoRA,
+# prefix or prompt tuning) allocates a weight-sized zero tangent while it runs (measured:
+# +121 MB for a 108 MB frozen weight): the largest such layer counts.
+ATTENTION_TANGENT_COPIES = 4.6
+
+
+def _tangent_temporaries(d: ArchDims, batch: int, seq: int, peft: PeftMode, el: int) -> int:
+    """Transient bytes of a forward with tangents beyond the activations' own tangents:
+    the larger of one layer's unfused attention matrices and the largest frozen weight."""
+    attention = ATTENTION_TANGENT_COPIES * batch * d.heads * seq * seq * el
+    if peft == "full":
+        frozen = 0
+    elif d.kind == "decoder":
+        frozen = d.vocab * d.hidden  # the LM head
+    else:
+        frozen = d.hidden * d.intermediate
+    return int(max(attention, frozen * el))
+
+
 def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Optimizer = "sgd",
-               mask_bytes: int = 0) -> MemoryBreakdown:
+               mask_bytes: int = 0, tangent_temp: int | None = None) -> MemoryBreakdown:
     """ZO: inference activations, the loss's logits, one perturbation chunk, and the
-    optimizer's buffers and a mask's bits."""
-    acts = int(layer_saved_elements(s.d, s.seq, training=False) * s.tokens * s.el)
-    logit_bytes = s.n_logits * (s.el + s.upcast + 4)  # logits + fp32 log-softmax of the loss
+    optimizer's buffers and a mask's bits. Forward gradients (``tangent_temp`` given: the
+    tangent forward's temporaries) double the activations and logits (their tangents) and
+    hold the dense direction during the forward."""
+    forward_grad = tangent_temp is not None
+    tangent = 2 if forward_grad else 1
+    acts = int(layer_saved_elements(s.d, s.seq, training=False) * s.tokens * s.el) * tangent
+    logit_bytes = s.n_logits * (s.el + s.upcast + 4) * tangent  # logits + fp32 log-softmax of the loss
     chunk_elements = min(chunk_elements, s.largest_trainable)
     chunk = chunk_elements * noise_bytes
+    direction = s.trainable * s.el if forward_grad else 0
     states = STATE_COPIES[optimizer] * s.trainable * s.el + mask_bytes
     temps = chunk_elements * s.el if optimizer == "adam" else 0  # Adam's denominator, per chunk
+    phase = ("forward+tangent", acts + logit_bytes + direction + (tangent_temp or 0)) if forward_grad else \
+        ("forward+perturb", acts + logit_bytes + chunk + temps)
     return MemoryBreakdown(
         mode="zo", weights=s.weights, gradients=0, optimizer_states=states,
-        optimizer_temporaries=temps, activations=acts, logits=logit_bytes,
+        optimizer_temporaries=temps + direction, activations=acts, logits=logit_bytes,
         perturbation_chunk=chunk, runtime_overhead=s.runtime,
-        phases=(("forward+perturb", acts + logit_bytes + chunk + temps),),
+        phases=(phase, ("update", chunk + temps)) if forward_grad else (phase,),
         allocator_slack=s.allocator_slack, allocator_reserve=s.allocator_reserve,
     )
 

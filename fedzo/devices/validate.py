@@ -50,6 +50,7 @@ class ValidationCase:
     optimizer: Optimizer = "sgd"
     checkpointing: bool = False
     task: str | None = None  # the task whose classifier is built (default: the model's calibration task)
+    forward_grad: bool = False  # ZO by forward gradients instead of central differences
 
     @property
     def label(self) -> str:
@@ -61,6 +62,8 @@ class ValidationCase:
             parts.append(self.optimizer)
         if self.checkpointing:
             parts.append("checkpointing")
+        if self.forward_grad:
+            parts.append("forward-grad")
         return " ".join(parts)
 
 
@@ -82,10 +85,12 @@ class ValidationResult:
         return (self.predicted - self.measured) / self.measured
 
 
-# About 3-4 minutes on 2 idle CPU cores: the embedded SmolLM2-135M and MiniLM-L6 as fedzo trains them.
+# About 4-5 minutes on 2 idle CPU cores: the embedded SmolLM2-135M and MiniLM-L6 as fedzo trains them.
 DEFAULT_CASES: tuple[ValidationCase, ...] = (
     ValidationCase("smollm2-135m", "zo", 16, 64),
     ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt"),
+    ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt", forward_grad=True),
+    ValidationCase("smollm2-135m", "zo", 8, 64, forward_grad=True),
     ValidationCase("minilm-l6", "zo", 32, 128),
     ValidationCase("minilm-l6", "zo", 32, 128, optimizer="adam"),
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam"),
@@ -122,7 +127,8 @@ def _worker(case: ValidationCase) -> dict[str, Any]:
     threads = min(2, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     rss_import = _status_bytes("VmRSS")
-    tuning = Tuning(case.mode, case.peft, optimizer=case.optimizer, checkpointing=case.checkpointing)
+    tuning = Tuning.of("fg" if case.forward_grad else case.mode, case.peft, optimizer=case.optimizer,
+                       checkpointing=case.checkpointing)
     clf = classifier(case.model, tuning, threads, task=case.task)
     batch = synthetic_batch(clf, case.batch, case.seq)
     step = step_function(clf, tuning)
@@ -160,7 +166,7 @@ def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
         model_config(case.model), case.mode,
         batch=case.batch, seq=case.seq, peft="prefix" if case.peft == "prompt" else case.peft,
         optimizer=case.optimizer, logits="last", runtime_overhead=m["rss_import"],
-        checkpoint_fraction=1.0 if case.checkpointing else 0.0,
+        checkpoint_fraction=1.0 if case.checkpointing else 0.0, forward_grad=case.forward_grad,
     )
     return ValidationResult(
         case=case, predicted=breakdown.total - breakdown.runtime_overhead,

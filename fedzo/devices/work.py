@@ -14,7 +14,13 @@ any virtual tokens), not from ``max_length``:
   and weight gradients only for trained matrices; activation checkpointing recomputes
   the forward once more; plus the optimizer's update of the trained elements;
 * for ZO: the forward passes of the step and the regenerations of the directions over
-  the trained elements (counted separately: they cost time per element, not FLOPs).
+  the trained elements (counted separately: they cost time per element, not FLOPs);
+* for forward gradients (ZO's ``forward-grad`` estimator): each forward with tangents is
+  the forward plus its tangent, which every matmul after the first trained parameter
+  computes once more (all of them: LoRA, prefix and prompt parameters sit in or before
+  the first layer) and a trained matmul twice (``dx W + x dW``). Such steps are priced
+  with their own calibration group (method ``fg``): the seconds per FLOP of a tangent
+  forward are not those of a plain one.
 
 :mod:`fedzo.devices.calibration` turns these counts into seconds on the reference host.
 """
@@ -25,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fedzo.devices.memory import ArchDims
+from fedzo.devices.dims import ArchDims
 
 Method = Literal["zo", "bp"]
 Peft = Literal["full", "lora", "prefix", "prompt"]
@@ -43,9 +49,24 @@ class Tuning:
     virtual_tokens: int = 10
     forwards_per_step: int = 2  # ZO: q x the estimator's forwards per direction
     regenerations_per_step: int = 3  # ZO: 3 per direction (central: +eps, -2eps, restore+update)
+    tangent_forwards_per_step: int = 0  # ZO forward-grad: forwards that carry a tangent
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     checkpointing: bool = False
     mask: str = "none"  # ZO sparse mask (memory: magnitude holds 1 bit per trainable parameter)
+
+    @property
+    def calibration_method(self) -> Literal["zo", "bp", "fg"]:
+        """The calibration group's method: ``fg`` for forward-gradient ZO steps."""
+        return "fg" if self.method == "zo" and self.tangent_forwards_per_step else self.method
+
+    @classmethod
+    def of(cls, method: Literal["zo", "bp", "fg"], peft: Peft = "full", *, checkpointing: bool = False,
+           optimizer: Literal["sgd", "momentum", "adam"] = "sgd") -> Tuning:
+        """The one-direction step a calibration group's method names (``fg``: forward-gradient ZO)."""
+        if method == "fg":
+            return cls("zo", peft, forwards_per_step=0, regenerations_per_step=2, tangent_forwards_per_step=1,
+                       optimizer=optimizer)
+        return cls(method, peft, optimizer=optimizer, checkpointing=checkpointing and method == "bp")
 
 
 @dataclass(frozen=True)
@@ -90,8 +111,9 @@ def _trained_matmul_fraction(d: ArchDims, tuning: Tuning) -> float:
 def step_work(d: ArchDims, batches: Sequence[tuple[int, int]], tuning: Tuning, trainable: int) -> StepWork:
     """The work of one step over each of ``batches`` ((rows, width) per batch).
 
-    ZO: ``forwards_per_step`` forwards of each batch and ``regenerations_per_step``
-    passes over the ``trainable`` elements. BP: a forward, the backward the tuning needs,
+    ZO: ``forwards_per_step`` forwards of each batch (and ``tangent_forwards_per_step``
+    forwards with tangents) and ``regenerations_per_step`` passes over the ``trainable``
+    elements. BP: a forward, the backward the tuning needs,
     a recomputed forward when checkpointing, and the optimizer update.
     """
     extra_tokens = tuning.virtual_tokens if tuning.peft == "prompt" else 0
@@ -101,7 +123,9 @@ def step_work(d: ArchDims, batches: Sequence[tuple[int, int]], tuning: Tuning, t
     for rows, width in batches:
         fwd = forward_flops(d, rows, width, extra_tokens=extra_tokens, extra_keys=extra_keys, lora_rank=rank)
         if tuning.method == "zo":
-            total += StepWork(tuning.forwards_per_step * fwd, float(tuning.regenerations_per_step * trainable))
+            tangent = tuning.tangent_forwards_per_step * fwd * (2.0 + _trained_matmul_fraction(d, tuning))
+            total += StepWork(tuning.forwards_per_step * fwd + tangent,
+                              float(tuning.regenerations_per_step * trainable))
             continue
         # backward: activation gradients through every layer (1x), weight gradients of the
         # trained matmuls (their share of 1x); checkpointing recomputes the forward (1x)

@@ -17,7 +17,8 @@ rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a
   client keeps its own copy of the virtual tokens, and each row of the joint forward gets
   its own client's prompt.
 
-Otherwise the round runs one client at a time, as in-process, and its record says why
+Otherwise (and always for ``forward-grad``, which differentiates each client's own forward)
+the round runs one client at a time, as in-process, and its record says why
 (``batching``). Rows of different clients are padded to a common width on the right,
 which changes nothing for the tokens that count (causal attention never looks right;
 positions and pooling follow the attention mask), but a different batch shape may round
@@ -114,6 +115,8 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     if any(x.catch_up.to_round != d.catch_up.to_round or x.seeds != d.seeds for x in downlinks):
         return "sequential", "participants start from different rounds or seeds"
     est = EstimatorConfig(worker.scenario.zo.estimator, d.eps, d.q)
+    if est.tangent_forwards_per_step:
+        return "sequential", f"estimator {est.kind!r} differentiates each client's own forward"
     why = []
     if len(d.seeds) > 1:
         why.append(f"K = {len(d.seeds)} local steps")

@@ -44,6 +44,7 @@ from fedzo.tasks.batching import Batch
 from fedzo.tasks.objective import build_objective
 from fedzo.tasks.partition import partition
 from fedzo.zo import (
+    DirectionalLoss,
     EstimatorConfig,
     NoiseSpec,
     ParamSet,
@@ -51,8 +52,10 @@ from fedzo.zo import (
     UpdateLog,
     apply_entries,
     make_zo_optimizer,
+    module_along,
     zo_step,
 )
+from fedzo.zo.forward_grad import Along
 from fedzo.zo.masks import make_mask
 
 SETUP_STATE_KEY = "fz.setup"
@@ -171,7 +174,10 @@ class Worker:
             with torch.no_grad():
                 return float(clf.loss(b))
 
-        steps = self.local_steps(d, self.work_perturber, evaluate)
+        def along(b: Batch) -> Along:
+            return module_along(clf, self.work, lambda: clf.loss(b))
+
+        steps = self.local_steps(d, self.work_perturber, evaluate, along)
         kill_point("client-trained", d.round)
         return steps.uplink(d, time.perf_counter() - t0, peak_memory_bytes(self.objective.device))
 
@@ -185,9 +191,11 @@ class Worker:
         if not 0 <= d.client < n:
             raise ConfigError(f"client {d.client} is out of range; allowed: 0..{n - 1}")
 
-    def local_steps(self, d: Downlink, perturber: Perturber, evaluate: Callable[[Batch], float]) -> LocalSteps:
+    def local_steps(self, d: Downlink, perturber: Perturber, evaluate: Callable[[Batch], float],
+                    along: Callable[[Batch], Along] | None = None) -> LocalSteps:
         """The K local ZO steps of ``d`` on ``perturber``'s parameters (moved in place);
-        ``evaluate(batch)`` is the loss of the parameters as they are when it is called.
+        ``evaluate(batch)`` is the loss of the parameters as they are when it is called, and
+        ``along(batch)`` its derivative along a direction (forward-grad), where available.
 
         The batched engine runs this very function for many clients at once, each with its
         own perturber and an ``evaluate`` that joins one forward pass shared by all of them.
@@ -202,7 +210,7 @@ class Worker:
             def loss_fn(b: Batch = batch) -> float:
                 return evaluate(b)
 
-            res = zo_step(perturber, loss_fn, seed, est, opt, d.lr)
+            res = zo_step(perturber, DirectionalLoss(loss_fn, along(batch) if along else None), seed, est, opt, d.lr)
             out.scalars.extend(res.grads)
             out.losses.append(res.loss)
         return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fedzo.devices.clock import HOST_FLOPS_FP32, Clock, ComputeModel, ModelShape, sample_sizes
-from fedzo.devices.memory import arch_dims
+from fedzo.devices.dims import arch_dims
 from fedzo.devices.profiles import DeviceProfile
 from fedzo.devices.speed import SpeedFigure, speed_of
 from fedzo.devices.work import Tuning
@@ -77,7 +77,8 @@ def tuning_of(scenario: Scenario) -> Tuning:
     est = EstimatorConfig(zo.estimator, zo.eps, zo.q)
     return Tuning(method="zo" if scenario.is_zo else "bp", peft=m.peft, lora_rank=m.lora_rank,
                   virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
-                  regenerations_per_step=est.regenerations_per_step, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
+                  regenerations_per_step=est.regenerations_per_step,
+                  tangent_forwards_per_step=est.tangent_forwards_per_step if scenario.is_zo else 0, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
                   checkpointing=scenario.optimizer.checkpointing, mask=zo.mask)
 
 
@@ -262,7 +263,7 @@ def memory_frontier(plan: FleetPlan) -> dict[str, Any]:
     """``memory_frontier.json`` content: BP and ZO bytes of the run's model family at the run's
     batch x seq, and the budgets of the fleet's devices (and of the device catalog)."""
     from fedzo.devices.architectures import FAMILIES, model_config
-    from fedzo.devices.memory import arch_dims, count_parameters, estimate_memory
+    from fedzo.devices.memory import count_parameters, estimate_memory
 
     s = plan.shape
     kwargs = s.memory_kwargs()

@@ -2,6 +2,7 @@
 optimisers and the replayable update log. Imports neither flwr nor transformers."""
 
 from fedzo.zo.estimators import ESTIMATORS, EstimatorConfig, direction_lr, direction_seeds
+from fedzo.zo.forward_grad import DirectionalLoss, module_along
 from fedzo.zo.log import LogEntry, UpdateLog, check_signature, param_signature
 from fedzo.zo.masks import BlockSchedule, MagnitudeMask, Mask, RandomMask, default_blocks
 from fedzo.zo.noise import Distribution, DistributionName, GeneratorKind, GeneratorName, NoiseSpec
@@ -17,6 +18,7 @@ __all__ = [
     "ESTIMATORS",
     "OPTIMIZERS",
     "BlockSchedule",
+    "DirectionalLoss",
     "Distribution",
     "DistributionName",
     "EstimatorConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "direction_seeds",
     "is_zo",
     "make_zo_optimizer",
+    "module_along",
     "optimizer_names",
     "param_digest",
     "param_signature",

@@ -20,6 +20,8 @@ Estimators are registered by name (:data:`ESTIMATORS`):
   perturbed losses. The update ``-lr / q x scalar x z_j`` is then a normalized gradient
   step whose length does not depend on the loss's scale; the uplink stays one scalar per
   seed. Stateless optimizers only (zo-sgd, zo-sgd-sign): see :mod:`fedzo.zo.step`.
+* ``forward-grad``: the exact ``<grad f(x), z>`` by forward-mode differentiation, one
+  forward with tangents and 2 regenerations per direction (:mod:`fedzo.zo.forward_grad`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class Estimator:
     ``normalized``: the step probes all its directions first and scales their scalars by
     the spread of the perturbed losses (:func:`fedzo.zo.step.zo_step`); ``probe`` is then
     unused, and the step costs one more forward (``f(x)``, shared by the directions).
+    ``tangent_forwards_per_direction``: forwards that also carry a tangent (forward-mode
+    differentiation), priced apart from plain forwards.
     """
 
     name: str
@@ -69,6 +73,8 @@ class Estimator:
     forwards_per_direction: int
     normalized: bool = False
     min_q: int = 1
+    tangent_forwards_per_direction: int = 0
+    regenerations_per_direction: int = 3
 
 
 ESTIMATORS: Registry[Estimator] = Registry("estimator", "zo.estimator")
@@ -123,9 +129,15 @@ class EstimatorConfig:
         return self.q * self.estimator.forwards_per_direction + int(self.estimator.normalized)
 
     @property
+    def tangent_forwards_per_step(self) -> int:
+        """Forward passes with tangents of one step (forward-grad: one per direction)."""
+        return self.q * self.estimator.tangent_forwards_per_direction
+
+    @property
     def regenerations_per_step(self) -> int:
-        """Regenerations of one step: 3 per direction (perturb, probe or unperturb, restore + update)."""
-        return 3 * self.q
+        """Regenerations of one step: 3 per direction for finite differences (perturb, probe or
+        unperturb, restore + update), 2 for forward-grad (the tangent, the update)."""
+        return self.estimator.regenerations_per_direction * self.q
 
 
 def direction_seeds(step_seed: int, q: int) -> list[int]:

@@ -80,7 +80,8 @@ class Perturber:
                     final(i, start, piece, z)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
-        """The full direction as dense tensors (tests and diagnostics only: allocates)."""
+        """The full direction as dense tensors (allocates a copy of the trainable set: the
+        forward-grad tangent, tests and diagnostics)."""
         out = [torch.zeros_like(t) for t in self.params.tensors]
         saved = self.params
         try:

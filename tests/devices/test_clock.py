@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedzo.devices.clock import ClientTiming, ClientWork, Clock, ModelShape, simulate_round, transfer_seconds
-from fedzo.devices.memory import ArchDims
+from fedzo.devices.dims import ArchDims
 from fedzo.devices.profiles import DeviceProfile, get_profile
 from fedzo.devices.work import Tuning, forward_flops
 

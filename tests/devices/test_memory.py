@@ -9,8 +9,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 from fedzo.devices.architectures import FAMILIES, MODEL_CONFIGS, model_config
+from fedzo.devices.dims import arch_dims
 from fedzo.devices.memory import (
-    arch_dims,
     count_parameters,
     estimate_memory,
     trainable_parameters,
@@ -107,12 +107,14 @@ def test_families_are_ordered_by_size() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
     "mode,batch,seq,optimizer",
-    [("zo", 64, 512, "sgd"), ("bp", 32, 128, "adam")],
+    [("zo", 64, 512, "sgd"), ("bp", 32, 128, "adam"), ("zo", 64, 256, "forward-grad")],
 )
 def test_prediction_matches_measured_peak(mode: str, batch: int, seq: int, optimizer: str) -> None:
     from fedzo.devices.validate import ValidationCase, run_case
 
-    r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer=optimizer))
+    fg = optimizer == "forward-grad"  # ZO by forward gradients: tangents and unfused attention
+    r = run_case(ValidationCase("tiny-llama", mode, batch, seq, optimizer="sgd" if fg else optimizer,  # type: ignore[arg-type]
+                                forward_grad=fg))
     assert abs(r.error) <= 0.40, (r.predicted, r.measured)
     assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured
 
@@ -165,3 +167,14 @@ def test_zo_adam_state_matches_a_measured_step(monkeypatch: pytest.MonkeyPatch) 
     sgd, adam = (run_case(ValidationCase("minilm-l6", "zo", 8, 64, optimizer=o)) for o in ("sgd", "adam"))
     predicted, measured = adam.predicted - sgd.predicted, adam.measured - sgd.measured
     assert abs(measured - predicted) <= 0.1 * predicted, (predicted, measured)
+
+
+def test_forward_gradients_hold_tangents_and_the_direction() -> None:
+    cfg = model_config("smollm2-135m")
+    plain = estimate_memory(cfg, "zo", batch=8, seq=64, peft="prefix")
+    fg = estimate_memory(cfg, "zo", batch=8, seq=64, peft="prefix", forward_grad=True)
+    assert fg.activations == 2 * plain.activations and fg.logits == 2 * plain.logits
+    assert fg.peak_phase == "forward+tangent" and fg.weights == plain.weights
+    full = estimate_memory(cfg, "zo", batch=8, seq=64, forward_grad=True)
+    direction = count_parameters(arch_dims(cfg)) * 4  # a dense fp32 copy of every weight
+    assert full.optimizer_temporaries >= direction and full.total - direction > plain.total

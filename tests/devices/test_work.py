@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedzo.devices.memory import ArchDims
+from fedzo.devices.dims import ArchDims
 from fedzo.devices.work import Tuning, forward_flops, step_work
 
 # 2 layers, hidden 8, MLP 16, 2 heads of 4 (2 KV heads), vocabulary 10: a llama-style decoder
@@ -38,3 +38,13 @@ def test_step_work_of_zo_and_backprop() -> None:
     assert ckpt.flops == pytest.approx(4 * fwd + 12 * 1000)  # the recomputed forward, Adam's update
     two = step_work(D, [(4, 6), (2, 9)], Tuning("zo"), trainable=1)
     assert two.flops == pytest.approx(2 * fwd + 2 * forward_flops(D, 2, 9))
+
+
+def test_a_forward_gradient_step_prices_its_tangent() -> None:
+    fwd = forward_flops(D, 4, 6)
+    frozen = Tuning.of("fg", "prompt")  # the tangent runs every matmul once more
+    assert frozen.calibration_method == "fg" and Tuning.of("zo").calibration_method == "zo"
+    prompt = step_work(D, [(4, 6)], frozen, trainable=10)
+    assert prompt.flops == pytest.approx(2 * forward_flops(D, 4, 6, extra_tokens=10)) and prompt.regen_elements == 20
+    full = step_work(D, [(4, 6)], Tuning.of("fg", "full"), trainable=1000)
+    assert full.flops == pytest.approx(3 * fwd)  # trained matmuls: dx W + x dW

@@ -70,6 +70,7 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "sequential"),
     "prefix-K3": ("prefix", {}, "zo-sgd", {}, "sequential"),
     "lora-K3": ("lora", {}, "zo-sgd", {}, "sequential"),
+    "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
 }
 
 

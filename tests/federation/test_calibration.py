@@ -41,34 +41,38 @@ def test_bad_calibration_files_say_what_is_missing_and_how_to_make_it(tmp_path: 
     with pytest.raises(ConfigError, match=r"no calibration for smollm2-135m bp lora \(it has: tiny-llama zo full\); "
                                           r"measure it with `fedzo calibrate --model smollm2-135m --method bp --peft lora"):
         cal.group("smollm2-135m", Tuning("bp", "lora"), str(good))
+    with pytest.raises(ConfigError, match=r"no calibration for tiny-llama fg full .*`fedzo calibrate --model tiny-llama "
+                                          r"--method fg --peft full"):
+        cal.group("tiny-llama", Tuning.of("fg"), str(good))  # forward gradients: a group of their own
 
 
 @pytest.fixture(scope="module")
 def tiny_calibration(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cal") / "tiny.calibration.json"
-    assert main(["calibrate", "--out", str(out), "--model", "tiny-llama", "--method", "zo", "bp", "--peft", "full",
+    assert main(["calibrate", "--out", str(out), "--model", "tiny-llama", "--method", "zo", "bp", "fg", "--peft", "full",
                  "--rows", "2", "8", "--widths", "16", "48", "--repeats", "2", "--threads", "1"]) == 0
     return out
 
 
 def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: Path, tmp_path: Path, capsys) -> None:
     cal = load_calibration(tiny_calibration)
-    assert [g.label() for g in cal.groups] == ["tiny-llama bp full", "tiny-llama zo full"]
+    assert [g.label() for g in cal.groups] == ["tiny-llama bp full", "tiny-llama fg full", "tiny-llama zo full"]
     assert all(len(g.points) == 4 and g.seconds_per_gflop >= 0 for g in cal.groups)
     cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps([{"model": "tiny-llama", "method": "zo", "peft": "full", "batch": 4, "max_length": 32,
-                                  "steps": 2, "off_grid": True}]))
+    cases.write_text(json.dumps([{"model": "tiny-llama", "method": m, "peft": "full", "batch": 4, "max_length": 32,
+                                  "steps": 2, "off_grid": True} for m in ("zo", "fg")]))
     capsys.readouterr()
     assert main(["calibrate", "--validate", "--out", str(tiny_calibration), "--cases", str(cases), "--json",
                  "--threads", "1", "--processes", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
-    (row,) = result["cases"]
+    row, fg = result["cases"]
+    assert fg["method"] == "fg" and fg["measured_seconds"] > 0 and fg["predicted_seconds"] > 0
     assert row["measured_seconds"] > 0 and row["predicted_seconds"] > 0 and len(row["shapes"]) == 2
     runs = row["measured_runs_seconds"]  # one per fresh process, sorted; the median is compared
     assert len(runs) == 2 and runs == sorted(runs) and row["measurement_spread"] == pytest.approx(runs[1] / runs[0] - 1)
     assert result["repeats"] == 2
-    assert result["max_relative_error"] == pytest.approx(abs(row["relative_error"]))
-    assert result["off_grid_cases"] == 1
+    assert result["max_relative_error"] == pytest.approx(max(abs(r["relative_error"]) for r in (row, fg)))
+    assert result["off_grid_cases"] == 2
 
 
 def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration, tmp_path, fed_config,

@@ -81,7 +81,7 @@ def test_records_carry_the_device_and_the_fleet_record(catalog, tmp_path) -> Non
 
 
 def test_simulated_times_are_hand_checkable(catalog, tmp_path) -> None:
-    from fedzo.devices.memory import arch_dims
+    from fedzo.devices.dims import arch_dims
     from fedzo.devices.work import Tuning, step_work
     from fedzo.models import load_model
 
