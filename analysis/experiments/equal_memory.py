@@ -10,7 +10,10 @@ simulated second on that device:
   fits (``scenarios/equal-memory-bp-minilm.yaml``);
 - ``bp-smollm2-ckpt``: FedAvg with backprop on SmolLM2-135M itself, LoRA r8 adapters and
   activation checkpointing, the cheapest backprop on that model
-  (``scenarios/equal-memory-bp-smollm2-ckpt.yaml``).
+  (``scenarios/equal-memory-bp-smollm2-ckpt.yaml``);
+- ``fg-smollm2``: the ZO contender with forward gradients (the exact directional
+  derivative by forward-mode differentiation) instead of central differences
+  (``scenarios/equal-memory-fg-smollm2.yaml``).
 
 Each seed runs every contender (the seed also draws the task's split and the fleet's
 sampling), then evaluates its final global model on the 1000-sentence test split. The
@@ -44,6 +47,7 @@ CONTENDERS: dict[str, tuple[str, str]] = {  # name: (label, scenario)
     "bp-minilm": ("backprop, MiniLM-L6 (full, FedAvg)", "scenarios/equal-memory-bp-minilm.yaml"),
     "bp-smollm2-ckpt": ("backprop, SmolLM2-135M (LoRA r8 + checkpointing, FedAvg)",
                         "scenarios/equal-memory-bp-smollm2-ckpt.yaml"),
+    "fg-smollm2": ("forward gradients, SmolLM2-135M (prompt tuning)", "scenarios/equal-memory-fg-smollm2.yaml"),
 }
 
 
@@ -57,11 +61,15 @@ class MemoryConfig(NamedTuple):
     optimizer: str
     checkpointing: bool
     flags: list[str]
+    forward_grad: bool = False
 
 
 MEMORY_CONFIGS: tuple[MemoryConfig, ...] = (
     MemoryConfig("ZO SmolLM2-135M, prompt tuning", "smollm2-135m", "zo", "prefix", "sgd", False,
                  ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--eps", "1e-2"]),
+    MemoryConfig("ZO SmolLM2-135M, prompt tuning, forward gradients", "smollm2-135m", "zo", "prefix", "sgd", False,
+                 ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--estimator", "forward-grad"],
+                 forward_grad=True),
     MemoryConfig("ZO SmolLM2-135M, full", "smollm2-135m", "zo", "full", "sgd", False,
                  ["--optimizer", "zo-sgd", "--peft", "full", "--lr", "1e-6"]),
     MemoryConfig("BP MiniLM-L6, full, Adam", "minilm-l6", "bp", "full", "adam", False,
@@ -84,8 +92,10 @@ def memory_table(out: Path, *, batch: int, seq: int, budget: int, task: str) -> 
     for c in MEMORY_CONFIGS:
         predicted = int(estimate_memory(model_config(c.model), c.method, batch=batch, seq=seq,  # type: ignore[arg-type]
                                         peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
-                                        checkpoint_fraction=1.0 if c.checkpointing else 0.0).total)
-        slug = c.label.split(",")[0].replace(" ", "-").lower() + "-" + c.peft + ("-ckpt" if c.checkpointing else "")
+                                        checkpoint_fraction=1.0 if c.checkpointing else 0.0,
+                                        forward_grad=c.forward_grad).total)
+        slug = (c.label.split(",")[0].replace(" ", "-").lower() + "-" + c.peft + ("-ckpt" if c.checkpointing else "")
+                + ("-fg" if c.forward_grad else ""))
         measured = measured_peak(out / "memory" / slug, ["--model", c.model, "--task", task, "--steps", "3",
                                                           "--batch-size", str(batch), "--eval-examples", "8",
                                                           "--threads", "1", "--name", slug, *c.flags])
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {n: [one_run(n, path, root, seed) for seed in a.seeds] for n, path in a.scenarios.items()}
     loaded = {(n, seed): load_run(root / f"seed{seed}" / n) for n in a.scenarios for seed in a.seeds}
     comparisons = {n: [compare(curve(loaded[ZO, seed]), curve(loaded[n, seed])) for seed in a.seeds]
-                   for n in a.scenarios if n != ZO}
+                   for n in a.scenarios if n.startswith("bp-")}
     labels = {f"{n}/{seed}": f"{CONTENDERS[n][0]}, seed {seed}" for n, seed in loaded}
     figure({f"{n}/{seed}": r for (n, seed), r in loaded.items()}, labels, out / "accuracy_vs_time.png", budget)
     result = {"command": " ".join(["python -m analysis.experiments.equal_memory", *(sys.argv[1:] if argv is None else argv)]),

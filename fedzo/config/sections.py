@@ -78,7 +78,8 @@ class DataConfig(Section):
 class ZOConfig(Section):
     """How a zeroth-order step probes the loss: directions, their generator and scale."""
 
-    estimator: str = Field("central", description="finite-difference scheme: "
+    estimator: str = Field("central", description="how a step gets each direction's scalar (finite differences, "
+                           "or forward-grad: the exact directional derivative by forward-mode AD): "
                            + " | ".join(ESTIMATORS.names()))
     eps: float = Field(1e-3, gt=0, description="perturbation scale")
     q: int = Field(1, ge=1, description="directions per step (scalars per step sent up)")

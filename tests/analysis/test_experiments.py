@@ -37,17 +37,20 @@ def test_equal_memory_runs_every_contender_per_seed_and_finds_the_leader(
         "optimizer": {"name": "fo-adam", "lr": 1e-3, "checkpointing": True}, "runtime": {"threads": 1},
         "federation": {"num_clients": 4, "clients_per_round": 2, "rounds": 2, "fo_local_epochs": 1, "eval_every": 1},
         "fleet": TINY_ZO["fleet"]})
+    fg = _write(tmp_path / "fg.yaml", {**TINY_ZO, "name": "tiny-fg",
+                                       "federation": {**TINY_ZO["federation"], "estimator": "forward-grad"}})
     monkeypatch.setattr(equal_memory, "MEMORY_CONFIGS", (equal_memory.MemoryConfig(
         "ZO tiny", "tiny-llama", "zo", "full", "sgd", False, ["--optimizer", "zo-sgd", "--lr", "1e-3"]),))
     out = tmp_path / "out"
     args = ["--out", str(out), "--seeds", "0", "1", "--scenario", f"zo-smollm2={zo}", f"bp-minilm={bp}",
-            f"bp-smollm2-ckpt={ckpt}"]
+            f"bp-smollm2-ckpt={ckpt}", f"fg-smollm2={fg}"]
     assert equal_memory.main(args) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["budget_bytes"] == 1_500_000_000 and result["seeds"] == [0, 1]
     (mem,) = result["memory"]
     assert mem["measured_peak_rss_bytes"] > 50e6 and mem["fits_budget_measured"]
-    assert set(result["runs"]) == {"zo-smollm2", "bp-minilm", "bp-smollm2-ckpt"}
+    assert set(result["runs"]) == {"zo-smollm2", "bp-minilm", "bp-smollm2-ckpt", "fg-smollm2"}
+    assert set(result["summary"]["zo_vs_bp"]) == {"bp-minilm", "bp-smollm2-ckpt"}  # forward gradients are ZO
     for runs in result["runs"].values():
         assert [r["seed"] for r in runs] == [0, 1]
         assert all(r["test_n"] > 0 and r["test_interval"][0] <= r["test_accuracy"] <= r["test_interval"][1]
