@@ -1,8 +1,11 @@
-"""ZO estimators at equal forward passes: central SPSA against FZOO-style steps, over
-learning rates and seeds (centralized ``fedzo train`` runs).
+"""ZO estimators at equal forward passes: central SPSA against FZOO-style steps and forward
+gradients, over learning rates and seeds (centralized ``fedzo train`` runs).
 
 Each estimator gets the same number of forward passes: central SPSA (q = 1) costs 2 per
 step, ``fzoo`` with q directions costs q + 1, so it takes ``forwards / (q + 1)`` steps.
+A ``forward-grad`` step (q = 1) is one forward with tangents; on all weights its FLOPs are
+those of 3 forwards (the forward, the activations' tangents, the weights' tangents), so
+it is charged 3 and takes ``forwards / 3`` steps.
 Each (estimator, lr, seed) is one run; the best lr of each estimator (by mean accuracy
 over the seeds) is reported with its spread. Run directories go to ``--work`` (default
 ``runs/estimators``)::
@@ -25,13 +28,19 @@ from typing import Any
 
 from analysis.experiments.common import run_fedzo, write_results
 
-LRS: dict[str, tuple[float, ...]] = {"central": (3e-4, 1e-3, 3e-3), "fzoo": (1e-3, 3e-3, 1e-2)}
+LRS: dict[str, tuple[float, ...]] = {"central": (3e-4, 1e-3, 3e-3), "fzoo": (1e-3, 3e-3, 1e-2),
+                                     "forward-grad": (3e-4, 1e-3, 3e-3)}
+
+
+def forwards_per_step(estimator: str, q: int) -> int:
+    """Forward passes charged to one step (a tangent forward on all weights counts 3)."""
+    return {"central": 2, "fzoo": q + 1, "forward-grad": 3}[estimator]
 
 
 def one_run(out: Path, a: argparse.Namespace, estimator: str, lr: float, seed: int) -> dict[str, Any]:
     """One centralized run (reused when finished); its final accuracy."""
-    q = 1 if estimator == "central" else a.q
-    steps = a.forwards // (2 if estimator == "central" else q + 1)
+    q = a.q if estimator == "fzoo" else 1
+    steps = a.forwards // forwards_per_step(estimator, q)
     run = Path(a.work) / f"{estimator}-{lr:g}-s{seed}"
     if not (run / "summary.json").exists():
         run_fedzo(run, "train", "--model", a.model, "--task", a.task, "--train-examples", str(a.train_examples),
@@ -40,7 +49,7 @@ def one_run(out: Path, a: argparse.Namespace, estimator: str, lr: float, seed: i
                   str(steps), "--threads", "1", "--seed", str(seed), "--no-progress", "--force", "--out", str(run))
     s = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     return {"estimator": estimator, "q": q, "lr": lr, "seed": seed, "steps": steps,
-            "forwards": steps * (2 if estimator == "central" else q + 1),
+            "forwards": steps * forwards_per_step(estimator, q),
             "initial_accuracy": s["initial_accuracy"], "final_accuracy": s["final_accuracy"], "eval_n": s["eval_n"]}
 
 
@@ -66,7 +75,7 @@ def format_table(r: dict[str, Any]) -> str:
              f"examples, seeds {r['seeds']} (mean ± sd; best lr in bold):", "",
              "| estimator | directions per step | lr | accuracy |", "|---|---|---|---|"]
     for est, c in r["summary"].items():
-        q = 1 if est == "central" else r["q"]
+        q = r["q"] if est == "fzoo" else 1
         for lr, v in c["by_lr"].items():
             acc = f"{v['mean']:.3f} ± {v['sd']:.3f}"
             lines.append(f"| {est} | {q} | {lr} | {f'**{acc}**' if lr == c['best_lr'] else acc} |")

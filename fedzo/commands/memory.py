@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--zo-optimizer", default="sgd", choices=["sgd", "momentum", "adam"],
                    help="ZO optimizer: sgd (ZO-SGD, no state), momentum (ZO-SGD-MMT: one buffer), adam "
                    "(ZO-Adam: two buffers)")
+    p.add_argument("--zo-estimator", default="central", choices=["central", "forward-grad"],
+                   help="ZO estimator: central (finite differences; one-sided and fzoo hold the same) or "
+                   "forward-grad (tangents of the activations, the dense direction, unfused attention)")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0,
                    help="share of layers recomputed in backward (BP)")
     p.add_argument("--budget", help='memory budget, e.g. "1GB": also print the largest '
@@ -57,7 +60,7 @@ def _estimate(args: argparse.Namespace, model: str, mode: Mode) -> MemoryBreakdo
         model_config(model), mode, batch=args.batch, seq=args.seq,
         dtype=args.dtype, peft=args.peft, lora_rank=args.lora_rank,
         optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
-        checkpoint_fraction=args.checkpoint_fraction,
+        checkpoint_fraction=args.checkpoint_fraction, forward_grad=args.zo_estimator == "forward-grad",
     )
 
 
@@ -83,7 +86,8 @@ def _device_fits(args: argparse.Namespace, budget: int | None, out: dict[str, An
         rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
                         args.peft, model_name=args.model, dtype=args.dtype,
                         optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
-                        lora_rank=args.lora_rank, checkpoint_fraction=args.checkpoint_fraction)
+                        lora_rank=args.lora_rank, checkpoint_fraction=args.checkpoint_fraction,
+                        forward_grad=mode == "zo" and args.zo_estimator == "forward-grad")
         out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
         lines.append(rep.message())
     return budget if budget is not None else profile.memory_budget
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--budget: {args.budget!r} {exc}") from None
     out: dict[str, Any] = {"model": args.model, "batch": args.batch, "seq": args.seq,
                            "dtype": args.dtype, "peft": args.peft, "optimizer": args.optimizer,
-                           "zo_optimizer": args.zo_optimizer,
+                           "zo_optimizer": args.zo_optimizer, "zo_estimator": args.zo_estimator,
                            "bp": bp.as_dict(), "zo": zo.as_dict()}
     fit_lines: list[str] = []
     if args.device:
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{args.model}: batch {args.batch} x seq {args.seq}, {args.dtype}, peft {args.peft}, "
-          f"BP optimizer {args.optimizer}, ZO optimizer {args.zo_optimizer}")
+          f"BP optimizer {args.optimizer}, ZO optimizer {args.zo_optimizer}, ZO estimator {args.zo_estimator}")
     print(f"{'component':<24}{'BP':>12}{'ZO':>12}")
     for row in _ROWS:
         print(f"{row:<24}{format_bytes(getattr(bp, row)):>12}{format_bytes(getattr(zo, row)):>12}")

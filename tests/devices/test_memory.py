@@ -178,3 +178,17 @@ def test_forward_gradients_hold_tangents_and_the_direction() -> None:
     full = estimate_memory(cfg, "zo", batch=8, seq=64, forward_grad=True)
     direction = count_parameters(arch_dims(cfg)) * 4  # a dense fp32 copy of every weight
     assert full.optimizer_temporaries >= direction and full.total - direction > plain.total
+
+
+def test_fedzo_memory_prices_forward_gradients(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fedzo.cli import main
+
+    args = ["memory", "--model", "smollm2-135m", "--batch", "8", "--seq", "64", "--peft", "prefix", "--json"]
+    assert main(args) == 0
+    central = json.loads(capsys.readouterr().out)
+    assert main([*args, "--zo-estimator", "forward-grad"]) == 0
+    fg = json.loads(capsys.readouterr().out)
+    assert fg["zo_estimator"] == "forward-grad" and fg["zo"]["peak_phase"] == "forward+tangent"
+    assert fg["zo"]["total"] > central["zo"]["total"] and fg["bp"] == central["bp"]
