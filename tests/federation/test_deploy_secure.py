@@ -8,10 +8,15 @@ tiny model. While that run is going, three intruders dial the same SuperLink:
   activate it;
 - a SuperNode with TLS and no key (which, without ``--enable-supernode-auth``, registers
   itself with a throw-away key and joins): the SuperLink refuses to register it;
-- a SuperNode with ``--insecure`` (plain HTTP): no API call gets through at all.
+- a SuperNode with ``--insecure`` (plain HTTP): no API call gets through at all;
+- a SuperNode that trusts another CA: its TLS handshake fails (unknown issuer);
+- a SuperNode that dials the SuperLink by a name its certificate does not carry
+  (``localhost``; the certificate names only ``127.0.0.1``): the handshake fails on the name.
 
 All must exit non-zero within a bounded wait with the matching error in their logs, and
-``flwr supernode list`` must show only the registered nodes. Certificates and keys are
+``flwr supernode list`` must show only the registered nodes. The secured run must end
+with the model hash of the same scenario run in-process (which the insecure deployment
+test also matches). Certificates and keys are
 generated here with ``cryptography`` (a dependency of flwr); nothing secret is committed.
 About 80 s on 2 CPU cores. Marked ``deploy``: part of the default run (CI included); ``-m "not deploy"`` leaves it out.
 """
@@ -198,7 +203,10 @@ def _listed_nodes(env: dict[str, str]) -> dict[str, str]:
 def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
     secure = tmp_path / "secure"        # what the server holds: TLS files and allowed keys
     secure.mkdir()
-    _write_tls_files(secure, ["127.0.0.1", "localhost"])
+    _write_tls_files(secure, ["127.0.0.1"])  # not localhost: the wrong-name intruder dials that
+    other_ca = tmp_path / "other-ca"    # a CA the SuperLink's certificate does not come from
+    other_ca.mkdir()
+    _write_tls_files(other_ca, ["127.0.0.1", "localhost"])
     for i in range(2):
         _write_node_key(secure / f"node-{i}")
     outsider = tmp_path / "outsider"    # a key pair the SuperLink was never told about
@@ -236,11 +244,16 @@ def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
                              "--auth-supernode-private-key", str(outsider / "rogue")],
             "keyless": ["--root-certificates", str(secure / "ca.crt")],
             "insecure": ["--insecure"],
+            "wrong-ca": ["--root-certificates", str(other_ca / "ca.crt"),
+                         "--auth-supernode-private-key", str(outsider / "rogue")],
+            "wrong-name": ["--root-certificates", str(secure / "ca.crt"),
+                           "--auth-supernode-private-key", str(outsider / "rogue")],
         }
         for name, security in commands.items():
             log = (tmp_path / f"{name}.log").open("w")
+            dial = f"localhost:{port}" if name == "wrong-name" else superlink
             intruders[name] = subprocess.Popen(
-                ["flower-supernode", *security, "--superlink", superlink,
+                ["flower-supernode", *security, "--superlink", dial,
                  "--port", str(_free_port()), "--max-retries", "3", "--max-wait-time", "30"],
                 stdout=log, stderr=subprocess.STDOUT, env=intruder_env, start_new_session=True)
             log.close()
@@ -275,6 +288,12 @@ def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
         assert intruders["insecure"].returncode != 0, insecure_log
         assert "Giving up reconnection" in insecure_log, insecure_log
         assert "[code:" not in insecure_log, insecure_log  # no API answer ever reached it
+        for name, reason in (("wrong-ca", "unable to get local issuer certificate"),
+                             ("wrong-name", "Hostname mismatch, certificate is not valid for 'localhost'")):
+            log_text = (tmp_path / f"{name}.log").read_text()
+            assert intruders[name].returncode != 0, log_text
+            assert "CERTIFICATE_VERIFY_FAILED" in log_text and reason in log_text, log_text
+            assert "[code:" not in log_text, log_text
 
         # ... and the SuperLink, still up, lists exactly the registered nodes
         assert script.poll() is None, "the run ended before the intruders were checked"
@@ -305,6 +324,11 @@ def test_tls_and_supernode_auth_admit_registered_nodes_only(tmp_path) -> None:
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
     summary = json.loads((tmp_path / "deployed" / "summary.json").read_text())
     assert summary["name"] == "deploy-secure-tiny"
+    from fedzo.config.scenario import load_scenario
+    from fedzo.federation.run import run_federated
+
+    reference = run_federated(load_scenario(scenario), tmp_path / "inprocess", engine="inprocess")
+    assert summary["model_sha256"] == reference.model_sha256  # TLS and authentication change nothing else
     metrics = (tmp_path / "deployed" / "metrics.jsonl").read_text()
     records = [json.loads(x) for x in metrics.splitlines()]
     assert sum(r.get("status") == "ok" for r in records) == 4  # 2 nodes x 2 rounds
