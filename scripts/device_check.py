@@ -2,16 +2,19 @@
 
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so it imports only ``fedzo.zo`` and the memory model, and
-builds its models from their configs (random weights, no downloads). Four checks:
+builds its models from their configs (random weights, no downloads). Five checks:
 
 1. ``known_answers``: the portable generator's golden vectors on the device, eager and
    compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
 2. ``timing``: one ZO step (central estimator, q = 1, portable Gaussian, eager and compiled
    perturbation) against two forward passes, and one backprop + Adam step, on SmolLM2-135M
    built from its config: the ratios the CPU benchmark reports, on this device.
-3. ``joint_forward``: what the batched engine buys here: C clients' forward passes of 8
+3. ``forward_gradient``: one forward-gradient ZO step (``zo.estimator: forward-grad``: a
+   forward with tangents through SDPA's math kernel) against two forward passes, with its
+   peak against the memory model's (all weights trained: the direction is a dense copy).
+4. ``joint_forward``: what the batched engine buys here: C clients' forward passes of 8
    rows, one after another, against one joint pass of 8 C rows (C = 1, 8, 32, 64).
-4. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
+5. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
    CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
    the largest phase, without the CPU allocator's slack).
 
@@ -37,7 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedzo.devices.architectures import model_config
 from fedzo.devices.memory import estimate_memory
-from fedzo.zo import EstimatorConfig, NoiseSpec, ParamSet, Perturber, make_zo_optimizer, zo_step
+from fedzo.zo import (
+    DirectionalLoss,
+    EstimatorConfig,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    make_zo_optimizer,
+    module_along,
+    zo_step,
+)
 from fedzo.zo.known_answers import check
 
 
@@ -91,9 +103,9 @@ def _peak(fn: Callable[[], object], device: str) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
-def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str) -> int:
+def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False) -> int:
     b = estimate_memory(model_config(name), mode, batch=batch, seq=seq, optimizer=optimizer,  # type: ignore[arg-type]
-                        logits="last", runtime_overhead=0)
+                        logits="last", runtime_overhead=0, forward_grad=forward_grad)
     return b.weights + b.optimizer_states + max(p for _, p in b.phases)
 
 
@@ -139,6 +151,32 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
     return out
 
 
+def forward_gradient(name: str, device: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
+    """A forward-gradient ZO step on all weights against two forwards, with its peak."""
+    model = _model(name, device)
+    loss = _loss_fn(model, batch, seq, device)
+    params = ParamSet.from_module(model)
+    perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
+    est, opt = EstimatorConfig("forward-grad"), make_zo_optimizer("zo-sgd")
+    directional = DirectionalLoss(lambda: float(loss()), module_along(model, params, loss))
+
+    def forwards() -> None:
+        with torch.no_grad():
+            loss()
+            loss()
+
+    def step() -> None:
+        zo_step(perturber, directional, 0, est, opt, 0.0)
+
+    two = _median_seconds(forwards, device, repeats)
+    seconds = _median_seconds(step, device, repeats)
+    peak = _peak(step, device)
+    predicted = _predicted_tensors(name, "zo", batch, seq, "sgd", forward_grad=True)
+    return {"model": name, "batch": batch, "seq": seq, "seconds": seconds, "two_forwards_seconds": two,
+            "ratio_to_two_forwards": seconds / two, "peak_allocated_bytes": peak,
+            "predicted_tensor_bytes": predicted, "memory_error": None if peak is None else (predicted - peak) / peak}
+
+
 def joint_forward(name: str, device: str, batch: int, seq: int, repeats: int,
                   clients: tuple[int, ...] = (1, 8, 32, 64)) -> list[dict[str, Any]]:
     """What the batched engine buys on this device: C clients' forward passes of ``batch``
@@ -173,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
     result["timing"] = timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)
+    result["forward_gradient"] = forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)
     result["joint_forward"] = joint_forward(a.model, a.device, 8, a.seq, a.repeats)
     result["known_answers"] = {mode: check(a.device, compiled=mode == "compiled") for mode in ("eager", "compiled")}
     result["known_answers_ok"] = not any(result["known_answers"].values())

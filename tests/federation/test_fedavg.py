@@ -166,6 +166,10 @@ def test_handle_dispatches_fedavg_messages(fed_config) -> None:
         handle(content, ctx)
 
 
+# About 100 s on 2 cores (Ray start-up and actors loading the model): opt-in. The default run
+# covers Ray with the seeds-and-scalars protocol (tests/federation/test_simulation.py), and
+# FedAvg with the in-process, deployment and `flwr run` paths.
+@pytest.mark.slow
 def test_ray_simulation_equals_in_process(fedavg_run, tmp_path, fed_config) -> None:
     _, ref = fedavg_run
     sim = run_federated(fo(fed_config), tmp_path / "sim", engine="simulation")
