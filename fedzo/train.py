@@ -105,6 +105,8 @@ class ZOStepper:
             with torch.no_grad():
                 return float(self.clf.loss(batch))
         assert self.perturber is not None
+        if not self.est.tangent_forwards_per_step:  # only forward-grad differentiates the loss
+            return DirectionalLoss(f)
         return DirectionalLoss(f, module_along(self.clf, self.perturber.params, lambda: self.clf.loss(batch)))
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:

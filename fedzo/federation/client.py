@@ -203,6 +203,7 @@ class Worker:
         est = EstimatorConfig(self.scenario.zo.estimator, d.eps, d.q)
         opt = make_zo_optimizer(self.scenario.optimizer.name)
         out = LocalSteps()
+        along = along if est.tangent_forwards_per_step else None  # built per batch only when used
         for k, seed in enumerate(d.seeds):
             batch = self.batch(d.client, d.round, k)
             out.examples += len(batch.labels)
