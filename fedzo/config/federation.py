@@ -8,7 +8,7 @@ checked by :class:`fedzo.config.scenario.Scenario`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +16,7 @@ from fedzo.config.sections import Section
 from fedzo.federation.aggregate import AGGREGATORS
 from fedzo.federation.catchup import CATCH_UP_POLICIES
 from fedzo.tasks.partition import PARTITIONERS
+from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS
 
 
 class SimulationConfig(Section):
@@ -48,6 +49,40 @@ class BatchedConfig(Section):
     max_padding: float = Field(0.25, ge=0, description="extra padded tokens a joint pass may add, as a fraction of "
                                "its clients' own tokens (rows are padded to the pass's widest): low on a CPU, where "
                                "padding costs as much as real tokens; high (e.g. 4) on a GPU, where passes cost more")
+
+
+class ServerOptimizerConfig(Section):
+    """How the server moves the global model by a round's aggregated entries (seeds-and-scalars)."""
+
+    name: str = Field("none", description="none (apply the entries: ZO-SGD) | momentum (FedAvgM) | adam (FedAdam) "
+                      "over the round's move; momentum and adam keep dense buffers the size of the trainable set on "
+                      "the server and on every client, so they need peft prompt, prefix or lora, and catch_up "
+                      "replay, full or auto")
+    lr: float | None = Field(None, gt=0, description="server learning rate (default: 1.0 for momentum, "
+                             "1e-3 for adam; adam's step per round and coordinate is about lr)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum: decay of the buffer")
+    beta1: float = Field(0.9, ge=0, lt=1, description="adam: decay of the first moment")
+    beta2: float = Field(0.99, ge=0, lt=1, description="adam: decay of the second moment")
+    tau: float = Field(1e-6, gt=0, description="adam: added to the root of the second moment (adaptivity)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return SERVER_OPTIMIZERS.check(v)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`fedzo.zo.server_optimizers.make_server_optimizer`."""
+        if self.name == "momentum":
+            return {"lr": 1.0 if self.lr is None else self.lr, "momentum": self.momentum}
+        if self.name == "adam":
+            return {"lr": 1e-3 if self.lr is None else self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                    "tau": self.tau}
+        return {}
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the server keeps buffers that clients must rebuild."""
+        return bool(SERVER_OPTIMIZERS.get(self.name).buffers)
 
 
 class FederationConfig(Section):
@@ -110,6 +145,9 @@ class FederationConfig(Section):
         "iid", description="how the training set is split over clients: " + " | ".join(PARTITIONERS.names()))
     partition_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition: dirichlet)")
     fo_local_epochs: int = Field(1, ge=1, description="local epochs of the FedAvg backprop baseline")
+    server_optimizer: ServerOptimizerConfig = Field(
+        default_factory=ServerOptimizerConfig, description="how the server applies a round's aggregated "
+        "scalars (seeds-and-scalars protocol): plainly, or with momentum or Adam over the round's move")
 
     @field_validator("catch_up")
     @classmethod

@@ -71,9 +71,27 @@ class Scenario(Section):
                        "but runtime.device is 'cpu'; set runtime.device to cuda or auto, or num_gpus to 0")
         if fed.engine == "batched" and self.fleet is not None and self.fleet.compute_model == "measured":
             out.append(batched_measured_problem())
+        out += self._server_optimizer_problems()
         if fed.reputation and not self.is_zo:
             out.append(f"federation.reputation: scores the clients' scalars of the seeds-and-scalars protocol; "
                        f"optimizer {opt.name!r} runs the FedAvg baseline; set reputation: false")
+        return out
+
+    def _server_optimizer_problems(self) -> list[str]:
+        so, fed = self.federation.server_optimizer, self.federation
+        if so.name == "none":
+            return []
+        if not self.is_zo:
+            return [(f"federation.server_optimizer.name: {so.name!r} moves the model of the seeds-and-scalars "
+                     f"protocol; optimizer {self.optimizer.name!r} runs the FedAvg baseline; set it to none")]
+        out = []
+        if self.model.peft == "full":
+            out.append(f"federation.server_optimizer.name: {so.name!r} keeps dense buffers the size of the trainable "
+                       "set on every client, and model.peft 'full' trains every weight; use peft prompt, prefix "
+                       "or lora, or server_optimizer none")
+        if fed.catch_up == "seed_pool":
+            out.append(f"federation.server_optimizer.name: {so.name!r} needs each round's move in order, which "
+                       "catch_up 'seed_pool' folds into pool totals; use catch_up replay, full or auto")
         return out
 
     def _fleet_problems(self) -> list[str]:

@@ -184,7 +184,8 @@ class ModelShape:
         return {"dtype": self.dtype, "lora_rank": self.tuning.lora_rank, "prefix_tokens": self.tuning.virtual_tokens,
                 "optimizer": self.tuning.optimizer, "logits": "last",
                 "checkpoint_fraction": 1.0 if self.tuning.checkpointing else 0.0, "mask": self.tuning.mask,
-                "forward_grad": self.tuning.tangent_forwards_per_step > 0}
+                "forward_grad": self.tuning.tangent_forwards_per_step > 0,
+                "server_state": self.tuning.server_state_copies}
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,10 @@ class Clock:
                 + self.regen_seconds(client, entries))
 
     def full_seconds(self, client: int) -> float:
-        """Download the trainable weights."""
+        """Download the trainable weights (and the server optimizer's buffers, as large each)."""
         p = self.profiles[client]
-        return transfer_seconds(self.shape.trainable_bytes, p.downlink_bps, p.latency_s)
+        return transfer_seconds(self.shape.trainable_bytes * (1 + self.shape.tuning.server_state_copies),
+                                p.downlink_bps, p.latency_s)
 
 
 def sample_sizes(participants: int, eligible: int, over_commit: float) -> tuple[int, int | None]:

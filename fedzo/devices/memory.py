@@ -203,6 +203,7 @@ def estimate_memory(
     allocator_reserve: int | None = None,
     mask: str = "none",
     forward_grad: bool = False,
+    server_state: int = 0,
 ) -> MemoryBreakdown:
     """Peak bytes to train ``config`` at batch x seq tokens by ZO or BP.
 
@@ -219,6 +220,8 @@ def estimate_memory(
     as optimizer state), ``random`` is regenerated and holds nothing.
     ``forward_grad``: ZO by forward gradients (tangents of activations and logits, the dense
     direction, and the temporaries of :func:`_tangent_temporaries`).
+    ``server_state``: dense copies of the trainable set a ZO client keeps for a stateful
+    server optimizer (momentum 1, Adam 2), counted as optimizer state.
     """
     _check_inputs(mode, dtype, optimizer, batch, seq, checkpoint_fraction)
     d = arch_dims(config)
@@ -238,7 +241,7 @@ def estimate_memory(
     )
     if mode == "zo":
         return _zo_memory(sizes, chunk_elements, noise_bytes, optimizer,
-                          mask_bytes=-(-trainable // 8) if mask == "magnitude" else 0,
+                          held_bytes=(-(-trainable // 8) if mask == "magnitude" else 0) + server_state * trainable * el,
                           tangent_temp=_tangent_temporaries(d, batch, seq, peft, el) if forward_grad else None)
     return _bp_memory(sizes, peft, optimizer, checkpoint_fraction)
 
@@ -301,9 +304,10 @@ def _tangent_temporaries(d: ArchDims, batch: int, seq: int, peft: PeftMode, el: 
 
 
 def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Optimizer = "sgd",
-               mask_bytes: int = 0, tangent_temp: int | None = None) -> MemoryBreakdown:
+               held_bytes: int = 0, tangent_temp: int | None = None) -> MemoryBreakdown:
     """ZO: inference activations, the loss's logits, one perturbation chunk, and the
-    optimizer's buffers and a mask's bits. Forward gradients (``tangent_temp`` given: the
+    optimizer's buffers and ``held_bytes`` of other state (a mask's bits, a server optimizer's
+    buffers). Forward gradients (``tangent_temp`` given: the
     tangent forward's temporaries) double the activations and logits (their tangents) and
     hold the dense direction during the forward."""
     forward_grad = tangent_temp is not None
@@ -313,7 +317,7 @@ def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Opti
     chunk_elements = min(chunk_elements, s.largest_trainable)
     chunk = chunk_elements * noise_bytes
     direction = s.trainable * s.el if forward_grad else 0
-    states = STATE_COPIES[optimizer] * s.trainable * s.el + mask_bytes
+    states = STATE_COPIES[optimizer] * s.trainable * s.el + held_bytes
     temps = chunk_elements * s.el if optimizer == "adam" else 0  # Adam's denominator, per chunk
     phase = ("forward+tangent", acts + logit_bytes + direction + (tangent_temp or 0)) if forward_grad else \
         ("forward+perturb", acts + logit_bytes + chunk + temps)

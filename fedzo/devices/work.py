@@ -53,6 +53,7 @@ class Tuning:
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     checkpointing: bool = False
     mask: str = "none"  # ZO sparse mask (memory: magnitude holds 1 bit per trainable parameter)
+    server_state_copies: int = 0  # dense copies of the trainable set a client keeps for the server optimizer
 
     @property
     def calibration_method(self) -> Literal["zo", "bp", "fg"]:

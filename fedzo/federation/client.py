@@ -57,6 +57,7 @@ from fedzo.zo import (
 )
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.masks import make_mask
+from fedzo.zo.server_optimizers import make_server_optimizer, split_state
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -86,13 +87,27 @@ class Worker:
         mask = make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, self.work)  # from the initial weights
         self.work_perturber = Perturber(self.work, self.spec, mask=mask)
         self.clean_perturber = Perturber(self.clean, self.spec, mask=mask)
+        so = fed.server_optimizer  # the server's buffers, rebuilt here round by round (catch-up)
+        self.server_opt = make_server_optimizer(so.name, self.clean_perturber, **so.hyperparameters())
         labels = [int(e.label) for e in self.objective.train]
         self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
 
     # -- catch-up ----------------------------------------------------------------------
     def _reset_clean(self) -> None:
         self.clean.load(self.initial)
+        self.server_opt.reset()
         self.round = 0
+
+    def _load_clean(self, tensors: dict[str, torch.Tensor], round_: int) -> None:
+        """The clean copy (and the server optimizer's buffers) from named tensors."""
+        params, state = split_state(tensors)
+        self.clean.load(params)
+        self.server_opt.load_state(state)
+        self.round = round_
+
+    def clean_tensors(self) -> dict[str, torch.Tensor]:
+        """The clean copy and the server optimizer's buffers, by name (the node cache)."""
+        return {**dict(zip(self.clean.names, self.clean.tensors, strict=True)), **self.server_opt.state_tensors()}
 
     def _resync_from_log(self, to_round: int) -> None:
         path = self.setup.resync_log
@@ -106,8 +121,8 @@ class Worker:
         fed = self.scenario.federation
         policy = make_policy(fed.catch_up, self.scenario.seed, fed.seed_pool_size)
         if policy.incremental and self.round <= to_round:
-            apply_entries(self.clean_perturber, log.entries(after=self.round, upto=to_round))
-        else:
+            self.server_opt.replay(log, self.round, to_round)
+        else:  # seed_pool: a stateless server only (the scenario checks)
             self._reset_clean()
             apply_entries(self.clean_perturber, policy.global_entries(log, to_round))
         self.round = to_round
@@ -125,19 +140,17 @@ class Worker:
             if cached is None and self.round != 0:  # a node with no cache yet holds the initial model, even
                 self._reset_clean()                 # when this process last served another node (simulation)
             elif cached is not None and cached.round != self.round:
-                self.clean.load(cached.tensors)
-                self.round = cached.round
+                self._load_clean(cached.tensors, cached.round)
         how = self._catch_up(d)
         if cache is not None and how != "cached":
-            cache.save(self.round, self.digest, dict(zip(self.clean.names, self.clean.tensors, strict=True)))
+            cache.save(self.round, self.digest, self.clean_tensors())
         return how
 
     def _catch_up(self, d: Downlink) -> str:
         cu = d.catch_up
         if cu.kind == "full":
             assert cu.weights is not None
-            self.clean.load({k: torch.from_numpy(v.copy()) for k, v in cu.weights.items()})
-            self.round = cu.to_round
+            self._load_clean({k: torch.from_numpy(v.copy()) for k, v in cu.weights.items()}, cu.to_round)
             return "full"
         if self.round == cu.to_round:
             return "cached"
@@ -146,7 +159,8 @@ class Worker:
         elif cu.kind != "replay" or self.round != cu.from_round:
             self._resync_from_log(cu.to_round)
             return "log"
-        apply_entries(self.clean_perturber, cu.entries())
+        for entries in cu.rounds():
+            self.server_opt.apply_round(entries)
         self.round = cu.to_round
         return cu.kind
 

@@ -29,6 +29,7 @@ from fedzo.records import DeviceFit, FleetRecord
 from fedzo.tasks.partition import label_histogram
 from fedzo.zo.estimators import EstimatorConfig
 from fedzo.zo.params import ParamSet
+from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS
 
 if TYPE_CHECKING:
     from fedzo.calibration.model import Calibration
@@ -79,7 +80,9 @@ def tuning_of(scenario: Scenario) -> Tuning:
                   virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
                   regenerations_per_step=est.regenerations_per_step,
                   tangent_forwards_per_step=est.tangent_forwards_per_step if scenario.is_zo else 0, optimizer="adam" if scenario.optimizer.name == "fo-adam" else "sgd",
-                  checkpointing=scenario.optimizer.checkpointing, mask=zo.mask)
+                  checkpointing=scenario.optimizer.checkpointing, mask=zo.mask,
+                  server_state_copies=len(SERVER_OPTIMIZERS.get(scenario.federation.server_optimizer.name).buffers)
+                  if scenario.is_zo else 0)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 This is what a user evaluates after a run (``fedzo evaluate --run DIR --split test``). A
 ZO run's directory holds no weights, only the update log: the global model is the initial
 model with the log replayed exactly as the server applied it (through the run's catch-up
-policy, :meth:`~fedzo.federation.catchup.base.CatchUpPolicy.global_entries`). A FedAvg
+policy and its server optimizer, :mod:`fedzo.zo.server_optimizers`). A FedAvg
 run keeps its global trainable tensors after every round (the checkpoint it resumes
 from), and those are loaded into the initial model. Either way the result's digest is
 checked against ``summary.json`` when the run finished.
@@ -21,6 +21,7 @@ from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
 from fedzo.zo.masks import make_mask
+from fedzo.zo.server_optimizers import make_server_optimizer
 
 
 @dataclass
@@ -67,7 +68,11 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     policy = make_policy(sc.federation.catch_up, sc.seed, sc.federation.seed_pool_size)
     perturber = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size),
                           mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params))  # initial weights
-    apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
+    if policy.incremental:  # round by round, through the server optimizer the run used
+        so = sc.federation.server_optimizer
+        make_server_optimizer(so.name, perturber, **so.hyperparameters()).replay(log, 0, log.last_round or 0)
+    else:
+        apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
     summary = run.read_summary()
     return GlobalModel(objective, sc, len(log.rounds), param_digest(params),
                        summary.model_sha256 if summary else None, torn_line=report.bad_line)

@@ -9,8 +9,11 @@ Downlink (server -> client), message type ``train``::
                          cu (catch-up kind: none | replay | seed_pool | full),
                          cf (round the client is synced to), ct (round it must reach),
                          cs (catch-up seeds, uint64 LE), cc (coefficients, float64 LE),
+                         cn (pairs per replayed round, uint32 LE; only with a stateful
+                         server optimizer, which moves the model round by round),
                          cfg (setup only: run configuration as JSON), d (config digest)
-    "fzw"  ArrayRecord   the global trainable tensors (catch-up kind ``full`` only)
+    "fzw"  ArrayRecord   the global trainable tensors (catch-up kind ``full`` only), with
+                         the server optimizer's buffers when it keeps any
 
 Uplink (client -> server)::
 
@@ -173,6 +176,8 @@ def build_downlink(d: Downlink) -> RecordDict:
         if cu.seeds:
             rec["cs"] = pack_seeds(cu.seeds)
             rec["cc"] = pack_f64(cu.coefs)
+        if cu.round_sizes:
+            rec["cn"] = np.asarray(cu.round_sizes, dtype="<u4").tobytes()
     out = RecordDict({CONFIG_KEY: rec})
     if cu.kind == "full":
         if cu.weights is None:
@@ -222,18 +227,36 @@ def parse_downlink(content: RecordDict) -> Downlink:
     coefs = unpack_f64(bytes(_get(rec, "cc", bytes)), "cc") if "cc" in rec else ()
     if len(cseeds) != len(coefs):
         raise MessageError(f"catch-up has {len(cseeds)} seeds but {len(coefs)} coefficients")
+    sizes = _round_sizes(rec, len(cseeds))
     weights = None
     if kind == "full":
         if WEIGHTS_KEY not in content.array_records:
             raise MessageError(f"catch-up 'full' without ArrayRecord {WEIGHTS_KEY!r}")
         weights = {k: a.numpy() for k, a in content.array_records[WEIGHTS_KEY].items()}
-    cu = CatchUp(cast(CatchUpKind, kind), _get(rec, "cf", int), _get(rec, "ct", int), cseeds, coefs, weights)
+    cu = CatchUp(cast(CatchUpKind, kind), _get(rec, "cf", int), _get(rec, "ct", int), cseeds, coefs, weights,
+                 round_sizes=sizes)
+    if sizes and len(sizes) != cu.to_round - cu.from_round:
+        raise MessageError(f"catch-up 'cn' has {len(sizes)} round sizes for rounds {cu.from_round + 1}.."
+                           f"{cu.to_round}")
     q = int(_get(rec, "q", int))
     if q < 1:
         raise MessageError(f"q {q} is not allowed; q must be >= 1")
     return Downlink("train", rnd, client, unpack_seeds(bytes(_get(rec, "s", bytes)), "s"),
                     float(_get(rec, "lr", float)), float(_get(rec, "eps", float)), q,
                     cu, config_digest=digest)
+
+
+def _round_sizes(rec: ConfigRecord, pairs: int) -> tuple[int, ...]:
+    """The ``cn`` field: pairs per replayed round, which must add up to the pairs sent."""
+    if "cn" not in rec:
+        return ()
+    data = bytes(_get(rec, "cn", bytes))
+    if len(data) % 4:
+        raise MessageError(f"cn: {len(data)} bytes is not a multiple of 4 (uint32)")
+    sizes = tuple(int(x) for x in np.frombuffer(data, dtype="<u4"))
+    if sum(sizes) != pairs:
+        raise MessageError(f"catch-up 'cn' round sizes add up to {sum(sizes)} but {pairs} pairs were sent")
+    return sizes
 
 
 def build_setup_reply(partition_id: int) -> RecordDict:

@@ -165,3 +165,16 @@ def test_estimators_compare_at_equal_forward_passes(tmp_path: Path) -> None:
     assert {(row["estimator"], row["steps"], row["forwards"]) for row in r["runs"]} == {
         ("central", 7, 14), ("fzoo", 3, 15), ("forward-grad", 5, 15)}
     assert set(r["summary"]) == {"central", "fzoo", "forward-grad"} and "**" in (tmp_path / "table.md").read_text()
+
+
+def test_server_optimizers_experiment_runs_each_method(tmp_path: Path) -> None:
+    from analysis.experiments import server_optimizers
+
+    assert server_optimizers.main(["--out", str(tmp_path), "--work", str(tmp_path / "runs"), "--seeds", "0",
+                                   "--smoke"]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert [row["method"] for row in r["runs"]] == ["none", "momentum", "adam"]
+    memory = {row["method"]: row["modelled_client_memory_bytes"] for row in r["runs"]}
+    assert memory["none"] < memory["momentum"] < memory["adam"]  # the clients keep the server's buffers
+    assert len({row["model_sha256"] for row in r["runs"]}) == 3
+    assert (tmp_path / "table.md").read_text() == server_optimizers.format_table(r)

@@ -21,7 +21,7 @@ class AutoPolicy(ReplayPolicy):
         frm = history.last_sync.get(client, 0)
         if frm == to_round:
             return CatchUp("none", frm, to_round)
-        entries = history.between(frm, to_round)
-        if entries is not None and cost.replay_seconds(client, len(entries)) <= cost.full_seconds(client):
-            return CatchUp("replay", frm, to_round, tuple(s for s, _ in entries), tuple(c for _, c in entries))
+        replay = history.replay(frm, to_round)
+        if replay is not None and cost.replay_seconds(client, len(replay.seeds)) <= cost.full_seconds(client):
+            return replay
         return CatchUp("full", frm, to_round, weights=weights())

@@ -36,7 +36,10 @@ class CatchUp:
 
     ``replay``: apply ``theta += coef * z(seed)`` for each pair, in order, from the state
     of round ``from_round``. ``seed_pool``: reset to the initial weights, then apply the
-    pairs. ``full``: copy ``weights``. ``none``: the client is already there.
+    pairs. ``full``: copy ``weights`` (with the server optimizer's buffers, when it keeps
+    any). ``none``: the client is already there. ``round_sizes``: the number of pairs of
+    each round replayed, when the server optimizer moves the model round by round (empty:
+    the pairs are applied as one sequence).
     """
 
     kind: CatchUpKind = "none"
@@ -45,10 +48,22 @@ class CatchUp:
     seeds: tuple[int, ...] = ()
     coefs: tuple[float, ...] = ()
     weights: dict[str, np.ndarray] | None = field(default=None, compare=False)
+    round_sizes: tuple[int, ...] = ()
 
     def entries(self) -> list[LogEntry]:
         """The pairs as log entries, ready for :func:`fedzo.zo.log.apply_entries`."""
         return [LogEntry(self.to_round, s, (c,)) for s, c in zip(self.seeds, self.coefs, strict=True)]
+
+    def rounds(self) -> list[list[LogEntry]]:
+        """The pairs grouped by round (one group when ``round_sizes`` is empty)."""
+        entries = self.entries()
+        if not self.round_sizes:
+            return [entries]
+        out, at = [], 0
+        for n in self.round_sizes:
+            out.append(entries[at : at + n])
+            at += n
+        return out
 
     @property
     def replayed_entries(self) -> int:
@@ -75,6 +90,7 @@ class History:
     rounds: list[tuple[int, list[Entry]]] = field(default_factory=list)
     base_round: int = 0  # entries of rounds <= base_round have been compacted away
     current_round: int = 0  # the newest round recorded
+    group_rounds: bool = False  # replay catch-ups say how many pairs each round has (stateful server optimizer)
 
     def record(self, round_: int, entries: Sequence[Entry]) -> None:
         """Remember the entries the server applied in ``round_``, then compact."""
@@ -108,6 +124,18 @@ class History:
             return None
         return [x for r, e in self.rounds if after < r <= upto for x in e]
 
+    def replay(self, after: int, upto: int) -> CatchUp | None:
+        """The ``replay`` catch-up from ``global(after)`` to ``global(upto)``, or None when
+        some of its entries were compacted away."""
+        entries = self.between(after, upto)
+        if entries is None:
+            return None
+        sizes = tuple(len(e) for r, e in self.rounds if after < r <= upto) if self.group_rounds else ()
+        if sizes and len(sizes) != upto - after:
+            raise ValueError(f"history holds {len(sizes)} rounds in ({after}, {upto}]; every round is recorded")
+        return CatchUp("replay", after, upto, tuple(s for s, _ in entries), tuple(c for _, c in entries),
+                       round_sizes=sizes)
+
 
 class CatchUpPolicy(Protocol):
     """One way of bringing returning clients to the global model.
@@ -140,7 +168,4 @@ class CatchUpPolicy(Protocol):
 def replay_or_full(client: int, to_round: int, history: History, weights: Weights) -> CatchUp:
     """``replay`` of the entries the client missed, or ``full`` when some were compacted away."""
     frm = history.last_sync.get(client, 0)
-    entries = history.between(frm, to_round)
-    if entries is None:
-        return CatchUp("full", frm, to_round, weights=weights())
-    return CatchUp("replay", frm, to_round, tuple(s for s, _ in entries), tuple(c for _, c in entries))
+    return history.replay(frm, to_round) or CatchUp("full", frm, to_round, weights=weights())

@@ -47,6 +47,7 @@ from fedzo.zo import (
 )
 from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
+from fedzo.zo.server_optimizers import make_server_optimizer
 
 
 class ZOProtocol:
@@ -68,9 +69,12 @@ class ZOProtocol:
         self.perturber = Perturber(self.params, self.spec,  # a mask from the initial weights, as every client's
                                    mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params))
         self.initial = self.params.snapshot()
+        so = fed.server_optimizer
+        self.server_opt = make_server_optimizer(so.name, self.perturber, **so.hyperparameters())
         self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
         self.planner = CatchUpPlanner(self.policy, clock)
         self.planner.history.history_rounds = fed.history_rounds
+        self.planner.history.group_rounds = self.server_opt.stateful
         for c in range(fed.num_clients):
             self.planner.mark_synced(c, 0)
         self.aggregate = RobustAggregator.from_config(fed)  # running-median clip state: see _apply
@@ -88,10 +92,13 @@ class ZOProtocol:
 
     # -- state -----------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
-        return {"param_signature": param_signature(self.params), "param_count": len(self.params),
-                "param_numel": self.params.numel, "noise": self.spec.to_dict(),
-                "optimizer": self.scenario.optimizer.name, "catch_up": self.fed.catch_up,
-                "initial_digest": param_digest(self.params), "protocol": "fedzo-federated"}
+        header = {"param_signature": param_signature(self.params), "param_count": len(self.params),
+                  "param_numel": self.params.numel, "noise": self.spec.to_dict(),
+                  "optimizer": self.scenario.optimizer.name, "catch_up": self.fed.catch_up,
+                  "initial_digest": param_digest(self.params), "protocol": "fedzo-federated"}
+        if self.server_opt.stateful:
+            header["server_optimizer"] = {"name": self.server_opt.name, **self.server_opt.hyperparameters()}
+        return header
 
     def open(self, run: RunDir, resume: bool, last_metric_round: int, clients: Sequence[ClientRecord]) -> int:
         """Create the update log, or load it and replay it onto the global model."""
@@ -119,14 +126,15 @@ class ZOProtocol:
         self.planner.record_round(round_, [(e.seed, e.coefficient) for e in entries])
         self.aggregate.observe(entries, votes)  # clip history and reputation: rebuilt from the log on resume
         if self.policy.incremental:
-            apply_entries(self.perturber, entries)
-        else:
+            self.server_opt.apply_round(entries)
+        else:  # seed_pool: a stateless server only (the scenario checks)
             self.params.load(self.initial)
             apply_entries(self.perturber, self.policy.global_entries(self.log, round_))
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The global trainable tensors (for ``full`` catch-up)."""
-        return {n: t.detach().cpu().numpy().copy() for n, t in zip(self.params.names, self.params.tensors, strict=True)}
+        """The global trainable tensors, and the server optimizer's buffers (``full`` catch-up)."""
+        named = {**dict(zip(self.params.names, self.params.tensors, strict=True)), **self.server_opt.state_tensors()}
+        return {n: t.detach().cpu().numpy().copy() for n, t in named.items()}
 
     # -- a round ---------------------------------------------------------------------------
     def begin_round(self, round_: int) -> None:
