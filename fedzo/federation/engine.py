@@ -42,7 +42,7 @@ from fedzo.federation.replies import Collected, collect_replies
 from fedzo.federation.sampling import sample_clients, skip_reason
 from fedzo.federation.setup import ClientSetup
 from fedzo.federation.totals import Totals
-from fedzo.federation.transport import Transport, handshake
+from fedzo.federation.transport import Membership, Transport, handshake
 from fedzo.killpoints import kill_point
 from fedzo.records import (
     ClientRecord,
@@ -115,7 +115,7 @@ class RoundEngine(Generic[U]):
         self.clock: Clock = plan.clock
         self.protocol = protocol
         self.engine = engine
-        self.node_of: dict[int, int] = {}
+        self.members = Membership({}, set(), "", "", 0.0)
         self.setup_bytes = (0, 0)  # (up, down) of a handshake not yet in a round record
         self.totals = Totals()
         self.done = 0
@@ -140,7 +140,9 @@ class RoundEngine(Generic[U]):
         transport = with_faults(transport, self.scenario.faults, self.scenario.federation.num_clients)
         hs = handshake(transport, self.protocol.setup_json, self.protocol.digest, self.fed.num_clients,
                        self.fed.setup_timeout, measured_json=ClientSetup(self.scenario).to_json())
-        self.node_of = hs.node_of
+        self.members = Membership(hs.node_of, set(transport.node_ids(0, 0.0)) | set(hs.node_of.values()),
+                                  self.protocol.setup_json, self.protocol.digest, self.fed.setup_timeout,
+                                  ClientSetup(self.scenario).to_json())
         kill_point("handshake-done")
         self.write_fleet_files()
         if not self.run.rounds():
@@ -172,6 +174,11 @@ class RoundEngine(Generic[U]):
         fed = self.fed
         t0 = time.perf_counter()
         kill_point("round-start", round_)
+        if self.engine == "deployment":  # restarted SuperNodes come back under new ids
+            up, down = self.members.refresh(transport)
+            self.setup_bytes = (self.setup_bytes[0] + up, self.setup_bytes[1] + down)
+            self.totals.bytes_up += up
+            self.totals.bytes_down += down
         self.protocol.begin_round(round_)
         records: list[ClientRecord] = []
         round_sim = 0.0
@@ -220,7 +227,7 @@ class RoundEngine(Generic[U]):
         offline: set[int] = set()
         for c in clients:
             out = self.protocol.downlink(round_, c)
-            msg = transport.new_message(out.content, self.node_of[c], round_)
+            msg = transport.new_message(out.content, self.members.node_of[c], round_)
             size = MessageSize.of(msg)
             pre = self.clock.timing(c, self.protocol.work(round_, c, None, size.wire, 0, out.catch_up_entries))
             off = self.clock.offline_at(c, pre, round_=round_, attempt=attempt, start=start)
@@ -239,7 +246,7 @@ class RoundEngine(Generic[U]):
         msgs, sent, _ = self._send(transport, round_, attempt, start, clients)
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
         batching = getattr(transport, "last_batching", None) if msgs else None
-        client_of_node = {self.node_of[c]: c for c in sent}
+        client_of_node = {self.members.node_of[c]: c for c in sent}
         got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content))
         injected = getattr(transport, "injected", {})
         seen = {c: _Seen(sent.get(c), fault=injected.get(c)) for c in clients}

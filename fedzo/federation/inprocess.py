@@ -35,7 +35,8 @@ class InProcessTransport:
         }
 
     def node_ids(self, expected: int, timeout: float) -> list[int]:
-        return sorted(self.contexts, reverse=True)[:expected]
+        ids = sorted(self.contexts, reverse=True)
+        return ids[:expected] if expected else ids
 
     def new_message(self, content: RecordDict, node: int, round_: int) -> Message:
         return Message(content, dst_node_id=node, message_type=MESSAGE_TYPE, group_id=str(round_))

@@ -8,7 +8,10 @@ configuration's digest in the file's metadata; the next message restores them an
 applies its catch-up (replay entries, seed-pool totals or full weights) from there.
 
 One file per node and run, replaced atomically (bounded disk: one copy of the trainable
-tensors); caches of the node's earlier runs are removed when a run starts.
+tensors); caches of the node's earlier runs are removed when a run starts. Beside it the
+node keeps the run configuration it received in the handshake (``setup.json``), so a
+SuperNode restarted mid-run under the same node id (SuperNode authentication) can serve
+the run's next message without a new handshake.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fedzo.errors import FedzoError
 CACHE_ENV = "FEDZO_NODE_CACHE"
 CACHE_NODE_CONFIG_KEY = "cache-dir"
 FILE = "synced.safetensors"
+SETUP_FILE = "setup.json"
 
 
 class NodeCacheError(FedzoError):
@@ -54,6 +58,7 @@ class NodeCache:
         self.node_dir = Path(base) / f"p{int(partition_id)}"
         self.dir = self.node_dir / f"run-{int(run_id)}"
         self.path = self.dir / FILE
+        self.setup_path = self.dir / SETUP_FILE
 
     def start_run(self) -> None:
         """Remove the caches this node kept for other runs (called at the handshake)."""
@@ -61,6 +66,25 @@ class NodeCache:
             for old in self.node_dir.glob("run-*"):
                 if old != self.dir:
                     shutil.rmtree(old, ignore_errors=True)
+
+    def save_setup(self, setup_json: str) -> None:
+        """Keep the run configuration received in the handshake (atomically)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.setup_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(setup_json, encoding="utf-8")
+            os.replace(tmp, self.setup_path)
+        except OSError as exc:
+            raise NodeCacheError(f"{self.setup_path}: cannot write the node's run configuration ({exc})") from exc
+
+    def load_setup(self) -> str | None:
+        """The run configuration kept by :meth:`save_setup`, or None."""
+        try:
+            return self.setup_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise NodeCacheError(f"{self.setup_path}: unreadable ({exc}); delete it to start over") from exc
 
     def load(self, digest: str) -> CachedModel | None:
         """The cached model, or None when there is none for this configuration."""

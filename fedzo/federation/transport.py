@@ -8,7 +8,9 @@ client code directly. Fault injection wraps either (:mod:`fedzo.federation.fault
 Flower's node ids are random per run and nodes register asynchronously, so before the
 first round :func:`handshake` waits for ``num_clients`` nodes, sends each a ``setup``
 message (the run configuration as JSON, see :mod:`fedzo.federation.messages`) and maps
-the partition id each announces to its node id.
+the partition id each announces to its node id. A deployment's SuperNode that is
+restarted registers again under a new id: before each round :func:`rejoin` sets up the
+nodes that appeared since and maps their clients to them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class Transport(Protocol):
     """How the server reaches clients."""
 
     def node_ids(self, expected: int, timeout: float) -> list[int]:
-        """Wait until ``expected`` nodes are connected; return their ids."""
+        """Wait until ``expected`` nodes are connected; return their ids (``expected`` 0:
+        the nodes connected now)."""
 
     def exchange(self, messages: Sequence[Message], timeout: float) -> list[Message]:
         """Send messages, return the replies that arrived within ``timeout``."""
@@ -74,6 +77,27 @@ class Handshake:
     bytes_up: int
 
 
+def _setup(transport: Transport, nodes: Sequence[int], setup_json: str, digest: str, timeout: float,
+           measured_json: str | None) -> tuple[Handshake, list[str]]:
+    """Send the setup to ``nodes``; the client ids they announced, the bytes, and the errors
+    of nodes that did not answer with one (a node gone since it registered)."""
+    d = Downlink("setup", 0, -1, config_json=setup_json, config_digest=digest)
+    msgs = [transport.new_message(build_downlink(d), n, 0) for n in nodes]
+    replies = transport.exchange(msgs, timeout) if msgs else []
+    measured = replace(d, config_json=measured_json) if measured_json is not None else d
+    sent = {n: transport.new_message(build_downlink(measured), n, 0) for n in nodes}
+    down = sum(MessageSize.of(m).wire for m in sent.values())
+    up = sum(MessageSize.of(r, reply_to=sent.get(int(r.metadata.src_node_id))).wire for r in replies)
+    node_of: dict[int, int] = {}
+    errors: list[str] = []
+    for rep in replies:
+        if rep.has_error():
+            errors.append(f"node {rep.metadata.src_node_id}: {rep.error.reason}")
+        else:
+            node_of[parse_setup_reply(rep.content)] = int(rep.metadata.src_node_id)
+    return Handshake(node_of, down, up), errors
+
+
 def handshake(transport: Transport, setup_json: str, digest: str, num_clients: int, timeout: float, *,
               measured_json: str | None = None) -> Handshake:
     """Client id -> node id for every client ``0..num_clients-1``; raises FederationError.
@@ -81,22 +105,44 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
     ``measured_json``: the setup as a deployment sends it, when ``setup_json`` carries a
     same-machine shortcut (the run's log path) that a real node would not get; the bytes
     are counted for that form, so they do not depend on where the run directory is.
+    A node that fails the setup (one that died after registering, still listed until the
+    SuperLink notices) is left out as long as every client id has a node.
     """
     nodes = transport.node_ids(num_clients, timeout)
-    d = Downlink("setup", 0, -1, config_json=setup_json, config_digest=digest)
-    msgs = [transport.new_message(build_downlink(d), n, 0) for n in nodes]
-    replies = transport.exchange(msgs, timeout)
-    measured = replace(d, config_json=measured_json) if measured_json is not None else d
-    sent = {n: transport.new_message(build_downlink(measured), n, 0) for n in nodes}
-    down = sum(MessageSize.of(m).wire for m in sent.values())
-    up = sum(MessageSize.of(r, reply_to=sent.get(int(r.metadata.src_node_id))).wire for r in replies)
-    node_of: dict[int, int] = {}
-    for rep in replies:
-        if rep.has_error():
-            raise FederationError(f"node {rep.metadata.src_node_id} failed the handshake: {rep.error.reason}")
-        node_of[parse_setup_reply(rep.content)] = int(rep.metadata.src_node_id)
-    missing = sorted(set(range(num_clients)) - set(node_of))
+    hs, errors = _setup(transport, nodes, setup_json, digest, timeout, measured_json)
+    missing = sorted(set(range(num_clients)) - set(hs.node_of))
     if missing:
+        failed = f"; failed: {'; '.join(errors[:5])}" if errors else ""
         raise FederationError(f"no node announced client(s) {missing[:10]} in the handshake; each "
-                              "client id 0..num_clients-1 needs one node (node_config partition-id)")
-    return Handshake(node_of, down, up)
+                              f"client id 0..num_clients-1 needs one node (node_config partition-id){failed}")
+    return hs
+
+
+@dataclass
+class Membership:
+    """Which node serves which client, kept current as nodes come back under new ids."""
+
+    node_of: dict[int, int]  # client id -> node id
+    known: set[int]  # nodes already set up (or that failed to be)
+    setup_json: str
+    digest: str
+    timeout: float
+    measured_json: str | None = None
+
+    def refresh(self, transport: Transport) -> tuple[int, int]:
+        """Set up the connected nodes not seen before (a restarted SuperNode registers under a
+        new node id) and map the clients they announce to them; returns the (up, down) bytes.
+
+        The node's on-disk cache still holds its synced model, so its next catch-up
+        continues from there.
+        """
+        new = [n for n in transport.node_ids(0, 0.0) if n not in self.known]
+        if not new:
+            return 0, 0
+        hs, _ = _setup(transport, new, self.setup_json, self.digest, self.timeout, self.measured_json)
+        self.known |= set(new)
+        for c, node in sorted(hs.node_of.items()):
+            if c in self.node_of:
+                print(f"client {c} rejoined on node {node} (was node {self.node_of[c]})", flush=True)
+                self.node_of[c] = node
+        return hs.bytes_up, hs.bytes_down

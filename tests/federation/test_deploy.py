@@ -101,3 +101,46 @@ def test_flower_app_project_is_valid() -> None:
     config = tomllib.loads((APP / "pyproject.toml").read_text())
     ok, errors, _ = validate_config(config, check_module=True, project_dir=APP)
     assert ok, errors
+
+
+def test_restarted_supernodes_and_a_restarted_superlink_reach_the_fault_free_model(
+        tmp_path, monkeypatch, fed_config, fresh_process_per_message) -> None:
+    """Round 2: one node restarts under a new node id (an insecure SuperNode) and one under its
+    old id (SuperNode authentication), both with empty state but their on-disk caches; round 3:
+    the SuperLink dies, and the run resumes as a new Flower run whose nodes kept no cache for it."""
+    from flwr.app import Context, RecordDict
+
+    from fedzo.federation.engine import RoundEngine
+
+    cfg = fed_config(rounds=4, catch_up="replay")
+    transport = InProcessTransport(4)
+    real = RoundEngine.run_round
+    seen: list[str] = []
+
+    def faulty(self, transport_: object, round_: int) -> object:
+        ctx = transport.contexts
+        if round_ == 2:
+            by_client = {c.node_config["partition-id"]: n for n, c in ctx.items()}
+            old = ctx.pop(by_client[1])  # comes back under a new node id
+            ctx[9001] = Context(run_id=1, node_id=9001, node_config=dict(old.node_config), state=RecordDict(),
+                                run_config={})
+            same = ctx[by_client[2]]  # comes back under its old id, its state lost
+            ctx[by_client[2]] = Context(run_id=1, node_id=same.node_id, node_config=dict(same.node_config),
+                                        state=RecordDict(), run_config={})
+        if round_ == 3:
+            seen.append("superlink down")
+            raise KeyboardInterrupt
+        return real(self, transport_, round_)
+
+    monkeypatch.setattr(RoundEngine, "run_round", faulty)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_grid(cfg, tmp_path / "deployed", InProcessGrid(transport))
+    monkeypatch.setattr(RoundEngine, "run_round", real)
+    records = [json.loads(x) for x in (tmp_path / "deployed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records if r.get("kind") == "client" and r["round"] == 2] == ["ok", "ok"]
+    assert records[-1]["bytes_by_kind"].get("setup", (0, 0))[1] > 0  # the rejoining node's setup
+    resumed = run_on_grid(cfg, tmp_path / "deployed", InProcessGrid(InProcessTransport(4, run_id=2)), resume=True)
+    monkeypatch.setattr(client_mod, "get_worker", REAL_GET_WORKER)
+    client_mod.reset_worker()
+    reference = run_federated(cfg, tmp_path / "reference")
+    assert seen and resumed.model_sha256 == reference.model_sha256

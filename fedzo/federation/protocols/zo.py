@@ -84,6 +84,7 @@ class ZOProtocol:
         self.optimizer = optimizer
         opt = scenario.optimizer
         self.schedule = Schedule(opt.lr, opt.schedule, fed.rounds, opt.warmup)
+        self.workers_resync = resync_log is not None  # False in deployment: node caches belong to one Flower run
         self.setup_json = ClientSetup(scenario, resync_log).to_json()
         self.digest = ClientSetup(scenario, resync_log).digest
         self.log = UpdateLog.create(self._header())
@@ -114,9 +115,11 @@ class ZOProtocol:
         done = min(last_metric_round, log.last_round or 0)
         log.truncate(done)
         self.log = log
+        # A resumed deployment is a new Flower run: its nodes start without the synced models they
+        # cached for the interrupted one, so every client is caught up from the initial weights.
         for r, entries in log.rounds:
             for rec in clients:
-                if rec.round == r and rec.synced:
+                if rec.round == r and rec.synced and self.workers_resync:
                     self.planner.mark_synced(rec.client, r - 1)
             self._apply(r, entries, votes_from_json(log.meta.get(r, {}).get("reputation", {})))
         return done
