@@ -78,9 +78,9 @@ class Handshake:
 
 
 def _setup(transport: Transport, nodes: Sequence[int], setup_json: str, digest: str, timeout: float,
-           measured_json: str | None) -> tuple[Handshake, list[str]]:
-    """Send the setup to ``nodes``; the client ids they announced, the bytes, and the errors
-    of nodes that did not answer with one (a node gone since it registered)."""
+           measured_json: str | None) -> tuple[Handshake, list[tuple[int, str]]]:
+    """Send the setup to ``nodes``; the client ids they announced, the bytes, and the nodes
+    that answered with an error (one gone since it registered) with their errors."""
     d = Downlink("setup", 0, -1, config_json=setup_json, config_digest=digest)
     msgs = [transport.new_message(build_downlink(d), n, 0) for n in nodes]
     replies = transport.exchange(msgs, timeout) if msgs else []
@@ -89,10 +89,10 @@ def _setup(transport: Transport, nodes: Sequence[int], setup_json: str, digest: 
     down = sum(MessageSize.of(m).wire for m in sent.values())
     up = sum(MessageSize.of(r, reply_to=sent.get(int(r.metadata.src_node_id))).wire for r in replies)
     node_of: dict[int, int] = {}
-    errors: list[str] = []
+    errors: list[tuple[int, str]] = []
     for rep in replies:
         if rep.has_error():
-            errors.append(f"node {rep.metadata.src_node_id}: {rep.error.reason}")
+            errors.append((int(rep.metadata.src_node_id), f"node {rep.metadata.src_node_id}: {rep.error.reason}"))
         else:
             node_of[parse_setup_reply(rep.content)] = int(rep.metadata.src_node_id)
     return Handshake(node_of, down, up), errors
@@ -106,16 +106,35 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
     same-machine shortcut (the run's log path) that a real node would not get; the bytes
     are counted for that form, so they do not depend on where the run directory is.
     A node that fails the setup (one that died after registering, still listed until the
-    SuperLink notices) is left out as long as every client id has a node.
+    SuperLink notices) is left out as long as every client id has a node. Nodes that stay
+    silent are sent the setup again every ``max(60 s, timeout / 4)`` (a SuperLink can drop
+    a reply under load), together with nodes that registered meanwhile, until ``timeout``.
     """
-    nodes = transport.node_ids(num_clients, timeout)
-    hs, errors = _setup(transport, nodes, setup_json, digest, timeout, measured_json)
-    missing = sorted(set(range(num_clients)) - set(hs.node_of))
+    deadline = time.monotonic() + timeout
+    pending = transport.node_ids(num_clients, timeout)
+    node_of: dict[int, int] = {}
+    errors: list[str] = []
+    failed: set[int] = set()
+    down = up = 0
+    while True:
+        wait = max(1.0, min(deadline - time.monotonic(), max(60.0, timeout / 4)))
+        hs, errs = _setup(transport, pending, setup_json, digest, wait, measured_json)
+        node_of.update(hs.node_of)
+        errors += [e for _, e in errs]
+        failed |= {n for n, _ in errs}
+        down, up = down + hs.bytes_down, up + hs.bytes_up
+        missing = sorted(set(range(num_clients)) - set(node_of))
+        if not missing or time.monotonic() >= deadline:
+            break
+        answered = set(node_of.values()) | failed
+        pending = [n for n in transport.node_ids(0, 0.0) if n not in answered]
+        if not pending:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     if missing:
-        failed = f"; failed: {'; '.join(errors[:5])}" if errors else ""
+        why = f"; failed: {'; '.join(errors[:5])}" if errors else ""
         raise FederationError(f"no node announced client(s) {missing[:10]} in the handshake; each "
-                              f"client id 0..num_clients-1 needs one node (node_config partition-id){failed}")
-    return hs
+                              f"client id 0..num_clients-1 needs one node (node_config partition-id){why}")
+    return Handshake(node_of, down, up)
 
 
 @dataclass

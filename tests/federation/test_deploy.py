@@ -144,3 +144,33 @@ def test_restarted_supernodes_and_a_restarted_superlink_reach_the_fault_free_mod
     client_mod.reset_worker()
     reference = run_federated(cfg, tmp_path / "reference")
     assert seen and resumed.model_sha256 == reference.model_sha256
+
+
+def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed_config) -> None:
+    """A SuperLink under load can drop a setup reply (Flower 1.41 on SQLite: 'database is
+    locked'), and a node that died after registering answers with an error."""
+    from flwr.app import Error, Message
+
+    from fedzo.federation.setup import ClientSetup
+    from fedzo.federation.transport import handshake
+
+    class Lossy(InProcessTransport):
+        sends: list[int] = []
+
+        def node_ids(self, expected: int, timeout: float) -> list[int]:
+            return [*super().node_ids(0, 0.0), 4242]  # 4242: registered, then died
+
+        def exchange(self, messages, timeout):
+            self.sends += [m.metadata.dst_node_id for m in messages]
+            live = [m for m in messages if m.metadata.dst_node_id != 4242]
+            dead = [Message(Error(code=5, reason="Node Unavailable"), reply_to=m) for m in messages
+                    if m.metadata.dst_node_id == 4242]
+            replies = super().exchange(live, timeout)
+            return dead + (replies[1:] if len(self.sends) == len(messages) else replies)  # first try: one lost
+
+    cfg = fed_config()
+    transport = Lossy(4)
+    setup = ClientSetup(cfg)
+    hs = handshake(transport, setup.to_json(), setup.digest, 4, 30.0)
+    assert sorted(hs.node_of) == [0, 1, 2, 3] and 4242 not in hs.node_of.values()
+    assert len(transport.sends) == 5 + 1  # everyone once, then the silent node again (not the dead one)
