@@ -93,15 +93,17 @@ def format_table(r: dict[str, Any]) -> str:
     head = (f"{r['scenario']} ({r['rounds']} rounds), accuracy on {r['eval_examples']} examples, seeds {r['seeds']} "
             f"(mean ± sd over seeds; best lr of each method in bold). Initial accuracy {r['initial_accuracy']:.3f}.")
     lines = [head, "",
-             "| server optimizer | lr searched | lr | accuracy | MB down | simulated min | modelled client MB |",
+             "| server optimizer | lr searched | lr | accuracy | MB down | simulated min | modelled client memory |",
              "|---|---|---|---|---|---|---|"]
+    plain = next(iter(r["summary"].get("none", {}).get("by_lr", {}).values()), {}).get("modelled_client_memory_bytes")
     for method, c in r["summary"].items():
         for lr, v in c["by_lr"].items():
             acc = f"{v['accuracy']['mean']:.3f} ± {v['accuracy']['sd']:.3f}"
             mem = v["modelled_client_memory_bytes"]
+            extra = f" (+{(mem - plain) / 1e3:.1f} kB buffers)" if mem and plain and mem > plain else ""
             lines.append(f"| {method} | {c['lr_searched']} | {lr} | {f'**{acc}**' if lr == c['best_lr'] else acc} | "
                          f"{v['bytes_down']['mean'] / 1e6:.2f} | {v['sim_seconds']['mean'] / 60:.1f} | "
-                         f"{'-' if mem is None else f'{mem / 1e6:.1f}'} |")
+                         f"{'-' if mem is None else f'{mem / 1e6:.1f} MB{extra}'} |")
     return "\n".join(lines) + "\n"
 
 
