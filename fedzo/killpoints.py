@@ -25,13 +25,17 @@ ENV = "FEDZO_KILL_AT"
 # name: where it is; "zo"/"fedavg" points exist only in that protocol
 POINTS: dict[str, str] = {
     "handshake-done": "engine: after the setup handshake, before the fleet record",
+    "client-setup-stored": "client: the run configuration stored (context and node cache), the reply not yet sent",
+    "fleet-recorded": "engine: the fleet record and memory frontier written, the initial model not yet evaluated",
     "round0-evaluated": "engine: the initial model evaluated, its record not yet written",
     "round-start": "engine: a round begins",
     "client-caught-up": "client: the clean copy caught up, before local training",
     "client-trained": "client: local training done, the reply not yet sent",
+    "downlinks-built": "engine: the round's messages built (catch-ups planned), none sent",
     "replies-in": "engine: every reply of the round received, nothing committed",
     "zo-log-torn": "zo: half of the round's update-log line written",
     "zo-log-appended": "zo: the round in the update log, not yet applied to the model",
+    "zo-model-applied": "zo: the round applied to the global model, the clients' syncs not yet marked",
     "fedavg-aggregated": "fedavg: the new global weights in memory only",
     "committed": "engine: the protocol committed the round (log appended / weights averaged)",
     "evaluating": "engine: the round's evaluation about to run",
@@ -40,6 +44,7 @@ POINTS: dict[str, str] = {
     "metrics-appended": "engine: the round's records written, the protocol not yet checkpointed",
     "fedavg-checkpoint-written": "fedavg: new weights in the temporary file, not yet renamed",
     "checkpointed": "engine: the round fully durable",
+    "summary-temp-written": "run directory: summary.json's temporary file written, not yet renamed",
 }
 _reached: Counter[str] = Counter()
 

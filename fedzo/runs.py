@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel
 
 from fedzo.errors import ConfigError
-from fedzo.killpoints import write_torn
+from fedzo.killpoints import kill_point, write_torn
 from fedzo.records import (
     ClientRecord,
     FleetRecord,
@@ -191,6 +191,7 @@ class RunDir:
         tmp = self.path / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
                        encoding="utf-8")
+        kill_point("summary-temp-written")
         os.replace(tmp, self.path / SUMMARY)
 
     def write_plots(self) -> None:

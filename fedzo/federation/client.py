@@ -285,7 +285,7 @@ def node_cache(context: Context) -> NodeCache:
 def _setup_json(context: Context, digest: str) -> str:
     if SETUP_STATE_KEY not in context.state:  # a restarted node: the configuration it kept on disk, if any
         kept = node_cache(context).load_setup() if "partition-id" in context.node_config else None
-        if kept is None:
+        if kept is None or config_digest(kept) != digest:  # none, or another run's configuration
             raise CatchUpError("train message before setup: this node never received the run configuration")
         context.state[SETUP_STATE_KEY] = ConfigRecord({"cfg": kept})
     setup_json = str(context.state.config_records[SETUP_STATE_KEY]["cfg"])
@@ -312,10 +312,11 @@ def handle(content: RecordDict, context: Context) -> RecordDict:
         context.state[SETUP_STATE_KEY] = ConfigRecord({"cfg": d.config_json})
         worker = get_worker(d.config_json)
         pid = _partition_id(context)
-        if worker.setup.resync_log is None:
+        if worker.setup.resync_log is None and worker.scenario.is_zo:  # a node that keeps a cache
             node = node_cache(context)
             node.start_run()
             node.save_setup(d.config_json)
+        kill_point("client-setup-stored")
         return build_setup_reply(pid)
     worker = train_worker(d, context)
     cache = node_cache(context) if worker.setup.resync_log is None else None

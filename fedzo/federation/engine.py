@@ -145,6 +145,7 @@ class RoundEngine(Generic[U]):
                                   ClientSetup(self.scenario).to_json())
         kill_point("handshake-done")
         self.write_fleet_files()
+        kill_point("fleet-recorded")
         if not self.run.rounds():
             # a resumed run's handshake is the interruption's cost, not the experiment's: not counted
             self.setup_bytes = (hs.bytes_up, hs.bytes_down)
@@ -244,6 +245,7 @@ class RoundEngine(Generic[U]):
         clients = sample_clients(self.scenario.seed, round_, self.fed.num_clients, count, attempt,
                                  eligible=self.plan.eligible)
         msgs, sent, _ = self._send(transport, round_, attempt, start, clients)
+        kill_point("downlinks-built", round_)
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
         batching = getattr(transport, "last_batching", None) if msgs else None
         client_of_node = {self.members.node_of[c]: c for c in sent}

@@ -146,13 +146,16 @@ def test_restarted_supernodes_and_a_restarted_superlink_reach_the_fault_free_mod
     assert seen and resumed.model_sha256 == reference.model_sha256
 
 
-def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed_config) -> None:
+def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed_config, monkeypatch,
+                                                                             tmp_path) -> None:
     """A SuperLink under load can drop a setup reply (Flower 1.41 on SQLite: 'database is
     locked'), and a node that died after registering answers with an error."""
     from flwr.app import Error, Message
 
     from fedzo.federation.setup import ClientSetup
     from fedzo.federation.transport import handshake
+
+    monkeypatch.setenv("FEDZO_NODE_CACHE", str(tmp_path / "cache"))  # nodes keep the setup on disk
 
     class Lossy(InProcessTransport):
         sends: list[int] = []

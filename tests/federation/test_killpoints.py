@@ -48,9 +48,11 @@ BATCHED = {"model": {"name": "tiny-llama", "peft": "prompt"}, "federation": {**S
 SIMULATION = {"federation": {**SCENARIO["federation"], "engine": "simulation", "simulation": {"max_concurrent": 1}}}
 FEDAVG_SIMULATION = {**FEDAVG, "federation": {**FEDAVG["federation"], **SIMULATION["federation"]}}
 VARIANTS = {"zo": {}, "zo-batched": BATCHED, "fedavg": FEDAVG, "zo-sim": SIMULATION, "fedavg-sim": FEDAVG_SIMULATION}
-CLIENT_POINTS = {"client-caught-up", "client-trained"}
-ONCE = {"handshake-done", "round0-evaluated"}  # reached before any round: killed the first time
-ZO_ONLY, FEDAVG_ONLY = {"zo-log-torn", "zo-log-appended"}, {"fedavg-aggregated", "fedavg-checkpoint-written"}
+CLIENT_POINTS = {"client-caught-up", "client-trained", "client-setup-stored"}
+# reached outside the rounds (before the first, or at the end): killed the first time
+ONCE = {"handshake-done", "client-setup-stored", "fleet-recorded", "round0-evaluated", "summary-temp-written"}
+ZO_ONLY = {"zo-log-torn", "zo-log-appended", "zo-model-applied"}
+FEDAVG_ONLY = {"fedavg-aggregated", "fedavg-checkpoint-written"}
 DEFAULT = {("zo", "zo-log-torn"), ("zo", "zo-log-appended"), ("zo", "evaluating"), ("zo", "client-caught-up"),
            ("zo-batched", "client-trained"), ("zo-batched", "zo-log-appended"),
            ("fedavg", "fedavg-checkpoint-written"), ("fedavg", "metrics-torn"), ("fedavg", "committed")}

@@ -184,6 +184,7 @@ class ZOProtocol:
         self.log.append_round(round_, entries, {"reputation": votes_to_json(votes)} if votes else None)
         kill_point("zo-log-appended", round_)
         self._apply(round_, entries, votes)
+        kill_point("zo-model-applied", round_)
         # every client whose worker caught up to global(r - 1) (kept or not) now holds it
         for c in synced:
             self.planner.mark_synced(c, round_ - 1)
