@@ -219,9 +219,8 @@ def estimate_memory(
     ``mask``: a ZO sparse mask; ``magnitude`` holds 1 bit per trainable parameter (counted
     as optimizer state), ``random`` is regenerated and holds nothing.
     ``forward_grad``: ZO by forward gradients (tangents of activations and logits, the dense
-    direction, and the temporaries of :func:`_tangent_temporaries`).
-    ``server_state``: dense copies of the trainable set a ZO client keeps for a stateful
-    server optimizer (momentum 1, Adam 2), counted as optimizer state.
+    direction, and the temporaries of :func:`_tangent_temporaries`). ``server_state``: dense
+    copies of the trainable set a ZO client keeps for a server optimizer (momentum 1, Adam 2).
     """
     _check_inputs(mode, dtype, optimizer, batch, seq, checkpoint_fraction)
     d = arch_dims(config)
