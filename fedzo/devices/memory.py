@@ -207,8 +207,7 @@ def estimate_memory(
 ) -> MemoryBreakdown:
     """Peak bytes to train ``config`` at batch x seq tokens by ZO or BP.
 
-    ``logits`` defaults to "last" for ZO (a verbalizer or classifier reads the answer
-    position) and "full" for BP (language-model loss over every position).
+    ``logits`` defaults to "last" for ZO (the answer position) and "full" for BP (every position).
     ``checkpoint_fraction`` is the share of layers whose activations are recomputed in
     backward (BP only). ``chunk_elements`` x ``noise_bytes`` is the ZO perturbation buffer.
     ``allocator_slack``/``allocator_reserve`` model the CPU allocator (see constants; the
