@@ -16,7 +16,8 @@ from fedzo.config.sections import Section
 from fedzo.federation.aggregate import AGGREGATORS
 from fedzo.federation.catchup import CATCH_UP_POLICIES
 from fedzo.tasks.partition import PARTITIONERS
-from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS
+from fedzo.zo.perturb import Perturber
+from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS, ServerOptimizer, make_server_optimizer
 
 
 class SimulationConfig(Section):
@@ -78,6 +79,10 @@ class ServerOptimizerConfig(Section):
             return {"lr": 1e-3 if self.lr is None else self.lr, "beta1": self.beta1, "beta2": self.beta2,
                     "tau": self.tau}
         return {}
+
+    def build(self, perturber: Perturber) -> ServerOptimizer:
+        """This server optimizer over ``perturber``'s parameters (server, clients and rebuilds alike)."""
+        return make_server_optimizer(self.name, perturber, **self.hyperparameters())
 
     @property
     def stateful(self) -> bool:

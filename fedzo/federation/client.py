@@ -57,7 +57,7 @@ from fedzo.zo import (
 )
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.masks import make_mask
-from fedzo.zo.server_optimizers import make_server_optimizer, split_state
+from fedzo.zo.server_optimizers import split_state
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -87,8 +87,7 @@ class Worker:
         mask = make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, self.work)  # from the initial weights
         self.work_perturber = Perturber(self.work, self.spec, mask=mask)
         self.clean_perturber = Perturber(self.clean, self.spec, mask=mask)
-        so = fed.server_optimizer  # the server's buffers, rebuilt here round by round (catch-up)
-        self.server_opt = make_server_optimizer(so.name, self.clean_perturber, **so.hyperparameters())
+        self.server_opt = fed.server_optimizer.build(self.clean_perturber)  # rebuilt round by round on catch-up
         labels = [int(e.label) for e in self.objective.train]
         self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
 

@@ -21,7 +21,6 @@ from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
 from fedzo.zo.masks import make_mask
-from fedzo.zo.server_optimizers import make_server_optimizer
 
 
 @dataclass
@@ -69,8 +68,7 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     perturber = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size),
                           mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params))  # initial weights
     if policy.incremental:  # round by round, through the server optimizer the run used
-        so = sc.federation.server_optimizer
-        make_server_optimizer(so.name, perturber, **so.hyperparameters()).replay(log, 0, log.last_round or 0)
+        sc.federation.server_optimizer.build(perturber).replay(log, 0, log.last_round or 0)
     else:
         apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
     summary = run.read_summary()

@@ -9,7 +9,7 @@ Flower's node ids are random per run and nodes register asynchronously, so befor
 first round :func:`handshake` waits for ``num_clients`` nodes, sends each a ``setup``
 message (the run configuration as JSON, see :mod:`fedzo.federation.messages`) and maps
 the partition id each announces to its node id. A deployment's SuperNode that is
-restarted registers again under a new id: before each round :func:`rejoin` sets up the
+restarted registers again under a new id: before each round :meth:`Membership.refresh` sets up the
 nodes that appeared since and maps their clients to them.
 """
 

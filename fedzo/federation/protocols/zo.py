@@ -47,7 +47,6 @@ from fedzo.zo import (
 )
 from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
-from fedzo.zo.server_optimizers import make_server_optimizer
 
 
 class ZOProtocol:
@@ -69,8 +68,7 @@ class ZOProtocol:
         self.perturber = Perturber(self.params, self.spec,  # a mask from the initial weights, as every client's
                                    mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params))
         self.initial = self.params.snapshot()
-        so = fed.server_optimizer
-        self.server_opt = make_server_optimizer(so.name, self.perturber, **so.hyperparameters())
+        self.server_opt = fed.server_optimizer.build(self.perturber)
         self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
         self.planner = CatchUpPlanner(self.policy, clock)
         self.planner.history.history_rounds = fed.history_rounds
