@@ -34,6 +34,7 @@ from fedzo.errors import ConfigError, FedzoError
 from fedzo.federation import fedavg_client
 from fedzo.federation.batches import local_batch
 from fedzo.federation.catchup import make_policy
+from fedzo.federation.logserver import log_lines
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
 from fedzo.federation.nodecache import NodeCache, default_base
@@ -114,7 +115,7 @@ class Worker:
             raise CatchUpError(f"node holds round {self.round}, the message catches up from another "
                                f"round, and no update log is available to re-sync to round {to_round}; "
                                "use catch_up: full or auto, or keep the node cache (cache-dir) between rounds")
-        log, _ = UpdateLog.load(path)
+        log, _ = UpdateLog.parse(log_lines(path), path)
         if (log.last_round or 0) < to_round:
             raise CatchUpError(f"update log {path} ends at round {log.last_round}; need round {to_round}")
         fed = self.scenario.federation

@@ -13,6 +13,7 @@ from fedzo.config.scenario import Scenario, batched_measured_problem, scenario_f
 from fedzo.errors import ConfigError
 from fedzo.federation.engine import RoundEngine
 from fedzo.federation.fleet import plan_fleet
+from fedzo.federation.logserver import ACTOR_PREFIX, new_actor_ref, serve_log
 from fedzo.federation.progress import Mode, RoundProgress
 from fedzo.federation.transport import GridTransport, Transport
 from fedzo.records import Summary
@@ -82,7 +83,8 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
     done = max((r.round for r in run.rounds()), default=0)
     bar = RoundProgress(scenario.name, scenario.federation.rounds, done, mode=progress).attach(run)
     try:
-        eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=str(run.log_path))
+        log_ref = _update_log_ref(scenario, eng_name, run)
+        eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=log_ref)
         if eng_name == "inprocess":
             from fedzo.federation.inprocess import InProcessTransport
 
@@ -94,12 +96,26 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
             summary = eng.run_all(BatchedTransport(fed.num_clients, max_rows=fed.batched.max_rows,
                                                     max_padding=fed.batched.max_padding))
         else:
-            summary = _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run)
+            summary = _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run, log_ref)
     finally:
         bar.close()
     if plots:
         run.write_plots()
     return summary
+
+
+def _update_log_ref(scenario: Scenario, engine: str, run: RunDir) -> str:
+    """Where the clients re-sync from: the update log's path for clients that share this
+    machine's filesystem, and a Ray actor (:mod:`fedzo.federation.logserver`) for a
+    simulation attached to a Ray cluster, whose workers may sit on other machines."""
+    if engine == "simulation" and attached_to_cluster(scenario.federation.simulation):
+        return new_actor_ref()
+    return str(run.log_path)
+
+
+def attached_to_cluster(sim: SimulationConfig) -> str | None:
+    """The Ray cluster a simulation attaches to (``address``, else ``$RAY_ADDRESS``), or None."""
+    return sim.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, resume: bool = False,
@@ -125,7 +141,7 @@ def backend_config(sim: SimulationConfig, *, gpus: int | None = None) -> dict[st
     and, when clients ask for GPUs, the ``gpus`` CUDA devices present (default: counted).
     """
     client = {"num_cpus": sim.num_cpus, "num_gpus": sim.num_gpus}
-    address = sim.address or os.environ.get("RAY_ADDRESS")
+    address = attached_to_cluster(sim)
     if address:
         return {"client_resources": client, "init_args": {"address": address}}
     if sim.num_gpus > 0:
@@ -141,8 +157,9 @@ def backend_config(sim: SimulationConfig, *, gpus: int | None = None) -> dict[st
             "init_args": {"num_cpus": round(sim.max_concurrent * sim.num_cpus), "num_gpus": gpus or 0}}
 
 
-def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir) -> Summary:
-    """Flower's simulation engine (Ray): the ServerApp calls ``drive(grid)``."""
+def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir, log_ref: str) -> Summary:
+    """Flower's simulation engine (Ray): the ServerApp calls ``drive(grid)``, serving the
+    update log first when ``log_ref`` names an actor."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -157,7 +174,9 @@ def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir) 
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
+        server = serve_log(log_ref, run.log_path) if log_ref.startswith(ACTOR_PREFIX) else None
         result.append(drive(grid))
+        del server  # the actor lives as long as its handle
 
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.federation.num_clients,
                    backend_config=backend_config(scenario.federation.simulation))

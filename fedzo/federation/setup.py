@@ -23,7 +23,7 @@ class ClientSetup:
     """
 
     scenario: Scenario
-    resync_log: str | None = None  # the run's update log (simulation / in-process only)
+    resync_log: str | None = None  # the run's update log: a path, or ray-actor:NAME (fedzo.federation.logserver)
 
     def __post_init__(self) -> None:
         if self.scenario.fleet is not None:

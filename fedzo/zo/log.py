@@ -122,12 +122,25 @@ class UpdateLog:
         """
         p = Path(path)
         lines = p.read_text(encoding="utf-8").splitlines()
+        log, report = cls.parse(lines, str(p))
+        log.path = p
+        if repair and report.bad_line is not None:
+            good = lines[: report.bad_line - 1]
+            tmp = p.with_suffix(p.suffix + ".tmp")
+            tmp.write_text("\n".join(good) + "\n", encoding="utf-8")
+            os.replace(tmp, p)
+        return log, report
+
+    @classmethod
+    def parse(cls, lines: Sequence[str], origin: str) -> tuple[UpdateLog, LoadReport]:
+        """A log (not persisted) from its lines, up to the first corrupted or truncated one;
+        ``origin`` names where they came from in errors."""
         if not lines:
-            raise ReplayMismatch(f"{p}: empty update log (no header line)")
+            raise ReplayMismatch(f"{origin}: empty update log (no header line)")
         head = _parse(lines[0])
         if head is None or "header" not in head:
-            raise ReplayMismatch(f"{p}:1: header line is corrupted")
-        log = cls(head["header"], p)
+            raise ReplayMismatch(f"{origin}:1: header line is corrupted")
+        log = cls(head["header"])
         report = LoadReport()
         for no, line in enumerate(lines[1:], start=2):
             payload = _parse(line)
@@ -140,11 +153,6 @@ class UpdateLog:
             if payload.get("meta"):
                 log.meta[r] = dict(payload["meta"])
         report.rounds = len(log.rounds)
-        if repair and report.bad_line is not None:
-            good = lines[: report.bad_line - 1]
-            tmp = p.with_suffix(p.suffix + ".tmp")
-            tmp.write_text("\n".join(good) + "\n", encoding="utf-8")
-            os.replace(tmp, p)
         return log, report
 
     def _round_line(self, round_: int, items: Sequence[LogEntry]) -> str:

@@ -59,3 +59,20 @@ def test_simulation_section_is_validated(tmp_path: Path) -> None:
     ok = tmp_path / "ok.yaml"
     ok.write_text("federation: {engine: simulation, simulation: {address: auto, num_cpus: 0.3, max_concurrent: 3}}\n")
     assert load_scenario(ok).federation.simulation.address == "auto"  # a cluster needs no whole local count
+
+
+def test_attached_simulations_reach_the_update_log_through_an_actor(tmp_path: Path, fed_config,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedzo.federation.logserver import ACTOR_PREFIX, log_lines
+    from fedzo.federation.run import _update_log_ref, prepare_run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local, attached = fed_config(), fed_config(simulation={"address": "10.0.0.5:6379"})
+    run = prepare_run(local, tmp_path / "run", resume=False, force=False)
+    assert _update_log_ref(local, "simulation", run) == str(run.log_path)  # one machine: the file
+    ref = _update_log_ref(attached, "simulation", run)
+    assert ref.startswith(ACTOR_PREFIX) and ref != _update_log_ref(attached, "simulation", run)  # one per run
+    assert _update_log_ref(attached, "inprocess", run) == str(run.log_path)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"header": {}}\n{"round": 1, "entries": []}\n')
+    assert log_lines(str(log)) == ['{"header": {}}', '{"round": 1, "entries": []}']
