@@ -77,15 +77,3 @@ def write_results(out: Path, result: dict[str, Any], format_table: Callable[[dic
     table = format_table(result)
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
-
-
-def measured_peak(out: Path, train_args: list[str]) -> int:
-    """Peak RSS of a short centralized `fedzo train` run in a fresh process (bytes).
-
-    The process loads the model, evaluates, and trains; its summary records the peak
-    resident set size, which covers weights, activations and optimizer state.
-    """
-    summary = out / "summary.json"
-    if not summary.exists():
-        run_fedzo(out, "train", "--no-progress", "--force", "--out", str(out), *train_args)
-    return int(json.loads(summary.read_text(encoding="utf-8"))["peak_client_memory_bytes"])

@@ -17,8 +17,10 @@ simulated second on that device:
 
 Each seed runs every contender (the seed also draws the task's split and the fleet's
 sampling), then evaluates its final global model on the 1000-sentence test split. The
-memory table gives each configuration's predicted and measured (fresh process, this host)
-peak::
+memory table gives each configuration's predicted peak and the peak of a fresh process on
+this host that loads it and runs one local step on a batch as wide as the task allows
+(``--seq``, the widest batch a client can draw), with the step's live tensors predicted and
+measured beside it (the rest of the resident set is the C allocator's)::
 
     python -m analysis.experiments.equal_memory --out analysis/results/equal_memory
 
@@ -31,13 +33,14 @@ nothing of seed 0.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from analysis.experiments.common import cached_evaluation, measured_peak, run_scenario, write_results
+from analysis.experiments.common import cached_evaluation, run_scenario, write_results
 from fedzo.config.scenario import load_scenario
 from fedzo.reporting.rundir import Run, load_run
 
@@ -52,58 +55,67 @@ CONTENDERS: dict[str, tuple[str, str]] = {  # name: (label, scenario)
 
 
 class MemoryConfig(NamedTuple):
-    """One row of the memory table and the `fedzo train` flags that reproduce one local step."""
+    """One row of the memory table: a configuration of one client's local step."""
 
     label: str
     model: str
-    method: str
-    peft: str
-    optimizer: str
-    checkpointing: bool
-    flags: list[str]
+    method: str  # "zo" or "bp"
+    peft: str  # as fedzo names it: full, lora, prefix or prompt
+    optimizer: str  # sgd or adam
+    checkpointing: bool = False
     forward_grad: bool = False
 
 
 MEMORY_CONFIGS: tuple[MemoryConfig, ...] = (
-    MemoryConfig("ZO SmolLM2-135M, prompt tuning", "smollm2-135m", "zo", "prefix", "sgd", False,
-                 ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--eps", "1e-2"]),
-    MemoryConfig("ZO SmolLM2-135M, prompt tuning, forward gradients", "smollm2-135m", "zo", "prefix", "sgd", False,
-                 ["--optimizer", "zo-sgd", "--peft", "prompt", "--lr", "1e-3", "--estimator", "forward-grad"],
+    MemoryConfig("ZO SmolLM2-135M, prompt tuning", "smollm2-135m", "zo", "prompt", "sgd"),
+    MemoryConfig("ZO SmolLM2-135M, prompt tuning, forward gradients", "smollm2-135m", "zo", "prompt", "sgd",
                  forward_grad=True),
-    MemoryConfig("ZO SmolLM2-135M, full", "smollm2-135m", "zo", "full", "sgd", False,
-                 ["--optimizer", "zo-sgd", "--peft", "full", "--lr", "1e-6"]),
-    MemoryConfig("BP MiniLM-L6, full, Adam", "minilm-l6", "bp", "full", "adam", False,
-                 ["--optimizer", "fo-adam", "--peft", "full", "--lr", "5e-5"]),
-    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam, checkpointing", "smollm2-135m", "bp", "lora", "adam", True,
-                 ["--optimizer", "fo-adam", "--peft", "lora", "--lr", "5e-4", "--checkpointing"]),
-    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam", "smollm2-135m", "bp", "lora", "adam", False,
-                 ["--optimizer", "fo-adam", "--peft", "lora", "--lr", "5e-4"]),
-    MemoryConfig("BP SmolLM2-135M, full, Adam", "smollm2-135m", "bp", "full", "adam", False,
-                 ["--optimizer", "fo-adam", "--peft", "full", "--lr", "1e-5"]),
+    MemoryConfig("ZO SmolLM2-135M, full", "smollm2-135m", "zo", "full", "sgd"),
+    MemoryConfig("BP MiniLM-L6, full, Adam", "minilm-l6", "bp", "full", "adam"),
+    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam, checkpointing", "smollm2-135m", "bp", "lora", "adam",
+                 checkpointing=True),
+    MemoryConfig("BP SmolLM2-135M, LoRA r8, Adam", "smollm2-135m", "bp", "lora", "adam"),
+    MemoryConfig("BP SmolLM2-135M, full, Adam", "smollm2-135m", "bp", "full", "adam"),
 )
+
+
+def memory_row(c: MemoryConfig, out: Path, *, batch: int, seq: int, budget: int, task: str) -> dict[str, Any]:
+    """One configuration's predicted peak (the memory model alone, its default runtime
+    overhead) and the peak measured in a fresh process running one step of it on a
+    ``batch`` x ``seq`` batch of the task's classifier (cached in ``out``)."""
+    from fedzo.devices.architectures import model_config
+    from fedzo.devices.memory import estimate_memory
+    from fedzo.devices.validate import ValidationCase, measure
+
+    breakdown = estimate_memory(model_config(c.model), c.method, batch=batch, seq=seq,  # type: ignore[arg-type]
+                                peft="prefix" if c.peft == "prompt" else c.peft,  # type: ignore[arg-type]
+                                optimizer=c.optimizer, logits="last",  # type: ignore[arg-type]
+                                checkpoint_fraction=1.0 if c.checkpointing else 0.0, forward_grad=c.forward_grad)
+    slug = "-".join([c.method, c.model, c.peft, c.optimizer, *(["ckpt"] if c.checkpointing else []),
+                     *(["fg"] if c.forward_grad else []), f"{batch}x{seq}"])
+    cached = out / f"{slug}.json"
+    if cached.exists():
+        m = json.loads(cached.read_text(encoding="utf-8"))
+    else:
+        m = measure(ValidationCase(c.model, c.method, batch, seq, peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
+                                   checkpointing=c.checkpointing, task=task, forward_grad=c.forward_grad), timeout=1800)
+        out.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+    return {"configuration": c.label, "model": c.model, "method": c.method, "peft": c.peft,
+            "checkpointing": c.checkpointing, "predicted_bytes": breakdown.total,
+            "measured_peak_rss_bytes": int(m["hwm"]), "fits_budget_predicted": breakdown.total <= budget,
+            "fits_budget_measured": int(m["hwm"]) <= budget,
+            "step_tensors_predicted_bytes": breakdown.largest_phase, "step_tensors_measured_bytes": m.get("tensors")}
 
 
 def memory_table(out: Path, *, batch: int, seq: int, budget: int, task: str) -> list[dict[str, Any]]:
     """Predicted and measured peak memory of each configuration, and whether it fits."""
-    from fedzo.devices.architectures import model_config
-    from fedzo.devices.memory import estimate_memory
-
     rows = []
     for c in MEMORY_CONFIGS:
-        predicted = int(estimate_memory(model_config(c.model), c.method, batch=batch, seq=seq,  # type: ignore[arg-type]
-                                        peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
-                                        checkpoint_fraction=1.0 if c.checkpointing else 0.0,
-                                        forward_grad=c.forward_grad).total)
-        slug = (c.label.split(",")[0].replace(" ", "-").lower() + "-" + c.peft + ("-ckpt" if c.checkpointing else "")
-                + ("-fg" if c.forward_grad else ""))
-        measured = measured_peak(out / "memory" / slug, ["--model", c.model, "--task", task, "--steps", "3",
-                                                          "--batch-size", str(batch), "--eval-examples", "8",
-                                                          "--threads", "1", "--name", slug, *c.flags])
-        rows.append({"configuration": c.label, "model": c.model, "method": c.method, "peft": c.peft,
-                     "checkpointing": c.checkpointing, "predicted_bytes": predicted,
-                     "measured_peak_rss_bytes": measured, "fits_budget_predicted": predicted <= budget,
-                     "fits_budget_measured": measured <= budget})
-        print(f"{c.label}: predicted {predicted / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB", flush=True)
+        row = memory_row(c, out / "memory", batch=batch, seq=seq, budget=budget, task=task)
+        rows.append(row)
+        print(f"{c.label}: predicted {row['predicted_bytes'] / 1e9:.2f} GB, "
+              f"measured {row['measured_peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
     return rows
 
 
@@ -190,12 +202,15 @@ def format_table(result: dict[str, Any]) -> str:
     """Markdown: the memory table, the contenders over the seeds and the ZO/BP crossovers."""
     budget = result["budget_bytes"]
     lines = [f"Budget: {budget / 1e9:.2f} GB (rpi5-2gb). Memory for batch {result['batch']} x {result['seq']} tokens.",
-             "", "| configuration | model prediction | measured peak RSS (host) | fits? (pred. / meas.) |",
-             "|---|---|---|---|"]
+             "", ("| configuration | model prediction | measured peak RSS (host) | fits? (pred. / meas.) "
+                  "| step's live tensors (pred. / meas.) |"), "|---|---|---|---|---|"]
     for r in result["memory"]:
         fits = f"{'yes' if r['fits_budget_predicted'] else 'no'} / {'yes' if r['fits_budget_measured'] else 'no'}"
+        measured = r.get("step_tensors_measured_bytes")
+        tensors = (f"{r['step_tensors_predicted_bytes'] / 1e6:.0f} / "
+                   f"{'n/a' if measured is None else f'{measured / 1e6:.0f}'} MB") if "step_tensors_predicted_bytes" in r else "n/a"
         lines.append(f"| {r['configuration']} | {r['predicted_bytes'] / 1e9:.2f} GB | "
-                     f"{r['measured_peak_rss_bytes'] / 1e9:.2f} GB | {fits} |")
+                     f"{r['measured_peak_rss_bytes'] / 1e9:.2f} GB | {fits} | {tensors} |")
     seeds = result["seeds"]
     lines += ["", f"Seeds {', '.join(map(str, seeds))} (mean ± sd over {len(seeds)}; test: 1000 sentences, "
               "each run's 95 % interval about ±2.6 points):", "",
@@ -219,7 +234,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), help=f"of {', '.join(CONTENDERS)}")
     p.add_argument("--scenario", nargs="+", default=[], metavar="NAME=PATH",
                    help="replace a contender's scenario (tests use tiny models)")
-    p.add_argument("--seq", type=int, default=64, help="tokens per example for the memory prediction")
+    p.add_argument("--seq", type=int, default=128,
+                   help="batch width of the memory table: the task's max_length (Rotten Tomatoes: 128), "
+                        "the widest batch a client can draw")
     p.add_argument("--skip-memory", action="store_true", help="leave out the measured memory table")
     a = p.parse_args(argv)
     replaced = dict(x.split("=", 1) for x in a.scenario)

@@ -91,28 +91,40 @@ def trainable_parameters(
     raise ConfigError(f"peft: {peft!r} is not one of full, lora, prefix")
 
 
-def layer_saved_elements(d: ArchDims, seq: int, *, training: bool) -> float:
+def layer_saved_elements(d: ArchDims, seq: int, *, training: bool, peft: PeftMode = "full") -> float:
     """Elements kept per token by one layer: saved for backward (BP) or live at once (ZO).
 
-    Decoder, BP: 2 RMSNorms save input and output (4h); q/k/v input (h); q, k, v and the
-    rotated q, k kept for SDPA (2q + 3kv); attention output and o_proj input (2h -> counted
-    as 2q); MLP gate, SiLU output, up and their product (4I).
+    Decoder, BP, every weight trained: 2 RMSNorms save input and output (4h); q/k/v input
+    (h); q, k, v and the rotated q, k kept for SDPA (2q + 3kv); attention output and o_proj
+    input (2q); MLP gate, SiLU output, up and their product (4I).
+    Decoder, BP, base frozen (LoRA, prefix, prompt): a frozen weight needs no input saved,
+    so the norms keep only their inputs (2h), SDPA its rotated q, k, v and output (2q + 2kv)
+    and the MLP SiLU's input and the product's operands (3I); LoRA on the attention linears
+    adds their inputs (h + q). Measured on SmolLM2-135M LoRA 8 x 64: 496 MB of live tensors,
+    this count 0.71 of the full one (the full count over-predicted it by 49 %).
     Decoder, ZO (no grad, one layer alive): residual, normed input, attention output, its
     contiguous copy for o_proj and the carried hidden state (5h) plus gate/up/product of
     the MLP (3I). Encoder, ZO: the same 5h with intermediate and GELU output (2I).
     Encoder, BP: q/k/v input, q, k, v, context, the attention and FFN dense outputs,
-    2 LayerNorm inputs and outputs (10h), intermediate and GELU output (2I); with eager
-    attention also the scores and softmax output (2 x heads x S).
+    2 LayerNorm inputs and outputs (10h), intermediate and GELU output (2I); base frozen:
+    LayerNorm inputs, q, k, v and context (6h) and the GELU input (I), LoRA adding the
+    inputs of the attention linears (2h). With eager attention also the scores and
+    softmax output (2 x heads x S).
     """
     h, i, kv, q = d.hidden, d.intermediate, d.kv_dim, d.q_dim
-    scores = d.heads * seq
+    scores = 2 * d.heads * seq if d.eager_attention else 0
+    lora = peft == "lora"
     if d.kind == "decoder":
-        if training:
-            return 5 * h + 4 * q + 3 * kv + 4 * i + (2 * scores if d.eager_attention else 0)
-        return 5 * h + 3 * i + (2 * scores if d.eager_attention else 0)
-    if training:
-        return 10 * h + 2 * i + (2 * scores if d.eager_attention else 0)
-    return 5 * h + 2 * i + (2 * scores if d.eager_attention else 0)
+        if not training:
+            return 5 * h + 3 * i + scores
+        if peft == "full":
+            return 5 * h + 4 * q + 3 * kv + 4 * i + scores
+        return 2 * h + 2 * q + 2 * kv + 3 * i + (h + q if lora else 0) + scores
+    if not training:
+        return 5 * h + 2 * i + scores
+    if peft == "full":
+        return 10 * h + 2 * i + scores
+    return 6 * h + i + (2 * h if lora else 0) + scores
 
 
 def logits_elements(d: ArchDims, batch: int, seq: int, logits: LogitsMode) -> int:
@@ -150,9 +162,14 @@ class MemoryBreakdown:
         return self.weights + self.optimizer_states + self.runtime_overhead + self.allocator_reserve
 
     @property
+    def largest_phase(self) -> int:
+        """Bytes of tensors live at once in the largest phase (no allocator slack)."""
+        return max(b for _, b in self.phases)
+
+    @property
     def transient(self) -> int:
         """The largest phase, with the allocator's slack on top."""
-        return int(max(b for _, b in self.phases) * (1.0 + self.allocator_slack))
+        return int(self.largest_phase * (1.0 + self.allocator_slack))
 
     @property
     def peak_phase(self) -> str:
@@ -331,7 +348,7 @@ def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Opti
 def _bp_memory(s: _Sizes, peft: PeftMode, optimizer: Optimizer, checkpoint_fraction: float) -> MemoryBreakdown:
     """BP: saved activations, logits and their gradient, gradients and optimizer state."""
     d, el = s.d, s.el
-    per_layer = layer_saved_elements(d, s.seq, training=True)
+    per_layer = layer_saved_elements(d, s.seq, training=True, peft=peft)
     stored = (1 - checkpoint_fraction) * per_layer + checkpoint_fraction * d.hidden
     recompute = per_layer if checkpoint_fraction > 0 else 0.0
     model_level = 3 * d.hidden  # final norm in/out + head input (decoder); embeddings (encoder)

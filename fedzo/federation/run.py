@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
                           "inprocess, batched, simulation (deployment: scripts/deploy_local.sh)")
     if eng_name == "batched" and scenario.fleet is not None and scenario.fleet.compute_model == "measured":
         raise ConfigError(batched_measured_problem())
+    if eng_name == "simulation" and (address := attached_to_cluster(scenario.federation.simulation)):
+        check_cluster_reachable(address)
     run = prepare_run(scenario, out, resume=resume, force=force)
     done = max((r.round for r in run.rounds()), default=0)
     bar = RoundProgress(scenario.name, scenario.federation.rounds, done, mode=progress).attach(run)
@@ -116,6 +119,23 @@ def _update_log_ref(scenario: Scenario, engine: str, run: RunDir) -> str:
 def attached_to_cluster(sim: SimulationConfig) -> str | None:
     """The Ray cluster a simulation attaches to (``address``, else ``$RAY_ADDRESS``), or None."""
     return sim.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_cluster_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse, before any round, a ``host:port`` cluster address nothing answers at (Ray
+    itself retries for minutes and then exits). ``auto`` is left to Ray to resolve."""
+    where = "federation.simulation.address" if not os.environ.get("RAY_ADDRESS") else "$RAY_ADDRESS"
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto":
+        return
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"{where}: {address!r} is not a Ray cluster address; allowed: 'auto' or the head's "
+                          "host:port (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: no Ray head answers at {address} ({exc}); start it with "
+                          f"`ray start --head --port {port}` on that machine, or fix the address") from None
 
 
 def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, resume: bool = False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def test_equal_memory_runs_every_contender_per_seed_and_finds_the_leader(
     fg = _write(tmp_path / "fg.yaml", {**TINY_ZO, "name": "tiny-fg",
                                        "federation": {**TINY_ZO["federation"], "estimator": "forward-grad"}})
     monkeypatch.setattr(equal_memory, "MEMORY_CONFIGS", (equal_memory.MemoryConfig(
-        "ZO tiny", "tiny-llama", "zo", "full", "sgd", False, ["--optimizer", "zo-sgd", "--lr", "1e-3"]),))
+        "ZO tiny", "tiny-llama", "zo", "full", "sgd"),))
     out = tmp_path / "out"
     args = ["--out", str(out), "--seeds", "0", "1", "--scenario", f"zo-smollm2={zo}", f"bp-minilm={bp}",
             f"bp-smollm2-ckpt={ckpt}", f"fg-smollm2={fg}"]
@@ -49,6 +51,7 @@ def test_equal_memory_runs_every_contender_per_seed_and_finds_the_leader(
     assert result["budget_bytes"] == 1_500_000_000 and result["seeds"] == [0, 1]
     (mem,) = result["memory"]
     assert mem["measured_peak_rss_bytes"] > 50e6 and mem["fits_budget_measured"]
+    assert mem["step_tensors_measured_bytes"] > 0 and mem["step_tensors_predicted_bytes"] > 0
     assert set(result["runs"]) == {"zo-smollm2", "bp-minilm", "bp-smollm2-ckpt", "fg-smollm2"}
     assert set(result["summary"]["zo_vs_bp"]) == {"bp-minilm", "bp-smollm2-ckpt"}  # forward gradients are ZO
     for runs in result["runs"].values():
@@ -180,3 +183,21 @@ def test_server_optimizers_experiment_runs_each_method(tmp_path: Path) -> None:
     assert memory["none"] < memory["momentum"] < memory["adam"]  # the clients keep the server's buffers
     assert len({row["model_sha256"] for row in r["runs"]}) == 3
     assert (tmp_path / "table.md").read_text() == server_optimizers.format_table(r)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_allocator_compares_thresholds_in_fresh_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis.experiments import allocator
+    from fedzo.devices.validate import ValidationCase
+
+    monkeypatch.setattr(allocator, "CASES", (ValidationCase("tiny-llama", "bp", 16, 256, optimizer="adam"),))
+    monkeypatch.setenv(allocator.ENV, "123456")  # the caller's own setting comes back afterwards
+    assert allocator.main(["--out", str(tmp_path), "--thresholds", "1048576", "--repeats", "1"]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    default, fixed = result["rows"]
+    assert (default["mmap_threshold"], fixed["mmap_threshold"]) == (None, 1048576)
+    assert default["seconds_vs_default"] == 1.0 and fixed["seconds_vs_default"] > 0
+    assert default["tensors_bytes"] == fixed["tensors_bytes"] > 10e6  # the allocator does not change the tensors
+    assert all(g > 0 for r in result["rows"] for g in r["growth_bytes"])
+    assert os.environ[allocator.ENV] == "123456"
+    assert (tmp_path / "table.md").read_text() == allocator.format_table(result)

@@ -117,24 +117,30 @@ def test_prediction_matches_measured_peak(mode: str, batch: int, seq: int, optim
                                 forward_grad=fg))
     assert abs(r.error) <= 0.40, (r.predicted, r.measured)
     assert abs(r.process_predicted - r.process_measured) <= 0.15 * r.process_measured
+    # the step's live tensors, free of the allocator's noise, are held to 10 %
+    assert r.tensors_measured and abs(r.tensors_predicted - r.tensors_measured) <= 0.10 * r.tensors_measured, \
+        (r.tensors_predicted, r.tensors_measured)
 
 
 # glibc raises its mmap threshold as large blocks are freed, so later activations come from
-# the heap and freed ones stay resident: on the tiny model the process peak hardly moves with
-# checkpointing (measured 137 vs 139 MB at 32 x 256). With a fixed threshold every freed
-# tensor goes back to the OS and VmHWM follows the live tensors, which is what the model
-# counts: there checkpointing's saving is measured (0.65 of the plain peak at 32 x 512,
-# predicted 0.64). Realistic sizes are checked by `fedzo memory --validate`.
+# the heap and freed ones stay resident: the process peak with and without checkpointing
+# depends on the host's allocator (0.84, 0.74 and, with MALLOC_MMAP_THRESHOLD_=65536, 0.65
+# of the plain peak at 32 x 512 on three runs). The live tensors are exact: 99.2 of 171 MB
+# measured, 99.2 of 168 MB predicted. Realistic sizes are checked by `fedzo memory --validate`.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_checkpointing_saving_matches_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpointing_saving_matches_the_model() -> None:
+    """Checked on the step's live tensors, which do not depend on the C allocator: its resident
+    set moved the measured ratio from 0.65 on one host to 0.74 on another (same code)."""
     from fedzo.devices.validate import ValidationCase, run_case
 
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     plain, ckpt = (run_case(ValidationCase("tiny-llama", "bp", 32, 512, optimizer="adam", checkpointing=c))
                    for c in (False, True))
-    predicted, measured = ckpt.predicted / plain.predicted, ckpt.measured / plain.measured
-    assert measured < 0.8, (ckpt.measured, plain.measured)  # the layers really are recomputed
-    assert abs(measured - predicted) <= 0.1, (predicted, measured)
+    assert plain.tensors_measured and ckpt.tensors_measured
+    predicted, measured = ckpt.tensors_predicted / plain.tensors_predicted, ckpt.tensors_measured / plain.tensors_measured
+    assert measured < 0.7, (ckpt.tensors_measured, plain.tensors_measured)  # the layers really are recomputed
+    assert abs(measured - predicted) <= 0.03, (predicted, measured)
+    for r in (plain, ckpt):
+        assert abs(r.tensors_error or 1.0) <= 0.05, (r.case.label, r.tensors_predicted, r.tensors_measured)
 
 
 def test_a_magnitude_mask_costs_one_bit_per_trainable_parameter() -> None:
@@ -192,3 +198,18 @@ def test_fedzo_memory_prices_forward_gradients(capsys: pytest.CaptureFixture[str
     fg = json.loads(capsys.readouterr().out)
     assert fg["zo_estimator"] == "forward-grad" and fg["zo"]["peak_phase"] == "forward+tangent"
     assert fg["zo"]["total"] > central["zo"]["total"] and fg["bp"] == central["bp"]
+
+
+def test_a_frozen_base_saves_fewer_activations() -> None:
+    """Frozen weights need no saved inputs: under LoRA a SmolLM2 layer keeps 3h + 3q + 2kv + 3I
+    elements per token (8448), under prefix/prompt 2h + 2q + 2kv + 3I (7296), against 11904
+    when every weight trains (the tensor tracker measured LoRA at 0.67 of the full count)."""
+    from fedzo.devices.memory import layer_saved_elements
+
+    d = arch_dims(model_config("smollm2-135m"))
+    full, lora, prefix = (layer_saved_elements(d, 64, training=True, peft=p) for p in ("full", "lora", "prefix"))
+    assert (full, lora, prefix) == (11904, 8448, 7296)
+    bp = {p: estimate_memory(model_config("smollm2-135m"), "bp", batch=8, seq=64, peft=p, optimizer="adam",
+                             logits="last").activations for p in ("full", "lora")}
+    assert bp["lora"] < 0.75 * bp["full"]
+    assert layer_saved_elements(d, 64, training=False, peft="lora") == layer_saved_elements(d, 64, training=False)

@@ -76,3 +76,18 @@ def test_attached_simulations_reach_the_update_log_through_an_actor(tmp_path: Pa
     log = tmp_path / "log.jsonl"
     log.write_text('{"header": {}}\n{"round": 1, "entries": []}\n')
     assert log_lines(str(log)) == ['{"header": {}}', '{"round": 1, "entries": []}']
+
+
+def test_an_unreachable_cluster_is_refused_before_any_round(tmp_path: Path, fed_config,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"federation.simulation.address: no Ray head answers at 127.0.0.1:{port}"):
+        run_federated(fed_config(simulation={"address": f"127.0.0.1:{port}"}), tmp_path / "run", engine="simulation")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"'head-node' is not a Ray cluster address; allowed: 'auto'"):
+        run_federated(fed_config(simulation={"address": "head-node"}), tmp_path / "run", engine="simulation")
