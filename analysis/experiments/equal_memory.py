@@ -83,22 +83,18 @@ def memory_row(c: MemoryConfig, out: Path, *, batch: int, seq: int, budget: int,
     """One configuration's predicted peak (the memory model alone, its default runtime
     overhead) and the peak measured in a fresh process running one step of it on a
     ``batch`` x ``seq`` batch of the task's classifier (cached in ``out``)."""
-    from fedzo.devices.architectures import model_config
-    from fedzo.devices.memory import estimate_memory
-    from fedzo.devices.validate import ValidationCase, measure
+    from fedzo.devices.validate import ValidationCase, measure, predict
 
-    breakdown = estimate_memory(model_config(c.model), c.method, batch=batch, seq=seq,  # type: ignore[arg-type]
-                                peft="prefix" if c.peft == "prompt" else c.peft,  # type: ignore[arg-type]
-                                optimizer=c.optimizer, logits="last",  # type: ignore[arg-type]
-                                checkpoint_fraction=1.0 if c.checkpointing else 0.0, forward_grad=c.forward_grad)
+    case = ValidationCase(c.model, c.method, batch, seq, peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
+                          checkpointing=c.checkpointing, task=task, forward_grad=c.forward_grad)
+    breakdown = predict(case)
     slug = "-".join([c.method, c.model, c.peft, c.optimizer, *(["ckpt"] if c.checkpointing else []),
                      *(["fg"] if c.forward_grad else []), f"{batch}x{seq}"])
     cached = out / f"{slug}.json"
     if cached.exists():
         m = json.loads(cached.read_text(encoding="utf-8"))
     else:
-        m = measure(ValidationCase(c.model, c.method, batch, seq, peft=c.peft, optimizer=c.optimizer,  # type: ignore[arg-type]
-                                   checkpointing=c.checkpointing, task=task, forward_grad=c.forward_grad), timeout=1800)
+        m = measure(case, timeout=1800)
         out.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
     return {"configuration": c.label, "model": c.model, "method": c.method, "peft": c.peft,

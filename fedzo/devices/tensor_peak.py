@@ -15,7 +15,7 @@ are not seen.
 from __future__ import annotations
 
 import weakref
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 __all__ = ["TensorPeak"]
 
 
+@cache
 def _allocates(func: Any) -> bool:
     """Whether the operator's outputs are new storage (no return aliases an input)."""
     return not any(r.alias_info is not None for r in func._schema.returns)

@@ -42,9 +42,9 @@ from fedzo.errors import FedzoError
 from fedzo.units import format_bytes
 
 if TYPE_CHECKING:
-    from fedzo.devices.memory import Mode, Optimizer
+    from fedzo.devices.memory import MemoryBreakdown, Mode, Optimizer
 
-__all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "measure", "run_case", "validate"]
+__all__ = ["DEFAULT_CASES", "ValidationCase", "ValidationResult", "format_table", "measure", "predict", "run_case", "validate"]
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,9 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _worker(case: ValidationCase) -> dict[str, Any]:
-    """Run one case in this process and return the measurements (see module docstring)."""
+def _worker(case: ValidationCase, tensors: bool = True) -> dict[str, Any]:
+    """Run one case in this process and return the measurements (see module docstring);
+    the tracked step only with ``tensors``."""
     import peft  # noqa: F401
     import torch
     import transformers  # noqa: F401
@@ -156,7 +157,8 @@ def _worker(case: ValidationCase) -> dict[str, Any]:
     step(batch)
     seconds = time.perf_counter() - t0
     hwm = _status_bytes("VmHWM")
-    return {"rss_import": rss_import, "hwm": hwm, "seconds": seconds, "tensors": step_tensor_peak(step, batch)}
+    return {"rss_import": rss_import, "hwm": hwm, "seconds": seconds,
+            "tensors": step_tensor_peak(step, batch) if tensors else None}
 
 
 def step_tensor_peak(step: Any, batch: Any) -> int:
@@ -168,13 +170,15 @@ def step_tensor_peak(step: Any, batch: Any) -> int:
     return tracker.peak
 
 
-def measure(case: ValidationCase, timeout: float = 300.0) -> dict[str, Any]:
-    """``case``'s step in a fresh subprocess: ``rss_import``, ``hwm`` (peak RSS) and ``seconds``."""
+def measure(case: ValidationCase, timeout: float = 300.0, *, tensors: bool = True) -> dict[str, Any]:
+    """``case``'s step in a fresh subprocess: ``rss_import``, ``hwm`` (peak RSS), ``seconds``
+    and, with ``tensors``, the step's live-tensor peak (one more step, under the tracker)."""
     env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1",
                TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "fedzo.devices.validate", "--worker", json.dumps(asdict(case))],
+            [sys.executable, "-m", "fedzo.devices.validate", "--worker", json.dumps(asdict(case)),
+             *([] if tensors else ["--no-tensors"])],
             capture_output=True, text=True, timeout=timeout, env=env, check=False,
         )
     except subprocess.TimeoutExpired:
@@ -185,18 +189,24 @@ def measure(case: ValidationCase, timeout: float = 300.0) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
-    """Measure ``case`` in a fresh subprocess and compare with the memory model."""
+def predict(case: ValidationCase, runtime_overhead: int | None = None) -> MemoryBreakdown:
+    """The memory model's breakdown for ``case`` as fedzo runs it (last-position logits;
+    prompt tuning priced as prefix); ``runtime_overhead`` None: the model's default."""
     from fedzo.devices.architectures import model_config
     from fedzo.devices.memory import estimate_memory
 
-    m = measure(case, timeout)
-    breakdown = estimate_memory(
+    return estimate_memory(
         model_config(case.model), case.mode,
         batch=case.batch, seq=case.seq, peft="prefix" if case.peft == "prompt" else case.peft,
-        optimizer=case.optimizer, logits="last", runtime_overhead=m["rss_import"],
+        optimizer=case.optimizer, logits="last", runtime_overhead=runtime_overhead,
         checkpoint_fraction=1.0 if case.checkpointing else 0.0, forward_grad=case.forward_grad,
     )
+
+
+def run_case(case: ValidationCase, timeout: float = 300.0) -> ValidationResult:
+    """Measure ``case`` in a fresh subprocess and compare with the memory model."""
+    m = measure(case, timeout)
+    breakdown = predict(case, runtime_overhead=m["rss_import"])
     return ValidationResult(
         case=case, predicted=breakdown.total - breakdown.runtime_overhead,
         measured=m["hwm"] - m["rss_import"], process_predicted=breakdown.total,
@@ -237,10 +247,11 @@ def results_json(results: list[ValidationResult]) -> list[dict[str, Any]]:
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fedzo.devices.validate")
     parser.add_argument("--worker", help="(internal) run one case given as JSON")
+    parser.add_argument("--no-tensors", action="store_true", help="(internal) skip the tracked step")
     args = parser.parse_args(argv)
     if args.worker:
         case = ValidationCase(**json.loads(args.worker))
-        print(json.dumps(_worker(case)))
+        print(json.dumps(_worker(case, tensors=not args.no_tensors)))
         return 0
     try:
         print(format_table(validate()))

@@ -124,10 +124,10 @@ def attached_to_cluster(sim: SimulationConfig) -> str | None:
 def check_cluster_reachable(address: str, timeout: float = 10.0) -> None:
     """Refuse, before any round, a ``host:port`` cluster address nothing answers at (Ray
     itself retries for minutes and then exits). ``auto`` is left to Ray to resolve."""
-    where = "federation.simulation.address" if not os.environ.get("RAY_ADDRESS") else "$RAY_ADDRESS"
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto":
         return
+    where = "federation.simulation.address" if not os.environ.get("RAY_ADDRESS") else "$RAY_ADDRESS"
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ConfigError(f"{where}: {address!r} is not a Ray cluster address; allowed: 'auto' or the head's "
                           "host:port (e.g. 10.0.0.5:6379)")
