@@ -29,3 +29,17 @@ def test_backward_and_gradients_are_counted() -> None:
         loss.backward()
     assert x.grad is not None
     assert tp.peak >= 2 * x.numel() * 4  # x @ x and the gradient of x
+
+
+def test_measure_tracks_the_step_only_when_asked() -> None:
+    import sys
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    from fedzo.devices.validate import ValidationCase, measure
+
+    case = ValidationCase("tiny-llama", "zo", 8, 64)
+    assert measure(case, tensors=False)["tensors"] is None  # the fleet's measured memory reads only the RSS
+    assert measure(case)["tensors"] > 0
