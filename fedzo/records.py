@@ -202,6 +202,7 @@ class Summary(Record):
     optimizer: str
     method: Literal["zo", "bp", "zo-federated"]
     peft: str | None = None
+    dtype: str | None = Field(None, description="precision of the trained model (fp32, bf16, fp16)")
     engine: str | None = None
     catch_up: str | None = None
     rounds: int | None = None

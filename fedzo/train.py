@@ -273,7 +273,7 @@ def _summary(cfg: TrainConfig, run: RunDir, clf: Classifier, perturber: Perturbe
     rounds = run.rounds()
     params = perturber.params if perturber is not None else ParamSet.from_module(clf, lambda n, p: True)
     return Summary(
-        name=cfg.name, model=cfg.model.name, optimizer=cfg.optimizer.name, peft=cfg.model.peft,
+        name=cfg.name, model=cfg.model.name, optimizer=cfg.optimizer.name, peft=cfg.model.peft, dtype=cfg.model.dtype,
         method="zo" if cfg.optimizer.is_zo else "bp", **accuracy_summary(rounds), steps=cfg.steps,
         host_seconds=rounds[-1].host_seconds if rounds else 0.0,
         peak_client_memory_bytes=peak_rss_bytes(), model_sha256=param_digest(params))

@@ -55,3 +55,26 @@ def test_hybrid_needs_a_zo_optimizer() -> None:
         OptimizerConfig(name="fo-adam", hybrid_fo="head")
     with pytest.raises(ValidationError, match="zo-sgd-mmt cannot be combined with zo.blockwise"):
         TrainConfig(optimizer=OptimizerConfig(name="zo-sgd-mmt"), zo=ZOConfig(blockwise=True))
+
+
+def test_precision_is_checked_against_the_device(tmp_path) -> None:
+    """fp16 needs CUDA: refused with runtime.device cpu when the file is read, and where the run
+    starts when ``auto`` finds no GPU; an unknown dtype lists the allowed ones."""
+    import torch
+
+    from fedzo.config.scenario import load_scenario
+    from fedzo.errors import ConfigError, ScenarioError
+    from fedzo.tasks.objective import resolve_dtype
+
+    path = tmp_path / "half.yaml"
+    path.write_text("version: 2\nmodel: {name: tiny-llama, dtype: fp16}\nruntime: {device: cpu}\n")
+    with pytest.raises(ScenarioError, match=r"half\.yaml.*model\.dtype: 'fp16' needs a CUDA device.*allowed on CPU: fp32, bf16"):
+        load_scenario(path)
+    with pytest.raises(ValidationError, match="model.dtype: 'fp16' needs a CUDA device"):
+        TrainConfig.model_validate({"model": {"dtype": "fp16"}, "runtime": {"device": "cpu"}})
+    with pytest.raises(ValidationError, match="'fp32', 'bf16' or 'fp16'"):
+        ModelConfig(dtype="fp8")  # type: ignore[arg-type]
+    assert resolve_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(ConfigError, match="'fp16' needs a CUDA device, but training runs on cpu"):
+        resolve_dtype("fp16", torch.device("cpu"))
+

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 
 from fedzo.calibration.model import Host, Point
-from fedzo.config.sections import DataConfig, ModelConfig, RuntimeConfig
+from fedzo.config.sections import DataConfig, ModelConfig, Precision, RuntimeConfig
 from fedzo.devices.dims import ArchDims, arch_dims
 from fedzo.devices.work import Tuning, step_work
 from fedzo.models.adapters import base_model
@@ -62,13 +62,14 @@ def host_info(threads: int) -> Host:
                 threads=threads, torch=torch.__version__.split("+")[0], benchmarks=host_benchmarks(threads))
 
 
-def classifier(model: str, tuning: Tuning, threads: int, task: str | None = None) -> Classifier:
-    """The objective's classifier for ``model`` under ``tuning`` (on CPU), for ``task``
-    (default: :func:`task_for` the model)."""
+def classifier(model: str, tuning: Tuning, threads: int, task: str | None = None,
+               dtype: Precision = "fp32") -> Classifier:
+    """The objective's classifier for ``model`` under ``tuning`` (on CPU, in ``dtype``), for
+    ``task`` (default: :func:`task_for` the model)."""
     torch.set_num_threads(threads)
     peft = tuning.peft
     obj = build_objective(ModelConfig(name=model, peft=peft, lora_rank=tuning.lora_rank,
-                                      virtual_tokens=tuning.virtual_tokens),
+                                      virtual_tokens=tuning.virtual_tokens, dtype=dtype),
                           DataConfig(task=task or task_for(model), train_examples=8, eval_examples=8),
                           RuntimeConfig(device="cpu", threads=threads), seed=0)
     clf = obj.classifier

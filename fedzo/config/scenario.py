@@ -20,7 +20,15 @@ from fedzo.config.faults import FaultsConfig
 from fedzo.config.federation import FederationConfig
 from fedzo.config.fleet import FleetConfig, _known_profiles
 from fedzo.config.migrate import upgrade
-from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, Section, ZOConfig
+from fedzo.config.sections import (
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RuntimeConfig,
+    Section,
+    ZOConfig,
+    precision_problems,
+)
 from fedzo.config.validation import read_yaml, validate
 from fedzo.errors import ScenarioError
 from fedzo.federation.catchup import make_policy
@@ -48,7 +56,7 @@ class Scenario(Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> Scenario:
-        problems = self._protocol_problems() + self._fleet_problems()
+        problems = self._protocol_problems() + self._fleet_problems() + precision_problems(self.model, self.runtime)
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -19,6 +19,7 @@ from fedzo.zo.estimators import ESTIMATORS
 from fedzo.zo.optimizers import OPTIMIZERS, is_zo
 
 PeftKind = Literal["full", "lora", "prefix", "prompt"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class Section(BaseModel):
@@ -36,6 +37,8 @@ class ModelConfig(Section):
                            "adapters, prefix or prompt (virtual tokens)")
     lora_rank: int = Field(8, ge=1, description="LoRA rank (peft: lora)")
     virtual_tokens: int = Field(10, ge=1, description="virtual tokens (peft: prefix / prompt)")
+    dtype: Precision = Field("fp32", description="precision of the weights, the perturbations, the updates "
+                             "and the replay (fp32, bf16; fp16 on CUDA only)")
 
 
 class DataConfig(Section):
@@ -154,3 +157,12 @@ class RuntimeConfig(Section):
 
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where to compute (auto: CUDA when present)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: all cores)")
+
+
+def precision_problems(model: ModelConfig, runtime: RuntimeConfig) -> list[str]:
+    """What the scenario alone shows is wrong with ``model.dtype`` (the device is checked
+    again where the run starts, for ``runtime.device: auto``)."""
+    if model.dtype == "fp16" and runtime.device == "cpu":
+        return [("model.dtype: 'fp16' needs a CUDA device but runtime.device is 'cpu'; allowed on CPU: fp32, "
+                "bf16 (or set runtime.device to cuda or auto on a machine with a GPU)")]
+    return []

@@ -7,7 +7,15 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fedzo.config.migrate import upgrade
-from fedzo.config.sections import DataConfig, ModelConfig, OptimizerConfig, RuntimeConfig, Section, ZOConfig
+from fedzo.config.sections import (
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RuntimeConfig,
+    Section,
+    ZOConfig,
+    precision_problems,
+)
 from fedzo.config.validation import validate
 
 
@@ -29,6 +37,9 @@ class TrainConfig(Section):
     def _combinations(self) -> TrainConfig:
         if self.optimizer.name == "zo-sgd-mmt" and self.zo.blockwise:
             raise ValueError("optimizer.name: zo-sgd-mmt cannot be combined with zo.blockwise")
+        problems = precision_problems(self.model, self.runtime)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 

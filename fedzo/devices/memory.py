@@ -91,8 +91,10 @@ def trainable_parameters(
     raise ConfigError(f"peft: {peft!r} is not one of full, lora, prefix")
 
 
-def layer_saved_elements(d: ArchDims, seq: int, *, training: bool, peft: PeftMode = "full") -> float:
-    """Elements kept per token by one layer: saved for backward (BP) or live at once (ZO).
+def layer_saved_elements(d: ArchDims, seq: int, *, training: bool, peft: PeftMode = "full",
+                         half: bool = False) -> float:
+    """Elements kept per token by one layer: saved for backward (BP) or live at once (ZO),
+    in elements of the model's dtype.
 
     Decoder, BP, every weight trained: 2 RMSNorms save input and output (4h); q/k/v input
     (h); q, k, v and the rotated q, k kept for SDPA (2q + 3kv); attention output and o_proj
@@ -110,6 +112,9 @@ def layer_saved_elements(d: ArchDims, seq: int, *, training: bool, peft: PeftMod
     LayerNorm inputs, q, k, v and context (6h) and the GELU input (I), LoRA adding the
     inputs of the attention linears (2h). With eager attention also the scores and
     softmax output (2 x heads x S).
+    Half precision (``half``), decoder, BP: each RMSNorm computes in float32 and saves the
+    float32 copy of its input instead of the input itself, twice the bytes: 2h more per
+    layer (measured on tiny llama bf16 32 x 128: five float32 copies, one per norm).
     """
     h, i, kv, q = d.hidden, d.intermediate, d.kv_dim, d.q_dim
     scores = 2 * d.heads * seq if d.eager_attention else 0
@@ -117,9 +122,10 @@ def layer_saved_elements(d: ArchDims, seq: int, *, training: bool, peft: PeftMod
     if d.kind == "decoder":
         if not training:
             return 5 * h + 3 * i + scores
+        norms = 2 * h if half else 0
         if peft == "full":
-            return 5 * h + 4 * q + 3 * kv + 4 * i + scores
-        return 2 * h + 2 * q + 2 * kv + 3 * i + (h + q if lora else 0) + scores
+            return 5 * h + 4 * q + 3 * kv + 4 * i + scores + norms
+        return 2 * h + 2 * q + 2 * kv + 3 * i + (h + q if lora else 0) + scores + norms
     if not training:
         return 5 * h + 2 * i + scores
     if peft == "full":
@@ -348,10 +354,12 @@ def _zo_memory(s: _Sizes, chunk_elements: int, noise_bytes: int, optimizer: Opti
 def _bp_memory(s: _Sizes, peft: PeftMode, optimizer: Optimizer, checkpoint_fraction: float) -> MemoryBreakdown:
     """BP: saved activations, logits and their gradient, gradients and optimizer state."""
     d, el = s.d, s.el
-    per_layer = layer_saved_elements(d, s.seq, training=True, peft=peft)
+    half = el < 4 and d.kind == "decoder"
+    per_layer = layer_saved_elements(d, s.seq, training=True, peft=peft, half=half)
     stored = (1 - checkpoint_fraction) * per_layer + checkpoint_fraction * d.hidden
     recompute = per_layer if checkpoint_fraction > 0 else 0.0
-    model_level = 3 * d.hidden  # final norm in/out + head input (decoder); embeddings (encoder)
+    # final norm in/out + head input (decoder; half precision: the norm's float32 input); embeddings (encoder)
+    model_level = (4 if half else 3) * d.hidden
     acts = int((d.layers * stored + recompute + model_level) * s.tokens * el)
     logits_fwd = s.n_logits * (el + s.upcast + 4)  # logits (+ fp32 copy) + saved log-softmax
     logits_bwd = logits_fwd + s.n_logits * 4  # + gradient of the logits

@@ -60,6 +60,7 @@ class ValidationCase:
     checkpointing: bool = False
     task: str | None = None  # the task whose classifier is built (default: the model's calibration task)
     forward_grad: bool = False  # ZO by forward gradients instead of central differences
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # precision of the model (fp16: CUDA only)
 
     @property
     def label(self) -> str:
@@ -73,6 +74,8 @@ class ValidationCase:
             parts.append("checkpointing")
         if self.forward_grad:
             parts.append("forward-grad")
+        if self.dtype != "fp32":
+            parts.append(self.dtype)
         return " ".join(parts)
 
 
@@ -103,9 +106,10 @@ class ValidationResult:
         return (self.tensors_predicted - self.tensors_measured) / self.tensors_measured
 
 
-# About 4-5 minutes on 2 idle CPU cores: the embedded SmolLM2-135M and MiniLM-L6 as fedzo trains them.
+# About 6-7 minutes on 2 idle CPU cores: the embedded SmolLM2-135M and MiniLM-L6 as fedzo trains them.
 DEFAULT_CASES: tuple[ValidationCase, ...] = (
     ValidationCase("smollm2-135m", "zo", 16, 64),
+    ValidationCase("smollm2-135m", "zo", 16, 64, dtype="bf16"),
     ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt"),
     ValidationCase("smollm2-135m", "zo", 8, 64, peft="prompt", forward_grad=True),
     ValidationCase("smollm2-135m", "zo", 8, 64, forward_grad=True),
@@ -114,6 +118,7 @@ DEFAULT_CASES: tuple[ValidationCase, ...] = (
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam"),
     ValidationCase("smollm2-135m", "bp", 4, 64, optimizer="adam", checkpointing=True),
     ValidationCase("smollm2-135m", "bp", 8, 64, peft="lora", optimizer="adam"),
+    ValidationCase("smollm2-135m", "bp", 8, 64, peft="lora", optimizer="adam", dtype="bf16"),
     ValidationCase("minilm-l6", "bp", 16, 128, optimizer="adam"),
     ValidationCase("minilm-l6", "bp", 8, 128, optimizer="sgd"),
 )
@@ -148,7 +153,7 @@ def _worker(case: ValidationCase, tensors: bool = True) -> dict[str, Any]:
     rss_import = _status_bytes("VmRSS")
     tuning = Tuning.of("fg" if case.forward_grad else case.mode, case.peft, optimizer=case.optimizer,
                        checkpointing=case.checkpointing)
-    clf = classifier(case.model, tuning, threads, task=case.task)
+    clf = classifier(case.model, tuning, threads, task=case.task, dtype=case.dtype)
     batch = synthetic_batch(clf, case.batch, case.seq)
     step = step_function(clf, tuning)
     step(batch)  # warm-up: kernels, allocator, optimizer states
@@ -199,7 +204,7 @@ def predict(case: ValidationCase, runtime_overhead: int | None = None) -> Memory
         model_config(case.model), case.mode,
         batch=case.batch, seq=case.seq, peft="prefix" if case.peft == "prompt" else case.peft,
         optimizer=case.optimizer, logits="last", runtime_overhead=runtime_overhead,
-        checkpoint_fraction=1.0 if case.checkpointing else 0.0, forward_grad=case.forward_grad,
+        checkpoint_fraction=1.0 if case.checkpointing else 0.0, forward_grad=case.forward_grad, dtype=case.dtype,
     )
 
 

@@ -17,8 +17,9 @@ rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a
   client keeps its own copy of the virtual tokens, and each row of the joint forward gets
   its own client's prompt.
 
-Otherwise (and always for ``forward-grad``, which differentiates each client's own forward)
-the round runs one client at a time, as in-process, and its record says why
+Otherwise (and always for ``forward-grad``, which differentiates each client's own forward,
+and for a half-precision model, whose joint forward would round the loss differences far
+beyond the tolerance) the round runs one client at a time, as in-process, and its record says why
 (``batching``). Rows of different clients are padded to a common width on the right,
 which changes nothing for the tokens that count (causal attention never looks right;
 positions and pooling follow the attention mask), but a different batch shape may round
@@ -117,6 +118,11 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     est = EstimatorConfig(worker.scenario.zo.estimator, d.eps, d.q)
     if est.tangent_forwards_per_step:
         return "sequential", f"estimator {est.kind!r} differentiates each client's own forward"
+    if (dtype := worker.scenario.model.dtype) != "fp32":
+        # a joint forward rounds differently from a client's own; at 8 significant bits the
+        # loss differences, and so the scalars, then differ by far more than rounding (tiny
+        # model in bf16: up to 52x)
+        return "sequential", f"model.dtype {dtype}: a joint forward would not reproduce each client's scalars"
     why = []
     if len(d.seeds) > 1:
         why.append(f"K = {len(d.seeds)} local steps")

@@ -383,7 +383,8 @@ class RoundEngine(Generic[U]):
         records = self.run.records()
         s = Summary(
             name=self.scenario.name, model=self.scenario.model.name, optimizer=self.scenario.optimizer.name,
-            method=self.protocol.method, peft=self.scenario.model.peft, engine=self.engine, rounds=self.fed.rounds,
+            method=self.protocol.method, peft=self.scenario.model.peft, dtype=self.scenario.model.dtype,
+            engine=self.engine, rounds=self.fed.rounds,
             rounds_trained=sum(1 for r in records if isinstance(r, RoundRecord) and r.round > 0 and r.participants),
             **accuracy_summary(records), sim_seconds=self.totals.sim_seconds, sim_time_basis=self.clock.basis,
             host_seconds=self.totals.host_seconds, bytes_up=self.totals.bytes_up, bytes_down=self.totals.bytes_down,

@@ -141,7 +141,8 @@ class FleetPlan:
         t = self.shape.tuning
         m = measure(ValidationCase(model=scenario.model.name, mode=t.method, batch=self.shape.batch,
                                    seq=self.shape.seq, peft=t.peft, optimizer=t.optimizer,
-                                   checkpointing=t.checkpointing, task=scenario.data.task), timeout=1800,
+                                   checkpointing=t.checkpointing, task=scenario.data.task,
+                                   dtype=scenario.model.dtype), timeout=1800,
                     tensors=False)
         self.measured_memory = (int(m["hwm"]), int(m["hwm"]) - int(m["rss_import"]))
 

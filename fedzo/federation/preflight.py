@@ -51,9 +51,11 @@ def _attempt(part: str, probe: Callable[[], str]) -> Check:
 
 
 def _device(scenario: Scenario) -> str:
-    from fedzo.tasks.objective import resolve_device
+    from fedzo.tasks.objective import resolve_device, resolve_dtype
 
-    return f"training on {resolve_device(scenario.runtime.device)}"
+    device = resolve_device(scenario.runtime.device)
+    resolve_dtype(scenario.model.dtype, device)
+    return f"training on {device} in {scenario.model.dtype}"
 
 
 def _task(scenario: Scenario) -> str:

@@ -94,8 +94,10 @@ class Classifier(nn.Module):
         )
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy of the class scores against ``batch.labels`` (a scalar)."""
-        return F.cross_entropy(self.logits(batch), batch.labels)
+        """Mean cross-entropy of the class scores against ``batch.labels`` (a float32 scalar:
+        under a half-precision model the few class scores are widened first, so that the
+        loss difference a ZO step divides by 2 eps is not rounded to the model's precision)."""
+        return F.cross_entropy(self.logits(batch).float(), batch.labels)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> torch.Tensor:

@@ -201,3 +201,21 @@ def test_allocator_compares_thresholds_in_fresh_processes(tmp_path: Path, monkey
     assert all(g > 0 for r in result["rows"] for g in r["growth_bytes"])
     assert os.environ[allocator.ENV] == "123456"
     assert (tmp_path / "table.md").read_text() == allocator.format_table(result)
+
+
+def test_precision_runs_each_dtype_per_seed_and_reuses_finished_runs(tmp_path: Path) -> None:
+    from analysis.experiments import precision
+
+    assert precision.main(["--out", str(tmp_path), "--seeds", "0", "1", "--rounds", "1", "--eval-examples", "64"]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["dtype"], r["seed"]) for r in result["runs"]] == [("fp32", 0), ("bf16", 0), ("fp32", 1), ("bf16", 1)]
+    rows = {r["dtype"]: r for r in result["rows"]}
+    assert rows["fp32"]["stdev"] is not None and rows["bf16"]["seeds"] == [0, 1]
+    # half the weight bytes: the memory model prices bf16 clients below fp32 ones
+    assert rows["bf16"]["modelled_client_memory_bytes"] < rows["fp32"]["modelled_client_memory_bytes"]
+    assert len({r["model_sha256"] for r in result["runs"]}) == 4
+    assert all(r["interval"][0] <= r["final_accuracy"] <= r["interval"][1] for r in result["runs"])
+    before = (tmp_path / "runs" / "bf16-seed1" / "metrics.jsonl").read_text()
+    assert precision.main(["--out", str(tmp_path), "--seeds", "1", "--rounds", "1", "--eval-examples", "64"]) == 0  # reused, not rerun
+    assert (tmp_path / "runs" / "bf16-seed1" / "metrics.jsonl").read_text() == before
+    assert (tmp_path / "table.md").read_text() == precision.format_table(json.loads((tmp_path / "results.json").read_text()))

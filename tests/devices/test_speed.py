@@ -54,3 +54,25 @@ def test_every_shipped_profile_states_its_speed_with_a_source() -> None:
         assert p.speed is not None, f"{name} has no speed block"
         f = speed_of(p, catalog, CAL)
         assert f.ratio > 0 and f.chain
+
+
+def test_half_precision_scales_a_measured_chain_by_the_profiles_rates() -> None:
+    """The calibration times the host in fp32, so a bf16 run scales the device's fp32 figure
+    by its own fp32/bf16 rates, and says it is an estimate; without a bf16 rate it is priced
+    as fp32, and says that too."""
+    fast = DeviceProfile.model_validate({"name": "gpu", "memory_budget": "1GB", "flops_fp32": 1e12,
+                                         "flops_bf16": 8e12, "uplink_bps": 1e6, "downlink_bps": 1e6,
+                                         "latency_s": 0.0, "speed": {"source": "s", "basis": "benchmark",
+                                                                     "benchmark": "gemm-fp32", "score": 400e9}})
+    plain = _profile("board", basis="benchmark", benchmark="gemm-fp64", score=20e9)
+    catalog = {"gpu": fast, "board": plain}
+    fp32, bf16 = speed_of(fast, catalog, CAL), speed_of(fast, catalog, CAL, "bf16")
+    assert fp32.basis == "benchmark" and fp32.ratio == pytest.approx(0.25)
+    assert bf16.basis == "estimate" and bf16.ratio == pytest.approx(0.25 / 8)
+    assert bf16.chain[:-1] == fp32.chain and "bf16 at 8e+12 against fp32 at 1e+12" in bf16.chain[-1]
+    same = speed_of(plain, catalog, CAL, "bf16")
+    assert same.ratio == pytest.approx(4.0) and "bf16 priced at its fp32 speed (an estimate)" in same.chain[-1]
+    # known by its FLOP/s alone: its bf16 rate against the host's assumed rate
+    assert speed_of(fast, catalog, None, "bf16").ratio == pytest.approx(HOST_FLOPS_FP32 / 8e12)
+    with pytest.raises(ConfigError, match="dtype: 'fp8'"):
+        speed_of(fast, catalog, CAL, "fp8")
