@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--zo-estimator", default="central", choices=["central", "forward-grad"],
                    help="ZO estimator: central (finite differences; one-sided and fzoo hold the same) or "
                    "forward-grad (tangents of the activations, the dense direction, unfused attention)")
+    p.add_argument("--logits", default="last", choices=["last", "full"],
+                   help="vocabulary logits kept: at the answer position only, as fedzo's classifiers score "
+                   "(last; what a run's fleet check prices), or at every position, as language-model "
+                   "fine-tuning on whole sequences does (full)")
     p.add_argument("--checkpoint-fraction", type=float, default=0.0,
                    help="share of layers recomputed in backward (BP)")
     p.add_argument("--budget", help='memory budget, e.g. "1GB": also print the largest '
@@ -61,6 +65,7 @@ def _estimate(args: argparse.Namespace, model: str, mode: Mode) -> MemoryBreakdo
         dtype=args.dtype, peft=args.peft, lora_rank=args.lora_rank,
         optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
         checkpoint_fraction=args.checkpoint_fraction, forward_grad=args.zo_estimator == "forward-grad",
+        logits=args.logits,
     )
 
 
@@ -86,7 +91,7 @@ def _device_fits(args: argparse.Namespace, budget: int | None, out: dict[str, An
         rep = check_fit(profile, model_config(args.model), mode, args.batch, args.seq,
                         args.peft, model_name=args.model, dtype=args.dtype,
                         optimizer=args.optimizer if mode == "bp" else args.zo_optimizer,
-                        lora_rank=args.lora_rank, checkpoint_fraction=args.checkpoint_fraction,
+                        lora_rank=args.lora_rank, checkpoint_fraction=args.checkpoint_fraction, logits=args.logits,
                         forward_grad=mode == "zo" and args.zo_estimator == "forward-grad")
         out[f"fit_{mode}"] = {"fits": rep.fits, "message": rep.message()}
         lines.append(rep.message())
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"model": args.model, "batch": args.batch, "seq": args.seq,
                            "dtype": args.dtype, "peft": args.peft, "optimizer": args.optimizer,
                            "zo_optimizer": args.zo_optimizer, "zo_estimator": args.zo_estimator,
-                           "bp": bp.as_dict(), "zo": zo.as_dict()}
+                           "logits": args.logits, "bp": bp.as_dict(), "zo": zo.as_dict()}
     fit_lines: list[str] = []
     if args.device:
         budget = _device_fits(args, budget, out, fit_lines)
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{args.model}: batch {args.batch} x seq {args.seq}, {args.dtype}, peft {args.peft}, "
+    print(f"{args.model}: batch {args.batch} x seq {args.seq}, {args.dtype}, peft {args.peft}, logits {args.logits}, "
           f"BP optimizer {args.optimizer}, ZO optimizer {args.zo_optimizer}, ZO estimator {args.zo_estimator}")
     print(f"{'component':<24}{'BP':>12}{'ZO':>12}")
     for row in _ROWS:
