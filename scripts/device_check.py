@@ -2,7 +2,7 @@
 
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so it imports only ``fedzo.zo`` and the memory model, and
-builds its models from their configs (random weights, no downloads). Five checks:
+builds its models from their configs (random weights, no downloads). Six checks:
 
 1. ``known_answers``: the portable generator's golden vectors on the device, eager and
    compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
@@ -14,7 +14,11 @@ builds its models from their configs (random weights, no downloads). Five checks
    peak against the memory model's (all weights trained: the direction is a dense copy).
 4. ``joint_forward``: what the batched engine buys here: C clients' forward passes of 8
    rows, one after another, against one joint pass of 8 C rows (C = 1, 8, 32, 64).
-5. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
+5. ``half_precision``: five ZO steps in each half dtype the device runs (fp16 and bf16 on
+   CUDA, bf16 on CPU), replayed from their seeds and scalars on a copy of the starting
+   weights: bitwise equal or not, the step against two fp32 forwards, and the peak against
+   the memory model's in that dtype.
+6. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
    CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
    the largest phase, without the CPU allocator's slack).
 
@@ -103,9 +107,10 @@ def _peak(fn: Callable[[], object], device: str) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
-def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False) -> int:
+def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False,
+                       dtype: str = "fp32") -> int:
     b = estimate_memory(model_config(name), mode, batch=batch, seq=seq, optimizer=optimizer,  # type: ignore[arg-type]
-                        logits="last", runtime_overhead=0, forward_grad=forward_grad)
+                        logits="last", runtime_overhead=0, forward_grad=forward_grad, dtype=dtype)
     return b.weights + b.optimizer_states + max(p for _, p in b.phases)
 
 
@@ -194,6 +199,50 @@ def joint_forward(name: str, device: str, batch: int, seq: int, repeats: int,
     return out
 
 
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, steps: int = 5) -> dict[str, Any]:
+    """ZO steps in each half dtype, replayed bitwise (or not) from their seeds and scalars."""
+    model = _model(name, device)
+    loss = _loss_fn(model, batch, seq, device)
+
+    def forwards() -> None:
+        with torch.no_grad():
+            loss()
+            loss()
+
+    fp32_forwards = _median_seconds(forwards, device, repeats)
+    est, opt = EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd")
+    out: dict[str, Any] = {"fp32_two_forwards_seconds": fp32_forwards}
+    for dtype in ("fp16", "bf16") if device.startswith("cuda") else ("bf16",):
+        model.to(HALF[dtype])
+        params = ParamSet.from_module(model)
+        start = ParamSet(params.names, tuple(t.clone() for t in params.tensors))
+        perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
+        with torch.no_grad():
+            results = [zo_step(perturber, lambda: float(loss()), s, est, opt, 1e-4) for s in range(steps)]
+            replayer = Perturber(start, NoiseSpec("portable", "gaussian"))
+            for r in results:
+                for d in r.directions:
+                    replayer.apply(d.seed, d.alphas)
+        bitwise = all(torch.equal(a, b) for a, b in zip(params.tensors, start.tensors, strict=True))
+
+        def zo(p: Perturber = perturber) -> None:
+            with torch.no_grad():
+                zo_step(p, lambda: float(loss()), 0, est, opt, 0.0)
+
+        seconds = _median_seconds(zo, device, repeats)
+        peak, pred = _peak(zo, device), _predicted_tensors(name, "zo", batch, seq, "sgd", dtype=dtype)
+        out[dtype] = {"replay_bitwise": bitwise, "steps": steps, "seconds": seconds,
+                      "ratio_to_fp32_two_forwards": seconds / fp32_forwards,
+                      "grads": [d.grad for r in results for d in r.directions],
+                      "peak_allocated_bytes": peak, "predicted_tensor_bytes": pred,
+                      "memory_error": None if peak is None else (pred - peak) / peak}
+        model.float()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the checks and write one JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,12 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     result["timing"] = timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)
     result["forward_gradient"] = forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)
     result["joint_forward"] = joint_forward(a.model, a.device, 8, a.seq, a.repeats)
+    result["half_precision"] = half_precision(a.model, a.device, a.batch, a.seq, a.repeats)
     result["known_answers"] = {mode: check(a.device, compiled=mode == "compiled") for mode in ("eager", "compiled")}
     result["known_answers_ok"] = not any(result["known_answers"].values())
+    result["half_precision_replay_ok"] = all(v["replay_bitwise"] for k, v in result["half_precision"].items()
+                                             if k in HALF)
     result["seconds"] = time.perf_counter() - t0
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
-    return 0 if result["known_answers_ok"] else 1
+    return 0 if result["known_answers_ok"] and result["half_precision_replay_ok"] else 1
 
 
 if __name__ == "__main__":

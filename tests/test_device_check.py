@@ -22,5 +22,8 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     assert t["two_forwards_seconds"] > 0 and t["zo_eager"]["ratio_to_two_forwards"] > 0
     assert t["bp_adam"]["predicted_tensor_bytes"] > t["zo_predicted_tensor_bytes"] > 0
     assert t["zo_eager"]["peak_allocated_bytes"] is None  # exact allocator peaks are CUDA-only
+    half = r["half_precision"]  # on the CPU: bf16 only, five steps replayed bitwise
+    assert set(half) == {"fp32_two_forwards_seconds", "bf16"} and r["half_precision_replay_ok"]
+    assert half["bf16"]["replay_bitwise"] and len(half["bf16"]["grads"]) == 5
     fg = r["forward_gradient"]
     assert fg["ratio_to_two_forwards"] > 0 and fg["predicted_tensor_bytes"] > t["zo_predicted_tensor_bytes"]
