@@ -13,9 +13,9 @@ rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a
   step): the clients' moves are recorded, checked equal (a guard: the engine predicts
   this), and applied once to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
   directions are all probed before any update (q = 1, or ``fzoo``).
-* ``rows``: prompt tuning with any number of local steps, directions and estimators: each
-  client keeps its own copy of the virtual tokens, and each row of the joint forward gets
-  its own client's prompt.
+* ``rows``: prompt tuning and LoRA with any number of local steps, directions and
+  estimators: each client keeps its own copy of its virtual tokens or adapters, and each
+  row of the joint forward gets its own client's (:mod:`fedzo.federation.rowstate`).
 
 Otherwise (and always for ``forward-grad``, which differentiates each client's own forward,
 and for a half-precision model, whose joint forward would round the loss differences far
@@ -34,8 +34,7 @@ seconds are the client's catch-up plus its share (by examples) of the joint step
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,9 +49,9 @@ from fedzo.federation.inprocess import InProcessTransport
 from fedzo.federation.lockstep import Abandoned, Ask, run_lockstep
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, build_uplink, parse_downlink
+from fedzo.federation.rowstate import per_row_state, rows_reason
 from fedzo.killpoints import kill_point
 from fedzo.tasks.batching import Batch
-from fedzo.tasks.classifiers import PromptClassifier
 from fedzo.zo import EstimatorConfig, ParamSet, Perturber
 from fedzo.zo.perturb import ChunkHook
 
@@ -93,21 +92,6 @@ class LossRequest:
     moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
 
 
-def rows_reason(worker: Worker) -> str | None:
-    """Why each row cannot carry its own client's trainable state (None: it can)."""
-    clf = worker.objective.classifier
-    cfg = getattr(clf.model, "active_peft_config", None)
-    if not isinstance(clf, PromptClassifier) or getattr(getattr(cfg, "peft_type", None), "value", None) != "PROMPT_TUNING":
-        return "per-row client state is implemented for prompt tuning of a causal LM only"
-    encoder = getattr(clf.model, "prompt_encoder", None)
-    if not isinstance(encoder, torch.nn.Module):
-        return "the PEFT model has no prompt encoder"
-    prompt = {p.data_ptr() for p in encoder.parameters()}
-    if any(t.data_ptr() not in prompt for t in worker.work.tensors):
-        return "parameters outside the virtual tokens are trained"
-    return None
-
-
 def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, str]:
     """How a round's local steps can run together, and why."""
     if len(downlinks) < 2:
@@ -130,9 +114,9 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
         why.append(f"q = {d.q} directions updated one after another")
     if not why:
         return "shared", "every client probes the same parameters"
-    rows = rows_reason(worker)
+    rows = rows_reason(worker.objective.classifier, worker.work)
     if rows is None:
-        return "rows", "each row carries its own client's virtual tokens"
+        return "rows", "each row carries its own client's trainable state"
     return "sequential", f"{'; '.join(why)} (clients' parameters diverge) and {rows}"
 
 
@@ -142,30 +126,6 @@ def join_batches(batches: Sequence[Batch], pad_id: int) -> Batch:
     ids = [F.pad(b.input_ids, (0, width - b.input_ids.shape[1]), value=pad_id) for b in batches]
     mask = [F.pad(b.attention_mask, (0, width - b.attention_mask.shape[1]), value=0) for b in batches]
     return Batch(torch.cat(ids), torch.cat(mask), torch.cat([b.labels for b in batches]))
-
-
-@contextmanager
-def per_row_prompts(model: Any, work: ParamSet, states: Sequence[tuple[torch.Tensor, ...]],
-                    rows: Sequence[int]) -> Iterator[None]:
-    """While active, the PEFT model's virtual tokens for row block ``i`` are ``states[i]``:
-    each block's prompts come from the model's own ``get_prompt`` with that state loaded."""
-    original = model.get_prompt
-
-    def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
-        if batch_size != sum(rows):
-            raise RuntimeError(f"a joint forward of {sum(rows)} rows asked for {batch_size} prompts")
-        parts = []
-        for state, n in zip(states, rows, strict=True):
-            for t, s in zip(work.tensors, state, strict=True):
-                t.copy_(s)
-            parts.append(original(batch_size=n, **kwargs))
-        return torch.cat(parts)
-
-    model.get_prompt = get_prompt
-    try:
-        yield
-    finally:
-        del model.get_prompt
 
 
 class JointForward:
@@ -219,7 +179,7 @@ class JointForward:
         rows = [len(r.batch) for r in requests]
         self.forwards += 1
         if self.mode == "rows":
-            with per_row_prompts(clf.model, self.worker.work, [r.state for r in requests], rows):
+            with per_row_state(clf, self.worker.work, [r.state for r in requests], rows):
                 logits = clf.logits(joint)
         else:
             logits = clf.logits(joint)

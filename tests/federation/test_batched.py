@@ -69,7 +69,8 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "prefix-K1": ("prefix", {}, "zo-sgd", {"local_steps": 1}, "shared"),
     "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "sequential"),
     "prefix-K3": ("prefix", {}, "zo-sgd", {}, "sequential"),
-    "lora-K3": ("lora", {}, "zo-sgd", {}, "sequential"),
+    "lora-K3": ("lora", {}, "zo-sgd", {}, "rows"),
+    "lora-K2-q2-sign": ("lora", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
 }
 
@@ -240,3 +241,20 @@ def test_committed_bench_tables_match_their_data(name: str) -> None:
     report = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
     assert (root / f"{name}.md").read_text(encoding="utf-8") == format_report(report) + "\n"
     assert all(r["update_logs_bitwise_equal"] or report["model"] != "tiny-llama" for r in report["results"])
+
+
+@pytest.mark.parametrize(("model", "peft", "reason"), [
+    ("tiny-llama", "lora", None),
+    ("tiny-llama", "prompt", None),
+    ("tiny-bert", "lora", "parameters outside the LoRA adapters are trained"),  # the classifier head trains too
+    ("tiny-llama", "prefix", "implemented for LoRA and for prompt tuning"),
+    ("tiny-llama", "full", "implemented for LoRA and for prompt tuning"),
+])
+def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, peft: str, reason: str | None) -> None:
+    from fedzo.federation.rowstate import rows_reason
+    from fedzo.tasks.objective import build_objective
+
+    sc = fed_config()
+    clf = build_objective(sc.model.model_copy(update={"name": model, "peft": peft}), sc.data, sc.runtime, 0).classifier
+    got = rows_reason(clf, ParamSet.from_module(clf))
+    assert got == reason if reason is None else (got is not None and reason in got)

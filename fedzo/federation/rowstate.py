@@ -1,0 +1,127 @@
+"""Per-row client state in a joint forward: each client's rows see its own trainable tensors.
+
+The batched engine's ``rows`` mode (:mod:`fedzo.federation.batched`) runs the forward
+passes of clients whose small trainable sets have diverged (several local steps) as one
+pass over all their rows. The frozen base is shared; what differs per client is applied
+per block of rows, with the same operations a client's own forward uses:
+
+* prompt tuning: the PEFT model's ``get_prompt`` is called once per block with that
+  client's virtual tokens loaded, and the prompts are concatenated;
+* LoRA: every LoRA linear adds ``B_i (A_i x) * scaling`` to the frozen layer's output for
+  block ``i``, with client ``i``'s ``A`` and ``B``.
+
+Prefix tuning (per-row past keys and values) and full weights are not supported here:
+:func:`rows_reason` says why, and the engine runs such rounds one client at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fedzo.tasks.classifiers import PromptClassifier
+from fedzo.zo import ParamSet
+
+States = Sequence[tuple[torch.Tensor, ...]]  # per block of rows: the client's trainable tensors, in work order
+
+
+def _peft_kind(model: Any) -> str | None:
+    cfg = getattr(model, "active_peft_config", None)
+    return getattr(getattr(cfg, "peft_type", None), "value", None)
+
+
+def _lora_layers(model: Any) -> list[Any]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer) and hasattr(m, "base_layer")]
+
+
+def _lora_reason(model: Any, work: ParamSet) -> str | None:
+    layers = _lora_layers(model)
+    owned: set[int] = set()
+    for m in layers:
+        if m.merged or len(m.active_adapters) != 1 or type(m.base_layer) is not torch.nn.Linear:
+            return "a LoRA layer is merged, has several active adapters or wraps a non-linear layer"
+        name = m.active_adapters[0]
+        if name in m.lora_variant or not isinstance(m.lora_dropout[name], torch.nn.Identity):
+            return "a LoRA layer uses a variant (DoRA, ...) or dropout"
+        owned |= {m.lora_A[name].weight.data_ptr(), m.lora_B[name].weight.data_ptr()}
+    if any(t.data_ptr() not in owned for t in work.tensors):
+        return "parameters outside the LoRA adapters are trained"
+    return None
+
+
+def rows_reason(classifier: Any, work: ParamSet) -> str | None:
+    """Why each row cannot carry its own client's trainable state (None: it can)."""
+    kind = _peft_kind(classifier.model)
+    if kind == "LORA":
+        return _lora_reason(classifier.model, work)
+    if kind != "PROMPT_TUNING" or not isinstance(classifier, PromptClassifier):
+        return "per-row client state is implemented for LoRA and for prompt tuning of a causal LM"
+    encoder = getattr(classifier.model, "prompt_encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        return "the PEFT model has no prompt encoder"
+    prompt = {p.data_ptr() for p in encoder.parameters()}
+    if any(t.data_ptr() not in prompt for t in work.tensors):
+        return "parameters outside the virtual tokens are trained"
+    return None
+
+
+@contextmanager
+def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+    """While active, the PEFT model's virtual tokens for row block ``i`` are ``states[i]``:
+    each block's prompts come from the model's own ``get_prompt`` with that state loaded."""
+    original = model.get_prompt
+
+    def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
+        if batch_size != sum(rows):
+            raise RuntimeError(f"a joint forward of {sum(rows)} rows asked for {batch_size} prompts")
+        parts = []
+        for state, n in zip(states, rows, strict=True):
+            for t, s in zip(work.tensors, state, strict=True):
+                t.copy_(s)
+            parts.append(original(batch_size=n, **kwargs))
+        return torch.cat(parts)
+
+    model.get_prompt = get_prompt
+    try:
+        yield
+    finally:
+        del model.get_prompt
+
+
+@contextmanager
+def per_row_lora(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+    """While active, every LoRA linear applies block ``i``'s adapters from ``states[i]``."""
+    index = {t.data_ptr(): k for k, t in enumerate(work.tensors)}
+    patched = []
+    for m in _lora_layers(model):
+        name = m.active_adapters[0]
+        ia, ib = index[m.lora_A[name].weight.data_ptr()], index[m.lora_B[name].weight.data_ptr()]
+
+        def forward(x: torch.Tensor, *args: Any, _m: Any = m, _a: int = ia, _b: int = ib,
+                    _s: float = m.scaling[name], **kwargs: Any) -> torch.Tensor:
+            result = _m.base_layer(x, *args, **kwargs)
+            if x.shape[0] != sum(rows):
+                raise RuntimeError(f"a joint forward of {sum(rows)} rows met a LoRA input of {x.shape[0]}")
+            delta = [F.linear(F.linear(block, state[_a]), state[_b]) * _s
+                     for block, state in zip(x.split(list(rows)), states, strict=True)]
+            return (result + torch.cat(delta)).to(result.dtype)
+
+        m.forward = forward
+        patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
+    """The context in which ``classifier``'s forward gives row block ``i`` the state ``states[i]``."""
+    use = per_row_lora if _peft_kind(classifier.model) == "LORA" else per_row_prompts
+    return use(classifier.model, work, states, rows)
