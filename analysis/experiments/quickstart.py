@@ -10,6 +10,7 @@ writes ``results.json`` and ``table.md`` into OUT: per seed, the dev accuracies 
 run's evaluation rounds and the test accuracies with their 95 % Wilson intervals, the
 simulated and host seconds, the bytes by kind and the model hash; over the seeds, the mean
 and standard deviation of the test gain. Finished runs and evaluations are reused.
+``--dtype bf16 --out analysis/results/quickstart-bf16`` runs it in half precision.
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ from analysis.experiments.common import cached_evaluation, run_scenario, write_r
 PROMPT = "chat"  # the best zero-shot prompt of SmolLM2-135M on Rotten Tomatoes
 
 
-def one_seed(scenario: str, root: Path, seed: int) -> dict[str, Any]:
-    """Run, evaluate and summarize the quickstart with ``seed``."""
+def one_seed(scenario: str, root: Path, seed: int, dtype: str | None = None) -> dict[str, Any]:
+    """Run, evaluate and summarize the quickstart with ``seed`` (and ``model.dtype``, the
+    zero-shot baseline evaluated in the same dtype)."""
     from fedzo.runs import RunDir
     from fedzo.stats import wilson_interval
 
     out = root / f"seed{seed}"
     t0 = time.perf_counter()
-    summary = run_scenario(scenario, out, overrides={"seed": seed})
+    summary = run_scenario(scenario, out, overrides={"seed": seed, **({"model": {"dtype": dtype}} if dtype else {})})
     wall = time.perf_counter() - t0
     final = cached_evaluation(root / f"seed{seed}.test.json", out, "--run", str(out))
     zero = cached_evaluation(root / f"seed{seed}.zero-shot.json", out, "--model", "smollm2-135m", "--task",
-                       "rotten-tomatoes", "--prompt", PROMPT, "--seed", str(seed))
+                       "rotten-tomatoes", "--prompt", PROMPT, "--seed", str(seed), "--dtype", dtype or "fp32")
     dev = [{"round": r.round, "accuracy": r.eval_accuracy, "n": r.eval_n,
             "interval": [r.eval_accuracy_low, r.eval_accuracy_high]}
            for r in RunDir.open(out).rounds() if r.eval_accuracy is not None]
@@ -59,8 +61,8 @@ def one_seed(scenario: str, root: Path, seed: int) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     """The Markdown table of ``result``."""
-    rows = ["| seed | dev accuracy by round (n 100) | test zero-shot | test after the run | gain | simulated s | "
-            "host s | bytes up / down |", "|---|---|---|---|---|---|---|---|"]
+    rows = [("| seed | dev accuracy by round (n 100) | test zero-shot | test after the run | gain | simulated s | "
+            "host s | bytes up / down |"), "|---|---|---|---|---|---|---|---|"]
     for r in result["seeds"]:
         dev = " / ".join(f"{d['accuracy']:.2f}" for d in r["dev"])
         z, f = r["test_zero_shot"], r["test_final"]
@@ -79,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="analysis/results/quickstart")
     p.add_argument("--scenario", default="scenarios/quickstart.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
+                   help="override model.dtype (give a separate --out: runs are reused by seed)")
     args = p.parse_args(argv)
     root = Path(args.out) / "runs"
-    seeds = [one_seed(args.scenario, root, s) for s in args.seeds]
+    seeds = [one_seed(args.scenario, root, s, args.dtype) for s in args.seeds]
     gains = [s["test_gain"] for s in seeds]
     result = {"command": " ".join(["python -m analysis.experiments.quickstart", *(sys.argv[1:] if argv is None else argv)]),
-              "scenario": args.scenario, "seeds": seeds,
+              "scenario": args.scenario, "dtype": args.dtype or "fp32", "seeds": seeds,
               "test_gain": {"mean": statistics.mean(gains), "sd": statistics.stdev(gains) if len(gains) > 1 else 0.0}}
     write_results(Path(args.out), result, format_table)
     return 0

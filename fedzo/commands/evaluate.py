@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--max-length", type=int, default=None, help="default: the task's")
     p.add_argument("--seed", type=int, default=0, help="split seed of the task")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16", "float32", "bfloat16", "float16"),
+                   help="precision of the model, as model.dtype in a scenario (torch's names also accepted)")
     p.add_argument("--text-column", default=None, help="text column of a user dataset")
     p.add_argument("--label-column", default=None, help="label column of a user dataset")
     p.add_argument("--label-names", nargs="+", default=None, metavar="NAME",
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         return _evaluate_run(args)
     t0 = time.perf_counter()
-    loaded = load_model(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
+    loaded = load_model(args.model, dtype=dtype or getattr(torch, args.dtype), cache_dir=args.cache_dir)
     load_s = time.perf_counter() - t0
     given = {"text_column": args.text_column, "label_column": args.label_column,
              "label_names": tuple(args.label_names) if args.label_names else None,

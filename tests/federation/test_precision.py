@@ -46,3 +46,18 @@ def test_the_batched_engine_runs_half_precision_one_client_at_a_time(tmp_path, f
                          "scalars" for n in notes), notes
     assert got.model_sha256 == ref.model_sha256
 
+
+def test_evaluate_rebuilds_a_bf16_run_and_takes_the_scenario_dtype_names(tmp_path, fed_config, capsys) -> None:
+    from fedzo.cli import main
+
+    out = tmp_path / "bf16"
+    run_federated(_in("bf16", fed_config(rounds=1)), out)
+    assert main(["evaluate", "--run", str(out), "--limit", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["matches_summary"] is True
+    accuracies = []
+    for name in ("bf16", "bfloat16"):  # the scenario's name and torch's name of one dtype
+        assert main(["evaluate", "--model", "tiny-llama", "--task", "synthetic-sentiment", "--limit", "8",
+                     "--dtype", name, "--json"]) == 0
+        accuracies.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"])
+    assert accuracies[0] == accuracies[1]
+
