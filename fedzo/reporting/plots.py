@@ -230,7 +230,7 @@ def _frontier_axes(ax: Axes, frontier: MemoryFrontier) -> None:
         ax.set_ylabel("largest trainable model (size rank)")
         ax.set_yticks(range(1, len(ranked) + 1), [m.name for m in ranked], fontsize=7)
     ax.margins(y=0.35)
-    ax.set_title(f"Memory frontier ({frontier.family}): largest model trainable per budget")
+    ax.set_title(f"Memory frontier ({frontier.family}, {frontier.dtype}): largest model trainable per budget")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
 

@@ -48,6 +48,7 @@ class MemoryFrontier:
     family: str
     budgets_bytes: tuple[float, ...]
     models: tuple[FrontierModel, ...]
+    dtype: str = "fp32"  # precision the bytes are priced at (files written before 2026-12 lack it)
 
     def largest_fitting(self, budget: float, method: str) -> FrontierModel | None:
         """The largest model (by parameters, then bytes) trainable within ``budget``.
@@ -191,7 +192,8 @@ def read_frontier(path: Path) -> MemoryFrontier:
             f"{path}: 'budgets_bytes' is {budgets_raw!r}; expected a non-empty list of numbers"
         )
     family = _text(obj.get("family"), str(path), "family") or "models"
-    return MemoryFrontier(family, tuple(budgets), tuple(models))
+    dtype = _text(obj.get("dtype"), str(path), "dtype") or "fp32"
+    return MemoryFrontier(family, tuple(budgets), tuple(models), dtype)
 
 
 def _scenario_name(path: Path) -> str | None:

@@ -23,6 +23,11 @@ def test_load_federated_run(fed_run: Path) -> None:
     fitting = run.frontier.largest_fitting(2**30, "zo")
     assert fitting is not None and fitting.name == "smollm2-360m"
     assert run.frontier.largest_fitting(2**30, "bp") is None
+    assert run.frontier.dtype == "fp32"  # a file without the key (written before 2026-12) is fp32
+    doc = json.loads((fed_run / "memory_frontier.json").read_text())
+    (fed_run / "memory_frontier.json").write_text(json.dumps({**doc, "dtype": "bf16"}))
+    frontier = load_run(fed_run).frontier
+    assert frontier is not None and frontier.dtype == "bf16" and frontier != run.frontier
 
 
 def test_load_centralized_run(central_run: Path) -> None:
