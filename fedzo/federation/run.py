@@ -173,6 +173,10 @@ def backend_config(sim: SimulationConfig, *, gpus: int | None = None) -> dict[st
             raise ConfigError(f"federation.simulation.num_gpus: {sim.num_gpus:g} asks for a GPU per client but "
                               "this machine has no CUDA device; set num_gpus: 0, or attach to a cluster with GPUs "
                               "(federation.simulation.address)")
+        if sim.num_gpus > gpus:
+            raise ConfigError(f"federation.simulation.num_gpus: {sim.num_gpus:g} per client is more than the {gpus} "
+                              f"CUDA device(s) of this machine, so no worker could hold a client; use at most {gpus} "
+                              "(a fraction lets several clients share one GPU)")
     return {"client_resources": client,
             "init_args": {"num_cpus": round(sim.max_concurrent * sim.num_cpus), "num_gpus": gpus or 0}}
 

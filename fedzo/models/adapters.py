@@ -101,16 +101,21 @@ def apply_peft(
     # Adapter initialisation (LoRA's A, sampled prompt tokens) draws from torch's global
     # generator: pin it so that every process (server, clients, a resumed run) builds the
     # same starting adapters, and leave the caller's generator state untouched.
-    # Adapters take the base model's dtype (peft would keep them in float32 under a half
-    # precision base): a run's perturbations, updates and replay all happen in one dtype.
     dtype = next(model.parameters()).dtype
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         wrapped = get_peft_model(model, config, autocast_adapter_dtype=False)
-    for p in wrapped.parameters():
-        if p.requires_grad and p.dtype != dtype:  # prompt/prefix embeddings are created in float32
+    return _trainable_in(wrapped, dtype).eval()
+
+
+def _trainable_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast the trainable tensors to the base model's ``dtype`` (peft keeps LoRA adapters in
+    float32 under a half-precision base unless told otherwise, and creates virtual tokens in
+    float32): a run's perturbations, updates and replay all happen in one dtype."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != dtype:
             p.data = p.data.to(dtype)
-    return wrapped.eval()
+    return model
 
 
 def base_model(model: nn.Module) -> PreTrainedModel:

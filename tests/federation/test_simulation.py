@@ -45,6 +45,9 @@ def test_gpus_asked_for_where_there_are_none_is_a_clear_error(monkeypatch: pytes
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(ConfigError, match=r"federation.simulation.num_gpus: 0.5 .* no CUDA device"):
         backend_config(SimulationConfig(num_gpus=0.5), gpus=0)
+    with pytest.raises(ConfigError, match=r"num_gpus: 2 per client is more than the 1 CUDA device\(s\).*at most 1"):
+        backend_config(SimulationConfig(num_gpus=2), gpus=1)
+    assert backend_config(SimulationConfig(num_gpus=0.25, max_concurrent=4), gpus=1)["client_resources"]["num_gpus"] == 0.25
 
 
 def test_simulation_section_is_validated(tmp_path: Path) -> None:
