@@ -13,7 +13,7 @@ rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a
   step): the clients' moves are recorded, checked equal (a guard: the engine predicts
   this), and applied once to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
   directions are all probed before any update (q = 1, or ``fzoo``).
-* ``rows``: prompt tuning and LoRA with any number of local steps, directions and
+* ``rows``: prompt, prefix and LoRA tuning with any number of local steps, directions and
   estimators: each client keeps its own copy of its virtual tokens or adapters, and each
   row of the joint forward gets its own client's (:mod:`fedzo.federation.rowstate`).
 

@@ -7,11 +7,14 @@ per block of rows, with the same operations a client's own forward uses:
 
 * prompt tuning: the PEFT model's ``get_prompt`` is called once per block with that
   client's virtual tokens loaded, and the prompts are concatenated;
+* prefix tuning: the prefix encoder embeds each block's virtual tokens with that client's
+  table (every layer's keys and values);
 * LoRA: every LoRA linear adds ``B_i (A_i x) * scaling`` to the frozen layer's output for
   block ``i``, with client ``i``'s ``A`` and ``B``.
 
-Prefix tuning (per-row past keys and values) and full weights are not supported here:
-:func:`rows_reason` says why, and the engine runs such rounds one client at a time.
+Full weights (and a trained head or a prefix projection beside the adapters) are not
+supported here: :func:`rows_reason` says why, and the engine runs such rounds one client at
+a time.
 """
 
 from __future__ import annotations
@@ -55,26 +58,35 @@ def _lora_reason(model: Any, work: ParamSet) -> str | None:
     return None
 
 
+_VIRTUAL = ("PROMPT_TUNING", "PREFIX_TUNING")
+
+
+def _virtual_reason(classifier: Any, work: ParamSet) -> str | None:
+    encoder = getattr(classifier.model, "prompt_encoder", None)
+    encoder = encoder[classifier.model.active_adapter] if isinstance(encoder, torch.nn.ModuleDict) else encoder
+    embedding = getattr(encoder, "embedding", None)
+    if not isinstance(embedding, torch.nn.Embedding) or getattr(encoder, "prefix_projection", False):
+        return "the PEFT model's virtual tokens are not a plain embedding (prefix projection?)"
+    if any(t.data_ptr() != embedding.weight.data_ptr() for t in work.tensors):
+        return "parameters outside the virtual tokens are trained"
+    return None
+
+
 def rows_reason(classifier: Any, work: ParamSet) -> str | None:
     """Why each row cannot carry its own client's trainable state (None: it can)."""
     kind = _peft_kind(classifier.model)
     if kind == "LORA":
         return _lora_reason(classifier.model, work)
-    if kind != "PROMPT_TUNING" or not isinstance(classifier, PromptClassifier):
-        return "per-row client state is implemented for LoRA and for prompt tuning of a causal LM"
-    encoder = getattr(classifier.model, "prompt_encoder", None)
-    if not isinstance(encoder, torch.nn.Module):
-        return "the PEFT model has no prompt encoder"
-    prompt = {p.data_ptr() for p in encoder.parameters()}
-    if any(t.data_ptr() not in prompt for t in work.tensors):
-        return "parameters outside the virtual tokens are trained"
-    return None
+    if kind not in _VIRTUAL or not isinstance(classifier, PromptClassifier):
+        return "per-row client state is implemented for LoRA and for prompt or prefix tuning of a causal LM"
+    return _virtual_reason(classifier, work)
 
 
 @contextmanager
 def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
-    """While active, the PEFT model's virtual tokens for row block ``i`` are ``states[i]``:
-    each block's prompts come from the model's own ``get_prompt`` with that state loaded."""
+    """Prompt tuning: while active, the PEFT model's virtual tokens for row block ``i`` are
+    ``states[i]``: each block's prompts come from the model's own ``get_prompt`` with that
+    state loaded (it embeds one row and repeats it, so the encoder cannot be split by rows)."""
     original = model.get_prompt
 
     def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
@@ -92,6 +104,27 @@ def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[i
         yield
     finally:
         del model.get_prompt
+
+
+@contextmanager
+def per_row_prefixes(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+    """Prefix tuning: while active, the prefix encoder embeds row block ``i``'s virtual
+    tokens with ``states[i]``'s table (every layer's keys and values, which the PEFT model
+    then lays out per row)."""
+    encoder = model.prompt_encoder[model.active_adapter]
+    (k,) = [i for i, t in enumerate(work.tensors) if t.data_ptr() == encoder.embedding.weight.data_ptr()]
+
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[0] != sum(rows):
+            raise RuntimeError(f"a joint forward of {sum(rows)} rows asked for {tokens.shape[0]} prompts")
+        return torch.cat([F.embedding(block, state[k]) for block, state in
+                          zip(tokens.split(list(rows)), states, strict=True)])
+
+    encoder.forward = forward
+    try:
+        yield
+    finally:
+        del encoder.forward
 
 
 @contextmanager
@@ -123,5 +156,6 @@ def per_row_lora(model: Any, work: ParamSet, states: States, rows: Sequence[int]
 
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
     """The context in which ``classifier``'s forward gives row block ``i`` the state ``states[i]``."""
-    use = per_row_lora if _peft_kind(classifier.model) == "LORA" else per_row_prompts
+    use = {"LORA": per_row_lora, "PREFIX_TUNING": per_row_prefixes}.get(_peft_kind(classifier.model) or "",
+                                                                     per_row_prompts)
     return use(classifier.model, work, states, rows)

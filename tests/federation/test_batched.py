@@ -68,7 +68,8 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "lora-K1-fzoo": ("lora", {"estimator": "fzoo", "q": 2}, "zo-sgd", {"local_steps": 1}, "shared"),
     "prefix-K1": ("prefix", {}, "zo-sgd", {"local_steps": 1}, "shared"),
     "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "sequential"),
-    "prefix-K3": ("prefix", {}, "zo-sgd", {}, "sequential"),
+    "prefix-K3": ("prefix", {}, "zo-sgd", {}, "rows"),
+    "prefix-K2-q2-sign": ("prefix", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "lora-K3": ("lora", {}, "zo-sgd", {}, "rows"),
     "lora-K2-q2-sign": ("lora", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
@@ -247,8 +248,9 @@ def test_committed_bench_tables_match_their_data(name: str) -> None:
     ("tiny-llama", "lora", None),
     ("tiny-llama", "prompt", None),
     ("tiny-bert", "lora", "parameters outside the LoRA adapters are trained"),  # the classifier head trains too
-    ("tiny-llama", "prefix", "implemented for LoRA and for prompt tuning"),
-    ("tiny-llama", "full", "implemented for LoRA and for prompt tuning"),
+    ("tiny-llama", "prefix", None),
+    ("tiny-bert", "prefix", "prompt or prefix tuning of a causal LM"),
+    ("tiny-llama", "full", "implemented for LoRA and for prompt or prefix tuning"),
 ])
 def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, peft: str, reason: str | None) -> None:
     from fedzo.federation.rowstate import rows_reason
