@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -219,3 +220,48 @@ def test_precision_runs_each_dtype_per_seed_and_reuses_finished_runs(tmp_path: P
     assert precision.main(["--out", str(tmp_path), "--seeds", "1", "--rounds", "1", "--eval-examples", "64"]) == 0  # reused, not rerun
     assert (tmp_path / "runs" / "bf16-seed1" / "metrics.jsonl").read_text() == before
     assert (tmp_path / "table.md").read_text() == precision.format_table(json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis.experiments import zo_efficacy as z
+
+    monkeypatch.setattr(z, "TUNINGS", ("prompt",))
+    monkeypatch.setattr(z, "METHODS", {n: z.Method(m.label, m.zo, m.forwards, {"prompt": (1e-3,)}, m.server)
+                                       for n, m in z.METHODS.items() if n in ("zo-sgd", "server-adam")})
+    args = ["--out", str(tmp_path), "--model", "tiny-llama", "--task", "synthetic-sentiment-large", "--train-examples",
+            "200", "--budget", "48", "--clients", "2", "--local-steps", "2", "--search-eval", "32", "--eval-examples",
+            "32", "--seeds", "0", "--threads", "1", "--points", "1"]
+    assert z.main(["--phase", "seeds", *args]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert [(row["method"], row["rounds"], row["forwards"]) for row in r["search"]] == [
+        ("zo-sgd", 6, 48), ("server-adam", 6, 48)]  # 48 forwards = 6 rounds x 2 clients x 2 steps x 2
+    settings = sorted((row["method"], row["setting"]) for row in r["seeds"])
+    assert settings == [("server-adam", "federated"), ("zo-sgd", "centralized"), ("zo-sgd", "federated")]
+    central = yaml.safe_load((tmp_path / "runs" / "seeds" / "zo-sgd-prompt-s0-central.yaml").read_text())
+    assert central["steps"] == 6 * 2 * 2 and "federation" not in central  # the fleet's steps, in one process
+    assert r["best_method"].endswith("(prompt)") and 0 <= r["best_federated_test_accuracy"] <= 1
+    assert all(row["curve"] and row["interval"][0] <= row["final_accuracy"] <= row["interval"][1] for row in r["search"])
+    before = (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001" / "summary.json").stat().st_mtime_ns
+    assert z.main(["--phase", "search", *args]) == 0  # finished cells are reused
+    assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001" / "summary.json").stat().st_mtime_ns == before
+    assert (tmp_path / "table.md").read_text() == z.format_table(json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
+    """Each method x tuning x lr builds a scenario fedzo accepts, federated and centralized."""
+    from analysis.experiments import zo_efficacy as z
+    from fedzo.config.scenario import Scenario
+    from fedzo.config.train import TrainConfig
+
+    a = argparse.Namespace(
+        model="smollm2-135m", task="rotten-tomatoes", train_examples=None, budget=2400, clients=8, local_steps=5,
+        batch_size=8, eps=1e-2, points=3, threads=2)
+    for name, m in z.METHODS.items():
+        for peft in z.TUNINGS:
+            for lr in m.lrs[peft]:
+                sc = z.scenario(a, name, peft, lr, 0, 300)
+                Scenario.model_validate(sc)
+                if not m.server:
+                    fed = sc.pop("federation")
+                    TrainConfig.model_validate({**sc, "steps": fed["rounds"] * 40})
