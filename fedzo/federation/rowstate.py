@@ -10,9 +10,10 @@ per block of rows, with the same operations a client's own forward uses:
 * prefix tuning: the prefix encoder embeds each block's virtual tokens with that client's
   table (every layer's keys and values);
 * LoRA: every LoRA linear adds ``B_i (A_i x) * scaling`` to the frozen layer's output for
-  block ``i``, with client ``i``'s ``A`` and ``B``.
+  block ``i``, with client ``i``'s ``A`` and ``B``; a linear that trains whole beside the
+  adapters (an encoder classifier's head) uses client ``i``'s weight and bias.
 
-Full weights (and a trained head or a prefix projection beside the adapters) are not
+Full weights, and prompt or prefix tuning of an encoder (whose head trains too), are not
 supported here: :func:`rows_reason` says why, and the engine runs such rounds one client at
 a time.
 """
@@ -43,18 +44,27 @@ def _lora_layers(model: Any) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, LoraLayer) and hasattr(m, "base_layer")]
 
 
-def _lora_reason(model: Any, work: ParamSet) -> str | None:
-    layers = _lora_layers(model)
+def _trained_linears(root: Any, work: ParamSet) -> list[torch.nn.Linear]:
+    """Plain linears whose weights all train (an encoder classifier's head), LoRA's own excluded."""
+    lora = {id(x) for m in _lora_layers(root) for d in (m.lora_A, m.lora_B) for x in d.values()}
+    ptrs = {t.data_ptr() for t in work.tensors}
+    return [m for m in root.modules() if type(m) is torch.nn.Linear and id(m) not in lora
+            and m.weight.data_ptr() in ptrs]
+
+
+def _lora_reason(classifier: Any, work: ParamSet) -> str | None:
     owned: set[int] = set()
-    for m in layers:
+    for m in _lora_layers(classifier):
         if m.merged or len(m.active_adapters) != 1 or type(m.base_layer) is not torch.nn.Linear:
             return "a LoRA layer is merged, has several active adapters or wraps a non-linear layer"
         name = m.active_adapters[0]
         if name in m.lora_variant or not isinstance(m.lora_dropout[name], torch.nn.Identity):
             return "a LoRA layer uses a variant (DoRA, ...) or dropout"
         owned |= {m.lora_A[name].weight.data_ptr(), m.lora_B[name].weight.data_ptr()}
+    for lin in _trained_linears(classifier, work):
+        owned |= {p.data_ptr() for p in lin.parameters()}
     if any(t.data_ptr() not in owned for t in work.tensors):
-        return "parameters outside the LoRA adapters are trained"
+        return "parameters outside the LoRA adapters and trained linear heads are trained"
     return None
 
 
@@ -76,7 +86,7 @@ def rows_reason(classifier: Any, work: ParamSet) -> str | None:
     """Why each row cannot carry its own client's trainable state (None: it can)."""
     kind = _peft_kind(classifier.model)
     if kind == "LORA":
-        return _lora_reason(classifier.model, work)
+        return _lora_reason(classifier, work)
     if kind not in _VIRTUAL or not isinstance(classifier, PromptClassifier):
         return "per-row client state is implemented for LoRA and for prompt or prefix tuning of a causal LM"
     return _virtual_reason(classifier, work)
@@ -127,26 +137,40 @@ def per_row_prefixes(model: Any, work: ParamSet, states: States, rows: Sequence[
         del encoder.forward
 
 
+def _split(x: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    if x.shape[0] != sum(rows):
+        raise RuntimeError(f"a joint forward of {sum(rows)} rows met a layer input of {x.shape[0]}")
+    return x.split(list(rows))
+
+
 @contextmanager
-def per_row_lora(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
-    """While active, every LoRA linear applies block ``i``'s adapters from ``states[i]``."""
+def per_row_lora(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+    """While active, every LoRA linear applies block ``i``'s adapters from ``states[i]``, and
+    every fully trained linear (an encoder's head) block ``i``'s weight and bias."""
     index = {t.data_ptr(): k for k, t in enumerate(work.tensors)}
-    patched = []
-    for m in _lora_layers(model):
+    patched: list[Any] = []
+    for m in _lora_layers(classifier):
         name = m.active_adapters[0]
         ia, ib = index[m.lora_A[name].weight.data_ptr()], index[m.lora_B[name].weight.data_ptr()]
 
         def forward(x: torch.Tensor, *args: Any, _m: Any = m, _a: int = ia, _b: int = ib,
                     _s: float = m.scaling[name], **kwargs: Any) -> torch.Tensor:
             result = _m.base_layer(x, *args, **kwargs)
-            if x.shape[0] != sum(rows):
-                raise RuntimeError(f"a joint forward of {sum(rows)} rows met a LoRA input of {x.shape[0]}")
             delta = [F.linear(F.linear(block, state[_a]), state[_b]) * _s
-                     for block, state in zip(x.split(list(rows)), states, strict=True)]
+                     for block, state in zip(_split(x, rows), states, strict=True)]
             return (result + torch.cat(delta)).to(result.dtype)
 
         m.forward = forward
         patched.append(m)
+    for lin in _trained_linears(classifier, work):
+        iw, ibias = index[lin.weight.data_ptr()], None if lin.bias is None else index[lin.bias.data_ptr()]
+
+        def linear(x: torch.Tensor, _w: int = iw, _b: int | None = ibias) -> torch.Tensor:
+            return torch.cat([F.linear(block, state[_w], None if _b is None else state[_b])
+                              for block, state in zip(_split(x, rows), states, strict=True)])
+
+        setattr(lin, "forward", linear)  # noqa: B010  # an instance attribute, deleted on exit
+        patched.append(lin)
     try:
         yield
     finally:
@@ -156,6 +180,7 @@ def per_row_lora(model: Any, work: ParamSet, states: States, rows: Sequence[int]
 
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
     """The context in which ``classifier``'s forward gives row block ``i`` the state ``states[i]``."""
-    use = {"LORA": per_row_lora, "PREFIX_TUNING": per_row_prefixes}.get(_peft_kind(classifier.model) or "",
-                                                                     per_row_prompts)
-    return use(classifier.model, work, states, rows)
+    kind = _peft_kind(classifier.model)
+    if kind == "LORA":
+        return per_row_lora(classifier, work, states, rows)
+    return (per_row_prefixes if kind == "PREFIX_TUNING" else per_row_prompts)(classifier.model, work, states, rows)

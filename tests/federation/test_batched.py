@@ -247,7 +247,7 @@ def test_committed_bench_tables_match_their_data(name: str) -> None:
 @pytest.mark.parametrize(("model", "peft", "reason"), [
     ("tiny-llama", "lora", None),
     ("tiny-llama", "prompt", None),
-    ("tiny-bert", "lora", "parameters outside the LoRA adapters are trained"),  # the classifier head trains too
+    ("tiny-bert", "lora", None),  # its classifier head trains too, per row like the adapters
     ("tiny-llama", "prefix", None),
     ("tiny-bert", "prefix", "prompt or prefix tuning of a causal LM"),
     ("tiny-llama", "full", "implemented for LoRA and for prompt or prefix tuning"),
@@ -260,3 +260,19 @@ def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, p
     clf = build_objective(sc.model.model_copy(update={"name": model, "peft": peft}), sc.data, sc.runtime, 0).classifier
     got = rows_reason(clf, ParamSet.from_module(clf))
     assert got == reason if reason is None else (got is not None and reason in got)
+
+
+def test_an_encoders_lora_and_head_batch_per_row(tmp_path: Path, fed_config: Any) -> None:
+    """tiny-bert under LoRA also trains its classifier head: each client's rows get its own
+    adapters and its own head, K = 3."""
+    data = _scenario(fed_config, "lora", clients_per_round=3).model_dump()
+    data["model"]["name"] = "tiny-bert"
+    sc = Scenario.model_validate(data)
+    ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    got = run_federated(sc, tmp_path / "batched", engine="batched")
+    notes = _batching(tmp_path / "batched")
+    assert all(n is not None and n.startswith("rows: 3 clients") for n in notes), notes
+    a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
+    assert _close(a, b)
+    if a == b:
+        assert got.model_sha256 == ref.model_sha256
