@@ -21,6 +21,7 @@ from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
 from fedzo.zo.masks import make_mask
+from fedzo.zo.perturb import replay_compiled
 
 
 @dataclass
@@ -65,8 +66,9 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
         raise ConfigError(f"{run_dir}: the initial model built here differs from the run's "
                           "(different assets or library versions?); cannot rebuild its global model")
     policy = make_policy(sc.federation.catch_up, sc.seed, sc.federation.seed_pool_size)
-    perturber = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size),
-                          mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params))  # initial weights
+    spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
+    perturber = Perturber(params, spec, mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params),  # initial
+                          compiled=replay_compiled(spec, params.numel))
     if policy.incremental:  # round by round, through the server optimizer the run used
         sc.federation.server_optimizer.build(perturber).replay(log, 0, log.last_round or 0)
     else:

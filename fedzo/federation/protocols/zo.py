@@ -47,6 +47,7 @@ from fedzo.zo import (
 )
 from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
+from fedzo.zo.perturb import replay_compiled
 
 
 class ZOProtocol:
@@ -66,7 +67,8 @@ class ZOProtocol:
         zo = scenario.zo
         self.spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
         self.perturber = Perturber(self.params, self.spec,  # a mask from the initial weights, as every client's
-                                   mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params))
+                                   mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params),
+                                   compiled=replay_compiled(self.spec, self.params.numel))
         self.initial = self.params.snapshot()
         self.server_opt = fed.server_optimizer.build(self.perturber)
         self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
