@@ -221,9 +221,12 @@ class DirectionStream:
                 k1 = torch.tensor(
                     (_GOLD * (((key >> 32) & _M32) + 1)) & _M32, dtype=torch.int64, device=out.device
                 )
-                out.copy_(kern(idx, k0, k1, gaussian_table(out.device))[:n])
-            else:
-                _portable_fill(key, start, out, gaussian)
+                try:
+                    out.copy_(kern(idx, k0, k1, gaussian_table(out.device))[:n])
+                    return out
+                except Exception:  # noqa: BLE001  # compiled lazily: no C compiler, an unsupported device...
+                    _compiled[gaussian] = None  # eager from now on: the same bits
+            _portable_fill(key, start, out, gaussian)
             return out
         gen, expected = self._gens.get(tensor_index, (None, 0))
         if gen is None or start == 0:

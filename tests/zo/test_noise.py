@@ -83,3 +83,18 @@ def test_bad_noise_spec_names_value(bad: dict) -> None:
     with pytest.raises(ConfigError) as err:
         NoiseSpec(**bad)
     assert repr(next(iter(bad.values()))) in str(err.value)
+
+
+def test_a_compiled_kernel_that_fails_falls_back_to_the_same_eager_bits(monkeypatch) -> None:
+    """torch.compile compiles on first call: a machine without a C compiler fails there, and the
+    fill then goes eager for good (replays of large sets compile by default)."""
+    import fedzo.zo.noise as noise
+
+    def broken(*args):  # noqa: ANN002, ANN202
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setitem(noise._compiled, True, broken)
+    spec = NoiseSpec("portable", "gaussian", chunk_size=1024)
+    got = noise.DirectionStream(spec, 5, compiled=True).fill(0, 0, torch.empty(1024))
+    assert noise._compiled[True] is None
+    assert torch.equal(got, noise.DirectionStream(spec, 5).fill(0, 0, torch.empty(1024)))
