@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         return _evaluate_run(args)
     t0 = time.perf_counter()
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
-    loaded = load_model(args.model, dtype=dtype or getattr(torch, args.dtype), cache_dir=args.cache_dir)
+    from fedzo.tasks.objective import TORCH_DTYPES
+
+    dtype = TORCH_DTYPES.get(args.dtype) or getattr(torch, args.dtype)  # the scenario's names, or torch's
+    loaded = load_model(args.model, dtype=dtype, cache_dir=args.cache_dir)
     load_s = time.perf_counter() - t0
     given = {"text_column": args.text_column, "label_column": args.label_column,
              "label_names": tuple(args.label_names) if args.label_names else None,

@@ -36,21 +36,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # model.dtype names
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The torch dtype of ``model.dtype`` on ``device``: fp16 only on CUDA (CPU kernels for
     half precision are missing or emulated), bf16 only where the device supports it."""
-    if name not in _DTYPES:
-        raise ConfigError(f"model.dtype: {name!r} is not one of {', '.join(_DTYPES)}")
+    if name not in TORCH_DTYPES:
+        raise ConfigError(f"model.dtype: {name!r} is not one of {', '.join(TORCH_DTYPES)}")
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"model.dtype: 'fp16' needs a CUDA device, but training runs on {device}; "
                           "allowed on CPU: fp32, bf16 (or set runtime.device: cuda on a machine with a GPU)")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"model.dtype: 'bf16' is not supported by the GPU {torch.cuda.get_device_name(device)}; "
                           "allowed here: fp32, fp16")
-    return _DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 def build_objective(model: ModelConfig, data: DataConfig, runtime: RuntimeConfig, seed: int) -> Objective:
