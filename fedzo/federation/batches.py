@@ -23,6 +23,6 @@ def local_batch(partition: Sequence[int], batch_size: int, seed: int, round_: in
 
 
 def batch_shape(clf: Classifier, examples: Sequence[Example]) -> tuple[int, int]:
-    """(rows, padded width) of the batch ``clf`` makes of ``examples``."""
-    batch = next(iter(clf.batches(list(examples), len(examples))))
-    return int(batch.input_ids.shape[0]), int(batch.input_ids.shape[1])
+    """(rows, padded width) of the batch ``clf`` makes of ``examples`` (from the cached
+    encodings: no batch is built)."""
+    return len(examples), clf.padded_width(examples)

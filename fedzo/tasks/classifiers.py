@@ -81,6 +81,10 @@ class Classifier(nn.Module):
             ids = self._cache[text] = self.encode(text)
         return ids
 
+    def padded_width(self, examples: Sequence[Example]) -> int:
+        """The width :meth:`batches` pads one batch of ``examples`` to: their longest encoding."""
+        return max(len(self._encode_cached(e.text)) for e in examples)
+
     def batches(
         self, examples: Sequence[Example], batch_size: int, *, seed: int = 0, shuffle: bool = False
     ) -> Iterator[Batch]:

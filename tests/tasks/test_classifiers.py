@@ -53,6 +53,18 @@ def test_verbalizer_loss_equals_hand_computed_cross_entropy(llama, side, prompt)
     assert torch.equal(clf.predict(batch), scores.argmax(-1))
 
 
+def test_padded_width_is_the_width_of_the_batch_it_would_make(llama):
+    """The clock prices a batch by (rows, padded width) without building it (batch_shape)."""
+    from fedzo.federation.batches import batch_shape
+
+    clf = PromptClassifier(llama, TASK, max_length=12)
+    long = Example(" ".join(["a dull and boring film"] * 10), 0)
+    for examples in (EXAMPLES, EXAMPLES[:1], [*EXAMPLES, long]):
+        batch = next(clf.batches(examples, len(examples)))
+        assert batch_shape(clf, examples) == tuple(batch.input_ids.shape)
+    assert clf.padded_width([long]) == 12  # cut to max_length, as the batch is
+
+
 def test_only_the_answer_position_reaches_the_head(llama):
     clf = PromptClassifier(llama, TASK)
     seen = []
