@@ -8,11 +8,18 @@ under each defence::
     python -m analysis.experiments.byzantine --out analysis/results/byzantine/persistent
 
 writes ``results.json`` and ``table.md`` into OUT: per seed and cell the final accuracy on
-the 500 held-out examples (95 % Wilson interval), the attackers, the reputation scores
+the held-out examples (95 % Wilson interval), the attackers, the reputation scores
 and the model hash; per cell the mean and standard deviation over the seeds of the
 accuracy and of its difference from the fault-free run of the same seed. The seed draws
 the data split, the sampling and the attackers. Runs go to ``--work`` (default
 ``runs/byzantine``) and are reused when finished, so seeds can be spread over invocations.
+
+``--scenario`` runs another fleet (``scenarios/byzantine-smollm2.yaml``: the embedded
+SmolLM2-135M, an illustration), ``--kinds`` and ``--defences`` a subset of the cells::
+
+    python -m analysis.experiments.byzantine --scenario scenarios/byzantine-smollm2.yaml \
+        --kinds random --defences mean reputation --seeds 0 \
+        --out analysis/results/byzantine/smollm2 --work runs/byzantine-smollm2
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from analysis.experiments.common import run_scenario, write_results
 
 SCENARIO = "scenarios/byzantine-tiny.yaml"
+OUT, WORK = Path("analysis/results/byzantine/persistent"), Path("runs/byzantine")
 FRACTION = 0.2
 KINDS = ("sign_flip", "random")
 DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation overrides)
@@ -36,9 +44,10 @@ DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation 
 }
 
 
-def cell(work: Path, seed: int, kind: str | None, defence: str) -> dict[str, Any]:
+def cell(work: Path, seed: int, kind: str | None, defence: str, scenario: str = SCENARIO) -> dict[str, Any]:
     """One run's figures (fault-free when ``kind`` is None)."""
     from fedzo.config.faults import FaultsConfig
+    from fedzo.config.scenario import load_scenario
     from fedzo.federation.faults import persistent_attackers
     from fedzo.stats import wilson_interval
 
@@ -48,8 +57,9 @@ def cell(work: Path, seed: int, kind: str | None, defence: str) -> dict[str, Any
     if kind is not None:
         faults = {"seed": seed, "byzantine": {"fraction": FRACTION, "kind": kind, "persistent": True}}
         overrides["faults"] = faults
-        attackers = sorted(persistent_attackers(FaultsConfig.model_validate(faults), 20))
-    s = run_scenario(SCENARIO, work / name, overrides=overrides)
+        clients = load_scenario(scenario).federation.num_clients
+        attackers = sorted(persistent_attackers(FaultsConfig.model_validate(faults), clients))
+    s = run_scenario(scenario, work / name, overrides=overrides)
     acc, n = s["final_accuracy"], s["eval_n"]
     rep = s.get("reputation") or {}
     return {"run": name, "final_accuracy": acc, "interval": list(wilson_interval(acc, n)), "eval_n": n,
@@ -64,27 +74,40 @@ def _spread(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
-def run(work: Path, seeds: list[int]) -> dict[str, Any]:
-    """Every cell for every seed, and the summary over seeds."""
+def run(work: Path, seeds: list[int], scenario: str = SCENARIO, kinds: tuple[str, ...] = KINDS,
+        defences: tuple[str, ...] = tuple(DEFENCES), out: Path = OUT) -> dict[str, Any]:
+    """Every cell (``kinds`` x ``defences``, and fault-free under each defence) for every
+    seed, and the summary over seeds. ``defences`` starts with ``mean`` (the reference)."""
+    if defences[0] != "mean":
+        raise ValueError(f"--defences {' '.join(defences)}: the first must be mean (the fault-free reference)")
     t0 = time.perf_counter()
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        runs = {"fault-free": cell(work, seed, None, "mean")}
-        for defence in list(DEFENCES)[1:]:  # what each defence costs when nobody attacks
-            runs[f"fault-free/{defence}"] = cell(work, seed, None, defence)
-        for kind in KINDS:
-            for defence in DEFENCES:
-                runs[f"{kind}/{defence}"] = cell(work, seed, kind, defence)
+        runs = {"fault-free": cell(work, seed, None, "mean", scenario)}
+        for defence in defences[1:]:  # what each defence costs when nobody attacks
+            runs[f"fault-free/{defence}"] = cell(work, seed, None, defence, scenario)
+        for kind in kinds:
+            for defence in defences:
+                runs[f"{kind}/{defence}"] = cell(work, seed, kind, defence, scenario)
         per_seed[seed] = runs
     cells: dict[str, Any] = {}
     for key in per_seed[seeds[0]]:
         accs = [per_seed[s][key]["final_accuracy"] for s in seeds]
         deltas = [per_seed[s][key]["final_accuracy"] - per_seed[s]["fault-free"]["final_accuracy"] for s in seeds]
         cells[key] = {"accuracy": _spread(accs), "delta_vs_fault_free": _spread(deltas)}
+    from fedzo.config.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    command = "python -m analysis.experiments.byzantine --seeds " + " ".join(map(str, seeds))
+    if scenario != SCENARIO:
+        command += f" --scenario {scenario} --kinds {' '.join(kinds)} --defences {' '.join(defences)}"
+    if out != OUT or work != WORK:
+        command += f" --out {out} --work {work}"
     return {
-        "command": "python -m analysis.experiments.byzantine --seeds " + " ".join(map(str, seeds)),
-        "scenario": SCENARIO, "byzantine_fraction": FRACTION, "persistent": True, "seeds": seeds,
-        "defences": {k: {"label": v[0], "federation": v[1]} for k, v in DEFENCES.items()},
+        "command": command,
+        "scenario": scenario, "byzantine_fraction": FRACTION, "persistent": True, "seeds": seeds, "kinds": list(kinds),
+        "fleet": f"{sc.federation.num_clients} clients x {sc.federation.rounds} rounds, {sc.model.name}",
+        "defences": {k: {"label": DEFENCES[k][0], "federation": DEFENCES[k][1]} for k in defences},
         "cells": cells, "per_seed": {str(s): r for s, r in per_seed.items()},
         "seconds": time.perf_counter() - t0,
     }
@@ -94,11 +117,13 @@ def format_table(r: dict[str, Any]) -> str:
     """Markdown: accuracy and difference from fault-free per kind and defence (mean +- sd)."""
     c = r["cells"]
     ff = c["fault-free"]["accuracy"]
-    lines = [f"Fault-free: {ff['mean']:.3f} +- {ff['sd']:.3f} over seeds {r['seeds']} "
-             f"(20 clients x 40 rounds, tiny model; accuracy on 500 held-out examples)", "",
+    fleet = r.get("fleet", "20 clients x 40 rounds, tiny model")
+    n = r["per_seed"][str(r["seeds"][0])]["fault-free"]["eval_n"]
+    lines = [(f"Fault-free: {ff['mean']:.3f} +- {ff['sd']:.3f} over seeds {r['seeds']} "
+              f"({fleet}; accuracy on {n} held-out examples)"), "",
              "| 20 % persistent attackers (accuracy, points vs fault-free mean ± sd) | " + " | ".join(v["label"] for v in r["defences"].values()) + " |",
              "|---|" + "---|" * len(r["defences"])]
-    for kind in ("fault-free", *KINDS):
+    for kind in ("fault-free", *r.get("kinds", KINDS)):
         row = []
         for d in r["defences"]:
             key = "fault-free" if kind == "fault-free" and d == "mean" else f"{kind}/{d}"
@@ -111,11 +136,18 @@ def format_table(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("analysis/results/byzantine/persistent"))
-    ap.add_argument("--work", type=Path, default=Path("runs/byzantine"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--scenario", default=SCENARIO)
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--defences", nargs="+", choices=list(DEFENCES), default=list(DEFENCES))
     args = ap.parse_args(argv)
-    write_results(args.out, run(args.work, args.seeds), format_table)
+    try:
+        result = run(args.work, args.seeds, args.scenario, tuple(args.kinds), tuple(args.defences), args.out)
+    except ValueError as e:
+        ap.error(str(e))
+    write_results(args.out, result, format_table)
     return 0
 
 

@@ -265,3 +265,31 @@ def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
                 if not m.server:
                     fed = sc.pop("federation")
                     TrainConfig.model_validate({**sc, "steps": fed["rounds"] * 40})
+
+
+def test_byzantine_runs_another_scenario_with_a_subset_of_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--scenario/--kinds/--defences: the attackers come from that fleet's size, only the chosen cells run."""
+    ran: list[tuple[str, dict[str, Any]]] = []
+
+    def fake_run(scenario: str, out: Path, *, overrides: dict[str, Any]) -> dict[str, Any]:
+        ran.append((out.name, overrides))
+        hurt = 0.1 if "faults" in overrides and not overrides["federation"].get("reputation") else 0.0
+        return {"final_accuracy": 0.8 - hurt, "eval_n": 300, "initial_accuracy": 0.75, "model_sha256": out.name,
+                "reputation": {str(c): (-2.0 if c == 4 else 1.0) for c in range(5)}
+                if overrides["federation"].get("reputation") else None}
+
+    monkeypatch.setattr(byzantine, "run_scenario", fake_run)
+    scenario = Path(__file__).parents[2] / "scenarios" / "byzantine-smollm2.yaml"
+    assert byzantine.main(["--scenario", str(scenario), "--kinds", "random", "--defences", "mean", "reputation",
+                           "--seeds", "0", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "runs")]) == 0
+    assert [name for name, _ in ran] == ["seed0-fault-free-mean", "seed0-fault-free-reputation",
+                                         "seed0-random-mean", "seed0-random-reputation"]
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    (attacker,) = r["per_seed"]["0"]["random/mean"]["attackers"]  # 20 % of the scenario's 5 clients
+    assert 0 <= attacker < 5 and r["kinds"] == ["random"] and "--scenario" in r["command"]
+    assert r["cells"]["random/mean"]["delta_vs_fault_free"]["mean"] == pytest.approx(-0.1)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "5 clients x 6 rounds, smollm2-135m; accuracy on 300 held-out examples" in table
+    assert "| random |" in table and "sign_flip" not in table
+    with pytest.raises(SystemExit):
+        byzantine.main(["--defences", "median", "mean", "--seeds", "0", "--work", str(tmp_path / "runs")])
