@@ -14,7 +14,7 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "device_check.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--device", "cpu",
                            "--model", "tiny-llama", "--batch", "2", "--seq", "16", "--repeats", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
+                           "--protocol-seconds", "2", "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["known_answers_ok"] and r["known_answers"] == {"eager": [], "compiled": []}
@@ -27,3 +27,9 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     assert half["bf16"]["replay_bitwise"] and len(half["bf16"]["grads"]) == 5
     fg = r["forward_gradient"]
     assert fg["ratio_to_two_forwards"] > 0 and fg["predicted_tensor_bytes"] > t["zo_predicted_tensor_bytes"]
+    # the DeComFL-style run: both ways, the same scalars up to rounding (a float32 loss difference over
+    # 2 eps: the joint pass's rounding shows magnified, as in the batched engine)
+    proto = r["protocol_rounds"]
+    assert proto["one_by_one"]["rounds"] >= 1 and proto["joint"]["rounds"] >= 1
+    assert proto["one_by_one_over_joint"] > 0 and proto["scalars_max_relative_difference"] < 1e-2
+    assert len(proto["joint"]["last_scalars"]) == 5
