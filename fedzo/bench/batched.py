@@ -1,47 +1,23 @@
 """`fedzo bench batched`: host seconds per round, batched engine vs in-process, same run.
 
 For each participant count P the scenario runs once per engine in this process (``repeats``
-times each, alternating), with P clients sampled per round (the fleet section dropped: only host time is
-measured here, every client gets the default host profile). Reported per P: the median
-host seconds of the rounds without evaluation (all but the last) for each engine, their ratio
-(``inprocess_over_batched``: the speed-up), whether the two update logs are bitwise
-equal, and how the batched engine ran its rounds.
+times each, alternating), with P clients sampled per round (the fleet section dropped: only
+host time is measured here, every client gets the default host profile; evaluation cut to
+one batch). Reported per P: the median host seconds per round (a round's own: training,
+aggregation and replay, evaluation excluded) for each engine, their ratio
+(``inprocess_over_batched``: the speed-up), whether the two update logs are bitwise equal,
+and how the batched engine ran its rounds. ``fedzo bench engines`` times every engine over
+a fixed suite of cases.
 """
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fedzo.config.scenario import Scenario, load_scenario
 from fedzo.errors import ConfigError
-
-
-def _variant(base: Scenario, participants: int, rounds: int, batched: dict[str, Any]) -> Scenario:
-    data = base.model_dump()
-    fed = data["federation"]
-    fed.update(num_clients=max(participants, fed["num_clients"]), clients_per_round=participants,
-               participation=None, rounds=rounds, eval_every=rounds, min_clients=1)
-    fed["batched"] |= batched
-    data["fleet"] = None
-    data["out"] = None
-    return Scenario.model_validate(data)
-
-
-def _rounds(run: Path) -> list[Any]:
-    from fedzo.runs import RunDir
-
-    return [r for r in RunDir.open(run).rounds() if r.round > 0]
-
-
-def _round_seconds(run: Path) -> list[float]:
-    rounds = _rounds(run)
-    cum = [0.0] + [r.host_seconds or 0.0 for r in rounds]
-    # the last round also evaluates: left out
-    return [b - a for a, b in itertools.pairwise(cum[:-1])]
 
 
 def run_bench(scenario: str, participants: list[int], rounds: int = 3,
@@ -50,34 +26,35 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
 
     ``batched``: ``federation.batched`` keys to override. ``repeats``: how many times each
     pair of runs is repeated (in-process, batched, in-process, ...); the figures are medians
-    over every timed round of every repeat, so a neighbour's burst moves them less.
+    over every round of every repeat, so a neighbour's burst moves them less.
     """
-    from fedzo.federation.run import run_federated
+    from fedzo.bench.engines import time_run, variant
 
-    if rounds < 2:
-        raise ConfigError(f"--rounds: {rounds} is too few; allowed: >= 2 (the last round evaluates and is not timed)")
-    base = load_scenario(scenario)
+    if rounds < 1:
+        raise ConfigError(f"--rounds: {rounds} is too few; allowed: >= 1")
     rows = []
-    sc = base
+    sc = None
     with tempfile.TemporaryDirectory(prefix="fedzo-bench-batched-") as tmp:
         for p in participants:
-            sc = _variant(base, p, rounds, batched or {})
+            sc = variant(scenario, p, rounds, batched=batched)
             secs: dict[str, list[float]] = {"inprocess": [], "batched": []}
             logs: dict[str, set[bytes]] = {"inprocess": set(), "batched": set()}
+            notes: list[str] = []
             for rep in range(repeats):
                 for engine in ("inprocess", "batched"):
-                    out = Path(tmp) / f"{p}-{engine}-{rep}"
-                    run_federated(sc, out, engine=engine)
-                    secs[engine] += _round_seconds(out)
-                    logs[engine].add((out / "update_log.jsonl").read_bytes())
-            notes = sorted({str(r.batching) for r in _rounds(Path(tmp) / f"{p}-batched-0")})
+                    s, log, note = time_run(sc, Path(tmp) / f"{p}-{engine}-{rep}", engine)
+                    secs[engine] += s
+                    logs[engine].add(log)
+                    notes = notes or note
             one, joint = statistics.median(secs["inprocess"]), statistics.median(secs["batched"])
             rows.append({"participants": p, "inprocess_seconds_per_round": one, "batched_seconds_per_round": joint,
                          "inprocess_over_batched": one / joint, "rounds_timed": len(secs["batched"]),
                          "inprocess_round_seconds": secs["inprocess"], "batched_round_seconds": secs["batched"],
                          "update_logs_bitwise_equal": logs["inprocess"] == logs["batched"], "batching": notes})
-    return {"scenario": scenario, "batched": sc.federation.batched.model_dump(), "model": base.model.name,
-            "peft": base.model.peft, "local_steps": base.federation.local_steps, "batch_size": base.data.batch_size,
+    assert sc is not None
+    base = sc.model
+    return {"scenario": scenario, "batched": sc.federation.batched.model_dump(), "model": base.name,
+            "peft": base.peft, "local_steps": sc.federation.local_steps, "batch_size": sc.data.batch_size,
             "repeats": repeats, "results": rows}
 
 

@@ -27,16 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--numel", type=int, default=500_000, help="parameters the server replays onto")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     f.set_defaults(func=_federation)
-    b = bsub.add_parser("batched", help="host seconds per round: batched engine vs in-process, same runs")
-    b.add_argument("--scenario", default="scenarios/quickstart.yaml")
-    b.add_argument("--participants", type=int, nargs="+", default=[2, 8, 16], help="clients sampled per round")
-    b.add_argument("--rounds", type=int, default=3, help="rounds per run (the last evaluates and is not timed)")
-    b.add_argument("--max-rows", type=int, default=None, help="federation.batched.max_rows (default: scenario's)")
-    b.add_argument("--max-padding", type=float, default=None,
-                   help="federation.batched.max_padding (default: scenario's)")
-    b.add_argument("--repeats", type=int, default=1, help="runs of each engine per participant count")
-    b.add_argument("--json", action="store_true", help="print the report as JSON")
-    b.set_defaults(func=_batched)
+    _add_engine_benches(bsub)
     fl = bsub.add_parser("faults", help="fault injection: resume after a kill per fault kind; Byzantine "
                                         "clients x aggregator (tiny model)")
     fl.add_argument("--rounds", type=int, default=8)
@@ -56,6 +47,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fl.add_argument("--lr", type=float, default=2e-3, help="ZO learning rate of every run")
     fl.add_argument("--json", action="store_true", help="print the report as JSON")
     fl.set_defaults(func=_faults)
+
+
+def _add_engine_benches(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`fedzo bench batched` and `fedzo bench engines`: host seconds per round by engine."""
+    b = bsub.add_parser("batched", help="host seconds per round: batched engine vs in-process, same runs")
+    b.add_argument("--scenario", default="scenarios/quickstart.yaml")
+    b.add_argument("--participants", type=int, nargs="+", default=[2, 8, 16], help="clients sampled per round")
+    b.add_argument("--rounds", type=int, default=3, help="rounds per run (each timed; evaluation excluded)")
+    b.add_argument("--max-rows", type=int, default=None, help="federation.batched.max_rows (default: scenario's)")
+    b.add_argument("--max-padding", type=float, default=None,
+                   help="federation.batched.max_padding (default: scenario's)")
+    b.add_argument("--repeats", type=int, default=1, help="runs of each engine per participant count")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=_batched)
+    e = bsub.add_parser("engines", help="host seconds per round: in-process, batched and simulation engines, "
+                                        "tiny model and SmolLM2-135M, same run")
+    e.add_argument("--cases", nargs="+", choices=("tiny", "smollm2"), default=["tiny", "smollm2"])
+    e.add_argument("--engines", nargs="+", default=["inprocess", "batched", "simulation"],
+                   help="engines to time (in-process always runs: the ratios are to it)")
+    e.add_argument("--participants", type=int, nargs="+", default=None,
+                   help="clients per round for every case (default: tiny 10 100 1000, smollm2 10 100)")
+    e.add_argument("--repeats", type=int, default=1, help="runs of each engine per case")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+    e.set_defaults(func=_engines)
 
 
 def _zo(args: argparse.Namespace) -> int:
@@ -83,6 +98,19 @@ def _batched(args: argparse.Namespace) -> int:
 
     over = {k: v for k, v in (("max_rows", args.max_rows), ("max_padding", args.max_padding)) if v is not None}
     report = run_bench(args.scenario, args.participants, args.rounds, over, args.repeats)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _engines(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from fedzo.bench.engines import SUITE, format_report, run_bench
+
+    cases = tuple(c for c in SUITE if c.name in args.cases)
+    if args.participants:
+        cases = tuple(dataclasses.replace(c, participants=tuple(args.participants)) for c in cases)
+    report = run_bench(cases, tuple(args.engines), args.repeats)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

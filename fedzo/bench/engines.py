@@ -1,0 +1,230 @@
+"""`fedzo bench engines`: host seconds per round of each engine, measured in one run.
+
+A *case* is a scenario at a number of participants (clients sampled per round). Each
+case runs once per engine in this process (``repeats`` times, the engines alternating),
+its fleet section dropped (only host time is measured; every client gets the default
+host profile) and its evaluation cut to one batch. A round's host seconds are the
+engine's own (``host_seconds`` of the round records: training, aggregation and replay,
+evaluation excluded), so every round is timed. Reported per case and engine: the median
+host seconds per round, client-steps per host second (participants x local steps per
+round), the ratio to the in-process engine (``inprocess / engine``: above 1 is faster),
+whether the update log equals the in-process one bitwise, and how the batched engine ran.
+
+Beside the engines, each case measures the *forward ceiling*: one forward pass over N rows
+of the task against N / batch_size passes over the same rows (same padded width), where N
+is what one joint pass of the batched engine holds (participants x batch size, at most
+``federation.batched.max_rows`` and about 8192 tokens). When forwards dominate a round,
+no batching can beat this ratio: on a CPU that a model's matmuls already keep busy it
+is near 1.
+
+The default suite is the one of issue 16: the tiny model (``scenarios/batched-tiny.yaml``)
+at 10, 100 and 1000 participants, and SmolLM2-135M prompt tuning
+(``scenarios/quickstart.yaml``) at 10 and 100 participants, one local step, one round.
+The report's ``goals`` compare ``batched_over_inprocess_tiny_100`` and
+``batched_over_inprocess_smollm2_100`` with the targets set for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedzo.errors import ConfigError
+
+ENGINES = ("inprocess", "batched", "simulation")
+GOALS = {"batched_over_inprocess_tiny_100": 5.0, "batched_over_inprocess_smollm2_100": 1.2}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A scenario timed at several participant counts."""
+
+    name: str
+    scenario: str
+    participants: tuple[int, ...]
+    rounds: int
+    local_steps: int | None = None  # None: the scenario's
+    simulation_max: int | None = None  # participants above which the simulation engine is left out
+
+
+# Flower's simulation engine costs about 0.2 host s per tiny-model client and 6-9 s per SmolLM2
+# client-step on 2 cores (analysis/results/engines): left out where one case would take
+# about a quarter of an hour or more
+SUITE = (Case("tiny", "scenarios/batched-tiny.yaml", (10, 100, 1000), rounds=3, simulation_max=100),
+         Case("smollm2", "scenarios/quickstart.yaml", (10, 100), rounds=1, local_steps=1, simulation_max=10))
+
+
+def variant(scenario: str, participants: int, rounds: int, local_steps: int | None = None,
+            batched: dict[str, Any] | None = None) -> Any:
+    """``scenario`` at ``participants`` per round for ``rounds`` rounds, without fleet or
+    output dir, evaluating one batch; ``batched``: ``federation.batched`` keys to override."""
+    from fedzo.config.scenario import Scenario, load_scenario
+
+    data = load_scenario(scenario).model_dump()
+    fed = data["federation"]
+    # no round timeout: every engine does all the work (a reply dropped at the deadline would
+    # shorten the round and change the update)
+    fed.update(num_clients=max(participants, fed["num_clients"]), clients_per_round=participants,
+               participation=None, rounds=rounds, eval_every=rounds, min_clients=1, round_timeout=1e7)
+    if local_steps is not None:
+        fed["local_steps"] = local_steps
+    fed["batched"] |= batched or {}
+    data["data"]["eval_examples"] = data["data"]["batch_size"]
+    data["fleet"] = None
+    data["out"] = None
+    return Scenario.model_validate(data)
+
+
+def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes, list[str]]:
+    """Run once; per-round host seconds, the update log, and the batching notes. A round in
+    which not every sampled client's reply was accepted is an error (it did less work)."""
+    from fedzo.federation.run import run_federated
+    from fedzo.runs import RunDir
+
+    run_federated(scenario, out, engine=engine)
+    rounds = [r for r in RunDir.open(out).rounds() if r.round > 0]
+    want = scenario.federation.clients_per_round
+    short = [f"round {r.round}: {r.participants} of {want}" for r in rounds if r.participants != want]
+    if short:
+        raise RuntimeError(f"{engine} engine: not every client's reply was accepted ({'; '.join(short)})")
+    cum = [0.0] + [r.host_seconds or 0.0 for r in rounds]
+    secs = [b - a for a, b in itertools.pairwise(cum)]
+    return secs, (out / "update_log.jsonl").read_bytes(), sorted({str(r.batching) for r in rounds if r.batching})
+
+
+def _best(f: Any, repeats: int = 2) -> float:
+    import time
+
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t0)
+    return min(out)
+
+
+def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
+    """Seconds of one forward over N rows vs N / batch_size forwards of the same rows."""
+    import torch
+
+    from fedzo.tasks.batching import Batch
+    from fedzo.tasks.objective import build_objective
+
+    obj = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
+    clf, b = obj.classifier, scenario.data.batch_size
+    probe = next(clf.batches(list(obj.train)[:b], b))
+    cap = max(b, 8192 // int(probe.input_ids.shape[1]) // b * b)
+    n = min(participants * b, scenario.federation.batched.max_rows, cap, len(obj.train))
+    joint = next(clf.batches(list(obj.train)[:n], n))
+    pieces = [Batch(joint.input_ids[i:i + b], joint.attention_mask[i:i + b], joint.labels[i:i + b])
+              for i in range(0, n, b)]
+    with torch.no_grad():
+        clf.logits(pieces[0]), clf.logits(joint)  # warm-up
+        separate = _best(lambda: [clf.logits(x) for x in pieces], 3)
+        together = _best(lambda: clf.logits(joint), 3)
+    return {"rows": n, "width": int(joint.input_ids.shape[1]), "batch_size": b, "separate_seconds": separate,
+            "joint_seconds": together, "separate_over_joint": separate / together}
+
+
+def log_difference(a: bytes, b: bytes) -> float:
+    """Largest relative difference between the aggregated scalars of two update logs of the
+    same run (inf when their seeds or rounds differ)."""
+    from fedzo.zo.log import UpdateLog
+
+    ea, eb = (UpdateLog.parse(x.decode("utf-8").splitlines(), "bench")[0].entries() for x in (a, b))
+    if [(e.round, e.seed) for e in ea] != [(e.round, e.seed) for e in eb]:
+        return float("inf")
+    return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / max(abs(x.grad or 0.0), 1e-30) for x, y in zip(ea, eb)),
+               default=0.0)
+
+
+def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, tmp: Path) -> dict[str, Any]:
+    sc = variant(case.scenario, participants, case.rounds, case.local_steps)
+    left_out = [e for e in engines if e == "simulation" and case.simulation_max is not None
+                and participants > case.simulation_max]
+    engines = tuple(e for e in engines if e not in left_out)
+    secs: dict[str, list[float]] = {e: [] for e in engines}
+    logs: dict[str, set[bytes]] = {e: set() for e in engines}
+    notes: list[str] = []
+    for rep in range(repeats):
+        for engine in engines:
+            s, log, note = time_run(sc, tmp / f"{case.name}-{participants}-{engine}-{rep}", engine)
+            secs[engine] += s
+            logs[engine].add(log)
+            notes = notes or (note if engine == "batched" else [])
+    steps = participants * sc.federation.local_steps
+    out: dict[str, Any] = {"case": case.name, "participants": participants, "local_steps": sc.federation.local_steps,
+                           "rounds_timed": {e: len(v) for e, v in secs.items()}, "batching": notes,
+                           "forward_ceiling": forward_ceiling(sc, participants), "engines": {},
+                           "left_out": {e: f"more than {case.simulation_max} participants (too slow)" for e in left_out}}
+    base = statistics.median(secs["inprocess"])
+    for e in engines:
+        med = statistics.median(secs[e])
+        out["engines"][e] = {"seconds_per_round": med, "round_seconds": secs[e],
+                             "client_steps_per_host_second": steps / med, "inprocess_over_engine": base / med,
+                             "update_log_bitwise_equal_inprocess": logs[e] == logs["inprocess"],
+                             "scalars_max_relative_difference": max(log_difference(x, y) for x in logs[e]
+                                                                    for y in logs["inprocess"])}
+    return out
+
+
+def check_engines(engines: tuple[str, ...]) -> tuple[str, ...]:
+    """The engines to time, in-process first; unknown names and a missing Ray are errors."""
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise ConfigError(f"--engines: {', '.join(unknown)} not known; allowed: {', '.join(ENGINES)}")
+    if "simulation" in engines and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--engines simulation: Ray is not installed here (pip install 'flwr[simulation]'); "
+                          "leave simulation out of --engines")
+    return ("inprocess", *[e for e in ENGINES[1:] if e in engines])
+
+
+def run_bench(cases: tuple[Case, ...] = SUITE, engines: tuple[str, ...] = ENGINES, repeats: int = 1) -> dict[str, Any]:
+    """Time every case on every engine; the rows, the headline ratios and the goals."""
+    engines = check_engines(engines)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedzo-bench-engines-") as tmp:
+        for case in cases:
+            for p in case.participants:
+                rows.append(_row(case, p, engines, repeats, Path(tmp)))
+    import os
+    import platform
+
+    import torch
+
+    report: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__},
+                              "engines": list(engines), "repeats": repeats, "results": rows,
+                              "cases": [{"name": c.name, "scenario": c.scenario, "rounds": c.rounds,
+                                         "local_steps": c.local_steps} for c in cases]}
+    for r in rows:
+        for e in r["engines"]:
+            if e == "inprocess":
+                continue
+            report[f"{e}_over_inprocess_{r['case']}_{r['participants']}"] = r["engines"][e]["inprocess_over_engine"]
+    report["goals"] = {k: {"target": v, "measured": report.get(k), "met": (report[k] >= v) if k in report else None}
+                       for k, v in GOALS.items()}
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A table: per case and engine, host s per round, client-steps per host s, the ratio."""
+    lines = ["case      participants  K  engine      s/round  client-steps/s  vs in-process  log bitwise  batching"]
+    for r in report["results"]:
+        c = r["forward_ceiling"]
+        lines.append(f"{r['case']:<8}  {r['participants']:>12}  forward ceiling: {c['rows']} rows x {c['width']} "
+                     f"tokens: one pass {c['separate_over_joint']:.2f}x as fast as passes of {c['batch_size']} rows")
+        lines += [f"{r['case']:<8}  {r['participants']:>12}  {e} left out: {why}" for e, why in r["left_out"].items()]
+        for e, v in r["engines"].items():
+            lines.append(f"{r['case']:<8}  {r['participants']:>12}  {r['local_steps']:>1}  {e:<10}  "
+                         f"{v['seconds_per_round']:>7.3f}  {v['client_steps_per_host_second']:>14.1f}  "
+                         f"{v['inprocess_over_engine']:>12.2f}x  {v['update_log_bitwise_equal_inprocess']!s:>11}  "
+                         + (" | ".join(r["batching"]) if e == "batched" else ""))
+    for k, g in report["goals"].items():
+        got = "not measured" if g["measured"] is None else f"{g['measured']:.2f}x ({'met' if g['met'] else 'not met'})"
+        lines.append(f"goal {k} >= {g['target']}x: {got}")
+    return "\n".join(lines)
