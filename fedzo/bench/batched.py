@@ -28,7 +28,7 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
     pair of runs is repeated (in-process, batched, in-process, ...); the figures are medians
     over every round of every repeat, so a neighbour's burst moves them less.
     """
-    from fedzo.bench.engines import time_run, variant
+    from fedzo.bench.engines import time_engines, variant
 
     if rounds < 1:
         raise ConfigError(f"--rounds: {rounds} is too few; allowed: >= 1")
@@ -37,15 +37,7 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
     with tempfile.TemporaryDirectory(prefix="fedzo-bench-batched-") as tmp:
         for p in participants:
             sc = variant(scenario, p, rounds, batched=batched)
-            secs: dict[str, list[float]] = {"inprocess": [], "batched": []}
-            logs: dict[str, set[bytes]] = {"inprocess": set(), "batched": set()}
-            notes: list[str] = []
-            for rep in range(repeats):
-                for engine in ("inprocess", "batched"):
-                    s, log, note = time_run(sc, Path(tmp) / f"{p}-{engine}-{rep}", engine)
-                    secs[engine] += s
-                    logs[engine].add(log)
-                    notes = notes or note
+            secs, logs, notes = time_engines(sc, ("inprocess", "batched"), repeats, Path(tmp) / str(p))
             one, joint = statistics.median(secs["inprocess"]), statistics.median(secs["batched"])
             rows.append({"participants": p, "inprocess_seconds_per_round": one, "batched_seconds_per_round": joint,
                          "inprocess_over_batched": one / joint, "rounds_timed": len(secs["batched"]),

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
+import platform
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -97,21 +99,11 @@ def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes,
     return secs, (out / "update_log.jsonl").read_bytes(), sorted({str(r.batching) for r in rounds if r.batching})
 
 
-def _best(f: Any, repeats: int = 2) -> float:
-    import time
-
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        out.append(time.perf_counter() - t0)
-    return min(out)
-
-
 def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     """Seconds of one forward over N rows vs N / batch_size forwards of the same rows."""
     import torch
 
+    from fedzo.calibration.measure import fastest_seconds
     from fedzo.tasks.batching import Batch
     from fedzo.tasks.objective import build_objective
 
@@ -124,9 +116,8 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     pieces = [Batch(joint.input_ids[i:i + b], joint.attention_mask[i:i + b], joint.labels[i:i + b])
               for i in range(0, n, b)]
     with torch.no_grad():
-        clf.logits(pieces[0]), clf.logits(joint)  # warm-up
-        separate = _best(lambda: [clf.logits(x) for x in pieces], 3)
-        together = _best(lambda: clf.logits(joint), 3)
+        separate = fastest_seconds(lambda: [clf.logits(x) for x in pieces], 3)
+        together = fastest_seconds(lambda: clf.logits(joint), 3)
     return {"rows": n, "width": int(joint.input_ids.shape[1]), "batch_size": b, "separate_seconds": separate,
             "joint_seconds": together, "separate_over_joint": separate / together}
 
@@ -143,20 +134,28 @@ def log_difference(a: bytes, b: bytes) -> float:
                default=0.0)
 
 
-def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, tmp: Path) -> dict[str, Any]:
-    sc = variant(case.scenario, participants, case.rounds, case.local_steps)
-    left_out = [e for e in engines if e == "simulation" and case.simulation_max is not None
-                and participants > case.simulation_max]
-    engines = tuple(e for e in engines if e not in left_out)
+def time_engines(scenario: Any, engines: tuple[str, ...], repeats: int,
+                 tmp: Path) -> tuple[dict[str, list[float]], dict[str, set[bytes]], list[str]]:
+    """``scenario`` on each engine ``repeats`` times (the engines alternating): every
+    round's host seconds and the distinct update logs per engine, the batched engine's notes."""
     secs: dict[str, list[float]] = {e: [] for e in engines}
     logs: dict[str, set[bytes]] = {e: set() for e in engines}
     notes: list[str] = []
     for rep in range(repeats):
         for engine in engines:
-            s, log, note = time_run(sc, tmp / f"{case.name}-{participants}-{engine}-{rep}", engine)
+            s, log, note = time_run(scenario, tmp / f"{engine}-{rep}", engine)
             secs[engine] += s
             logs[engine].add(log)
             notes = notes or (note if engine == "batched" else [])
+    return secs, logs, notes
+
+
+def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, tmp: Path) -> dict[str, Any]:
+    sc = variant(case.scenario, participants, case.rounds, case.local_steps)
+    left_out = [e for e in engines if e == "simulation" and case.simulation_max is not None
+                and participants > case.simulation_max]
+    engines = tuple(e for e in engines if e not in left_out)
+    secs, logs, notes = time_engines(sc, engines, repeats, tmp / f"{case.name}-{participants}")
     steps = participants * sc.federation.local_steps
     out: dict[str, Any] = {"case": case.name, "participants": participants, "local_steps": sc.federation.local_steps,
                            "rounds_timed": {e: len(v) for e, v in secs.items()}, "batching": notes,
@@ -192,9 +191,6 @@ def run_bench(cases: tuple[Case, ...] = SUITE, engines: tuple[str, ...] = ENGINE
         for case in cases:
             for p in case.participants:
                 rows.append(_row(case, p, engines, repeats, Path(tmp)))
-    import os
-    import platform
-
     import torch
 
     report: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__},

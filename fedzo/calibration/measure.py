@@ -93,7 +93,8 @@ def synthetic_batch(clf: Classifier, rows: int, width: int, seed: int = 0) -> Ba
     return Batch(ids, torch.ones_like(ids), torch.randint(0, clf.num_labels, (rows,), generator=g))
 
 
-def _fastest_seconds(step: Callable[[], object], repeats: int) -> float:
+def fastest_seconds(step: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``step``, after two warm-up calls."""
     step()  # warm-up: allocator, kernels, caches
     step()
     times = []
@@ -144,7 +145,7 @@ def measure_points(model: str, tuning: Tuning, shapes: Sequence[tuple[int, int]]
     step = step_function(clf, tuning)
     for rows, width in shapes:
         batch = synthetic_batch(clf, rows, width)
-        seconds = _fastest_seconds(partial(step, batch), repeats)
+        seconds = fastest_seconds(partial(step, batch), repeats)
         work = step_work(d, [(rows, width)], tuning, params.numel)
         points.append(Point(rows=rows, width=width, seconds=seconds, flops=work.flops,
                             regen_elements=work.regen_elements))
@@ -154,7 +155,7 @@ def measure_points(model: str, tuning: Tuning, shapes: Sequence[tuple[int, int]]
 def _regeneration(params: ParamSet, repeats: int) -> float:
     """Seconds per element of one portable-Gaussian pass over ``params`` (in place, scale 0)."""
     perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
-    return _fastest_seconds(lambda: perturber.apply(1, (0.0,)), repeats) / params.numel
+    return fastest_seconds(lambda: perturber.apply(1, (0.0,)), repeats) / params.numel
 
 
 def measure_regeneration(threads: int, repeats: int = 5) -> float:
@@ -180,7 +181,7 @@ def gemm_flops(dtype: torch.dtype, threads: int, sizes: Sequence[int] = GEMM_SIZ
     for n in sizes:
         a = torch.randn(n, n, generator=g, dtype=dtype)
         b = torch.randn(n, n, generator=g, dtype=dtype)
-        seconds = _fastest_seconds(partial(torch.mm, a, b), repeats)
+        seconds = fastest_seconds(partial(torch.mm, a, b), repeats)
         best = max(best, 2.0 * n**3 / seconds)
     return best
 
