@@ -50,6 +50,10 @@ class BatchedConfig(Section):
     max_padding: float = Field(0.25, ge=0, description="extra padded tokens a joint pass may add, as a fraction of "
                                "its clients' own tokens (rows are padded to the pass's widest): low on a CPU, where "
                                "padding costs as much as real tokens; high (e.g. 4) on a GPU, where passes cost more")
+    max_pass_mib: float | None = Field(None, gt=0, description="activation MiB of one joint pass (rows x width x "
+                                       "the model's widest layer): passes that stay in a CPU's caches run faster "
+                                       "(SmolLM2-135M on 2 cores: 16 rows 1.3x, 128 rows 0.6x the speed of "
+                                       "8-row batches); default (null) 8 on a CPU, no cap on a GPU")
 
 
 class ServerOptimizerConfig(Section):

@@ -6,8 +6,9 @@ global model and probes it along the same server-chosen seeds; only its data dif
 (real Flower messages, the same handshake, catch-up and replies), but runs the
 participants' local steps together (:func:`fedzo.federation.lockstep.run_lockstep`): each
 client runs its own unchanged :meth:`Worker.local_steps`, and every time all of them wait
-for a loss, joint forward passes over all their rows answer them (at most ``max_rows``
-rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a pass:
+for a loss, joint forward passes over all their rows, sorted by length, answer them
+(:class:`fedzo.federation.joint.JointForward`, under the caps of ``federation.batched``).
+Two ways to share a pass:
 
 * ``shared``: every client's parameters are the same at each loss request (one local
   step): the clients' moves are recorded, checked equal (a guard: the engine predicts
@@ -20,9 +21,7 @@ rows per pass, at most ``max_padding`` extra padded tokens). Two ways to share a
 Otherwise (and always for ``forward-grad``, which differentiates each client's own forward,
 and for a half-precision model, whose joint forward would round the loss differences far
 beyond the tolerance) the round runs one client at a time, as in-process, and its record says why
-(``batching``). Rows of different clients are padded to a common width on the right,
-which changes nothing for the tokens that count (causal attention never looks right;
-positions and pooling follow the attention mask), but a different batch shape may round
+(``batching``). A pass's shape differs from a client's own batch, so it may round
 differently: scalars agree with the in-process engine's to float32 rounding of the
 losses, not bitwise. The server side (aggregation, replay) is the same code.
 
@@ -35,32 +34,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import torch
-import torch.nn.functional as F
 from flwr.app import Error, Message
 
+from fedzo.config.federation import BatchedConfig
 from fedzo.federation import client as client_mod
 from fedzo.federation import fedavg_client
 from fedzo.federation.client import LocalSteps, Worker
 from fedzo.federation.inprocess import InProcessTransport
+from fedzo.federation.joint import JointForward, LossRequest, Mode, Move, NotShareable
 from fedzo.federation.lockstep import Abandoned, Ask, run_lockstep
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, build_uplink, parse_downlink
-from fedzo.federation.rowstate import per_row_state, rows_reason
+from fedzo.federation.rowstate import rows_reason
 from fedzo.killpoints import kill_point
-from fedzo.tasks.batching import Batch
 from fedzo.zo import EstimatorConfig, ParamSet, Perturber
 from fedzo.zo.perturb import ChunkHook
-
-Mode = Literal["shared", "rows", "sequential"]
-Move = tuple[int, tuple[float, ...]]
-
-
-class NotShareable(RuntimeError):
-    """The clients' parameters differ at a loss request: no shared forward is possible."""
 
 
 class RecordingPerturber(Perturber):
@@ -81,15 +71,6 @@ class RecordingPerturber(Perturber):
         """The moves since the last call."""
         out, self.moves = tuple(self.moves), []
         return out
-
-
-@dataclass(frozen=True)
-class LossRequest:
-    """One client's request: the loss of ``batch`` at its current parameters."""
-
-    batch: Batch
-    state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
-    moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
 
 
 def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, str]:
@@ -120,76 +101,6 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     return "sequential", f"{'; '.join(why)} (clients' parameters diverge) and {rows}"
 
 
-def join_batches(batches: Sequence[Batch], pad_id: int) -> Batch:
-    """One batch of every row, padded on the right to the widest."""
-    width = max(b.input_ids.shape[1] for b in batches)
-    ids = [F.pad(b.input_ids, (0, width - b.input_ids.shape[1]), value=pad_id) for b in batches]
-    mask = [F.pad(b.attention_mask, (0, width - b.attention_mask.shape[1]), value=0) for b in batches]
-    return Batch(torch.cat(ids), torch.cat(mask), torch.cat([b.labels for b in batches]))
-
-
-class JointForward:
-    """Answers a turn's loss requests with as few forward passes as the caps allow.
-
-    Requests are sorted by width, so that a pass pads few rows far: on a compute-bound
-    device (a CPU) padding costs as much as real tokens, on a launch-bound one (a GPU at
-    small batches) passes cost more than padding.
-    """
-
-    def __init__(self, worker: Worker, mode: Mode, max_rows: int, max_padding: float) -> None:
-        self.worker = worker
-        self.mode = mode
-        self.max_rows = max_rows
-        self.max_padding = max_padding
-        self.forwards = 0
-
-    def __call__(self, requests: list[LossRequest]) -> list[float]:
-        if self.mode == "shared":
-            moves = {r.moves for r in requests}
-            if len(moves) != 1:
-                raise NotShareable("clients made different moves before a loss request")
-            for seed, alphas in requests[0].moves:
-                self.worker.work_perturber.apply(seed, alphas)
-        losses: dict[int, float] = {}
-        for group in self.passes([len(r.batch) for r in requests], [r.batch.input_ids.shape[1] for r in requests]):
-            losses.update(zip(group, self._forward([requests[i] for i in group]), strict=True))
-        return [losses[i] for i in range(len(requests))]
-
-    def passes(self, rows: Sequence[int], widths: Sequence[int]) -> list[list[int]]:
-        """Requests (by index) grouped into joint passes: by width, at most ``max_rows`` rows,
-        and padded tokens at most ``1 + max_padding`` times the requests' own."""
-        order = sorted(range(len(rows)), key=lambda i: (widths[i], i))
-        out: list[list[int]] = []
-        n = own = 0  # rows and own tokens of the open pass
-        for i in order:
-            n, own = n + rows[i], own + rows[i] * widths[i]
-            if out and n <= self.max_rows and n * widths[i] <= (1 + self.max_padding) * own:
-                out[-1].append(i)
-            else:
-                out.append([i])
-                n, own = rows[i], rows[i] * widths[i]
-        return out
-
-    @torch.no_grad()
-    def _forward(self, requests: Sequence[LossRequest]) -> list[float]:
-        clf = self.worker.objective.classifier
-        pad_id = clf.tokenizer.pad_token_id
-        assert pad_id is not None  # the classifier refuses tokenizers without one
-        joint = join_batches([r.batch for r in requests], int(pad_id))
-        rows = [len(r.batch) for r in requests]
-        self.forwards += 1
-        if self.mode == "rows":
-            with per_row_state(clf, self.worker.work, [r.state for r in requests], rows):
-                logits = clf.logits(joint)
-        else:
-            logits = clf.logits(joint)
-        out, start = [], 0
-        for r, n in zip(requests, rows, strict=True):
-            out.append(float(F.cross_entropy(logits[start:start + n], r.batch.labels)))
-            start += n
-        return out
-
-
 def _job(worker: Worker, d: Downlink, mode: Mode) -> Any:
     """One client's local steps, asking the lockstep coordinator for every loss."""
     def job(ask: Ask[LossRequest]) -> LocalSteps:
@@ -212,10 +123,9 @@ class BatchedTransport(InProcessTransport):
     ``last_batching`` says how the latest exchange ran (read into the round record).
     """
 
-    def __init__(self, num_nodes: int, *, max_rows: int, max_padding: float, run_id: int = 1) -> None:
+    def __init__(self, num_nodes: int, config: BatchedConfig, *, run_id: int = 1) -> None:
         super().__init__(num_nodes, run_id=run_id)
-        self.max_rows = max_rows
-        self.max_padding = max_padding
+        self.config = config
         self.last_batching: str | None = None
 
     def exchange(self, messages: Sequence[Message], timeout: float) -> list[Message]:
@@ -258,7 +168,8 @@ class BatchedTransport(InProcessTransport):
         mode, why = choose_mode(worker, [d for _, _, d, _ in ready])
         if mode != "sequential":
             worker.reset_work()
-            joint = JointForward(worker, mode, self.max_rows, self.max_padding)
+            c = self.config
+            joint = JointForward(worker, mode, c.max_rows, c.max_padding, c.max_pass_mib)
             t0 = time.perf_counter()
             outcomes, turns = run_lockstep([_job(worker, d, mode) for _, _, d, _ in ready], joint)
             seconds = time.perf_counter() - t0

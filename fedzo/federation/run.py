@@ -95,9 +95,7 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
         elif eng_name == "batched":
             from fedzo.federation.batched import BatchedTransport
 
-            fed = scenario.federation
-            summary = eng.run_all(BatchedTransport(fed.num_clients, max_rows=fed.batched.max_rows,
-                                                    max_padding=fed.batched.max_padding))
+            summary = eng.run_all(BatchedTransport(scenario.federation.num_clients, scenario.federation.batched))
         else:
             summary = _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run, log_ref)
     finally:

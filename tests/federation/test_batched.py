@@ -19,7 +19,8 @@ import torch
 
 from fedzo.config.scenario import Scenario
 from fedzo.errors import ConfigError
-from fedzo.federation.batched import NotShareable, RecordingPerturber, join_batches
+from fedzo.federation.batched import NotShareable, RecordingPerturber
+from fedzo.federation.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
 from fedzo.federation.lockstep import Abandoned, run_lockstep
 from fedzo.federation.run import run_federated
 from fedzo.tasks.batching import Batch
@@ -109,7 +110,8 @@ def test_batched_with_faults_catch_up_and_a_row_cap(tmp_path: Path, fed_config: 
         assert note is not None
         turns = int(note.split(" joint turns")[0].rsplit(" ", 1)[1])
         clients = int(note.split(" clients")[0].rsplit(" ", 1)[1])
-        assert f"{turns * clients} forward passes" in note  # the cap splits every turn per client
+        passes = int(note.split(" forward passes")[0].rsplit(" ", 1)[1])
+        assert passes >= turns * clients  # the cap holds every pass to one batch's rows
 
 
 def test_one_clients_catch_up_equals_the_shared_state(tmp_path: Path, fed_config: Any) -> None:
@@ -138,26 +140,46 @@ def test_batched_refuses_a_clock_from_measured_host_time(tmp_path: Path, fed_con
         run_federated(sc, tmp_path / "run", engine="batched")
 
 
-def test_join_batches_pads_on_the_right() -> None:
-    a = Batch(torch.tensor([[0, 5, 6]]), torch.tensor([[0, 1, 1]]), torch.tensor([1]))
-    b = Batch(torch.tensor([[7, 8, 9, 4, 3]]), torch.tensor([[1, 1, 1, 1, 1]]), torch.tensor([0]))
-    j = join_batches([a, b], pad_id=0)
-    assert j.input_ids.tolist() == [[0, 5, 6, 0, 0], [7, 8, 9, 4, 3]]
-    assert j.attention_mask.tolist() == [[0, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
-    assert j.labels.tolist() == [1, 0]
+def test_row_lengths_cut_only_trailing_padding() -> None:
+    # right-padded rows lose their pads; a left-padded row keeps its leading ones (its positions)
+    b = Batch(torch.tensor([[5, 6, 0, 0], [0, 7, 8, 9], [1, 2, 3, 4]]),
+              torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]]), torch.tensor([0, 1, 0]))
+    assert row_lengths(b) == [2, 4, 4]
 
 
-def test_joint_passes_group_by_width_under_both_caps() -> None:
-    from fedzo.federation.batched import JointForward
+def test_a_pass_gathers_rows_cut_or_padded_to_its_width() -> None:
+    a = Batch(torch.tensor([[5, 6, 0, 0], [7, 8, 9, 0]]), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]]), torch.tensor([0, 1]))
+    b = Batch(torch.tensor([[1, 2]]), torch.tensor([[1, 1]]), torch.tensor([1]))
+    owner = [(0, 0), (0, 1), (1, 0)]
+    parts = blocks([0, 2], owner)
+    assert parts == [(0, [0]), (1, [0])]
+    j = gather([a, b], parts, 2, pad_id=0)  # a's row cut to 2 (its own pads beyond), b's as is
+    assert j.input_ids.tolist() == [[5, 6], [1, 2]] and j.attention_mask.tolist() == [[1, 1], [1, 1]]
+    j = gather([a, b], blocks([1, 2], owner), 3, pad_id=0)  # b's row padded on the right to 3
+    assert j.input_ids.tolist() == [[7, 8, 9], [1, 2, 0]] and j.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert j.labels.tolist() == [1, 1]
 
-    jf = JointForward.__new__(JointForward)
-    jf.max_rows, jf.max_padding = 16, 0.25
-    # 8 rows each; widths 50, 40, 20, 42: sorted 20 | 40, 42 | 50 (16 rows at most)
-    assert jf.passes([8, 8, 8, 8], [50, 40, 20, 42]) == [[2], [1, 3], [0]]
-    jf.max_rows, jf.max_padding = 64, 10.0
-    assert jf.passes([8, 8, 8, 8], [50, 40, 20, 42]) == [[2, 1, 3, 0]]
-    jf.max_padding = 0.0
-    assert jf.passes([8, 8, 8], [30, 30, 31]) == [[0, 1], [2]]
+
+def test_rows_are_packed_by_length_under_every_cap() -> None:
+    lengths = [50, 40, 20, 42, 21]
+    # sorted 20, 21 | 40, 42 | 50 under 2 rows a pass; each pass lists its rows in index order
+    assert pack(lengths, 2, 10.0, math.inf) == [[2, 4], [1, 3], [0]]
+    assert pack(lengths, 8, 10.0, math.inf) == [[0, 1, 2, 3, 4]]
+    # padding: 20, 21 together (42 <= 1.25 x 41); 40 would pad 20 and 21 to 40
+    assert pack(lengths, 8, 0.25, math.inf) == [[2, 4], [0, 1, 3]]
+    assert pack([30, 30, 31], 8, 0.0, math.inf) == [[0, 1], [2]]
+    # tokens: at most 84 padded tokens a pass; a row longer than the cap still gets its own pass
+    assert pack(lengths, 8, 10.0, 84) == [[2, 4], [1, 3], [0]]
+    assert pack([100], 8, 0.0, 10) == [[0]]
+
+
+def test_pass_cap_defaults_to_cache_sized_passes_on_a_cpu_only() -> None:
+    assert pass_byte_cap(None, "cpu") == 8 * 2**20
+    assert pass_byte_cap(None, "meta") == math.inf
+    assert pass_byte_cap(2.0, "meta") == 2 * 2**20
+    lin = torch.nn.Linear(4, 4)
+    lin.config = type("C", (), {"hidden_size": 64, "intermediate_size": 128})()  # type: ignore[assignment]
+    assert token_bytes(lin) == 128 * 4
 
 
 def test_recording_perturber_records_and_refuses_hooks() -> None:

@@ -26,6 +26,7 @@ def _check(report: dict, engines: tuple[str, ...]) -> dict:
             assert report[f"{e}_over_inprocess_tiny_3"] == v["inprocess_over_engine"]
     ceiling = row["forward_ceiling"]
     assert ceiling["rows"] == 24 and ceiling["batch_size"] == 8  # 3 participants x 8 rows
+    assert ceiling["own_tokens"] <= ceiling["joint_tokens"] <= ceiling["separate_tokens"]  # packing cuts padding
     assert ceiling["separate_over_joint"] == pytest.approx(ceiling["separate_seconds"] / ceiling["joint_seconds"])
     # the goals are on the suite's cases; a smaller run says they were not measured
     assert set(report["goals"]) == set(GOALS)

@@ -1,0 +1,175 @@
+"""Joint forward passes: the rows of many clients' loss requests, packed into few passes.
+
+The batched engine (:mod:`fedzo.federation.batched`) collects, at every turn, one loss
+request per waiting client: the loss of that client's batch at its current parameters.
+:class:`JointForward` answers them all. It splits every request into its rows, cuts each
+row's trailing padding, sorts all rows by length and packs neighbours into passes, each
+padded on the right to its own longest row. A client's rows may thus land in several
+passes beside other clients' rows; its loss is the mean cross-entropy of its own rows'
+scores, in its own order, as in its own forward.
+
+Sorting rows rather than whole client batches removes most padding: a random batch of 8
+Rotten Tomatoes prompts is padded to 1.22x its tokens (SmolLM2 tokenizer), a pass of
+sorted rows to almost none. Three caps bound a pass: ``max_rows`` rows (its memory),
+``max_padding`` (padded tokens over own tokens, minus one) and ``max_pass_mib`` of
+activations (rows x width x the model's widest layer): on a CPU a pass that stays in the
+caches runs faster per token (SmolLM2-135M on 2 cores, 128 sorted rows: 16-row passes
+1.29x, 128-row passes 0.64x the speed of separate 8-row batches; measured by
+``fedzo bench engines``'s forward ceiling).
+
+Only trailing padding is cut: a left-padded row keeps its leading pads, so its positions
+are those of its client's own batch. Causal attention never looks right, and the
+classifier finds each row's answer position from its mask, so the tokens that count see
+the same inputs; a different pass shape may round differently (float32 rounding of the
+scores), which the engine's tolerance states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from fedzo.federation.rowstate import per_row_state
+from fedzo.tasks.batching import Batch
+from fedzo.tasks.classifiers import last_positions
+
+Mode = Literal["shared", "rows", "sequential"]
+Move = tuple[int, tuple[float, ...]]
+CPU_PASS_MIB = 8.0  # the default activation cap of one pass on a CPU (see the module doc)
+
+
+class NotShareable(RuntimeError):
+    """The clients' parameters differ at a loss request: no shared forward is possible."""
+
+
+@dataclass(frozen=True)
+class LossRequest:
+    """One client's request: the loss of ``batch`` at its current parameters."""
+
+    batch: Batch
+    state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
+    moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
+
+
+def row_lengths(batch: Batch) -> list[int]:
+    """Each row's width without its trailing padding (its last real token, plus one)."""
+    return [int(x) + 1 for x in last_positions(batch.attention_mask)]
+
+
+def token_bytes(model: Any) -> int:
+    """Bytes of one token's widest activation in ``model`` (its MLP, or 4x its hidden size)."""
+    config = getattr(model, "config", None)
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    widest = max(hidden, int(getattr(config, "intermediate_size", 0) or 4 * hidden), 1)
+    param = next(iter(model.parameters()), None)
+    return widest * (param.element_size() if param is not None else 4)
+
+
+def pass_byte_cap(max_pass_mib: float | None, device: torch.device | str) -> float:
+    """The activation cap of one pass: the configured one, else 8 MiB on a CPU, none elsewhere."""
+    if max_pass_mib is not None:
+        return max_pass_mib * 2**20
+    return CPU_PASS_MIB * 2**20 if torch.device(device).type == "cpu" else float("inf")
+
+
+def pack(lengths: Sequence[int], max_rows: int, max_padding: float, max_tokens: float) -> list[list[int]]:
+    """Rows (by index) packed into passes: sorted by length, neighbours together, a pass
+    closed when one more row would break a cap (``max_rows`` rows, padded tokens above
+    ``1 + max_padding`` times its rows' own, more than ``max_tokens`` padded tokens).
+    Every pass holds at least one row; each pass lists its rows in index order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    out: list[list[int]] = []
+    n = own = 0  # rows and own tokens of the open pass
+    for i in order:
+        width = lengths[i]  # the longest so far: rows come sorted
+        if out and n + 1 <= max_rows and (n + 1) * width <= min((1 + max_padding) * (own + width), max_tokens):
+            out[-1].append(i)
+            n, own = n + 1, own + width
+        else:
+            out.append([i])
+            n, own = 1, width
+    return [sorted(p) for p in out]
+
+
+Block = tuple[int, list[int]]  # (request, its rows in this pass)
+
+
+def blocks(rows: Sequence[int], owner: Sequence[tuple[int, int]]) -> list[Block]:
+    """The flat rows of one pass (in index order) as runs of one request's rows;
+    ``owner[k]`` is flat row ``k``'s (request, row)."""
+    out: list[Block] = []
+    for k in rows:
+        i, j = owner[k]
+        if out and out[-1][0] == i:
+            out[-1][1].append(j)
+        else:
+            out.append((i, [j]))
+    return out
+
+
+def gather(batches: Sequence[Batch], parts: Sequence[Block], width: int, pad_id: int) -> Batch:
+    """One pass ``width`` tokens wide of the rows ``parts`` name: each request's rows cut (or
+    padded on the right) to that width. Beyond a row's length lie its own trailing pads,
+    which are what padding would put there."""
+    ids, mask, labels = [], [], []
+    for i, js in parts:
+        b, idx = batches[i], torch.tensor(js)
+        x, m = b.input_ids.index_select(0, idx), b.attention_mask.index_select(0, idx)
+        extra = width - x.shape[1]
+        ids.append(x[:, :width] if extra <= 0 else F.pad(x, (0, extra), value=pad_id))
+        mask.append(m[:, :width] if extra <= 0 else F.pad(m, (0, extra), value=0))
+        labels.append(b.labels.index_select(0, idx))
+    return Batch(torch.cat(ids), torch.cat(mask), torch.cat(labels))
+
+
+class JointForward:
+    """Answers a turn's loss requests with passes of sorted rows (see the module doc)."""
+
+    def __init__(self, worker: Any, mode: Mode, max_rows: int, max_padding: float,
+                 max_pass_mib: float | None = None) -> None:
+        self.worker = worker
+        self.mode = mode
+        self.max_rows = max_rows
+        self.max_padding = max_padding
+        clf = worker.objective.classifier
+        self.max_tokens = pass_byte_cap(max_pass_mib, worker.objective.device) / token_bytes(clf.model)
+        self.forwards = 0
+
+    def __call__(self, requests: list[LossRequest]) -> list[float]:
+        if self.mode == "shared":
+            moves = {r.moves for r in requests}
+            if len(moves) != 1:
+                raise NotShareable("clients made different moves before a loss request")
+            for seed, alphas in requests[0].moves:
+                self.worker.work_perturber.apply(seed, alphas)
+        lengths = [n for r in requests for n in row_lengths(r.batch)]
+        owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
+        scores: torch.Tensor | None = None
+        for p in pack(lengths, self.max_rows, self.max_padding, self.max_tokens):
+            logits = self._forward(requests, blocks(p, owner), max(lengths[k] for k in p))
+            if scores is None:
+                scores = logits.new_empty((len(lengths), logits.shape[1]))
+            scores[torch.tensor(p)] = logits
+        assert scores is not None  # every request has rows
+        out, start = [], 0
+        for r in requests:
+            out.append(float(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels)))
+            start += len(r.batch)
+        return out
+
+    @torch.no_grad()
+    def _forward(self, requests: Sequence[LossRequest], parts: Sequence[Block], width: int) -> torch.Tensor:
+        """Class scores of the rows ``parts`` name, in their order, in one pass."""
+        clf = self.worker.objective.classifier
+        pad_id = clf.tokenizer.pad_token_id
+        assert pad_id is not None  # the classifier refuses tokenizers without one
+        joint = gather([r.batch for r in requests], parts, width, int(pad_id))
+        self.forwards += 1
+        if self.mode != "rows":
+            return clf.logits(joint)
+        with per_row_state(clf, self.worker.work, [requests[i].state for i, _ in parts], [len(js) for _, js in parts]):
+            return clf.logits(joint)
