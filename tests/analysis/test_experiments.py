@@ -241,7 +241,13 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     central = yaml.safe_load((tmp_path / "runs" / "seeds" / "zo-sgd-prompt-s0-central.yaml").read_text())
     assert central["steps"] == 6 * 2 * 2 and "federation" not in central  # the fleet's steps, in one process
     assert r["best_method"].endswith("(prompt)") and 0 <= r["best_federated_test_accuracy"] <= 1
-    assert all(row["curve"] and row["interval"][0] <= row["final_accuracy"] <= row["interval"][1] for row in r["search"])
+    assert all(row["curve"] and row["dev_interval"][0] <= row["dev_accuracy"] <= row["dev_interval"][1]
+               and row["test_interval"][0] <= row["test_accuracy"] <= row["test_interval"][1] and row["test_n"] == 32
+               for row in r["search"])
+    seed0 = [row for row in r["seeds"] if row["setting"] == "federated" and row["method"] == "zo-sgd"]
+    assert seed0[0]["test_accuracy"] == r["search"][0]["test_accuracy"]  # seed 0 federated is the search cell
+    assert yaml.safe_load((tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001.yaml").read_text())["data"][
+        "eval_split"] == "dev"  # runs select on dev; the test split only reports
     before = (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001" / "summary.json").stat().st_mtime_ns
     assert z.main(["--phase", "search", *args]) == 0  # finished cells are reused
     assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001" / "summary.json").stat().st_mtime_ns == before
@@ -255,12 +261,12 @@ def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
     from fedzo.config.train import TrainConfig
 
     a = argparse.Namespace(
-        model="smollm2-135m", task="rotten-tomatoes", train_examples=None, budget=2400, clients=8, local_steps=5,
-        batch_size=8, eps=1e-2, points=3, threads=2)
+        model="smollm2-135m", task="rotten-tomatoes", train_examples=None, budget=800, clients=8, local_steps=5,
+        batch_size=8, eps=1e-2, points=3, threads=2, search_eval=300, engine="batched")
     for name, m in z.METHODS.items():
         for peft in z.TUNINGS:
             for lr in m.lrs[peft]:
-                sc = z.scenario(a, name, peft, lr, 0, 300)
+                sc = z.scenario(a, name, peft, lr, 0)
                 Scenario.model_validate(sc)
                 if not m.server:
                     fed = sc.pop("federation")
