@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -12,6 +14,13 @@ from typing import Any
 
 import yaml
 
+IN_PROCESS = False
+"""Run each `fedzo` command inside this interpreter instead of a fresh process. A fresh
+process pays about 10 s of imports (torch, transformers, Flower) per run, which dominates
+runs of the tiny test models; the tests set this. Experiments on real models keep the
+default: each run then has its own process, so its peak memory and host seconds are its own
+and a crash in one run leaves the experiment standing."""
+
 
 def fedzo_command(*args: str) -> list[str]:
     """The `fedzo` command line, run by this interpreter (works without the entry point)."""
@@ -19,14 +28,39 @@ def fedzo_command(*args: str) -> list[str]:
 
 
 def run_fedzo(out: Path, *args: str) -> str:
-    """Run `fedzo ARGS` for the run directory ``out`` and return its stdout; RuntimeError
-    with the output's tail on failure."""
+    """Run `fedzo ARGS` for the run directory ``out`` (in a fresh process unless
+    ``IN_PROCESS``) and return its stdout; RuntimeError with the output's tail on failure."""
     cmd = fedzo_command(*args)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {tail}")
-    return proc.stdout
+    code, stdout, stderr = _in_process(args) if IN_PROCESS else _in_subprocess(cmd)
+    if code != 0:
+        tail = " | ".join((stderr or stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{out}: `{' '.join(cmd[2:])}` failed (exit {code}): {tail}")
+    return stdout
+
+
+def _in_subprocess(cmd: list[str]) -> tuple[int, str, str]:
+    """Run ``cmd`` in a fresh process: its exit code, stdout and stderr."""
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _in_process(args: tuple[str, ...]) -> tuple[int, str, str]:
+    """`fedzo.cli.main(args)` with its output captured; torch's thread count (which a run
+    sets from its scenario) is restored afterwards."""
+    import torch
+
+    from fedzo.cli import main
+
+    threads, out, err = torch.get_num_threads(), io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's refusals
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+    return code, out.getvalue(), err.getvalue()
 
 
 def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

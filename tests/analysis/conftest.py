@@ -12,6 +12,16 @@ import pytest
 DEVICES = ("rpi5-8gb", "jetson-orin-nano", "pixel-7")
 
 
+@pytest.fixture(autouse=True)
+def _fedzo_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The experiment scripts run their `fedzo` commands in the test's process: a fresh
+    process per tiny run would spend ~10 s of its ~11 s on imports (tests/analysis/
+    test_experiments.py checks the fresh-process path once)."""
+    from analysis.experiments import common
+
+    monkeypatch.setattr(common, "IN_PROCESS", True)
+
+
 def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(obj) + "\n" for obj in lines), encoding="utf-8")
 

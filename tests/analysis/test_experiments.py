@@ -303,3 +303,17 @@ def test_byzantine_runs_another_scenario_with_a_subset_of_cells(tmp_path: Path, 
     assert "| random |" in table and "sign_flip" not in table
     with pytest.raises(SystemExit):
         byzantine.main(["--defences", "median", "mean", "--seeds", "0", "--work", str(tmp_path / "runs")])
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_failed_fedzo_command_names_the_run_and_the_error_either_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: bool) -> None:
+    from analysis.experiments import common
+
+    monkeypatch.setattr(common, "IN_PROCESS", in_process)
+    bad = _write(tmp_path / "bad.yaml", {**TINY_ZO, "federation": {**TINY_ZO["federation"], "rounds": -1}})
+    with pytest.raises(RuntimeError) as err:
+        common.run_fedzo(tmp_path / "run", "validate", str(bad))
+    assert str(tmp_path / "run") in str(err.value) and "(exit 2)" in str(err.value)
+    assert "rounds" in str(err.value) and str(bad) in str(err.value)
+    assert "validate" in common.run_fedzo(tmp_path / "run", "validate", "--help")

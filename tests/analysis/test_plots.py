@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import fedzo.cli
-from fedzo.reporting.plots import parse_formats, plot_runs
 from fedzo.errors import ConfigError
+from fedzo.reporting.plots import parse_formats, plot_runs
 
 STEMS = ("accuracy_vs_time", "accuracy_vs_bytes", "accuracy_vs_round", "memory_frontier")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from fedzo.reporting.rundir import display_names, load_run
 from fedzo.errors import ConfigError
+from fedzo.reporting.rundir import display_names, load_run
 
 
 def test_load_federated_run(fed_run: Path) -> None:
