@@ -1,8 +1,16 @@
-"""A tiny federated scenario shared by the engine tests."""
+"""A tiny federated scenario shared by the engine tests, and one loopback deployment shared
+by the deployment tests."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,8 @@ def tiny_config(*, optimizer: str = "zo-sgd", lr: float = 1e-3, **fed: Any) -> S
         "data": {"task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32, "batch_size": 8},
         "optimizer": {"name": optimizer, "lr": lr}, "federation": {**base, **fed}})
 
+
+DEPLOY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_local.sh"
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
                                     "sim_compute_end", "sim_end"}
@@ -75,3 +85,78 @@ def interrupted_then_resumed(config: Any, out: Path, crash_round: int, monkeypat
 def interrupt_and_resume(monkeypatch: Any) -> Any:
     """``interrupt_and_resume(config, out, crash_round)`` -> the resumed summary."""
     return lambda config, out, crash_round: interrupted_then_resumed(config, out, crash_round, monkeypatch)
+
+
+DEPLOY_SCENARIO = """\
+version: 2
+name: deploy-tiny
+model: {name: tiny-llama}
+data: {task: synthetic-sentiment, train_examples: 64, eval_examples: 32, batch_size: 8}
+optimizer: {lr: 0.001}
+runtime: {device: cpu, threads: 1}
+federation:
+  num_clients: 2
+  rounds: 3
+  local_steps: 3
+  round_timeout: 300
+fleet:
+  default_profile: rpi5-8gb  # always available: every client-round must come back
+"""
+"""The deployed scenario. Three rounds, not two: only from round 3 on does a node need the
+synced model it cached on disk in an earlier round (each message runs in a fresh client-app
+process), so the node cache is exercised."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One finished ``scripts/deploy_local.sh`` run whose SuperNodes dialled a counting proxy."""
+
+    root: Path  # scenario file, deployed/ (the run directory) and logs/
+    output: str  # the script's stdout and stderr
+    seconds: float
+    report: dict[str, Any]  # the proxy's byte report
+    exchanges: list[Any]  # the proxy's captured HTTP exchanges
+
+    @property
+    def scenario(self) -> Path:
+        """The deployed scenario file."""
+        return self.root / "deploy-tiny.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def proxied_deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """A SuperLink and 2 SuperNodes on loopback (``scripts/deploy_local.sh``) running
+    :data:`DEPLOY_SCENARIO`, the nodes dialling a counting TCP proxy
+    (:class:`fedzo.bench.wire.WireProxy`) in front of the SuperLink. About 90 s on 2 cores,
+    so the deployment tests share one (tests/federation/test_wire.py checks its bytes,
+    test_deploy_integration.py its model and processes)."""
+    from fedzo.bench.wire import WireProxy
+
+    root = tmp_path_factory.mktemp("deployment")
+    scenario = root / "deploy-tiny.yaml"
+    scenario.write_text(DEPLOY_SCENARIO)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    link_port = _free_port()
+    with WireProxy(link_port, capture=True) as proxy:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["bash", str(DEPLOY_SCRIPT), str(scenario), "--out", str(root / "deployed"),
+                                 "--logs", str(root / "logs"), "--timeout", "400", "--port", str(link_port),
+                                 "--node-superlink", f"127.0.0.1:{proxy.port}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=480)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # the script's trap stops what it started
+            output, _ = proc.communicate(timeout=30)
+            pytest.fail(f"deploy_local.sh timed out:\n{output}")
+        seconds = time.monotonic() - t0
+        time.sleep(0.5)  # the nodes' last calls (deactivation) finish
+    assert proc.returncode == 0, output
+    return Deployment(root, output, seconds, proxy.report(), list(proxy.exchanges))

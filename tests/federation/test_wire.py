@@ -1,8 +1,9 @@
 """fedzo's byte count against the bytes that cross the network.
 
-The deployment test runs the tiny scenario (as test_deploy_integration.py) with its 2
-SuperNodes dialling a counting proxy (:mod:`fedzo.bench.wire`) in front of the SuperLink,
-then compares the proxy's *message* bytes (the protobuf bodies of the calls that move
+The deployment test reads the loopback deployment it shares with
+test_deploy_integration.py (conftest.py's ``proxied_deployment``: the tiny scenario, its 2
+SuperNodes dialling a counting proxy, :mod:`fedzo.bench.wire`, in front of the SuperLink)
+and compares the proxy's *message* bytes (the protobuf bodies of the calls that move
 application messages) with fedzo's ``wire`` figures for the same run, handshake
 included. Every figure the run directory records (client records' ``bytes_down`` /
 ``bytes_up``, ``summary.json``'s ``bytes_by_kind["setup"]``) must equal the ``wire`` or
@@ -16,11 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,25 +31,8 @@ from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_conte
 from fedzo.bench.wire import Exchange, HttpParser, WireProxy, is_message_call
 from fedzo.federation.bytes import MessageSize, wire_parts
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_local.sh"
-ROUNDS = 3
+ROUNDS = 3  # DEPLOY_SCENARIO's (tests/federation/conftest.py)
 TOLERANCE = 0.05
-
-SCENARIO = """\
-version: 2
-name: deploy-tiny
-model: {name: tiny-llama}
-data: {task: synthetic-sentiment, train_examples: 64, eval_examples: 32, batch_size: 8}
-optimizer: {lr: 0.001}
-runtime: {device: cpu, threads: 1}
-federation:
-  num_clients: 2
-  rounds: 3
-  local_steps: 3
-  round_timeout: 300
-fleet:
-  default_profile: rpi5-8gb  # always available: every client-round must come back
-"""
 
 
 # -- the proxy's parser, without a network ---------------------------------------------------
@@ -170,33 +149,6 @@ def key_of(direction: str, msg: Message) -> tuple[Any, int]:
     return ("setup", msg.metadata.src_node_id) if "r" not in rec else (int(rec["r"]), int(rec["c"]))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def deploy_through(proxy: WireProxy, link_port: int, tmp_path: Path) -> tuple[str, float]:
-    """Run deploy_local.sh with its SuperNodes dialling ``proxy``; (output, seconds)."""
-    scenario = tmp_path / "deploy-tiny.yaml"
-    scenario.write_text(SCENARIO)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(["bash", str(SCRIPT), str(scenario), "--out", str(tmp_path / "deployed"),
-                             "--logs", str(tmp_path / "logs"), "--timeout", "400", "--port", str(link_port),
-                             "--node-superlink", f"127.0.0.1:{proxy.port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=480)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the script's trap stops what it started
-        output, _ = proc.communicate(timeout=30)
-        pytest.fail(f"deploy_local.sh timed out:\n{output}")
-    assert proc.returncode == 0, output
-    return output, time.monotonic() - t0
-
-
 def fedzo_count(run: Path, messages: list[tuple[str, Message]]) -> tuple[int, str]:
     """fedzo's wire total for the run (handshake included) and where it comes from.
 
@@ -243,16 +195,13 @@ def overhead_table(report: dict[str, Any], seconds: float) -> list[str]:
 
 
 @pytest.mark.deploy
-def test_fedzo_counts_the_message_bytes_that_cross_the_network(tmp_path) -> None:
-    link_port = free_port()
-    with WireProxy(link_port, capture=True) as proxy:
-        output, seconds = deploy_through(proxy, link_port, tmp_path)
-        time.sleep(0.5)  # the nodes' last calls (deactivation) finish
-    report = proxy.report()
+def test_fedzo_counts_the_message_bytes_that_cross_the_network(proxied_deployment: Any) -> None:
+    dep = proxied_deployment
+    output, seconds, report = dep.output, dep.seconds, dep.report
     assert "deploy_local: SuperNodes dial 127.0.0.1:" in output
     assert report["raw_bytes"] == {d: report["head_bytes"][d] + report["body_bytes"][d] for d in ("up", "down")}
-    messages = reassemble(proxy.exchanges)
-    fedzo, source = fedzo_count(tmp_path / "deployed", messages)
+    messages = reassemble(dep.exchanges)
+    fedzo, source = fedzo_count(dep.root / "deployed", messages)
     measured = sum(report["message_bytes"].values())
     by_path: dict[tuple[str, str], int] = {}
     for d, m in messages:
@@ -268,7 +217,7 @@ def test_fedzo_counts_the_message_bytes_that_cross_the_network(tmp_path) -> None
     print(f"\ndeployment through the proxy: {seconds:.1f} s; proxy message bytes {measured} "
           f"({report['message_bytes']}), fedzo {fedzo} ({source}), difference {100 * diff:+.2f} %")
     print("\n".join(overhead_table(report, seconds)))
-    (tmp_path / "wire_report.json").write_text(json.dumps(report, indent=1))
+    (dep.root / "wire_report.json").write_text(json.dumps(report, indent=1))
     print(f"by (path, direction): fedzo {sorted(by_path.items())}\n  proxy {sorted(proxy_by_path.items())}")
     assert sum(n["message_bytes"] > 0 and n["overhead_bytes"] > 0 for n in report["nodes"].values()) == 2
     assert abs(diff) <= TOLERANCE, (by_path, proxy_by_path)
