@@ -18,10 +18,11 @@ Two ways to share a pass:
   estimators: each client keeps its own copy of its virtual tokens or adapters, and each
   row of the joint forward gets its own client's (:mod:`fedzo.federation.rowstate`).
 
-Otherwise (and always for ``forward-grad``, which differentiates each client's own forward,
-and for a half-precision model, whose joint forward would round the loss differences far
-beyond the tolerance) the round runs one client at a time, as in-process, and its record says why
-(``batching``). A pass's shape differs from a client's own batch, so it may round
+Forward gradients (``forward-grad``) run in ``rows`` mode: one forward-mode pass
+(:func:`torch.func.jvp`) carries every client's tangent along its own rows, and gives each
+client its loss and its derivative. Otherwise (and for a half-precision model, whose joint
+forward would round the loss differences far beyond the tolerance) the round runs one client
+at a time, as in-process, and its record says why (``batching``). A pass's shape differs from a client's own batch, so it may round
 differently: scalars agree with the in-process engine's to float32 rounding of the
 losses, not bitwise. The server side (aggregation, replay) is the same code.
 
@@ -36,6 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from flwr.app import Error, Message
 
 from fedzo.config.federation import BatchedConfig
@@ -43,13 +45,15 @@ from fedzo.federation import client as client_mod
 from fedzo.federation import fedavg_client
 from fedzo.federation.client import LocalSteps, Worker
 from fedzo.federation.inprocess import InProcessTransport
-from fedzo.federation.joint import JointForward, LossRequest, Mode, Move, NotShareable
+from fedzo.federation.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
 from fedzo.federation.lockstep import Abandoned, Ask, run_lockstep
 from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, build_uplink, parse_downlink
 from fedzo.federation.rowstate import rows_reason
 from fedzo.killpoints import kill_point
+from fedzo.tasks.batching import Batch
 from fedzo.zo import EstimatorConfig, ParamSet, Perturber
+from fedzo.zo.forward_grad import Along
 from fedzo.zo.perturb import ChunkHook
 
 
@@ -81,13 +85,16 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     if any(x.catch_up.to_round != d.catch_up.to_round or x.seeds != d.seeds for x in downlinks):
         return "sequential", "participants start from different rounds or seeds"
     est = EstimatorConfig(worker.scenario.zo.estimator, d.eps, d.q)
-    if est.tangent_forwards_per_step:
-        return "sequential", f"estimator {est.kind!r} differentiates each client's own forward"
     if (dtype := worker.scenario.model.dtype) != "fp32":
         # a joint forward rounds differently from a client's own; at 8 significant bits the
         # loss differences, and so the scalars, then differ by far more than rounding (tiny
         # model in bf16: up to 52x)
         return "sequential", f"model.dtype {dtype}: a joint forward would not reproduce each client's scalars"
+    if est.tangent_forwards_per_step:  # each client's tangent is along its own state: rows only
+        rows = rows_reason(worker.objective.classifier, worker.work)
+        if rows is None:
+            return "rows", f"estimator {est.kind!r}: each row carries its own client's state and tangent"
+        return "sequential", f"estimator {est.kind!r} differentiates each client's own state, and {rows}"
     why = []
     if len(d.seeds) > 1:
         why.append(f"K = {len(d.seeds)} local steps")
@@ -102,14 +109,28 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
 
 
 def _job(worker: Worker, d: Downlink, mode: Mode) -> Any:
-    """One client's local steps, asking the lockstep coordinator for every loss."""
-    def job(ask: Ask[LossRequest]) -> LocalSteps:
+    """One client's local steps, asking the lockstep coordinator for every loss (and, for
+    forward gradients, its derivative along the client's tangents)."""
+    def job(ask: Ask[LossRequest, Answer]) -> LocalSteps:
+        def loss(request: LossRequest) -> float:
+            answer = ask(request)
+            assert isinstance(answer, float)
+            return answer
+
         if mode == "shared":
             rec = RecordingPerturber(worker.work_perturber)
-            return worker.local_steps(d, rec, lambda b: ask(LossRequest(b, moves=rec.take())))
+            return worker.local_steps(d, rec, lambda b: loss(LossRequest(b, moves=rec.take())))
         own = ParamSet(worker.clean.names, tuple(t.clone() for t in worker.clean.tensors))
         pert = Perturber(own, worker.spec, mask=worker.work_perturber.mask, blocks=worker.work_perturber.blocks)
-        return worker.local_steps(d, pert, lambda b: ask(LossRequest(b, state=own.tensors)))
+
+        def along(b: Batch) -> Along:
+            def derivative(tangents: Sequence[torch.Tensor]) -> tuple[float, float]:
+                answer = ask(LossRequest(b, state=own.tensors, tangents=tuple(tangents)))
+                assert isinstance(answer, tuple)
+                return answer
+            return derivative
+
+        return worker.local_steps(d, pert, lambda b: loss(LossRequest(b, state=own.tensors)), along)
     return job
 
 

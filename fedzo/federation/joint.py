@@ -32,13 +32,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.func import jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fedzo.federation.rowstate import per_row_state
+from fedzo.federation.rowstate import States, per_row_state
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 
 Mode = Literal["shared", "rows", "sequential"]
 Move = tuple[int, tuple[float, ...]]
+Answer = float | tuple[float, float]  # a loss; or a loss and its derivative along the request's tangents
 CPU_PASS_MIB = 8.0  # the default activation cap of one pass on a CPU (see the module doc)
 
 
@@ -53,6 +56,7 @@ class LossRequest:
     batch: Batch
     state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
     moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
+    tangents: tuple[torch.Tensor, ...] = ()  # rows, forward gradients: a direction for each state tensor
 
 
 def row_lengths(batch: Batch) -> list[int]:
@@ -139,30 +143,55 @@ class JointForward:
         self.max_tokens = pass_byte_cap(max_pass_mib, worker.objective.device) / token_bytes(clf.model)
         self.forwards = 0
 
-    def __call__(self, requests: list[LossRequest]) -> list[float]:
+    def __call__(self, requests: list[LossRequest]) -> list[Answer]:
         if self.mode == "shared":
             moves = {r.moves for r in requests}
             if len(moves) != 1:
                 raise NotShareable("clients made different moves before a loss request")
             for seed, alphas in requests[0].moves:
                 self.worker.work_perturber.apply(seed, alphas)
+        along = [bool(r.tangents) for r in requests]
+        if not any(along):
+            with torch.no_grad():
+                return [float(x) for x in self._losses(requests, [r.state for r in requests])]
+        if not all(along) or self.mode != "rows":
+            raise NotShareable("forward gradients need every request's tangents and per-row client state")
+        return self._along(requests)
+
+    def _along(self, requests: Sequence[LossRequest]) -> list[Answer]:
+        """Each request's loss and its exact derivative along its own tangents, from one
+        forward-mode pass over all the rows (:func:`torch.func.jvp`; a client's loss depends
+        on its own state only, so the derivative of the stacked losses is each client's own)."""
+        n = len(requests[0].state)
+        primals = tuple(t for r in requests for t in r.state)
+        tangents = tuple(t for r in requests for t in r.tangents)
+
+        def losses(*flat: torch.Tensor) -> torch.Tensor:
+            return self._losses(requests, [flat[i * n:(i + 1) * n] for i in range(len(requests))])
+
+        # PyTorch's fused CPU attention has no forward-mode derivative (as fedzo.zo.forward_grad)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            out = jvp(losses, primals, tangents)
+        return [(float(v), float(d)) for v, d in zip(out[0], out[1], strict=True)]
+
+    def _losses(self, requests: Sequence[LossRequest], states: States) -> torch.Tensor:
+        """Every request's mean cross-entropy over its own rows (stacked), from packed passes."""
         lengths = [n for r in requests for n in row_lengths(r.batch)]
         owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
-        scores: torch.Tensor | None = None
-        for p in pack(lengths, self.max_rows, self.max_padding, self.max_tokens):
-            logits = self._forward(requests, blocks(p, owner), max(lengths[k] for k in p))
-            if scores is None:
-                scores = logits.new_empty((len(lengths), logits.shape[1]))
-            scores[torch.tensor(p)] = logits
-        assert scores is not None  # every request has rows
+        passes = pack(lengths, self.max_rows, self.max_padding, self.max_tokens)
+        logits = [self._forward(requests, states, blocks(p, owner), max(lengths[k] for k in p)) for p in passes]
+        order = torch.tensor([k for p in passes for k in p])
+        where = torch.empty_like(order)
+        where[order] = torch.arange(len(order))
+        scores = torch.cat(logits)[where]  # back in request order
         out, start = [], 0
         for r in requests:
-            out.append(float(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels)))
+            out.append(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels))
             start += len(r.batch)
-        return out
+        return torch.stack(out)
 
-    @torch.no_grad()
-    def _forward(self, requests: Sequence[LossRequest], parts: Sequence[Block], width: int) -> torch.Tensor:
+    def _forward(self, requests: Sequence[LossRequest], states: States, parts: Sequence[Block],
+                 width: int) -> torch.Tensor:
         """Class scores of the rows ``parts`` name, in their order, in one pass."""
         clf = self.worker.objective.classifier
         pad_id = clf.tokenizer.pad_token_id
@@ -171,5 +200,5 @@ class JointForward:
         self.forwards += 1
         if self.mode != "rows":
             return clf.logits(joint)
-        with per_row_state(clf, self.worker.work, [requests[i].state for i, _ in parts], [len(js) for _, js in parts]):
+        with per_row_state(clf, self.worker.work, [states[i] for i, _ in parts], [len(js) for _, js in parts]):
             return clf.logits(joint)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 R = TypeVar("R")  # what a job asks to have evaluated
+A = TypeVar("A")  # what a request is answered with (a loss; a loss and its derivative)
 T = TypeVar("T")  # what a job returns
 
-Ask = Callable[[R], float]
+Ask = Callable[[R], A]
 
 
 class Abandoned(RuntimeError):
@@ -28,16 +29,16 @@ class Abandoned(RuntimeError):
 
 
 @dataclass
-class _Slot(Generic[R, T]):
+class _Slot(Generic[R, A, T]):
     go: threading.Event = field(default_factory=threading.Event)
     paused: threading.Event = field(default_factory=threading.Event)
     request: R | None = None
-    reply: float | BaseException | None = None
+    reply: A | BaseException | None = None
     done: bool = False
     value: T | None = None
     error: BaseException | None = None
 
-    def ask(self, request: R) -> float:
+    def ask(self, request: R) -> A:
         """Called by the job: hand over ``request``, wait for the turn's answer."""
         self.request, self.reply = request, None
         self.paused.set()
@@ -49,7 +50,7 @@ class _Slot(Generic[R, T]):
         assert reply is not None
         return reply
 
-    def main(self, job: Callable[[Ask[R]], T]) -> None:
+    def main(self, job: Callable[[Ask[R, A]], T]) -> None:
         self.go.wait()
         self.go.clear()
         try:
@@ -75,14 +76,14 @@ class Outcome(Generic[T]):
     error: BaseException | None
 
 
-def run_lockstep(jobs: Sequence[Callable[[Ask[R]], T]],
-                 answer: Callable[[list[R]], list[float]]) -> tuple[list[Outcome[T]], int]:
+def run_lockstep(jobs: Sequence[Callable[[Ask[R, A]], T]],
+                 answer: Callable[[list[R]], Sequence[A]]) -> tuple[list[Outcome[T]], int]:
     """Run ``jobs`` in turns; ``answer(requests)`` evaluates every waiting job's request.
 
     Returns each job's outcome (in order) and the number of ``answer`` calls. When
     ``answer`` raises, every waiting job gets :class:`Abandoned` from its request.
     """
-    slots: list[_Slot[R, T]] = [_Slot() for _ in jobs]
+    slots: list[_Slot[R, A, T]] = [_Slot() for _ in jobs]
     threads = [threading.Thread(target=s.main, args=(j,), name=f"fedzo-lockstep-{i}", daemon=True)
                for i, (s, j) in enumerate(zip(slots, jobs, strict=True))]
     for t in threads:
@@ -99,7 +100,7 @@ def run_lockstep(jobs: Sequence[Callable[[Ask[R]], T]],
             break
         turns += 1
         try:
-            replies: Sequence[float | BaseException] = answer([s.request for s in waiting])  # type: ignore[misc]
+            replies: Sequence[A | BaseException] = answer([s.request for s in waiting])  # type: ignore[misc]
             if len(replies) != len(waiting):
                 raise RuntimeError(f"answer gave {len(replies)} values for {len(waiting)} requests")
         except Exception as exc:  # noqa: BLE001 - every waiting job learns why

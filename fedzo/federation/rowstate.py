@@ -5,8 +5,8 @@ passes of clients whose small trainable sets have diverged (several local steps)
 pass over all their rows. The frozen base is shared; what differs per client is applied
 per block of rows, with the same operations a client's own forward uses:
 
-* prompt tuning: the PEFT model's ``get_prompt`` is called once per block with that
-  client's virtual tokens loaded, and the prompts are concatenated;
+* prompt tuning: each block's prompts are its client's virtual tokens, laid out as the
+  PEFT model's ``get_prompt`` lays them out, and the prompts are concatenated;
 * prefix tuning: the prefix encoder embeds each block's virtual tokens with that client's
   table (every layer's keys and values);
 * LoRA: every LoRA linear adds ``B_i (A_i x) * scaling`` to the frozen layer's output for
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from fedzo.tasks.classifiers import PromptClassifier
 from fedzo.zo import ParamSet
 
-States = Sequence[tuple[torch.Tensor, ...]]  # per block of rows: the client's trainable tensors, in work order
+States = Sequence[Sequence[torch.Tensor]]  # per block of rows: the client's trainable tensors, in work order
 
 
 def _peft_kind(model: Any) -> str | None:
@@ -95,19 +95,18 @@ def rows_reason(classifier: Any, work: ParamSet) -> str | None:
 @contextmanager
 def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
     """Prompt tuning: while active, the PEFT model's virtual tokens for row block ``i`` are
-    ``states[i]``: each block's prompts come from the model's own ``get_prompt`` with that
-    state loaded (it embeds one row and repeats it, so the encoder cannot be split by rows)."""
-    original = model.get_prompt
+    ``states[i]``'s. Each block's prompts are what the model's own ``get_prompt`` computes
+    (the embedding of one row of prompt tokens, repeated per row), read from the block's
+    state rather than from the model's table: nothing is copied into the model, so the
+    states may carry forward-mode tangents (forward gradients)."""
+    encoder = model.prompt_encoder[model.active_adapter]
+    (k,) = [i for i, t in enumerate(work.tensors) if t.data_ptr() == encoder.embedding.weight.data_ptr()]
+    tokens = model.prompt_tokens[model.active_adapter].unsqueeze(0)[:1].to(encoder.embedding.weight.device)
 
     def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
         if batch_size != sum(rows):
             raise RuntimeError(f"a joint forward of {sum(rows)} rows asked for {batch_size} prompts")
-        parts = []
-        for state, n in zip(states, rows, strict=True):
-            for t, s in zip(work.tensors, state, strict=True):
-                t.copy_(s)
-            parts.append(original(batch_size=n, **kwargs))
-        return torch.cat(parts)
+        return torch.cat([F.embedding(tokens, state[k]).repeat(n, 1, 1) for state, n in zip(states, rows, strict=True)])
 
     model.get_prompt = get_prompt
     try:

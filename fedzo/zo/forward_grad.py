@@ -50,8 +50,9 @@ class DirectionalLoss:
         """``(loss, d loss / d a)`` at ``a = 0`` of the parameters moved by ``a x tangents``."""
         if self._along is None:
             raise ConfigError("estimator 'forward-grad' needs a loss it can differentiate in forward mode, and "
-                              "this one has none (the batched engine's joint forward); allowed: the in-process, "
-                              "simulation and deployment engines and centralized training")
+                              "this one has none (the batched engine's shared joint forward); allowed: the in-process, "
+                              "simulation and deployment engines, the batched engine with per-row client state "
+                              "(prompt, prefix or LoRA tuning), and centralized training")
         return self._along(tangents)
 
 

@@ -73,7 +73,10 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "prefix-K2-q2-sign": ("prefix", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "lora-K3": ("lora", {}, "zo-sgd", {}, "rows"),
     "lora-K2-q2-sign": ("lora", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
-    "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
+    "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "rows"),
+    "lora-K2-forward-grad": ("lora", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 2}, "rows"),
+    "prefix-K2-forward-grad": ("prefix", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 2}, "rows"),
+    "full-K1-forward-grad": ("full", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
 }
 
 
