@@ -12,7 +12,10 @@ def test_bench_keys_and_uplink_target() -> None:
     assert r["server_time_ratio_1000_vs_10"] > 0
     assert "target <= 1.2" in format_report(r)
     assert r["regeneration_seconds"] > 0 and r["replay_over_regenerations"] > 0
+    assert r["generation_seconds"] > 0
+    assert r["replay_over_generations"] == r["server_aggregate_replay_seconds_10"] / (r["k"] * r["generation_seconds"])
     assert "replay of K entries over K regenerations" in format_report(r)
+    assert "generations alone" in format_report(r)
 
 
 def test_large_replays_compile_the_portable_generator_and_stay_bitwise() -> None:
