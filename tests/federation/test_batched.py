@@ -91,6 +91,10 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
     assert all(n is not None and n.startswith(f"{mode}:") for n in notes), notes
     if mode != "sequential":
         assert all("3 clients" in str(n) for n in notes), notes
+    if mode == "rows" and zo.get("estimator") == "forward-grad":  # on a CPU a tangent pass holds one batch of rows
+        for n in notes:
+            turns, passes = (int(str(n).split(f" {w}")[0].split()[-1]) for w in ("joint turns", "forward passes"))
+            assert passes >= 3 * turns, n
     a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
     assert _close(a, b), f"{name}: coefficients differ beyond rtol {RTOL}"
     if a == b:  # same arithmetic: the runs agree bitwise, final accuracy included
