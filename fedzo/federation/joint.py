@@ -172,7 +172,7 @@ class JointForward:
         primals = tuple(t for r in requests for t in r.state)
         tangents = tuple(t for r in requests for t in r.tangents)
 
-        rows = max(len(r.batch) for r in requests) if self.cpu else self.max_rows
+        rows = max(len(r.batch) for r in requests) if self.cpu else None
 
         def losses(*flat: torch.Tensor) -> torch.Tensor:
             return self._losses(requests, [flat[i * n:(i + 1) * n] for i in range(len(requests))], rows)
@@ -190,9 +190,7 @@ class JointForward:
         passes = pack(lengths, min(self.max_rows, max_rows or self.max_rows), self.max_padding, self.max_tokens)
         logits = [self._forward(requests, states, blocks(p, owner), max(lengths[k] for k in p)) for p in passes]
         order = torch.tensor([k for p in passes for k in p])
-        where = torch.empty_like(order)
-        where[order] = torch.arange(len(order))
-        scores = torch.cat(logits)[where]  # back in request order
+        scores = torch.cat(logits)[torch.argsort(order)]  # back in request order
         out, start = [], 0
         for r in requests:
             out.append(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels))
