@@ -17,6 +17,13 @@ resumed, a test score is cached beside its run)::
     python -m analysis.experiments.zo_efficacy --phase search   # every method x tuning x lr, seed 0
     python -m analysis.experiments.zo_efficacy --phase seeds    # ZO-SGD and the two best, 3 seeds,
                                                                 # federated and centralized
+    python -m analysis.experiments.zo_efficacy --phase report   # tables and figure of the finished
+                                                                # cells, running none (mid-search)
+
+Besides the table, each phase draws ``accuracy_vs_forwards.png`` (dev accuracy against
+fleet forward passes and simulated device time) and estimates, per cell, the forward
+passes the target (0.85) would take on the cell's log-linear trend, with its range
+(:mod:`analysis.experiments.zo_efficacy_report`; labelled an estimate).
 
 The search ranks each (method, tuning) by its best learning rate's final dev accuracy
 (never by test: the test split only reports). The seeds phase takes the tuning of the
@@ -45,6 +52,7 @@ from typing import Any
 import yaml
 
 from analysis.experiments.common import cached_evaluation, run_fedzo, write_results
+from analysis.experiments.zo_efficacy_report import TARGET, cell_extrapolation, extrapolation_cell, figure
 from fedzo.stats import wilson_interval
 
 
@@ -131,7 +139,7 @@ def run_cell(a: argparse.Namespace, path: Path, sc: dict[str, Any], *, centraliz
     dev = {} if centralized else {"dev_accuracy": summary["final_accuracy"], "initial_dev_accuracy":
                                   summary["initial_accuracy"], "dev_interval": summary.get("final_accuracy_interval"),
                                   "dev_n": summary.get("eval_n")}
-    return {**dev,
+    return {**dev, "clock": curve[0].get("clock") if curve else None,
             "test_accuracy": test["accuracy"], "test_n": test["n"], "test_interval": list(wilson_interval(test["accuracy"], test["n"])),
             "sim_seconds": summary.get("sim_seconds"), "host_seconds": summary.get("host_seconds"), "curve": points}
 
@@ -143,12 +151,20 @@ def grid() -> list[tuple[str, str, float]]:
             for name, m in METHODS.items() if k < len(m.lrs[peft])]
 
 
-def search(a: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every search cell on seed 0."""
+def finished(path: Path) -> bool:
+    """Whether the cell in ``path`` ran to its end and has its test score."""
+    return (path / "summary.json").exists() and (path.parent / f"{path.name}.test.json").exists()
+
+
+def search(a: argparse.Namespace, *, only_finished: bool = False) -> list[dict[str, Any]]:
+    """Every search cell on seed 0 (``only_finished``: the finished ones, running none)."""
     rows = []
     for name, peft, lr in grid():
         m = METHODS[name]
-        r = run_cell(a, Path(a.out) / "runs" / "search" / f"{name}-{peft}-{lr:g}", scenario(a, name, peft, lr, 0))
+        path = Path(a.out) / "runs" / "search" / f"{name}-{peft}-{lr:g}"
+        if only_finished and not finished(path):
+            continue
+        r = run_cell(a, path, scenario(a, name, peft, lr, 0))
         rows.append({"method": name, "peft": peft, "lr": lr, "rounds": cell_rounds(a, m),
                      "forwards": cell_rounds(a, m) * a.clients * a.local_steps * m.forwards, **r})
     return rows
@@ -210,14 +226,19 @@ def _ci(interval: list[float] | None) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: the search (dev and test accuracy per cell) and, once run, the seeds."""
-    lines = ["## Search (seed 0; ranked by dev)", "",
-             "| tuning | method | lr | rounds | fleet forwards | dev accuracy [95 %] | test accuracy [95 %] | host min |",
-             "|---|---|---|---|---|---|---|---|"]
+    target = result.get("target", TARGET)
+    lines = [f"## Search (seed 0; ranked by dev; {result.get('cells_finished', 'all')} cells finished)", "",
+             ("| tuning | method | lr | rounds | fleet forwards | dev accuracy [95 %] | test accuracy [95 %] | host min "
+             f"| fleet forwards to dev {target:.2f} [95 %] (estimate) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["search"]:
         lines.append(f"| {r['peft']} | {r['method']} | {r['lr']:g} | {r['rounds']} | {r['forwards']} | "
                      f"{r['initial_dev_accuracy']:.3f} -> {r['dev_accuracy']:.3f}{_ci(r['dev_interval'])} "
                      f"(n {r['dev_n']}) | {r['test_accuracy']:.3f}{_ci(r['test_interval'])} (n {r['test_n']}) | "
-                     f"{(r['host_seconds'] or 0) / 60:.0f} |")
+                     f"{(r['host_seconds'] or 0) / 60:.0f} | {extrapolation_cell(r['extrapolation'])} |")
+    lines += ["", (f"The last column is an estimate: dev accuracy fitted against log(forward passes) (weighted least "
+              f"squares over the cell's evaluated rounds), solved for {target:.2f}; the range is the slope's 95 % "
+              "interval, unbounded where the slope could be zero (`analysis/experiments/zo_efficacy_report.py`).")]
     if result.get("summary"):
         lines += ["", "## Seeds (test accuracy)", "", "| tuning | method | setting | seeds | mean ± sd |",
                   "|---|---|---|---|---|"]
@@ -232,7 +253,8 @@ def format_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run a phase and write the results (the search is read back for the seeds phase)."""
     p = argparse.ArgumentParser(prog="python -m analysis.experiments.zo_efficacy", description=__doc__.split("\n")[0])
-    p.add_argument("--phase", choices=("search", "seeds"), default="search")
+    p.add_argument("--phase", choices=("search", "seeds", "report"), default="search",
+                   help="report: the tables and figure of the finished cells, running none")
     p.add_argument("--out", default="analysis/results/zo_efficacy")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", default="rotten-tomatoes")
@@ -249,16 +271,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    rows = search(a)
+    rows = search(a, only_finished=a.phase == "report")
+    for r in rows:
+        r["extrapolation"] = cell_extrapolation(r)
     result: dict[str, Any] = {"command": "python -m analysis.experiments.zo_efficacy " + " ".join(
         sys.argv[1:] if argv is None else argv), "setting": {k: v for k, v in vars(a).items() if k != "phase"},
-        "methods": {n: m.label for n, m in METHODS.items()}, "search": rows}
+        "methods": {n: m.label for n, m in METHODS.items()}, "search": rows, "target": TARGET,
+        "cells_finished": f"{len(rows)} of {len(grid())}"}
     if a.phase == "seeds":
         result["seeds"] = seeds_phase(a, rows)
         result["summary"] = summarize(result["seeds"])
         result["best_method"] = result["summary"]["best_method"]
         result["best_federated_test_accuracy"] = result["summary"]["best_federated_test_accuracy"]
     write_results(Path(a.out), result, format_table)
+    if rows:
+        figure(rows, Path(a.out) / "accuracy_vs_forwards.png")
     return 0
 
 

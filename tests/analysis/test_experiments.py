@@ -256,6 +256,14 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     assert z.main(["--phase", "search", *args]) == 0  # finished cells are reused
     assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001" / "summary.json").stat().st_mtime_ns == before
     assert (tmp_path / "table.md").read_text() == z.format_table(json.loads((tmp_path / "results.json").read_text()))
+    # --phase report: the finished cells only (one without its test score is left out and not evaluated)
+    (tmp_path / "runs" / "search" / "server-adam-prompt-0.001.test.json").unlink()
+    assert z.main(["--phase", "report", *args]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert [row["method"] for row in r["search"]] == ["zo-sgd"] and r["cells_finished"] == "1 of 2"
+    assert not (tmp_path / "runs" / "search" / "server-adam-prompt-0.001.test.json").exists()
+    assert r["search"][0]["extrapolation"]["estimate"] is True and (tmp_path / "accuracy_vs_forwards.png").exists()
+    assert "(estimate)" in (tmp_path / "table.md").read_text()
 
 
 def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
