@@ -110,11 +110,18 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence[Example], batch_size: int = 16) -> dict[str, Any]:
-        """``accuracy``, ``macro_f1``, ``n`` and ``pred_counts`` (predictions per class)."""
+        """``accuracy``, ``macro_f1``, ``n`` and ``pred_counts`` (predictions per class).
+
+        The examples are batched in order of their encoded length, so a batch is padded to
+        little more than its own tokens (Rotten Tomatoes dev, SmolLM2 prompts, batches of
+        16: 1.29x the tokens in the given order, 1.05x sorted). Every figure returned is a
+        count over examples, so the order changes none of them beyond the float32 rounding
+        of a row's scores in a batch of another width."""
         device = next(self.parameters()).device
         labels: list[int] = []
         preds: list[int] = []
-        for batch in self.batches(examples, batch_size):
+        by_length = sorted(examples, key=lambda e: len(self._encode_cached(e.text)))  # stable: ties keep their order
+        for batch in self.batches(by_length, batch_size):
             preds += self.predict(batch.to(device)).tolist()
             labels += batch.labels.tolist()
         return {

@@ -126,6 +126,21 @@ def test_evaluate_reports_metrics(llama):
     assert result["n"] == 20 and sum(result["pred_counts"]) == 20
 
 
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-bert"])
+def test_evaluate_batches_by_length_and_scores_as_one_example_at_a_time(model, monkeypatch):
+    """Evaluation batches are sorted by length (little padding); the metrics equal those of
+    unpadded one-example batches in the given order."""
+    clf = build_classifier(load_model(model), TASK)
+    examples = TASK.dev[:40]
+    alone = clf.evaluate(examples, batch_size=1)
+    widths: list[int] = []
+    predict = clf.predict
+    monkeypatch.setattr(clf, "predict", lambda b: (widths.append(b.input_ids.shape[1]), predict(b))[1])
+    batched = clf.evaluate(examples, batch_size=8)
+    assert widths == sorted(widths) and len(widths) == 5
+    assert batched == alone
+
 def test_encoder_classifier_head_is_a_trainable_parameter():
     loaded = load_model("tiny-bert")
     clf = build_classifier(loaded, TASK)
