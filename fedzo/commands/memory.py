@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "model of the family that fits, BP and ZO")
     p.add_argument("--device", help="device profile name: use its budget and check the fit")
     p.add_argument("--validate", action="store_true",
-                   help="measure peaks in fresh subprocesses and compare (about 3 min)")
+                   help="measure peaks in fresh subprocesses and compare (about 20 min on 2 idle cores)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="--validate: fresh processes per case; the table compares their median (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -103,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.validate:
         from fedzo.devices.validate import format_table, results_json, validate
 
-        results = validate()
+        if args.repeats < 1:
+            raise ConfigError(f"--repeats: must be >= 1 (got {args.repeats})")
+        results = validate(repeats=args.repeats)
         print(json.dumps(results_json(results), indent=2) if args.json else format_table(results))
         return 0
     if args.batch < 1 or args.seq < 1:

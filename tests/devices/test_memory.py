@@ -217,3 +217,26 @@ def test_a_frozen_base_saves_fewer_activations() -> None:
                              logits="last").activations for p in ("full", "lora")}
     assert bp["lora"] < 0.75 * bp["full"]
     assert layer_saved_elements(d, 64, training=False, peft="lora") == layer_saved_elements(d, 64, training=False)
+
+
+def test_validation_compares_the_median_of_fresh_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """repeats: every process is measured, the median compared, the spread reported; the live
+    tensors come from the first process only."""
+    from fedzo.devices import validate as v
+    from fedzo.errors import FedzoError
+
+    growth = iter([300, 260, 410])
+    calls: list[bool] = []
+
+    def fake(case: v.ValidationCase, timeout: float = 300.0, *, tensors: bool = True) -> dict[str, object]:
+        calls.append(tensors)
+        return {"rss_import": 1000, "hwm": 1000 + next(growth), "seconds": 1.0, "tensors": 7 if tensors else None}
+
+    monkeypatch.setattr(v, "measure", fake)
+    r = v.run_case(v.ValidationCase("tiny-llama", "zo", 4, 16), repeats=3)
+    assert calls == [True, False, False] and r.measured_runs == (300, 260, 410)
+    assert r.measured == 300 and r.process_measured == 1300 and r.tensors_measured == 7
+    assert r.spread == pytest.approx(150 / 300)
+    assert "50 % of 3" in v.format_table([r]) and v.results_json([r])[0]["spread"] == pytest.approx(0.5)
+    with pytest.raises(FedzoError, match="repeats"):
+        v.run_case(v.ValidationCase("tiny-llama", "zo", 4, 16), repeats=0)
