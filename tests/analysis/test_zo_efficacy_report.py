@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.experiments.zo_efficacy_report import (
-    BEYOND, cell_extrapolation, extrapolate, extrapolation_cell, figure)
+from analysis.experiments.zo_efficacy_report import BEYOND, cell_extrapolation, extrapolate, extrapolation_cell, figure
 
 
 def _points(a: float, b: float, budgets: list[int], n: int = 1000) -> list[dict[str, float]]:

@@ -11,8 +11,8 @@ from fedzo.devices.architectures import model_config
 from fedzo.devices.fit import check_fit, require_fit
 from fedzo.devices.memory import estimate_memory
 from fedzo.devices.profiles import get_profile
-from fedzo.units import format_bytes
 from fedzo.errors import MemoryBudgetExceeded
+from fedzo.units import format_bytes
 
 
 def test_fits_on_a_big_device() -> None:
@@ -39,7 +39,7 @@ def test_require_fit_message_is_computed(catalog: Path) -> None:
 
 
 def test_smaller_batch_suggested_and_correct(catalog: Path) -> None:
-    dev = get_profile("dev", catalog)
+    dev = get_profile("dev", catalog).model_copy(update={"memory_budget": 1_200_000_000})  # batch 1 fits, 64 not
     cfg = model_config("smollm2-135m")
     rep = check_fit(dev, cfg, "zo", 64, 512, model_name="smollm2-135m")
     assert not rep.fits
