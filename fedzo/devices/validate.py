@@ -202,17 +202,20 @@ def measure(case: ValidationCase, timeout: float = 300.0, *, tensors: bool = Tru
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def predict(case: ValidationCase, runtime_overhead: int | None = None) -> MemoryBreakdown:
+def predict(case: ValidationCase, runtime_overhead: int | None = None, *, allocator: bool = True) -> MemoryBreakdown:
     """The memory model's breakdown for ``case`` as fedzo runs it (last-position logits;
-    prompt tuning priced as prefix); ``runtime_overhead`` None: the model's default."""
+    prompt tuning priced as prefix); ``runtime_overhead`` None: the model's default;
+    ``allocator`` False: without the allocator's slack and reserve (live tensors only)."""
     from fedzo.devices.architectures import model_config
     from fedzo.devices.memory import estimate_memory
 
+    terms: dict[str, Any] = {} if allocator else {"allocator_slack": 0.0, "allocator_reserve": 0}
     return estimate_memory(
         model_config(case.model), case.mode,
         batch=case.batch, seq=case.seq, peft="prefix" if case.peft == "prompt" else case.peft,
         optimizer=case.optimizer, logits="last", runtime_overhead=runtime_overhead,
         checkpoint_fraction=1.0 if case.checkpointing else 0.0, forward_grad=case.forward_grad, dtype=case.dtype,
+        **terms,
     )
 
 
