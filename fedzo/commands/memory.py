@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "model of the family that fits, BP and ZO")
     p.add_argument("--device", help="device profile name: use its budget and check the fit")
     p.add_argument("--validate", action="store_true",
-                   help="measure peaks in fresh subprocesses and compare (about 20 min on 2 idle cores)")
+                   help="measure peaks in fresh subprocesses and compare (about 12 min on 2 idle cores)")
     p.add_argument("--repeats", type=int, default=3,
                    help="--validate: fresh processes per case; the table compares their median (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
