@@ -119,8 +119,8 @@ def figure(rows: Sequence[dict[str, Any]], path: Path, target: float = TARGET) -
         color = f"C{methods.index(row['method']) % 10}"
         style = ("-", "--", ":", "-.")[styles.index((row["peft"], row["lr"])) % 4]
         for ax, key in zip(axes, ("forwards", "sim_seconds"), strict=True):
-            xs = [p[key] / (60 if key == "sim_seconds" else 1) for p in pts if p.get(key) is not None]
             keep = [p for p in pts if p.get(key) is not None]
+            xs = [p[key] / (60 if key == "sim_seconds" else 1) for p in keep]
             ax.plot(xs, [p["accuracy"] for p in keep], marker="o", markersize=3.5, color=color, linestyle=style,
                     label=label)
             band = [(x, p["interval"]) for x, p in zip(xs, keep, strict=True) if p["interval"][0] is not None]

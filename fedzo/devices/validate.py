@@ -227,7 +227,7 @@ def run_case(case: ValidationCase, timeout: float = 300.0, repeats: int = 1) -> 
     moves from process to process with what glibc kept from loading and warming up
     (SmolLM2-135M ZO 16 x 64 bf16: 366, 407 and 412 MB above the imports on one day)."""
     if repeats < 1:
-        raise FedzoError(f"repeats: must be >= 1 (got {repeats})")
+        raise FedzoError(f"repeats (--repeats): must be >= 1 (got {repeats})")
     runs = [measure(case, timeout, tensors=k == 0) for k in range(repeats)]
     first, growth = runs[0], [m["hwm"] - m["rss_import"] for m in runs]
     mid = sorted(range(repeats), key=lambda k: growth[k])[(repeats - 1) // 2]  # the median run (lower middle)
