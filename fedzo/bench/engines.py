@@ -106,7 +106,7 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
 
     import torch
 
-    from fedzo.calibration.measure import fastest_seconds
+    from fedzo.calibration.measure import step_times
     from fedzo.federation.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
     from fedzo.tasks.objective import build_objective
 
@@ -124,8 +124,8 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     passes = [gather(pieces, blocks(p, owner), max(lengths[k] for k in p), pad_id)
               for p in pack(lengths, caps.max_rows, caps.max_padding, max_tokens)]
     with torch.no_grad():
-        separate = fastest_seconds(lambda: [clf.logits(x) for x in pieces], 3)
-        together = fastest_seconds(lambda: [clf.logits(x) for x in passes], 3)
+        separate = min(step_times(lambda: [clf.logits(x) for x in pieces], 3))
+        together = min(step_times(lambda: [clf.logits(x) for x in passes], 3))
     return {"rows": n, "batch_size": b, "passes": len(passes),
             "separate_tokens": sum(x.input_ids.numel() for x in pieces),
             "joint_tokens": sum(x.input_ids.numel() for x in passes), "own_tokens": sum(lengths),

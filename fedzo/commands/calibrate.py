@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpointing", action="store_true", help="backprop with activation checkpointing")
     p.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="batch sizes of the grid")
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="sequence lengths of the grid")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per point (the fastest is kept)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per point (their median is kept)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the reference host's cores)")
     p.add_argument("--validate", action="store_true", help="check the calibration in --out instead of measuring")
     p.add_argument("--processes", type=int, default=3,

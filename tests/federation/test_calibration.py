@@ -91,3 +91,17 @@ def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration,
     assert strip_timings(tmp_path / "b") == strip_timings(tmp_path / "a")
     plain = run_federated(cfg.model_copy(update={"fleet": FleetConfig(default_profile="rpi5-8gb")}), tmp_path / "c")
     assert plain.sim_time_basis == "flops-estimate" and plain.sim_seconds != a.sim_seconds
+
+
+def test_a_calibration_point_is_the_median_of_its_repeats(monkeypatch) -> None:
+    """A point and a regeneration price keep the typical repeat, not the luckiest one."""
+    from fedzo.calibration import measure
+
+    calls: list[int] = []
+    assert len(measure.step_times(lambda: calls.append(1), 3)) == 3 and len(calls) == 5  # two warm-ups
+
+    monkeypatch.setattr(measure, "step_times", lambda step, repeats: [1.0, 2.0, 9.0][:repeats])
+    points, regen = measure.measure_points("tiny-llama", Tuning.of("zo", "prompt"), [(2, 8)], threads=1, repeats=3)
+    assert points[0].seconds == 2.0
+    numel = measure.ParamSet.from_module(measure.classifier("tiny-llama", Tuning.of("zo", "prompt"), 1)).numel
+    assert regen == pytest.approx(2.0 / numel)
