@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per point (their median is kept)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the reference host's cores)")
     p.add_argument("--validate", action="store_true", help="check the calibration in --out instead of measuring")
+    p.add_argument("--merge", nargs="+", metavar="FILE",
+                   help="pool calibrations of this host measured at different times into --out instead of measuring "
+                        "(each point: the median of its seconds over the files; each group fitted again)")
     p.add_argument("--processes", type=int, default=3,
                    help="--validate: fresh processes per case (the median is compared with the prediction)")
     p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10)")
@@ -72,6 +75,16 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest()}
 
 
+def _merge(files: list[str], out: Path) -> dict[str, Any]:
+    from fedzo.calibration.merge import merge
+    from fedzo.calibration.model import load_calibration
+
+    cal = merge([(f, load_calibration(f)) for f in files])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cal.to_json(), encoding="utf-8")
+    return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest(), "merged": files}
+
+
 def default_cases() -> list[Any]:
     """Ten client-rounds of 4 steps on real batches: both models, ZO and BP, full / LoRA /
     prompt, several batch sizes, checkpointed backprop; four of them off the default grid
@@ -93,11 +106,15 @@ def default_cases() -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure (default) or validate; print the result."""
+    """Measure (default), merge (--merge) or validate (--validate); print the result."""
     for flag, value in (("--repeats", args.repeats), ("--processes", args.processes)):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
-    if args.validate:
+    if args.merge and args.validate:
+        raise ConfigError("--merge and --validate: choose one (merge first, then validate the merged --out)")
+    if args.merge:
+        result = _merge(args.merge, Path(args.out))
+    elif args.validate:
         from fedzo.calibration.model import load_calibration
         from fedzo.calibration.validate import Case, validate
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,8 @@ def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: P
 
 def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration, tmp_path, fed_config,
                                                                strip_timings, interrupt_and_resume) -> None:
-    from fedzo.federation.run import run_federated
-
     from fedzo.config.fleet import FleetConfig
+    from fedzo.federation.run import run_federated
 
     cfg = fed_config().model_copy(
         update={"fleet": FleetConfig(default_profile="rpi5-8gb", calibration=str(tiny_calibration))})
@@ -105,3 +105,45 @@ def test_a_calibration_point_is_the_median_of_its_repeats(monkeypatch) -> None:
     assert points[0].seconds == 2.0
     numel = measure.ParamSet.from_module(measure.classifier("tiny-llama", Tuning.of("zo", "prompt"), 1)).numel
     assert regen == pytest.approx(2.0 / numel)
+
+
+def _calibration(path: Path, seconds: dict[tuple[int, int], float], *, regen: float = 1e-9, cpu: str = "cpu",
+                 flops: float = 1e9, gemm: float = 1e11) -> Path:
+    pts = [Point(rows=r, width=w, seconds=s, flops=flops * r * w, regen_elements=0) for (r, w), s in seconds.items()]
+    host = HOST.model_copy(update={"cpu": cpu, "benchmarks": {"gemm-fp32": gemm}})
+    cal = Calibration(host=host, regen_seconds_per_element=regen,
+                      groups=[fit_group("m", "bp", "lora", False, pts, regen)])
+    path.write_text(cal.to_json())
+    return path
+
+
+def test_merge_pools_each_point_by_its_median_and_refits(tmp_path: Path, capsys) -> None:
+    """Calibrations of one host from different times: each point keeps the median of its seconds."""
+    a = _calibration(tmp_path / "a.json", {(1, 1): 1.0, (2, 1): 2.0}, regen=1e-9, gemm=1e11)
+    b = _calibration(tmp_path / "b.json", {(1, 1): 3.0, (2, 1): 2.2, (4, 1): 4.0}, regen=3e-9, gemm=2e11)
+    c = _calibration(tmp_path / "c.json", {(1, 1): 1.2, (2, 1): 2.4}, regen=2e-9, gemm=3e11)
+    out = tmp_path / "merged.json"
+    assert main(["calibrate", "--merge", str(a), str(b), str(c), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    cal = load_calibration(out)
+    (g,) = cal.groups
+    assert [(p.rows, p.width, p.seconds) for p in g.points] == [(1, 1, 1.2), (2, 1, 2.2), (4, 1, 4.0)]
+    assert cal.regen_seconds_per_element == pytest.approx(2e-9) and cal.host.benchmarks["gemm-fp32"] == 2e11
+    refit = fit_group("m", "bp", "lora", False, g.points, 2e-9)
+    assert (g.overhead_seconds, g.seconds_per_gflop) == (refit.overhead_seconds, refit.seconds_per_gflop)
+
+
+def test_merge_refuses_other_hosts_other_work_models_and_validate(tmp_path: Path, capsys) -> None:
+    a = _calibration(tmp_path / "a.json", {(1, 1): 1.0})
+    other_host = _calibration(tmp_path / "h.json", {(1, 1): 1.0}, cpu="another cpu")
+    other_work = _calibration(tmp_path / "w.json", {(1, 1): 1.0}, flops=2e9)
+    out = tmp_path / "m.json"
+    for files, message in (
+            ([a, other_host], r"h\.json: host cpu .another cpu., but .*a\.json has .cpu.; --merge pools"),
+            ([a, other_work], r"w\.json: m bp lora at 1 x 1 counts 2e\+09 FLOPs .*another work model"),
+            ([a], r"at least two calibration files, got 1")):
+        assert main(["calibrate", "--merge", *map(str, files), "--out", str(out)]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert main(["calibrate", "--merge", str(a), str(a), "--validate", "--out", str(out)]) == 2
+    assert "--merge and --validate: choose one" in capsys.readouterr().err
+    assert not out.exists()  # nothing written on a refusal
