@@ -4,7 +4,8 @@ A shared host's speed drifts: on the reference host the same client-round measur
 apart on one day (``analysis/results/clock/repeatability``). One calibration is a snapshot of
 that drift. Pooling several, measured hours or days apart, prices the host's typical speed:
 every grid point keeps the median of its seconds over the files that measured it, every
-regeneration price likewise, and each group is fitted again to the pooled points.
+regeneration price likewise, and each group is fitted again to the pooled points. A group's
+``measured`` lists the times of every calibration pooled into it.
 """
 
 from __future__ import annotations
@@ -63,5 +64,7 @@ def merge(cals: Sequence[tuple[str, Calibration]]) -> Calibration:
         g0 = found[0][1]
         regens = [g.regen_seconds_per_element for _, g in found if g.regen_seconds_per_element is not None]
         groups.append(fit_group(g0.model, g0.method, g0.peft, g0.checkpointing, _points(g0.label(), found), regen,
-                                statistics.median(regens) if regens else None))
-    return Calibration(host=host, regen_seconds_per_element=regen, groups=groups)
+                                statistics.median(regens) if regens else None,
+                                measured=[t for _, g in found for t in g.measured]))
+    return Calibration(host=host, regen_seconds_per_element=regen, groups=groups,
+                       merged_from=[name for name, _ in cals])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,9 @@ class Group(_Frozen):
     regen_seconds_per_element: float | None = Field(
         None, gt=0, description="ZO: seconds per regenerated element, timed on this group's trainable tensors")
     points: list[Point]
+    measured: list[str] = Field(default_factory=list, description="when the group's points were measured (UTC, "
+                                "ISO 8601, the minute its measurement finished): one time per calibration, several "
+                                "after --merge (each point then the median over them); empty in older files")
 
     @property
     def key(self) -> tuple[str, str, str, bool]:
@@ -84,6 +88,8 @@ class Calibration(_Frozen):
     host: Host
     regen_seconds_per_element: float = Field(gt=0)
     groups: list[Group]
+    merged_from: list[str] = Field(default_factory=list, description="the calibration files --merge pooled into "
+                                   "this one, as named on its command line; empty for a measured file")
 
     def group(self, model: str, tuning: Tuning, source: str) -> Group:
         """The group for ``model`` trained by ``tuning``; a ConfigError names what is missing."""
@@ -120,11 +126,11 @@ class Calibration(_Frozen):
 
 def fit_group(model: str, method: Literal["zo", "bp", "fg"], peft: Literal["full", "lora", "prefix", "prompt"],
               checkpointing: bool, points: list[Point], regen_seconds_per_element: float,
-              group_regen: float | None = None) -> Group:
+              group_regen: float | None = None, measured: Sequence[str] = ()) -> Group:
     """Least-squares ``seconds - regen = overhead + slope x GFLOPs`` over ``points``.
 
     ``regen`` is ``group_regen`` (timed on the group's own tensors) when given, else the
-    host's ``regen_seconds_per_element``. A negative overhead (timer noise on a steep slope)
+    host's ``regen_seconds_per_element``; ``measured`` lists when the points were timed. A negative overhead (timer noise on a steep slope)
     is clamped to zero and the slope refit through the origin, so a prediction never goes
     below the FLOP term.
     """
@@ -143,7 +149,8 @@ def fit_group(model: str, method: Literal["zo", "bp", "fg"], peft: Literal["full
         slope = max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / max(sum(x * x for x in xs), 1e-30))
         overhead = 0.0 if slope > 0 else my
     return Group(model=model, method=method, peft=peft, checkpointing=checkpointing, overhead_seconds=overhead,
-                 seconds_per_gflop=slope, regen_seconds_per_element=group_regen, points=points)
+                 seconds_per_gflop=slope, regen_seconds_per_element=group_regen, points=points,
+                 measured=sorted(set(measured)))
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,13 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 tuning = Tuning.of(method, peft, checkpointing=args.checkpointing)
                 points, group_regen = measure_points(model, tuning, shapes, threads=args.threads,
                                                      repeats=args.repeats)
-                g = fit_group(model, method, peft, tuning.checkpointing, points, regen, group_regen)
+                g = fit_group(model, method, peft, tuning.checkpointing, points, regen, group_regen,
+                              measured=[datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")])
                 groups[g.key] = g
                 print(f"{g.label()}: {g.overhead_seconds:.3f} s + {g.seconds_per_gflop:.4f} s/GFLOP "
                       f"({len(points)} points)", file=sys.stderr, flush=True)
     cal = Calibration(host=old.host if old else host_info(args.threads), regen_seconds_per_element=regen,
-                      groups=sorted(groups.values(), key=lambda g: g.key))
+                      groups=sorted(groups.values(), key=lambda g: g.key), merged_from=old.merged_from if old else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(cal.to_json(), encoding="utf-8")
     return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest()}

@@ -59,6 +59,8 @@ def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: P
     cal = load_calibration(tiny_calibration)
     assert [g.label() for g in cal.groups] == ["tiny-llama bp full", "tiny-llama fg full", "tiny-llama zo full"]
     assert all(len(g.points) == 4 and g.seconds_per_gflop >= 0 for g in cal.groups)
+    assert all(len(g.measured) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", g.measured[0])
+               for g in cal.groups)
     cases = tmp_path / "cases.json"
     cases.write_text(json.dumps([{"model": "tiny-llama", "method": m, "peft": "full", "batch": 4, "max_length": 32,
                                   "steps": 2, "off_grid": True} for m in ("zo", "fg")]))
@@ -108,20 +110,22 @@ def test_a_calibration_point_is_the_median_of_its_repeats(monkeypatch) -> None:
 
 
 def _calibration(path: Path, seconds: dict[tuple[int, int], float], *, regen: float = 1e-9, cpu: str = "cpu",
-                 flops: float = 1e9, gemm: float = 1e11) -> Path:
+                 flops: float = 1e9, gemm: float = 1e11, measured: tuple[str, ...] = ()) -> Path:
     pts = [Point(rows=r, width=w, seconds=s, flops=flops * r * w, regen_elements=0) for (r, w), s in seconds.items()]
     host = HOST.model_copy(update={"cpu": cpu, "benchmarks": {"gemm-fp32": gemm}})
     cal = Calibration(host=host, regen_seconds_per_element=regen,
-                      groups=[fit_group("m", "bp", "lora", False, pts, regen)])
+                      groups=[fit_group("m", "bp", "lora", False, pts, regen, measured=measured)])
     path.write_text(cal.to_json())
     return path
 
 
 def test_merge_pools_each_point_by_its_median_and_refits(tmp_path: Path, capsys) -> None:
     """Calibrations of one host from different times: each point keeps the median of its seconds."""
-    a = _calibration(tmp_path / "a.json", {(1, 1): 1.0, (2, 1): 2.0}, regen=1e-9, gemm=1e11)
-    b = _calibration(tmp_path / "b.json", {(1, 1): 3.0, (2, 1): 2.2, (4, 1): 4.0}, regen=3e-9, gemm=2e11)
-    c = _calibration(tmp_path / "c.json", {(1, 1): 1.2, (2, 1): 2.4}, regen=2e-9, gemm=3e11)
+    a = _calibration(tmp_path / "a.json", {(1, 1): 1.0, (2, 1): 2.0}, regen=1e-9, gemm=1e11,
+                     measured=("2026-12-03T16:30Z",))
+    b = _calibration(tmp_path / "b.json", {(1, 1): 3.0, (2, 1): 2.2, (4, 1): 4.0}, regen=3e-9, gemm=2e11,
+                     measured=("2026-12-01T09:00Z",))
+    c = _calibration(tmp_path / "c.json", {(1, 1): 1.2, (2, 1): 2.4}, regen=2e-9, gemm=3e11)  # older: no times
     out = tmp_path / "merged.json"
     assert main(["calibrate", "--merge", str(a), str(b), str(c), "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -131,6 +135,8 @@ def test_merge_pools_each_point_by_its_median_and_refits(tmp_path: Path, capsys)
     assert cal.regen_seconds_per_element == pytest.approx(2e-9) and cal.host.benchmarks["gemm-fp32"] == 2e11
     refit = fit_group("m", "bp", "lora", False, g.points, 2e-9)
     assert (g.overhead_seconds, g.seconds_per_gflop) == (refit.overhead_seconds, refit.seconds_per_gflop)
+    assert g.measured == ["2026-12-01T09:00Z", "2026-12-03T16:30Z"]  # every calibration pooled, in time order
+    assert cal.merged_from == [str(a), str(b), str(c)]
 
 
 def test_merge_refuses_other_hosts_other_work_models_and_validate(tmp_path: Path, capsys) -> None:
