@@ -164,6 +164,27 @@ def _spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+def _reprice(loaded: dict[tuple[str, int], Run], runs: dict[str, list[dict[str, Any]]],
+             path: Path) -> dict[str, Any]:
+    """Every run's round times and total under the calibration at ``path`` (in place)."""
+    from dataclasses import replace
+
+    from fedzo.calibration.model import load_calibration
+    from fedzo.calibration.reprice import reprice
+
+    cal = load_calibration(path)
+    for (name, seed), run in loaded.items():
+        table = reprice(run.path, cal)
+        at = {r["round"]: r for r in table["rounds"]}
+        rounds = [r.model_copy(update={"sim_seconds": at[r.round]["new_sim_seconds"],
+                                       "round_sim_seconds": at[r.round]["new_round_sim_seconds"]})
+                  if r.round in at else r for r in run.rounds]
+        loaded[name, seed] = replace(run, rounds=rounds, summary={**run.summary, "sim_seconds": table["new_sim_seconds"]})
+        row = next(r for r in runs[name] if r["seed"] == seed)
+        row["sim_seconds_as_run"], row["sim_seconds"] = row["sim_seconds"], table["new_sim_seconds"]
+    return {"calibration": str(path), "sha256": cal.digest()}
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], comparisons: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per contender: test and dev accuracy over the seeds; per BP contender: where ZO loses the lead."""
     per = {name: {"label": CONTENDERS[name][0] if name in CONTENDERS else name, "seeds": [r["seed"] for r in rs],
@@ -208,6 +229,10 @@ def format_table(result: dict[str, Any]) -> str:
                    f"{'n/a' if measured is None else f'{measured / 1e6:.0f}'} MB") if "step_tensors_predicted_bytes" in r else "n/a"
         lines.append(f"| {r['configuration']} | {r['predicted_bytes'] / 1e9:.2f} GB | "
                      f"{r['measured_peak_rss_bytes'] / 1e9:.2f} GB | {fits} | {tensors} |")
+    if result.get("repriced_with"):
+        lines += ["", (f"Simulated times are repriced under `{result['repriced_with']['calibration']}` (sha256 "
+                       f"{result['repriced_with']['sha256'][:12]}, `fedzo calibrate --reprice`); each run keeps "
+                       "the times its own calibration gave (`sim_seconds_as_run` in results.json).")]
     lines += ["", ("Mean ± sd over each contender's seeds (test: 1000 sentences, each run's 95 % interval "
                    "about ±2.6 points; one seed: sd 0, an anecdote):"), "",
               "| contender | seeds | test accuracy | final dev accuracy (n 200) | simulated time | host time |",
@@ -236,6 +261,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                    help="batch width of the memory table: the task's max_length (Rotten Tomatoes: 128), "
                         "the widest batch a client can draw")
     p.add_argument("--skip-memory", action="store_true", help="leave out the measured memory table")
+    p.add_argument("--reprice", metavar="CALIBRATION",
+                   help="report simulated times under this calibration instead of the one each run was priced "
+                        "with (fedzo calibrate --reprice: exact for these runs, whose clock decides nothing)")
     p.add_argument("--one-seed", nargs="+", default=[], metavar="NAME",
                    help="contenders run on the first of --seeds only (costly ones; their rows list their seeds)")
     a = p.parse_args(argv)
@@ -266,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     root = out / "runs"
     runs = {n: [one_run(n, path, root, seed) for seed in a.seeds_of[n]] for n, path in a.scenarios.items()}
     loaded = {(n, seed): load_run(root / f"seed{seed}" / n) for n in a.scenarios for seed in a.seeds_of[n]}
+    repriced = None
+    if a.reprice:
+        repriced = _reprice(loaded, runs, Path(a.reprice))
     comparisons = {n: [{"seed": seed, **compare(curve(loaded[ZO, seed]), curve(loaded[n, seed]))}
                        for seed in a.seeds_of[n]]
                    for n in a.scenarios if n.startswith("bp-")}
@@ -273,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     figure({f"{n}/{seed}": r for (n, seed), r in loaded.items()}, labels, out / "accuracy_vs_time.png", budget)
     result = {"command": " ".join(["python -m analysis.experiments.equal_memory", *(sys.argv[1:] if argv is None else argv)]),
               "budget_bytes": budget, "batch": zo.data.batch_size, "seq": a.seq, "seeds": a.seeds,
-              "memory": memory, "runs": runs, "comparisons": comparisons,
+              "memory": memory, "runs": runs, "comparisons": comparisons, "repriced_with": repriced,
               "summary": summarize(runs, comparisons), "seconds_this_invocation": time.perf_counter() - t0}
     write_results(out, result, format_table)
     return 0

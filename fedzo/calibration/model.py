@@ -120,8 +120,15 @@ class Calibration(_Frozen):
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, 2-space indent)."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        """Canonical JSON (sorted keys, 2-space indent). Empty provenance fields are left out,
+        so a file written before they existed keeps its content and its digest."""
+        data = self.model_dump(mode="json")
+        if not data["merged_from"]:
+            del data["merged_from"]
+        for g in data["groups"]:
+            if not g["measured"]:
+                del g["measured"]
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def fit_group(model: str, method: Literal["zo", "bp", "fg"], peft: Literal["full", "lora", "prefix", "prompt"],

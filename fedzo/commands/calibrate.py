@@ -42,6 +42,9 @@ def register(sub: Any) -> None:
     p.add_argument("--merge", nargs="+", metavar="FILE",
                    help="pool calibrations of this host measured at different times into --out instead of measuring "
                         "(each point: the median of its seconds over the files; each group fitted again)")
+    p.add_argument("--reprice", nargs="+", metavar="RUN",
+                   help="recompute finished runs' simulated clocks under the calibration in --out (runs whose clock "
+                        "decided nothing: no deadline, over-commit, offline devices or auto catch-up)")
     p.add_argument("--processes", type=int, default=3,
                    help="--validate: fresh processes per case (the median is compared with the prediction)")
     p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10)")
@@ -87,6 +90,21 @@ def _merge(files: list[str], out: Path) -> dict[str, Any]:
     return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest(), "merged": files}
 
 
+def _reprice(runs: list[str], calibration: Path, as_json: bool) -> int:
+    from fedzo.calibration.model import load_calibration
+    from fedzo.calibration.reprice import reprice
+
+    new = load_calibration(calibration)
+    results = [reprice(r, new) for r in runs]
+    if as_json:
+        print(json.dumps({"calibration": str(calibration), "runs": results}, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['run']}: simulated {r['old_sim_seconds']:.1f} s -> {r['new_sim_seconds']:.1f} s "
+              f"({r['new_over_old'] or float('nan'):.3f}x) under {calibration}")
+    return 0
+
+
 def default_cases() -> list[Any]:
     """Ten client-rounds of 4 steps on real batches: both models, ZO and BP, full / LoRA /
     prompt, several batch sizes, checkpointed backprop; four of them off the default grid
@@ -108,12 +126,17 @@ def default_cases() -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure (default), merge (--merge) or validate (--validate); print the result."""
+    """Measure (default), merge (--merge), validate (--validate) or reprice runs (--reprice); print the result."""
     for flag, value in (("--repeats", args.repeats), ("--processes", args.processes)):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
-    if args.merge and args.validate:
-        raise ConfigError("--merge and --validate: choose one (merge first, then validate the merged --out)")
+    modes = [flag for flag, on in (("--merge", args.merge), ("--validate", args.validate),
+                                   ("--reprice", args.reprice)) if on]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)}: choose one (merge first, then validate or reprice with the "
+                          "merged --out)")
+    if args.reprice:
+        return _reprice(args.reprice, Path(args.out), args.json)
     if args.merge:
         result = _merge(args.merge, Path(args.out))
     elif args.validate:

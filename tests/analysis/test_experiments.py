@@ -77,6 +77,28 @@ def test_equal_memory_runs_every_contender_per_seed_and_finds_the_leader(
     assert (out / "runs" / "seed1" / "zo-smollm2" / "metrics.jsonl").read_text() == first  # reused, not rerun
     assert json.loads((out / "results.json").read_text())["seeds"] == [1]
 
+    # --reprice: every run's times under another calibration (the repricing itself is tested with the calibration)
+    from fedzo.calibration import reprice
+    from fedzo.calibration.model import Calibration, Host
+
+    def doubled(run_dir: Path, new: Calibration) -> dict[str, Any]:
+        from fedzo.runs import RunDir
+
+        rows = [{"round": r.round, "new_sim_seconds": 2 * (r.sim_seconds or 0.0),
+                 "new_round_sim_seconds": 2 * (r.round_sim_seconds or 0.0)} for r in RunDir.open(run_dir).rounds()]
+        return {"rounds": rows, "new_sim_seconds": rows[-1]["new_sim_seconds"]}
+
+    monkeypatch.setattr(reprice, "reprice", doubled)
+    cal = tmp_path / "cal.json"
+    cal.write_text(Calibration(host=Host(description="t", cpu="c", cores=1, threads=1, torch="2"),
+                               regen_seconds_per_element=1e-9, groups=[]).to_json())
+    assert equal_memory.main([*args[:2], "--seeds", "1", *args[5:], "--skip-memory", "--reprice", str(cal)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["repriced_with"]["calibration"] == str(cal)
+    for runs in again["runs"].values():
+        assert all(r["sim_seconds"] == pytest.approx(2 * r["sim_seconds_as_run"]) for r in runs)
+    assert "Simulated times are repriced under" in (out / "table.md").read_text()
+
 
 def test_leader_comparison_is_a_step_function() -> None:
     zo = [(0.0, 0.8), (100.0, 0.85)]

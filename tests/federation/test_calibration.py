@@ -95,6 +95,48 @@ def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration,
     assert plain.sim_time_basis == "flops-estimate" and plain.sim_seconds != a.sim_seconds
 
 
+def test_reprice_recomputes_a_finished_runs_clock_under_another_calibration(tiny_calibration, tmp_path, fed_config,
+                                                                            capsys) -> None:
+    """Repricing with the run's own calibration gives its recorded rounds; a dearer one, a longer run."""
+    from fedzo.config.fleet import FleetConfig
+    from fedzo.federation.run import run_federated
+
+    cfg = fed_config().model_copy(
+        update={"fleet": FleetConfig(default_profile="rpi5-8gb", calibration=str(tiny_calibration))})
+    summary = run_federated(cfg, tmp_path / "a")
+    cal = load_calibration(tiny_calibration)
+    dear = tmp_path / "dear.json"
+    dear.write_text(cal.model_copy(update={"groups": [g.model_copy(update={
+        "overhead_seconds": 3 * g.overhead_seconds, "seconds_per_gflop": 3 * g.seconds_per_gflop})
+        for g in cal.groups]}).to_json())
+    for path, expect in ((tiny_calibration, "same"), (dear, "dearer")):
+        assert main(["calibrate", "--reprice", str(tmp_path / "a"), "--out", str(path), "--json"]) == 0
+        (r,) = json.loads(capsys.readouterr().out)["runs"]
+        assert r["old_sim_seconds"] == pytest.approx(summary.sim_seconds, rel=1e-12)
+        assert [x["round"] for x in r["rounds"]] == list(range(1, cfg.federation.rounds + 1))
+        if expect == "same":
+            assert r["new_sim_seconds"] == r["old_sim_seconds"] and r["new_over_old"] == 1.0
+        else:  # compute three times dearer, transfers as they were
+            assert 1.0 < r["new_over_old"] < 3.0 and r["new_calibration_sha256"] != r["old_calibration_sha256"]
+
+    scenario, metrics = tmp_path / "a" / "scenario.yaml", tmp_path / "a" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if '"round_sim_seconds"' in line and '"round": 1,' in line)
+    metrics.write_text("\n".join([*lines[:i], lines[i].replace('"round_sim_seconds": ', '"round_sim_seconds": 1'),
+                                  *lines[i + 1:]]) + "\n")
+    assert main(["calibrate", "--reprice", str(tmp_path / "a"), "--out", str(dear)]) == 2
+    assert re.search(r"round 1 recorded .* but its clock recomputed from the records gives", capsys.readouterr().err)
+    scenario.write_text(scenario.read_text().replace("deadline_seconds: null", "deadline_seconds: 30.0"))
+    assert main(["calibrate", "--reprice", str(tmp_path / "a"), "--out", str(dear)]) == 2
+    assert "cannot be repriced exactly, fleet.deadline_seconds is 30.0" in capsys.readouterr().err
+    plain = run_federated(cfg.model_copy(update={"fleet": FleetConfig(default_profile="rpi5-8gb")}), tmp_path / "c")
+    assert plain.sim_time_basis == "flops-estimate"
+    assert main(["calibrate", "--reprice", str(tmp_path / "c"), "--out", str(dear)]) == 2
+    assert "no calibration.json: its times are FLOP estimates" in capsys.readouterr().err
+    assert main(["calibrate", "--reprice", str(tmp_path / "c"), "--merge", str(dear), str(dear)]) == 2
+    assert "--merge and --reprice: choose one" in capsys.readouterr().err
+
+
 def test_a_calibration_point_is_the_median_of_its_repeats(monkeypatch) -> None:
     """A point and a regeneration price keep the typical repeat, not the luckiest one."""
     from fedzo.calibration import measure
@@ -137,6 +179,8 @@ def test_merge_pools_each_point_by_its_median_and_refits(tmp_path: Path, capsys)
     assert (g.overhead_seconds, g.seconds_per_gflop) == (refit.overhead_seconds, refit.seconds_per_gflop)
     assert g.measured == ["2026-12-01T09:00Z", "2026-12-03T16:30Z"]  # every calibration pooled, in time order
     assert cal.merged_from == [str(a), str(b), str(c)]
+    assert "measured" not in c.read_text() and "merged_from" not in c.read_text()  # files from before the fields
+    assert load_calibration(c).to_json() == c.read_text()  # keep their content and digest
 
 
 def test_merge_refuses_other_hosts_other_work_models_and_validate(tmp_path: Path, capsys) -> None:
