@@ -7,9 +7,11 @@ forward passes over the whole fleet whatever its method: ``rounds = budget / (cl
 x forward passes per step)``; a step costs 2q forwards (central differences), q + 1
 (``fzoo``) or 3 (a tangent forward, charged as three: the forward and its tangent's
 matmuls). Each run evaluates on ``--search-eval`` dev examples at a few points (accuracy
-against fleet forward passes and against simulated device time, the run's own clock);
-its final global model is then scored once on the test split (``fedzo evaluate --run``,
-1000 sentences; ``--eval-examples`` limits it).
+against fleet forward passes and against simulated device time); its final global model is then scored once on the test split (``fedzo evaluate --run``,
+1000 sentences; ``--eval-examples`` limits it). The runs price device time with FLOP
+estimates; the report reprices each cell exactly under ``--calibration`` (default the
+shipped ``reference-host``; ``fedzo calibrate --reprice``, cached in ``CELL.clock.json``)
+and keeps the run's own figure as ``sim_seconds_as_run``.
 
 Two phases, each resumable (a cell whose ``summary.json`` exists is reused, a cut one is
 resumed, a test score is cached beside its run)::
@@ -136,12 +138,40 @@ def run_cell(a: argparse.Namespace, path: Path, sc: dict[str, Any], *, centraliz
                "interval": [r.get("eval_accuracy_low"), r.get("eval_accuracy_high")],
                "sim_seconds": r.get("sim_seconds"), "host_seconds": r.get("host_seconds")}
               for r in curve if r.get("kind") in ("round", "eval", None) and r.get("eval_accuracy") is not None]
+    clock = None if centralized else device_clock(a, path)
+    if clock is not None:  # the dev points at their calibrated device time; the run's own clock kept beside
+        at = {r["round"]: r["new_sim_seconds"] for r in clock["rounds"]}
+        for p in points:
+            p["sim_seconds_as_run"], p["sim_seconds"] = p["sim_seconds"], at.get(p["round"], p["sim_seconds"])
+        summary = {**summary, "sim_seconds_as_run": summary.get("sim_seconds"), "sim_seconds": clock["new_sim_seconds"]}
     dev = {} if centralized else {"dev_accuracy": summary["final_accuracy"], "initial_dev_accuracy":
                                   summary["initial_accuracy"], "dev_interval": summary.get("final_accuracy_interval"),
                                   "dev_n": summary.get("eval_n")}
-    return {**dev, "clock": curve[0].get("clock") if curve else None,
+    own_clock = curve[0].get("clock") if curve else None
+    return {**dev, "clock": f"calibrated ({a.calibration}, repriced)" if clock else own_clock,
+            "sim_seconds_as_run": summary.get("sim_seconds_as_run"),
             "test_accuracy": test["accuracy"], "test_n": test["n"], "test_interval": list(wilson_interval(test["accuracy"], test["n"])),
             "sim_seconds": summary.get("sim_seconds"), "host_seconds": summary.get("host_seconds"), "curve": points}
+
+
+def device_clock(a: argparse.Namespace, path: Path) -> dict[str, Any] | None:
+    """The cell's simulated clock repriced under ``--calibration`` (``fedzo calibrate
+    --reprice``; None for ``none``), cached beside the run for that calibration's digest."""
+    if a.calibration == "none":
+        return None
+    from fedzo.calibration.model import load_calibration
+    from fedzo.calibration.reprice import reprice
+    from fedzo.calibration.resolve import calibration_path
+
+    cal = load_calibration(calibration_path(a.calibration))
+    cache = path.parent / f"{path.name}.clock.json"
+    if cache.exists():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("new_calibration_sha256") == cal.digest():
+            return dict(cached)
+    clock = reprice(path, cal)
+    cache.write_text(json.dumps(clock, indent=2) + "\n", encoding="utf-8")
+    return clock
 
 
 def grid() -> list[tuple[str, str, float]]:
@@ -270,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-examples", type=int, default=None, help="test examples scored per run (default: all 1000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calibration", default="reference-host",
+                   help="price the cells' device time with this calibration (a catalog name or a file; the runs "
+                        "keep their own FLOP clock and are repriced, exactly: fedzo calibrate --reprice); none: "
+                        "report the runs' own clock")
     a = p.parse_args(argv)
     rows = search(a, only_finished=a.phase == "report")
     for r in rows:

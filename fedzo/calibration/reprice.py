@@ -7,7 +7,8 @@ batch, the bytes each way, the catch-up entries. Repricing rebuilds the run's cl
 its stored scenario twice, with its own calibration and with the new one, times every
 client-round from those records and replays the synchronous rounds.
 
-This is exact only where the clock never decided anything: no deadline, no over-commit,
+A run priced by FLOP estimates (no ``fleet.calibration``) reprices the same way, its own
+clock being the FLOP clock. This is exact only where the clock never decided anything: no deadline, no over-commit,
 every device always online, ``catch_up`` not ``auto`` (which picks by modelled time),
 compute priced by the model (not measured), and every client of every round kept on its
 first attempt. Otherwise who is kept, and so the trained model, could differ, and the run
@@ -64,14 +65,17 @@ def _clocks(run: RunDir, scenario: Any, new: Calibration) -> tuple[Clock, Clock]
     from fedzo.tasks.objective import build_objective
     from fedzo.zo.params import ParamSet
 
-    copy = run.path / RUN_COPY
-    if not copy.is_file():
-        raise ConfigError(f"{run.path}: no {RUN_COPY}: its times are FLOP estimates (no fleet.calibration), "
-                          "so there is no calibration to replace")
     objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
     params = ParamSet.from_module(objective.classifier)
-    return tuple(plan_fleet(scenario, objective, params, calibration=cal, calibration_source=str(src)).clock
-                 for cal, src in ((load_calibration(copy), copy), (new, "the new calibration")))  # type: ignore[return-value]
+    own = _own_calibration(run)
+    return tuple(plan_fleet(scenario, objective, params, calibration=cal, calibration_source=src).clock
+                 for cal, src in ((own, str(run.path / RUN_COPY)), (new, "the new calibration")))  # type: ignore[return-value]
+
+
+def _own_calibration(run: RunDir) -> Calibration | None:
+    """The calibration the run was priced with (None: FLOP estimates, no fleet.calibration)."""
+    copy = run.path / RUN_COPY
+    return load_calibration(copy) if copy.is_file() else None
 
 
 def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
@@ -104,6 +108,7 @@ def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
         old_total, new_total = old_total + recorded, new_total + priced
         rows.append({"round": rec.round, "accuracy": rec.eval_accuracy, "old_sim_seconds": old_total,
                      "new_sim_seconds": new_total, "new_round_sim_seconds": priced})
-    return {"run": str(run.path), "old_calibration_sha256": load_calibration(run.path / RUN_COPY).digest(),
+    own_cal = _own_calibration(run)
+    return {"run": str(run.path), "old_calibration_sha256": own_cal.digest() if own_cal else None,
             "new_calibration_sha256": new.digest(), "rounds": rows, "old_sim_seconds": old_total,
             "new_sim_seconds": new_total, "new_over_old": new_total / old_total if old_total else None}

@@ -257,7 +257,7 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
                                        for n, m in z.METHODS.items() if n in ("zo-sgd", "server-adam")})
     args = ["--out", str(tmp_path), "--model", "tiny-llama", "--task", "synthetic-sentiment-large", "--train-examples",
             "200", "--budget", "48", "--clients", "2", "--local-steps", "2", "--search-eval", "32", "--eval-examples",
-            "32", "--seeds", "0", "--threads", "1", "--points", "1"]
+            "32", "--seeds", "0", "--threads", "1", "--points", "1", "--calibration", "none"]
     assert z.main(["--phase", "seeds", *args]) == 0
     r = json.loads((tmp_path / "results.json").read_text())
     assert [(row["method"], row["rounds"], row["forwards"]) for row in r["search"]] == [
@@ -286,6 +286,17 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     assert not (tmp_path / "runs" / "search" / "server-adam-prompt-0.001.test.json").exists()
     assert r["search"][0]["extrapolation"]["estimate"] is True and (tmp_path / "accuracy_vs_forwards.png").exists()
     assert "(estimate)" in (tmp_path / "table.md").read_text()
+    # device time under a calibration: each finished cell repriced (exactly) and cached beside it
+    from fedzo.cli import main as fedzo_main
+
+    cal = tmp_path / "tiny.calibration.json"
+    assert fedzo_main(["calibrate", "--model", "tiny-llama", "--method", "zo", "--peft", "prompt", "--rows", "2", "4",
+                       "--widths", "8", "16", "--repeats", "1", "--threads", "1", "--out", str(cal)]) == 0
+    assert z.main(["--phase", "report", *args[:-1], str(cal)]) == 0
+    (row,) = json.loads((tmp_path / "results.json").read_text())["search"]
+    assert row["clock"] == f"calibrated ({cal}, repriced)" and row["sim_seconds"] != row["sim_seconds_as_run"]
+    assert [p["sim_seconds"] for p in row["curve"]][0] == 0.0 and row["curve"][-1]["sim_seconds"] == row["sim_seconds"]
+    assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001.clock.json").exists()
 
 
 def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:

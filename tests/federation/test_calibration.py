@@ -130,9 +130,11 @@ def test_reprice_recomputes_a_finished_runs_clock_under_another_calibration(tiny
     assert main(["calibrate", "--reprice", str(tmp_path / "a"), "--out", str(dear)]) == 2
     assert "cannot be repriced exactly, fleet.deadline_seconds is 30.0" in capsys.readouterr().err
     plain = run_federated(cfg.model_copy(update={"fleet": FleetConfig(default_profile="rpi5-8gb")}), tmp_path / "c")
-    assert plain.sim_time_basis == "flops-estimate"
-    assert main(["calibrate", "--reprice", str(tmp_path / "c"), "--out", str(dear)]) == 2
-    assert "no calibration.json: its times are FLOP estimates" in capsys.readouterr().err
+    assert plain.sim_time_basis == "flops-estimate"  # a FLOP-clock run is priced by the calibration instead
+    assert main(["calibrate", "--reprice", str(tmp_path / "c"), "--out", str(tiny_calibration), "--json"]) == 0
+    (flops,) = json.loads(capsys.readouterr().out)["runs"]
+    assert flops["old_calibration_sha256"] is None and flops["old_sim_seconds"] == plain.sim_seconds
+    assert flops["new_sim_seconds"] == summary.sim_seconds  # as if it had run calibrated
     assert main(["calibrate", "--reprice", str(tmp_path / "c"), "--merge", str(dear), str(dear)]) == 2
     assert "--merge and --reprice: choose one" in capsys.readouterr().err
 
