@@ -259,14 +259,17 @@ def format_table(result: dict[str, Any]) -> str:
     target = result.get("target", TARGET)
     lines = [f"## Search (seed 0; ranked by dev; {result.get('cells_finished', 'all')} cells finished)", "",
              ("| tuning | method | lr | rounds | fleet forwards | dev accuracy [95 %] | test accuracy [95 %] | host min "
-             f"| fleet forwards to dev {target:.2f} [95 %] (estimate) |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| device min | fleet forwards to dev {target:.2f} [95 %] (estimate) |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["search"]:
         lines.append(f"| {r['peft']} | {r['method']} | {r['lr']:g} | {r['rounds']} | {r['forwards']} | "
                      f"{r['initial_dev_accuracy']:.3f} -> {r['dev_accuracy']:.3f}{_ci(r['dev_interval'])} "
                      f"(n {r['dev_n']}) | {r['test_accuracy']:.3f}{_ci(r['test_interval'])} (n {r['test_n']}) | "
-                     f"{(r['host_seconds'] or 0) / 60:.0f} | {extrapolation_cell(r['extrapolation'])} |")
-    lines += ["", (f"The last column is an estimate: dev accuracy fitted against log(forward passes) (weighted least "
+                     f"{(r['host_seconds'] or 0) / 60:.0f} | {(r['sim_seconds'] or 0) / 60:.1f} | "
+                     f"{extrapolation_cell(r['extrapolation'])} |")
+    clocks = sorted({str(r.get("clock")) for r in result["search"]})
+    lines += ["", (f"Device min: the simulated time of the fleet's rounds (its clients run in parallel on devices "
+                   f"as fast as this host; clock: {', '.join(clocks)}). The last column is an estimate: dev accuracy fitted against log(forward passes) (weighted least "
               f"squares over the cell's evaluated rounds), solved for {target:.2f}; the range is the slope's 95 % "
               "interval, unbounded where the slope could be zero (`analysis/experiments/zo_efficacy_report.py`).")]
     if result.get("summary"):
