@@ -59,23 +59,19 @@ def _round_seconds(clock: Clock, clients: list[ClientRecord], start: float) -> f
     return simulate_round(timings, start=start).duration if timings else 0.0
 
 
-def _clocks(run: RunDir, scenario: Any, new: Calibration) -> tuple[Clock, Clock]:
-    """The run's clock with its own calibration, and with ``new``."""
+def _clocks(run: RunDir, scenario: Any, own: Calibration | None, new: Calibration) -> tuple[Clock, Clock]:
+    """The run's clock with its own calibration (None: the FLOP clock), and with ``new``."""
     from fedzo.federation.fleet import plan_fleet
     from fedzo.tasks.objective import build_objective
     from fedzo.zo.params import ParamSet
 
     objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
     params = ParamSet.from_module(objective.classifier)
-    own = _own_calibration(run)
-    return tuple(plan_fleet(scenario, objective, params, calibration=cal, calibration_source=src).clock
-                 for cal, src in ((own, str(run.path / RUN_COPY)), (new, "the new calibration")))  # type: ignore[return-value]
 
+    def clock(cal: Calibration | None, source: str) -> Clock:
+        return plan_fleet(scenario, objective, params, calibration=cal, calibration_source=source).clock
 
-def _own_calibration(run: RunDir) -> Calibration | None:
-    """The calibration the run was priced with (None: FLOP estimates, no fleet.calibration)."""
-    copy = run.path / RUN_COPY
-    return load_calibration(copy) if copy.is_file() else None
+    return clock(own, str(run.path / RUN_COPY)), clock(new, "the new calibration")
 
 
 def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
@@ -95,7 +91,9 @@ def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
         raise ConfigError(f"{run.path}: no finished round to reprice")
     if (why := _refusal(scenario, clients)) is not None:
         raise ConfigError(f"{run.path}: cannot be repriced exactly, {why}; run the scenario again instead")
-    own, other = _clocks(run, scenario, new)
+    copy = run.path / RUN_COPY
+    own_cal = load_calibration(copy) if copy.is_file() else None  # None: priced by FLOP estimates
+    own, other = _clocks(run, scenario, own_cal, new)
     rows, old_total, new_total = [], 0.0, 0.0
     for rec in rounds:
         mine = [c for c in clients if c.round == rec.round]
@@ -108,7 +106,6 @@ def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
         old_total, new_total = old_total + recorded, new_total + priced
         rows.append({"round": rec.round, "accuracy": rec.eval_accuracy, "old_sim_seconds": old_total,
                      "new_sim_seconds": new_total, "new_round_sim_seconds": priced})
-    own_cal = _own_calibration(run)
     return {"run": str(run.path), "old_calibration_sha256": own_cal.digest() if own_cal else None,
             "new_calibration_sha256": new.digest(), "rounds": rows, "old_sim_seconds": old_total,
             "new_sim_seconds": new_total, "new_over_old": new_total / old_total if old_total else None}

@@ -43,8 +43,9 @@ def register(sub: Any) -> None:
                    help="pool calibrations of this host measured at different times into --out instead of measuring "
                         "(each point: the median of its seconds over the files; each group fitted again)")
     p.add_argument("--reprice", nargs="+", metavar="RUN",
-                   help="recompute finished runs' simulated clocks under the calibration in --out (runs whose clock "
-                        "decided nothing: no deadline, over-commit, offline devices or auto catch-up)")
+                   help="recompute finished runs' simulated clocks (calibrated or FLOP estimates) under the "
+                        "calibration in --out; runs whose clock decided who took part (deadline, over-commit, "
+                        "offline devices, auto catch-up, retried or faulted clients) are refused")
     p.add_argument("--processes", type=int, default=3,
                    help="--validate: fresh processes per case (the median is compared with the prediction)")
     p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10)")
