@@ -133,15 +133,16 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
 
 
 def log_difference(a: bytes, b: bytes) -> float:
-    """Largest relative difference between the aggregated scalars of two update logs of the
-    same run (inf when their seeds or rounds differ)."""
+    """Largest difference between the aggregated scalars of two update logs of the same run,
+    relative to the largest scalar of ``b`` (inf when their seeds or rounds differ): a
+    scale-free measure that a scalar near zero does not inflate."""
     from fedzo.zo.log import UpdateLog
 
     ea, eb = (UpdateLog.parse(x.decode("utf-8").splitlines(), "bench")[0].entries() for x in (a, b))
     if [(e.round, e.seed) for e in ea] != [(e.round, e.seed) for e in eb]:
         return float("inf")
-    return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / max(abs(x.grad or 0.0), 1e-30) for x, y in zip(ea, eb)),
-               default=0.0)
+    scale = max((abs(y.grad or 0.0) for y in eb), default=0.0) or 1.0
+    return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / scale for x, y in zip(ea, eb)), default=0.0)
 
 
 def time_engines(scenario: Any, engines: tuple[str, ...], repeats: int,

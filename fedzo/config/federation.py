@@ -54,6 +54,9 @@ class BatchedConfig(Section):
                                        "the model's widest layer): passes that stay in a CPU's caches run faster "
                                        "(SmolLM2-135M on 2 cores: 16 rows 1.3x, 128 rows 0.6x the speed of "
                                        "8-row batches); default (null) 8 on a CPU, no cap on a GPU")
+    share_prompt: bool = Field(True, description="prompt tuning of a causal LM: run each client's virtual tokens "
+                               "once per pass and share their keys and values across its rows, instead of once per "
+                               "row (host time only; scores equal to float32 rounding)")
 
 
 class ServerOptimizerConfig(Section):

@@ -26,6 +26,13 @@ at a time, as in-process, and its record says why (``batching``). A pass's shape
 differently: scalars agree with the in-process engine's to float32 rounding of the
 losses, not bitwise. The server side (aggregation, replay) is the same code.
 
+Three more host-side shares, none of which changes what a client computes: prompt tuning's
+virtual tokens run once per client and pass, their keys and values shared by the client's
+rows (:mod:`fedzo.federation.promptcache`, ``federation.batched.share_prompt``); the
+clients' perturbers read the round's directions from one store
+(:mod:`fedzo.zo.shared_directions`), generated once rather than by every client for every
+move; and the texts of all the round's batches are tokenized in one call.
+
 Each client is still priced for its own work on its own device: the simulated clock,
 the messages and their bytes are those of the in-process engine. A reply's measured host
 seconds are the client's catch-up plus its share (by examples) of the joint steps.
@@ -55,6 +62,7 @@ from fedzo.tasks.batching import Batch
 from fedzo.zo import EstimatorConfig, ParamSet, Perturber
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.perturb import ChunkHook
+from fedzo.zo.shared_directions import SharedDirections
 
 
 class RecordingPerturber(Perturber):
@@ -108,9 +116,10 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     return "sequential", f"{'; '.join(why)} (clients' parameters diverge) and {rows}"
 
 
-def _job(worker: Worker, d: Downlink, mode: Mode) -> Any:
+def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> Any:
     """One client's local steps, asking the lockstep coordinator for every loss (and, for
-    forward gradients, its derivative along the client's tangents)."""
+    forward gradients, its derivative along the client's tangents); in ``rows`` mode its
+    perturber reads the round's directions from ``shared``."""
     def job(ask: Ask[LossRequest, Answer]) -> LocalSteps:
         def loss(request: LossRequest) -> float:
             answer = ask(request)
@@ -121,7 +130,8 @@ def _job(worker: Worker, d: Downlink, mode: Mode) -> Any:
             rec = RecordingPerturber(worker.work_perturber)
             return worker.local_steps(d, rec, lambda b: loss(LossRequest(b, moves=rec.take())))
         own = ParamSet(worker.clean.names, tuple(t.clone() for t in worker.clean.tensors))
-        pert = Perturber(own, worker.spec, mask=worker.work_perturber.mask, blocks=worker.work_perturber.blocks)
+        pert = Perturber(own, worker.spec, mask=worker.work_perturber.mask, blocks=worker.work_perturber.blocks,
+                         shared=shared)
 
         def along(b: Batch) -> Along:
             def derivative(tangents: Sequence[torch.Tensor]) -> tuple[float, float]:
@@ -189,10 +199,11 @@ class BatchedTransport(InProcessTransport):
         mode, why = choose_mode(worker, [d for _, _, d, _ in ready])
         if mode != "sequential":
             worker.reset_work()
-            c = self.config
-            joint = JointForward(worker, mode, c.max_rows, c.max_padding, c.max_pass_mib)
+            joint = JointForward(worker, mode, self.config)
             t0 = time.perf_counter()
-            outcomes, turns = run_lockstep([_job(worker, d, mode) for _, _, d, _ in ready], joint)
+            shared = SharedDirections()  # the round's directions, generated once for all its clients
+            worker.prefetch([d for _, _, d, _ in ready])
+            outcomes, turns = run_lockstep([_job(worker, d, mode, shared) for _, _, d, _ in ready], joint)
             seconds = time.perf_counter() - t0
             if any(isinstance(o.error, Abandoned) for o in outcomes):
                 mode, why = "sequential", f"the joint forward failed ({next(o.error for o in outcomes if o.error)})"

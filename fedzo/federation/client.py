@@ -23,7 +23,7 @@ same ClientApp and the same handshake; :func:`handle` tells them apart by their 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +44,7 @@ from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.objective import build_objective
 from fedzo.tasks.partition import partition
+from fedzo.tasks.types import Example
 from fedzo.zo import (
     DirectionalLoss,
     EstimatorConfig,
@@ -166,11 +167,20 @@ class Worker:
         return cu.kind
 
     # -- training ----------------------------------------------------------------------
-    def batch(self, client: int, round_: int, step: int) -> Batch:
-        """The minibatch of local step ``step``: a pure function of (seed, round, client, step)."""
+    def _picked(self, client: int, round_: int, step: int) -> list[Example]:
         idx = local_batch(self.partitions[client], self.scenario.data.batch_size, self.scenario.seed, round_, client,
                           step)
-        picked = [self.objective.train[i] for i in idx]
+        return [self.objective.train[i] for i in idx]
+
+    def prefetch(self, downlinks: Sequence[Downlink]) -> None:
+        """Tokenize every batch the train messages ``downlinks`` will use, in one call
+        (host speed only: :meth:`batch` then finds each text encoded)."""
+        self.objective.classifier.prefetch(
+            [e for d in downlinks for k in range(len(d.seeds)) for e in self._picked(d.client, d.round, k)])
+
+    def batch(self, client: int, round_: int, step: int) -> Batch:
+        """The minibatch of local step ``step``: a pure function of (seed, round, client, step)."""
+        picked = self._picked(client, round_, step)
         clf = self.objective.classifier
         return next(iter(clf.batches(picked, len(picked)))).to(self.objective.device)
 
@@ -192,6 +202,7 @@ class Worker:
         def along(b: Batch) -> Along:
             return module_along(clf, self.work, lambda: clf.loss(b))
 
+        self.prefetch([d])
         steps = self.local_steps(d, self.work_perturber, evaluate, along)
         kill_point("client-trained", d.round)
         return steps.uplink(d, time.perf_counter() - t0, peak_memory_bytes(self.objective.device))

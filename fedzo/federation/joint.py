@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fedzo.federation.rowstate import States, per_row_state
+from fedzo.config.federation import BatchedConfig
+from fedzo.federation.promptcache import block_prompts, prompt_cache_reason, prompt_scores
+from fedzo.federation.rowstate import States, per_row_state, prompt_table_index
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 
@@ -133,16 +135,18 @@ def gather(batches: Sequence[Batch], parts: Sequence[Block], width: int, pad_id:
 class JointForward:
     """Answers a turn's loss requests with passes of sorted rows (see the module doc)."""
 
-    def __init__(self, worker: Any, mode: Mode, max_rows: int, max_padding: float,
-                 max_pass_mib: float | None = None) -> None:
+    def __init__(self, worker: Any, mode: Mode, config: BatchedConfig) -> None:
         self.worker = worker
         self.mode = mode
-        self.max_rows = max_rows
-        self.max_padding = max_padding
+        self.max_rows = config.max_rows
+        self.max_padding = config.max_padding
         clf = worker.objective.classifier
-        self.max_tokens = pass_byte_cap(max_pass_mib, worker.objective.device) / token_bytes(clf.model)
+        self.max_tokens = pass_byte_cap(config.max_pass_mib, worker.objective.device) / token_bytes(clf.model)
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
+        # prompt tuning: which state tensor holds a client's virtual tokens, when they are shared per block
+        self.prompt_table = (prompt_table_index(clf.model, worker.work) if mode != "sequential"
+                             and config.share_prompt and prompt_cache_reason(clf) is None else None)
 
     def __call__(self, requests: list[LossRequest]) -> list[Answer]:
         if self.mode == "shared":
@@ -205,6 +209,12 @@ class JointForward:
         assert pad_id is not None  # the classifier refuses tokenizers without one
         joint = gather([r.batch for r in requests], parts, width, int(pad_id))
         self.forwards += 1
+        if self.prompt_table is not None:  # each block's virtual tokens run once (promptcache)
+            if self.mode == "rows":
+                tables, rows = [states[i][self.prompt_table] for i, _ in parts], [len(js) for _, js in parts]
+            else:  # shared: one table for the whole pass
+                tables, rows = [self.worker.work.tensors[self.prompt_table]], [len(joint)]
+            return prompt_scores(clf, joint, block_prompts(clf, tables), rows)
         if self.mode != "rows":
             return clf.logits(joint)
         with per_row_state(clf, self.worker.work, [states[i] for i, _ in parts], [len(js) for _, js in parts]):

@@ -92,6 +92,13 @@ def rows_reason(classifier: Any, work: ParamSet) -> str | None:
     return _virtual_reason(classifier, work)
 
 
+def prompt_table_index(model: Any, work: ParamSet) -> int:
+    """Which of ``work``'s tensors is the PEFT model's virtual-token table."""
+    table = model.prompt_encoder[model.active_adapter].embedding.weight
+    (k,) = [i for i, t in enumerate(work.tensors) if t.data_ptr() == table.data_ptr()]
+    return k
+
+
 @contextmanager
 def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
     """Prompt tuning: while active, the PEFT model's virtual tokens for row block ``i`` are
@@ -100,7 +107,7 @@ def per_row_prompts(model: Any, work: ParamSet, states: States, rows: Sequence[i
     state rather than from the model's table: nothing is copied into the model, so the
     states may carry forward-mode tangents (forward gradients)."""
     encoder = model.prompt_encoder[model.active_adapter]
-    (k,) = [i for i, t in enumerate(work.tensors) if t.data_ptr() == encoder.embedding.weight.data_ptr()]
+    k = prompt_table_index(model, work)
     tokens = model.prompt_tokens[model.active_adapter].unsqueeze(0)[:1].to(encoder.embedding.weight.device)
 
     def get_prompt(batch_size: int, **kwargs: Any) -> torch.Tensor:
@@ -121,7 +128,7 @@ def per_row_prefixes(model: Any, work: ParamSet, states: States, rows: Sequence[
     tokens with ``states[i]``'s table (every layer's keys and values, which the PEFT model
     then lays out per row)."""
     encoder = model.prompt_encoder[model.active_adapter]
-    (k,) = [i for i, t in enumerate(work.tensors) if t.data_ptr() == encoder.embedding.weight.data_ptr()]
+    k = prompt_table_index(model, work)
 
     def forward(tokens: torch.Tensor) -> torch.Tensor:
         if tokens.shape[0] != sum(rows):

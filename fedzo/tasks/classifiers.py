@@ -31,7 +31,7 @@ def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * idx).argmax(dim=1)
 
 
-def _output_head(model: nn.Module) -> nn.Module:
+def output_head(model: nn.Module) -> nn.Module:
     """The output (LM head) module of a causal LM, PEFT-wrapped or not."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
@@ -74,6 +74,17 @@ class Classifier(nn.Module):
     def logits(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         """Class scores (B, num_labels)."""
         raise NotImplementedError
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each text (subclasses tokenize them in one call)."""
+        return [self.encode(t) for t in texts]
+
+    def prefetch(self, examples: Sequence[Example]) -> None:
+        """Encode, in one call, the texts of ``examples`` not encoded yet (host speed only:
+        batches built later find them encoded)."""
+        missing = list(dict.fromkeys(e.text for e in examples if e.text not in self._cache))
+        if missing:
+            self._cache.update(zip(missing, self.encode_many(missing), strict=True))
 
     def _encode_cached(self, text: str) -> list[int]:
         ids = self._cache.get(text)
@@ -184,6 +195,14 @@ class PromptClassifier(Classifier):
             raise ConfigError(f"prompt {self.prompt.name!r}: two labels share a token {ids}")
         return ids
 
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each text: the rendered prompts tokenized in one call, an
+        over-long one cut as :meth:`encode` cuts it."""
+        tok = self.tokenizer
+        rendered = tok([self.prompt.render(t, tok) for t in texts], add_special_tokens=not self.prompt.chat)
+        return [list(ids) if len(ids) <= self.max_length else self.encode(t)
+                for t, ids in zip(texts, rendered["input_ids"], strict=True)]
+
     def encode(self, text: str) -> list[int]:
         """Prompt token ids; an over-long text is cut (never the prompt's answer cue)."""
         special = not self.prompt.chat
@@ -221,7 +240,7 @@ class PromptClassifier(Classifier):
             hidden = args[0]  # (B, T', H); T' > T when virtual tokens were prepended
             return (hidden[rows, hidden.shape[1] - 1 - from_end].unsqueeze(1), *args[1:])
 
-        head = _output_head(self.model)
+        head = output_head(self.model)
         handle = head.register_forward_pre_hook(select)
         kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask, "use_cache": False}
         if not self._prompt_learning():
@@ -253,6 +272,10 @@ class EncoderClassifier(Classifier):
     def encode(self, text: str) -> list[int]:
         """Token ids with the tokenizer's special tokens, truncated to ``max_length``."""
         return list(self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"])
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each text, tokenized in one call."""
+        return [list(x) for x in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
     def logits(self, batch: Batch) -> torch.Tensor:
         """Head scores of the mean of non-pad token states (B, num_labels)."""

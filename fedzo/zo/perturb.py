@@ -20,6 +20,7 @@ import torch
 from fedzo.zo.masks import BlockSchedule, Mask
 from fedzo.zo.noise import DirectionStream, GeneratorKind, NoiseSpec
 from fedzo.zo.params import ParamSet
+from fedzo.zo.shared_directions import SharedDirections
 
 # final(tensor_index, start, theta_chunk, z_chunk): extra per-chunk work after the alphas
 ChunkHook = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -50,12 +51,14 @@ class Perturber:
         mask: Mask | None = None,
         blocks: BlockSchedule | None = None,
         compiled: bool = False,
+        shared: SharedDirections | None = None,
     ) -> None:
         self.params = params
         self.spec = spec
         self.mask = mask
         self.blocks = blocks
         self.compiled = compiled
+        self.shared = shared  # host-side store of generated chunks (the batched engine's clients)
         self._buffers: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     def _buffer(self, like: torch.Tensor) -> torch.Tensor:
@@ -84,7 +87,7 @@ class Perturber:
             buf = self._buffer(t)
             for start in range(0, flat.numel(), chunk):
                 n = min(chunk, flat.numel() - start)
-                z = stream.fill(i, start, buf[:n])
+                z = stream.fill(i, start, buf[:n]) if self.shared is None else self.shared.fill(stream, i, start, buf[:n])
                 if self.mask is not None:
                     self.mask.apply(i, start, z)
                 piece = flat[start : start + n]

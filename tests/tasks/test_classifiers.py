@@ -187,3 +187,18 @@ def test_tiny_llama_learns_the_synthetic_task_with_backprop():
 def test_custom_prompt_object_renders_text():
     p = Prompt(name="p", template="Q: {text} A:", verbalizer=(" no", " yes"))
     assert p.render("{braces} stay") == "Q: {braces} stay A:"
+
+
+@pytest.mark.parametrize("kind", ["prompt", "encoder"])
+def test_prefetch_encodes_as_one_at_a_time(kind):
+    """Encoding many texts in one call gives each text's own encoding (an over-long one cut
+    as alone); batches built afterwards are the same."""
+    loaded = load_model("tiny-llama" if kind == "prompt" else "tiny-bert")
+    make = (lambda: PromptClassifier(loaded, TASK, "was", max_length=12)) if kind == "prompt" else \
+        (lambda: EncoderClassifier(loaded, TASK, max_length=12))
+    examples = [*EXAMPLES, Example("great " * 50, 1), EXAMPLES[0]]
+    alone, many = make(), make()
+    many.prefetch(examples)
+    assert many._cache == {e.text: alone.encode(e.text) for e in examples}
+    a, b = next(iter(alone.batches(examples, 5))), next(iter(many.batches(examples, 5)))
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask)

@@ -98,3 +98,26 @@ def test_a_compiled_kernel_that_fails_falls_back_to_the_same_eager_bits(monkeypa
     got = noise.DirectionStream(spec, 5, compiled=True).fill(0, 0, torch.empty(1024))
     assert noise._compiled[True] is None
     assert torch.equal(got, noise.DirectionStream(spec, 5).fill(0, 0, torch.empty(1024)))
+
+
+@pytest.mark.parametrize("gen,dist", SPECS)
+def test_shared_directions_give_every_reader_the_same_bits(gen: str, dist: str) -> None:
+    """Perturbers reading a shared store move their parameters exactly as generating alone
+    would; portable chunks are generated once (up to the store's cap), torch streams by every reader."""
+    from fedzo.zo.shared_directions import SharedDirections
+
+    spec = NoiseSpec(gen, dist, chunk_size=1024)
+    alone = Perturber(_params(), spec)
+    shared = SharedDirections(max_bytes=4 * 3000)  # room for tensor a's first chunks, not all
+    readers = [Perturber(_params(), spec, shared=shared) for _ in range(3)]
+    for seed, alphas in [(5, (1e-3,)), (5, (-2e-3,)), (9, (0.5, -0.25))]:
+        alone.apply(seed, alphas)
+        for r in readers:
+            r.apply(seed, alphas)
+    for r in readers:
+        assert all(torch.equal(a, b) for a, b in zip(alone.params.tensors, r.params.tensors, strict=True))
+    reads = 3 * 3 * 5  # three moves by three readers, 5 chunks each: a (3), b (1), c (1)
+    if gen == "portable":  # seed 5's chunks of a fill the cap: 3 generated, read 6 times each
+        assert (shared.bytes, shared.generated, shared.copied) == (12000, reads - 15, 15)
+    else:  # every reader consumes its own stream: the store is not used
+        assert (shared.bytes, shared.generated, shared.copied) == (0, 0, 0)

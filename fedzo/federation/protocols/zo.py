@@ -164,12 +164,11 @@ class ZOProtocol:
     def work(self, round_: int, client: int, update: Uplink | None, down_bytes: int, up_bytes: int,
              catch_up_entries: int) -> ClientWork:
         """The catch-up, then K local ZO steps on the client's own batches."""
-        sc, train = self.scenario, self.objective.train
-        shapes = tuple(
-            batch_shape(self.objective.classifier,
-                        [train[i] for i in local_batch(self.partitions[client], sc.data.batch_size, sc.seed, round_,
-                                                       client, k)])
-            for k in range(self.fed.local_steps))
+        sc, train, clf = self.scenario, self.objective.train, self.objective.classifier
+        batches = [[train[i] for i in local_batch(self.partitions[client], sc.data.batch_size, sc.seed, round_, client, k)]
+                   for k in range(self.fed.local_steps)]
+        clf.prefetch([e for b in batches for e in b])  # tokenized in one call (host speed only)
+        shapes = tuple(batch_shape(clf, b) for b in batches)
         return ClientWork(down_bytes, up_bytes, catch_up_entries, batches=shapes,
                           host_seconds=update.compute_seconds if update is not None else None)
 
