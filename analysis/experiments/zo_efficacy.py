@@ -36,8 +36,9 @@ best search cell and reruns ZO-SGD and the two best other methods there at their
 the best method) once the seeds phase has run. Cells run in the order most informative
 when a session ends mid-search: every method at its first rate, then at its second.
 Defaults are SmolLM2-135M on Rotten Tomatoes on the batched engine (the same runs to
-float32 rounding of the losses; 1.13x as fast as in-process on 2 cores for a search cell's
-fleet at K = 2, ``fedzo bench batched``; ``--engine inprocess`` for the reference);
+float32 rounding of the losses; on 2 cores 1.12x as fast as in-process for a prompt cell's
+fleet and 1.00x for a LoRA cell's, ``analysis/results/batched``; ``--engine inprocess``
+for the reference);
 ``--model tiny-llama --task synthetic-sentiment-large`` runs in seconds.
 """
 
