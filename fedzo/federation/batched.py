@@ -218,6 +218,7 @@ class BatchedTransport(InProcessTransport):
                                         peak_memory_bytes(worker.objective.device))
                     out[i] = Message(build_uplink(up), reply_to=msg)
                 why = f"{len(ready)} clients, {turns} joint turns, {joint.forwards} forward passes"
+                why += f"; {joint.prompt_note}" if joint.prompt_note else ""
             worker.reset_work()
         if mode == "sequential":
             for i, msg, _, _ in ready:

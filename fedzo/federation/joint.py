@@ -36,7 +36,7 @@ from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fedzo.config.federation import BatchedConfig
-from fedzo.federation.promptcache import block_prompts, prompt_cache_reason, prompt_scores
+from fedzo.federation.promptcache import NOT_PROMPT_TUNING, block_prompts, prompt_cache_reason, prompt_scores
 from fedzo.federation.rowstate import States, per_row_state, prompt_table_index
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
@@ -145,8 +145,12 @@ class JointForward:
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
         # prompt tuning: which state tensor holds a client's virtual tokens, when they are shared per block
+        why = prompt_cache_reason(clf)
         self.prompt_table = (prompt_table_index(clf.model, worker.work) if mode != "sequential"
-                             and config.share_prompt and prompt_cache_reason(clf) is None else None)
+                             and config.share_prompt and why is None else None)
+        self.prompt_note = (None if why == NOT_PROMPT_TUNING else "virtual tokens once per client and pass"
+                            if self.prompt_table is not None else "virtual tokens per row (share_prompt off)"
+                            if not config.share_prompt else f"virtual tokens per row ({why})")
 
     def __call__(self, requests: list[LossRequest]) -> list[Answer]:
         if self.mode == "shared":

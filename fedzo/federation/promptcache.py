@@ -35,11 +35,14 @@ def _decoder(classifier: Any) -> Any:
     return get() if callable(get) else None
 
 
+NOT_PROMPT_TUNING = "not prompt tuning"
+
+
 def prompt_cache_reason(classifier: Any) -> str | None:
     """Why :func:`prompt_scores` cannot serve ``classifier`` (None: it can)."""
     cfg = getattr(classifier.model, "active_peft_config", None)
     if getattr(getattr(cfg, "peft_type", None), "value", None) != "PROMPT_TUNING":
-        return "not prompt tuning"
+        return NOT_PROMPT_TUNING
     if not isinstance(classifier, PromptClassifier):
         return "not a causal LM's prompt classifier"
     decoder = _decoder(classifier)

@@ -99,6 +99,8 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
     assert all(n is not None and n.startswith(f"{mode}:") for n in notes), notes
     if mode != "sequential":
         assert all("3 clients" in str(n) for n in notes), notes
+    if peft == "prompt" and mode != "sequential":
+        assert all(str(n).endswith("; virtual tokens per row (share_prompt off)") for n in notes), notes
     if mode == "rows" and zo.get("estimator") == "forward-grad":  # on a CPU a tangent pass holds one batch of rows
         for n in notes:
             turns, passes = (int(str(n).split(f" {w}")[0].split()[-1]) for w in ("joint turns", "forward passes"))
@@ -121,7 +123,8 @@ def test_shared_virtual_tokens_keep_each_clients_scalars(tmp_path: Path, fed_con
     assert sc.federation.batched.share_prompt
     ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
     got = run_federated(sc, tmp_path / "batched", engine="batched")
-    assert all(str(n).startswith(f"{mode}: 3 clients") for n in _batching(tmp_path / "batched"))
+    assert all(str(n).startswith(f"{mode}: 3 clients") and str(n).endswith("; virtual tokens once per client and pass")
+               for n in _batching(tmp_path / "batched"))
     a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
     tol = _shared_prompt_atol(sc)
     assert len(a) == len(b) and all(x[0] == y[0] and abs(x[2] - y[2]) <= tol for x, y in zip(a, b, strict=True))
