@@ -8,6 +8,8 @@ compactly, never as a dense float tensor:
 * :class:`MagnitudeMask` keeps the ``density`` fraction of smallest-magnitude
   elements of each tensor *as it was when the mask was built* (the pretrained
   weights, as in Sparse-MeZO). It is held as a packed bitmask: 1 bit per parameter.
+  A tensor with more zeros than that fraction (LoRA's B starts all zeros) keeps a
+  draw of its zeros seeded by the run's seed, not all of them.
 
 Block-wise perturbation moves one block of tensors per direction; the block is a
 pure function of the direction's seed.
@@ -74,17 +76,34 @@ class RandomMask:
         return self._density
 
 
-class MagnitudeMask:
-    """Keep the smallest-magnitude ``density`` fraction of each tensor (packed bits)."""
+def _smallest(flat: torch.Tensor, k: int, tie_seed: int) -> torch.Tensor:
+    """A uint8 mask of the ``k`` smallest elements of ``flat`` (non-negative). Elements tied
+    at the threshold are all kept (on weights rounded from bfloat16 a pair may tie: one
+    element over ``k``), except at a threshold of zero: a tensor with more than ``k``
+    zeros (LoRA's B starts all zeros) keeps ``k`` of them, drawn with ``tie_seed``."""
+    if k >= flat.numel():
+        return torch.ones_like(flat, dtype=torch.uint8)
+    thr = flat.float().kthvalue(k).values
+    if thr > 0:
+        return (flat <= thr).to(torch.uint8)
+    zeros = (flat == 0).nonzero().reshape(-1)
+    gen = torch.Generator().manual_seed(tie_seed)
+    keep = torch.zeros_like(flat, dtype=torch.uint8)
+    keep[zeros[torch.randperm(zeros.numel(), generator=gen)[:k].to(zeros.device)]] = 1
+    return keep
 
-    def __init__(self, params: ParamSet, density: float) -> None:
+
+class MagnitudeMask:
+    """Keep the smallest-magnitude ``density`` fraction of each tensor (packed bits); of a
+    tensor mostly zeros, a draw from ``seed`` of that fraction (see :func:`_smallest`)."""
+
+    def __init__(self, params: ParamSet, density: float, seed: int = 0) -> None:
         self._density = _check_density(density)
         self._bits: list[torch.Tensor] = []
-        for t in params.tensors:
+        for i, t in enumerate(params.tensors):
             flat = t.detach().reshape(-1).abs()
             k = max(1, round(self._density * flat.numel()))
-            thr = flat.float().kthvalue(k).values if k < flat.numel() else flat.max()
-            keep = (flat <= thr).to(torch.uint8)
+            keep = _smallest(flat, k, derive_seed(seed, _MASK_TAG, i))
             pad = (-keep.numel()) % 8
             if pad:
                 keep = torch.cat([keep, keep.new_zeros(pad)])
@@ -117,7 +136,7 @@ def make_mask(kind: str, density: float, seed: int, params: ParamSet) -> Mask | 
     if kind == "random":
         return RandomMask(density, derive_seed(seed, _MASK_TAG))
     if kind == "magnitude":
-        return MagnitudeMask(params, density)
+        return MagnitudeMask(params, density, seed)
     if kind != "none":
         raise ConfigError(f"zo.mask: {kind!r} is not allowed; allowed: none, random, magnitude")
     return None
