@@ -10,7 +10,8 @@ writes ``results.json`` and ``table.md`` into OUT: per seed, the dev accuracies 
 run's evaluation rounds and the test accuracies with their 95 % Wilson intervals, the
 simulated and host seconds, the bytes by kind and the model hash; over the seeds, the mean
 and standard deviation of the test gain. Finished runs and evaluations are reused.
-``--dtype bf16 --out analysis/results/quickstart-bf16`` runs it in half precision.
+``--dtype bf16 --out analysis/results/quickstart-bf16`` runs it in half precision, ``--lr 0.01
+--out analysis/results/quickstart-lr0.01`` at another learning rate.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ from analysis.experiments.common import cached_evaluation, run_scenario, write_r
 PROMPT = "chat"  # the best zero-shot prompt of SmolLM2-135M on Rotten Tomatoes
 
 
-def one_seed(scenario: str, root: Path, seed: int, dtype: str | None = None) -> dict[str, Any]:
+def one_seed(scenario: str, root: Path, seed: int, dtype: str | None = None, lr: float | None = None) -> dict[str, Any]:
     """Run, evaluate and summarize the quickstart with ``seed`` (and ``model.dtype``, the
-    zero-shot baseline evaluated in the same dtype)."""
+    zero-shot baseline evaluated in the same dtype; ``lr``: the optimizer's learning rate)."""
     from fedzo.runs import RunDir
     from fedzo.stats import wilson_interval
 
     out = root / f"seed{seed}"
     t0 = time.perf_counter()
-    summary = run_scenario(scenario, out, overrides={"seed": seed, **({"model": {"dtype": dtype}} if dtype else {})})
+    overrides: dict[str, Any] = {"seed": seed}
+    if dtype:
+        overrides["model"] = {"dtype": dtype}
+    if lr is not None:
+        overrides["optimizer"] = {"lr": lr}
+    summary = run_scenario(scenario, out, overrides=overrides)
     wall = time.perf_counter() - t0
     final = cached_evaluation(root / f"seed{seed}.test.json", out, "--run", str(out))
     zero = cached_evaluation(root / f"seed{seed}.zero-shot.json", out, "--model", "smollm2-135m", "--task",
@@ -83,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
                    help="override model.dtype (give a separate --out: runs are reused by seed)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="override optimizer.lr (give a separate --out: runs are reused by seed)")
     args = p.parse_args(argv)
     root = Path(args.out) / "runs"
-    seeds = [one_seed(args.scenario, root, s, args.dtype) for s in args.seeds]
+    seeds = [one_seed(args.scenario, root, s, args.dtype, args.lr) for s in args.seeds]
     gains = [s["test_gain"] for s in seeds]
     result = {"command": " ".join(["python -m analysis.experiments.quickstart", *(sys.argv[1:] if argv is None else argv)]),
-              "scenario": args.scenario, "dtype": args.dtype or "fp32", "seeds": seeds,
+              "scenario": args.scenario, "dtype": args.dtype or "fp32", "lr": args.lr, "seeds": seeds,
               "test_gain": {"mean": statistics.mean(gains), "sd": statistics.stdev(gains) if len(gains) > 1 else 0.0}}
     write_results(Path(args.out), result, format_table)
     return 0
