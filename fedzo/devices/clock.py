@@ -275,10 +275,19 @@ class Clock:
     def offline_at(self, client: int, timing: ClientTiming, *, round_: int, attempt: int,
                    start: float) -> float | None:
         """When ``client`` is offline during its work (seeded by run seed, round, client, attempt)."""
+        return self._offline(client, round_, attempt, start, start + timing.work_s)
+
+    def offline_at_start(self, client: int, *, round_: int, attempt: int, start: float) -> bool:
+        """Whether ``client`` is offline when the round starts: the same draw as
+        :meth:`offline_at`, whose answer at the start does not depend on the work's length
+        (so no work need be priced to know it)."""
+        off = self._offline(client, round_, attempt, start, start + 1.0)
+        return off is not None and off <= start
+
+    def _offline(self, client: int, round_: int, attempt: int, start: float, end: float) -> float | None:
         rng = client_rng(self.seed, round_, client) if attempt == 0 else np.random.default_rng(
             [self.seed, round_, client, attempt])
-        return draw_offline_time(self.profiles[client].availability, start_s=start,
-                                 end_s=start + timing.work_s, rng=rng)
+        return draw_offline_time(self.profiles[client].availability, start_s=start, end_s=end, rng=rng)
 
     # -- catch-up costs (the ``auto`` policy asks) ---------------------------------------
     def replay_seconds(self, client: int, entries: int) -> float:

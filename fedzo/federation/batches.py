@@ -22,6 +22,12 @@ def local_batch(partition: Sequence[int], batch_size: int, seed: int, round_: in
     return rng.sample(list(partition), min(batch_size, len(partition)))
 
 
+def local_examples(train: Sequence[Example], partition: Sequence[int], batch_size: int, seed: int, round_: int,
+                   client: int, step: int) -> list[Example]:
+    """The examples of local step ``step`` (:func:`local_batch`'s indices into ``train``)."""
+    return [train[i] for i in local_batch(partition, batch_size, seed, round_, client, step)]
+
+
 def batch_shape(clf: Classifier, examples: Sequence[Example]) -> tuple[int, int]:
     """(rows, padded width) of the batch ``clf`` makes of ``examples`` (from the cached
     encodings: no batch is built)."""

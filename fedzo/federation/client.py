@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 
 from fedzo.errors import ConfigError, FedzoError
 from fedzo.federation import fedavg_client
-from fedzo.federation.batches import local_batch
+from fedzo.federation.batches import local_examples
 from fedzo.federation.catchup import make_policy
 from fedzo.federation.logserver import log_lines
 from fedzo.federation.memory import peak_memory_bytes
@@ -168,9 +168,8 @@ class Worker:
 
     # -- training ----------------------------------------------------------------------
     def _picked(self, client: int, round_: int, step: int) -> list[Example]:
-        idx = local_batch(self.partitions[client], self.scenario.data.batch_size, self.scenario.seed, round_, client,
-                          step)
-        return [self.objective.train[i] for i in idx]
+        return local_examples(self.objective.train, self.partitions[client], self.scenario.data.batch_size,
+                              self.scenario.seed, round_, client, step)
 
     def prefetch(self, downlinks: Sequence[Downlink]) -> None:
         """Tokenize every batch the train messages ``downlinks`` will use, in one call

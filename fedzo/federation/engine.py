@@ -229,12 +229,10 @@ class RoundEngine(Generic[U]):
         for c in clients:
             out = self.protocol.downlink(round_, c)
             msg = transport.new_message(out.content, self.members.node_of[c], round_)
-            size = MessageSize.of(msg)
-            pre = self.clock.timing(c, self.protocol.work(round_, c, None, size.wire, 0, out.catch_up_entries))
-            off = self.clock.offline_at(c, pre, round_=round_, attempt=attempt, start=start)
-            if off is not None and off <= start:
+            if self.clock.offline_at_start(c, round_=round_, attempt=attempt, start=start):
                 offline.add(c)
                 continue
+            size = MessageSize.of(msg)
             msgs.append(msg)
             sent[c] = _Sent(size, out.catch_up_entries, out.catch_up_bytes, msg)
         return msgs, sent, offline

@@ -17,6 +17,7 @@ batched engine's stated tolerance; a test checks them against the plain joint fo
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -54,10 +55,11 @@ def prompt_cache_reason(classifier: Any) -> str | None:
     return None
 
 
-def _cache_kwarg(decoder: Any) -> str:
-    """The decoder's name for its key/value cache (``cache``; ``past_key_values`` before
-    transformers 5.x renamed it)."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+@functools.cache
+def _cache_kwarg(decoder_type: Any) -> str:
+    """The name a decoder class gives its key/value cache (``cache``; ``past_key_values``
+    before transformers 5.x renamed it), looked up once per class."""
+    return "cache" if "cache" in inspect.signature(decoder_type.forward).parameters else "past_key_values"
 
 
 def prompt_scores(classifier: Any, batch: Batch, prompts: Sequence[torch.Tensor], rows: Sequence[int]) -> torch.Tensor:
@@ -68,7 +70,7 @@ def prompt_scores(classifier: Any, batch: Batch, prompts: Sequence[torch.Tensor]
     expanded to the rows, and a second pass runs the rows' tokens after it."""
     model = classifier.model
     decoder = _decoder(classifier)
-    key = _cache_kwarg(decoder)
+    key = _cache_kwarg(decoder.__class__)
     embeds = model.word_embeddings(batch.input_ids)
     virtual = torch.stack(list(prompts)).to(embeds.dtype)  # (blocks, V, H)
     first = decoder(inputs_embeds=virtual, use_cache=True)

@@ -20,7 +20,7 @@ from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork, Clock
 from fedzo.errors import FederationError
 from fedzo.federation.aggregate import Contribution
-from fedzo.federation.batches import batch_shape, local_batch
+from fedzo.federation.batches import batch_shape, local_examples
 from fedzo.federation.bytes import payload_bytes
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
 from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
@@ -165,7 +165,7 @@ class ZOProtocol:
              catch_up_entries: int) -> ClientWork:
         """The catch-up, then K local ZO steps on the client's own batches."""
         sc, train, clf = self.scenario, self.objective.train, self.objective.classifier
-        batches = [[train[i] for i in local_batch(self.partitions[client], sc.data.batch_size, sc.seed, round_, client, k)]
+        batches = [local_examples(train, self.partitions[client], sc.data.batch_size, sc.seed, round_, client, k)
                    for k in range(self.fed.local_steps)]
         clf.prefetch([e for b in batches for e in b])  # tokenized in one call (host speed only)
         shapes = tuple(batch_shape(clf, b) for b in batches)
