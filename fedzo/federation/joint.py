@@ -132,6 +132,17 @@ def gather(batches: Sequence[Batch], parts: Sequence[Block], width: int, pad_id:
     return Batch(torch.cat(ids), torch.cat(mask), torch.cat(labels))
 
 
+def _prompt_note(why: str | None, shared: bool, share_prompt: bool) -> str | None:
+    """How a pass ran prompt tuning's virtual tokens, for the round's batching note."""
+    if why == NOT_PROMPT_TUNING:
+        return None
+    if shared:
+        return "virtual tokens once per client and pass"
+    if not share_prompt:
+        return "virtual tokens per row (share_prompt off)"
+    return f"virtual tokens per row ({why})"
+
+
 class JointForward:
     """Answers a turn's loss requests with passes of sorted rows (see the module doc)."""
 
@@ -148,9 +159,7 @@ class JointForward:
         why = prompt_cache_reason(clf)
         self.prompt_table = (prompt_table_index(clf.model, worker.work) if mode != "sequential"
                              and config.share_prompt and why is None else None)
-        self.prompt_note = (None if why == NOT_PROMPT_TUNING else "virtual tokens once per client and pass"
-                            if self.prompt_table is not None else "virtual tokens per row (share_prompt off)"
-                            if not config.share_prompt else f"virtual tokens per row ({why})")
+        self.prompt_note = _prompt_note(why, self.prompt_table is not None, config.share_prompt)
 
     def __call__(self, requests: list[LossRequest]) -> list[Answer]:
         if self.mode == "shared":

@@ -165,3 +165,18 @@ def test_trace_availability_drops_client_leaving_its_window() -> None:
     assert r.timelines[0].status == "offline"
     # Across midnight the window continues (23:00 -> 07:00 next day).
     assert off(86400.0 - 1800.0) is None
+
+
+def test_offline_at_start_agrees_with_the_full_draw_whatever_the_work() -> None:
+    # the engine asks before pricing any work: the answer must be the one offline_at gives at the start
+    flaky = _clock(_fleet(40, 0.6, 0.3), seed=7)
+    nightly = _clock([get_profile("phone-flagship")])
+    cases = [(flaky, i, 50.0) for i in range(40)] + [(nightly, 0, s) for s in (3600.0, 23400.0, 43200.0, 84600.0)]
+    seen = set()
+    for clock, client, start in cases:
+        got = clock.offline_at_start(client, round_=3, attempt=1, start=start)
+        for work in (0.5, 7.0, 3600.0):
+            off = clock.offline_at(client, _t("c", work), round_=3, attempt=1, start=start)
+            assert got == (off is not None and off <= start), (client, start, work)
+        seen.add(got)
+    assert seen == {True, False}
