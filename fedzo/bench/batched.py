@@ -37,7 +37,8 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
     with tempfile.TemporaryDirectory(prefix="fedzo-bench-batched-") as tmp:
         for p in participants:
             sc = variant(scenario, p, rounds, batched=batched)
-            secs, logs, notes = time_engines(sc, ("inprocess", "batched"), repeats, Path(tmp) / str(p))
+            t = time_engines(sc, ("inprocess", "batched"), repeats, Path(tmp) / str(p))
+            secs, logs, notes = t.secs, t.logs, t.notes
             one, joint = statistics.median(secs["inprocess"]), statistics.median(secs["batched"])
             rows.append({"participants": p, "inprocess_seconds_per_round": one, "batched_seconds_per_round": joint,
                          "inprocess_over_batched": one / joint, "rounds_timed": len(secs["batched"]),

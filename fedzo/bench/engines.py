@@ -16,7 +16,11 @@ the same rows as the batched engine packs them (sorted by length, in passes unde
 scenario's ``federation.batched`` caps), N = participants x batch size (at most about
 8192 tokens, a sample). When forwards dominate a round, the engine cannot beat this
 ratio by much: on a CPU that a model's matmuls already keep busy, what it gains is the
-padding it cuts and passes that stay in the caches.
+padding it cuts and passes that stay in the caches. The batched engine's own joint
+forwards (every turn's packed passes and losses, as it ran them) are timed too:
+``forwards_only_over_inprocess`` is the ratio it would reach were every other part of its
+rounds (each client's steps, messages, pricing, catch-up) free: the bound that per-client
+overhead work cannot lift.
 
 The default suite is the one of issue 16: the tiny model (``scenarios/batched-tiny.yaml``)
 at 10, 100 and 1000 participants, and SmolLM2-135M prompt tuning
@@ -33,6 +37,9 @@ import os
 import platform
 import statistics
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +107,29 @@ def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes,
     return secs, (out / "update_log.jsonl").read_bytes(), sorted({str(r.batching) for r in rounds if r.batching})
 
 
+@contextmanager
+def joint_forward_seconds() -> Iterator[list[float]]:
+    """While active, the host seconds of every joint forward call (every turn of the batched
+    engine: its packed passes and their losses) are appended to the yielded list."""
+    from fedzo.federation.joint import JointForward
+
+    spent: list[float] = []
+    original = JointForward.__call__
+
+    def timed(self: JointForward, requests: list[Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original(self, requests)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    JointForward.__call__ = timed  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        JointForward.__call__ = original  # type: ignore[method-assign]
+
+
 def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     """Seconds of N rows as clients' batches vs as the batched engine's packed passes."""
     import random
@@ -145,20 +175,30 @@ def log_difference(a: bytes, b: bytes) -> float:
     return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / scale for x, y in zip(ea, eb)), default=0.0)
 
 
-def time_engines(scenario: Any, engines: tuple[str, ...], repeats: int,
-                 tmp: Path) -> tuple[dict[str, list[float]], dict[str, set[bytes]], list[str]]:
-    """``scenario`` on each engine ``repeats`` times (the engines alternating): every
-    round's host seconds and the distinct update logs per engine, the batched engine's notes."""
-    secs: dict[str, list[float]] = {e: [] for e in engines}
-    logs: dict[str, set[bytes]] = {e: set() for e in engines}
-    notes: list[str] = []
+@dataclass
+class Timings:
+    """What :func:`time_engines` measured: per engine every round's host seconds and the
+    distinct update logs; the batched engine's notes and its joint forwards' seconds per round."""
+
+    secs: dict[str, list[float]]
+    logs: dict[str, set[bytes]]
+    notes: list[str]
+    forward_secs: list[float]
+
+
+def time_engines(scenario: Any, engines: tuple[str, ...], repeats: int, tmp: Path) -> Timings:
+    """``scenario`` on each engine ``repeats`` times (the engines alternating)."""
+    out = Timings({e: [] for e in engines}, {e: set() for e in engines}, [], [])
     for rep in range(repeats):
         for engine in engines:
-            s, log, note = time_run(scenario, tmp / f"{engine}-{rep}", engine)
-            secs[engine] += s
-            logs[engine].add(log)
-            notes = notes or (note if engine == "batched" else [])
-    return secs, logs, notes
+            with joint_forward_seconds() as spent:
+                s, log, note = time_run(scenario, tmp / f"{engine}-{rep}", engine)
+            out.secs[engine] += s
+            out.logs[engine].add(log)
+            out.notes = out.notes or (note if engine == "batched" else [])
+            if engine == "batched":
+                out.forward_secs.append(sum(spent) / max(len(s), 1))
+    return out
 
 
 def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, tmp: Path) -> dict[str, Any]:
@@ -166,10 +206,11 @@ def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, 
     left_out = [e for e in engines if e == "simulation" and case.simulation_max is not None
                 and participants > case.simulation_max]
     engines = tuple(e for e in engines if e not in left_out)
-    secs, logs, notes = time_engines(sc, engines, repeats, tmp / f"{case.name}-{participants}")
+    t = time_engines(sc, engines, repeats, tmp / f"{case.name}-{participants}")
+    secs, logs = t.secs, t.logs
     steps = participants * sc.federation.local_steps
     out: dict[str, Any] = {"case": case.name, "participants": participants, "local_steps": sc.federation.local_steps,
-                           "rounds_timed": {e: len(v) for e, v in secs.items()}, "batching": notes,
+                           "rounds_timed": {e: len(v) for e, v in secs.items()}, "batching": t.notes,
                            "forward_ceiling": forward_ceiling(sc, participants), "engines": {},
                            "left_out": {e: f"more than {case.simulation_max} participants (too slow)" for e in left_out}}
     base = statistics.median(secs["inprocess"])
@@ -180,6 +221,9 @@ def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, 
                              "update_log_bitwise_equal_inprocess": logs[e] == logs["inprocess"],
                              "scalars_max_relative_difference": max(log_difference(x, y) for x in logs[e]
                                                                     for y in logs["inprocess"])}
+    if t.forward_secs:  # the batched engine's rounds, were it to spend nothing beside its joint forwards
+        fwd = statistics.median(t.forward_secs)
+        out["engines"]["batched"] |= {"joint_forward_seconds_per_round": fwd, "forwards_only_over_inprocess": base / fwd}
     return out
 
 
@@ -232,6 +276,10 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{v['seconds_per_round']:>7.3f}  {v['client_steps_per_host_second']:>14.1f}  "
                          f"{v['inprocess_over_engine']:>12.2f}x  {v['update_log_bitwise_equal_inprocess']!s:>11}  "
                          + (" | ".join(r["batching"]) if e == "batched" else ""))
+            if "joint_forward_seconds_per_round" in v:
+                lines.append(f"{r['case']:<8}  {r['participants']:>12}  {e} joint forwards: "
+                             f"{v['joint_forward_seconds_per_round']:.3f} s/round; with nothing else "
+                             f"{v['forwards_only_over_inprocess']:.2f}x in-process")
     for k, g in report["goals"].items():
         got = "not measured" if g["measured"] is None else f"{g['measured']:.2f}x ({'met' if g['met'] else 'not met'})"
         lines.append(f"goal {k} >= {g['target']}x: {got}")

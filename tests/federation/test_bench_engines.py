@@ -40,8 +40,15 @@ def _check(report: dict, engines: tuple[str, ...]) -> dict:
 
 
 def test_bench_engines_times_inprocess_and_batched(tmp_path: Path) -> None:
-    row = _check(run_bench((Case("tiny", TINY, (3,), rounds=2),), ("batched",)), ("inprocess", "batched"))
+    report = run_bench((Case("tiny", TINY, (3,), rounds=2),), ("batched",))
+    row = _check(report, ("inprocess", "batched"))
     assert row["batching"][0].startswith("rows: 3 clients, 8 joint turns")
+    # the joint forwards are part of each round: the round without anything else is faster
+    batched = row["engines"]["batched"]
+    assert 0 < batched["joint_forward_seconds_per_round"] < batched["seconds_per_round"]
+    assert batched["forwards_only_over_inprocess"] > batched["inprocess_over_engine"]
+    assert "joint_forward_seconds_per_round" not in row["engines"]["inprocess"]
+    assert "batched joint forwards:" in format_report(report)
 
 
 @pytest.mark.slow
