@@ -358,3 +358,16 @@ def test_a_failed_fedzo_command_names_the_run_and_the_error_either_way(
     assert str(tmp_path / "run") in str(err.value) and "(exit 2)" in str(err.value)
     assert "rounds" in str(err.value) and str(bad) in str(err.value)
     assert "validate" in common.run_fedzo(tmp_path / "run", "validate", "--help")
+
+
+def test_omp_wait_times_each_process_under_the_policy_it_was_given() -> None:
+    from analysis.experiments import omp_wait
+
+    twins = omp_wait.measure("inprocess", 3, 1, "PASSIVE", 2)
+    assert [w["policy"] for w in twins] == ["PASSIVE", "PASSIVE"]
+    assert all(len(w["round_seconds"]) == 1 and w["round_seconds"][0] > 0 for w in twins)
+    (alone,) = omp_wait.measure("inprocess", 3, 1, None, 1)
+    assert alone["policy"] is None
+    rows = [{"engine": "inprocess", "participants": 3, "setting": "alone", "policy": p,
+             "median_seconds_per_round": s} for p, s in (("default", 2.0), ("passive", 0.5))]
+    assert omp_wait.format_table({"rows": rows}).splitlines()[-1] == "| inprocess | 3 | alone | 2.00 | 0.50 | 4.00x |"
