@@ -171,7 +171,8 @@ PENDING: set[str] = set()  # experiments whose results are not committed yet
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
                                          ("communication", communication), ("scale", "scale"),
                                          ("quickstart", quickstart), ("byzantine/persistent", byzantine),
-                                         ("estimators", "estimators"), ("server_optimizers", "server_optimizers")])
+                                         ("estimators", "estimators"), ("server_optimizers", "server_optimizers"),
+                                         ("omp_wait", "omp_wait")])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
     """Each committed table.md is what its script makes of the committed results.json."""
     if module == "scale":
@@ -180,6 +181,8 @@ def test_committed_tables_match_their_data(name: str, module: Any) -> None:
         from analysis.experiments import estimators as module
     if module == "server_optimizers":
         from analysis.experiments import server_optimizers as module
+    if module == "omp_wait":
+        from analysis.experiments import omp_wait as module
     path = RESULTS / name / "results.json"
     if name in PENDING and not path.exists():
         pytest.skip(f"{path}: no results committed yet")
