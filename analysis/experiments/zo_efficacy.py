@@ -219,34 +219,51 @@ def chosen(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
     return peft, ["zo-sgd", *others[:2]]
 
 
-def seeds_phase(a: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """ZO-SGD and the two best methods of the best tuning, at their searched lr, on every seed."""
-    out = []
+def seed_cells(a: argparse.Namespace, rows: list[dict[str, Any]]) -> list[tuple[str, str, float, int, bool, Path]]:
+    """(method, tuning, lr, seed, centralized, run path) of every seeds-phase run, in run order:
+    the federated runs seed by seed (so a partial phase compares the methods on equal seeds),
+    then the centralized ones (a server optimizer has no centralized counterpart)."""
     peft, names = chosen(rows)
-    for name in names:
-        lr = best_per_method(rows)[peft][name]["lr"]
+    best = best_per_method(rows)
+    runs = Path(a.out) / "runs"
+    cells = []
+    for centralized in (False, True):
         for seed in a.seeds:
-            sc = scenario(a, name, peft, lr, seed)
-            base = Path(a.out) / "runs" / ("search" if seed == 0 else "seeds")
-            fed = run_cell(a, base / (f"{name}-{peft}-{lr:g}" if seed == 0 else f"{name}-{peft}-s{seed}"),
-                           json.loads(json.dumps(sc)))
-            out.append({"method": name, "peft": peft, "lr": lr, "seed": seed, "setting": "federated", **fed})
-            if not METHODS[name].server:  # a server optimizer has no centralized counterpart
-                cen = run_cell(a, Path(a.out) / "runs" / "seeds" / f"{name}-{peft}-s{seed}-central", sc,
-                               centralized=True)
-                out.append({"method": name, "peft": peft, "lr": lr, "seed": seed, "setting": "centralized", **cen})
+            for name in names:
+                lr = best[peft][name]["lr"]
+                if centralized and METHODS[name].server:
+                    continue
+                path = (runs / "seeds" / f"{name}-{peft}-s{seed}-central" if centralized
+                        else runs / "search" / f"{name}-{peft}-{lr:g}" if seed == 0
+                        else runs / "seeds" / f"{name}-{peft}-s{seed}")
+                cells.append((name, peft, lr, seed, centralized, path))
+    return cells
+
+
+def seeds_phase(a: argparse.Namespace, rows: list[dict[str, Any]], *,
+                only_finished: bool = False) -> list[dict[str, Any]]:
+    """ZO-SGD and the two best methods of the best tuning, at their searched lr, on every seed
+    (``only_finished``: the runs that ran to their end, running none)."""
+    out = []
+    for name, peft, lr, seed, centralized, path in seed_cells(a, rows):
+        if only_finished and not ((path / "summary.json").exists() if centralized else finished(path)):
+            continue
+        r = run_cell(a, path, scenario(a, name, peft, lr, seed), centralized=centralized)
+        out.append({"method": name, "peft": peft, "lr": lr, "seed": seed,
+                    "setting": "centralized" if centralized else "federated", **r})
     return out
 
 
-def summarize(seed_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Test accuracy mean and spread per (method, tuning, setting); the best federated method."""
+def summarize(seed_rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """Test accuracy mean and spread per (method, tuning, setting); the best federated method,
+    named only once every federated method has all ``seeds`` (a partial phase names none)."""
     groups: dict[tuple[str, str, str], list[float]] = {}
     for r in seed_rows:
         groups.setdefault((r["method"], r["peft"], r["setting"]), []).append(r["test_accuracy"])
     table = [{"method": m, "peft": p, "setting": s, "seeds": len(v), "mean": statistics.fmean(v),
               "sd": statistics.stdev(v) if len(v) > 1 else None} for (m, p, s), v in sorted(groups.items())]
     fed = [t for t in table if t["setting"] == "federated"]
-    best = max(fed, key=lambda t: t["mean"], default=None)
+    best = None if any(t["seeds"] < seeds for t in fed) else max(fed, key=lambda t: t["mean"], default=None)
     return {"table": table, "best_method": None if best is None else f"{best['method']} ({best['peft']})",
             "best_federated_test_accuracy": None if best is None else best["mean"]}
 
@@ -274,13 +291,15 @@ def format_table(result: dict[str, Any]) -> str:
               f"squares over the cell's evaluated rounds), solved for {target:.2f}; the range is the slope's 95 % "
               "interval, unbounded where the slope could be zero (`analysis/experiments/zo_efficacy_report.py`).")]
     if result.get("summary"):
-        lines += ["", "## Seeds (test accuracy)", "", "| tuning | method | setting | seeds | mean ± sd |",
+        lines += ["", f"## Seeds (test accuracy; {result.get('seeds_finished', 'all')} runs finished)", "",
+                  "| tuning | method | setting | seeds | mean ± sd |",
                   "|---|---|---|---|---|"]
         for t in result["summary"]["table"]:
             sd = f" ± {t['sd']:.3f}" if t["sd"] is not None else ""
             lines.append(f"| {t['peft']} | {t['method']} | {t['setting']} | {t['seeds']} | {t['mean']:.3f}{sd} |")
         s = result["summary"]
-        lines += ["", f"Best federated: {s['best_method']}, {s['best_federated_test_accuracy']:.3f}."]
+        lines += ["", f"Best federated: {s['best_method']}, {s['best_federated_test_accuracy']:.3f}."
+                  if s["best_method"] else "Best federated: not named until every method has run on every seed."]
     return "\n".join(lines) + "\n"
 
 
@@ -316,9 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv), "setting": {k: v for k, v in vars(a).items() if k != "phase"},
         "methods": {n: m.label for n, m in METHODS.items()}, "search": rows, "target": TARGET,
         "cells_finished": f"{len(rows)} of {len(grid())}"}
-    if a.phase == "seeds":
-        result["seeds"] = seeds_phase(a, rows)
-        result["summary"] = summarize(result["seeds"])
+    if a.phase == "seeds" or (a.phase == "report" and rows):
+        result["seeds"] = seeds_phase(a, rows, only_finished=a.phase == "report")
+        result["seeds_finished"] = f"{len(result['seeds'])} of {len(seed_cells(a, rows))}"
+        result["summary"] = summarize(result["seeds"], len(a.seeds))
         result["best_method"] = result["summary"]["best_method"]
         result["best_federated_test_accuracy"] = result["summary"]["best_federated_test_accuracy"]
     write_results(Path(a.out), result, format_table)

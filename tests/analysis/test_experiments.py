@@ -286,6 +286,8 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     assert z.main(["--phase", "report", *args]) == 0
     r = json.loads((tmp_path / "results.json").read_text())
     assert [row["method"] for row in r["search"]] == ["zo-sgd"] and r["cells_finished"] == "1 of 2"
+    assert sorted(row["setting"] for row in r["seeds"]) == ["centralized", "federated"]  # finished seed runs kept
+    assert r["seeds_finished"] == "2 of 2" and r["best_method"] == "zo-sgd (prompt)"
     assert not (tmp_path / "runs" / "search" / "server-adam-prompt-0.001.test.json").exists()
     assert r["search"][0]["extrapolation"]["estimate"] is True and (tmp_path / "accuracy_vs_forwards.png").exists()
     assert "(estimate)" in (tmp_path / "table.md").read_text()
@@ -300,6 +302,27 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     assert row["clock"] == f"calibrated ({cal}, repriced)" and row["sim_seconds"] != row["sim_seconds_as_run"]
     assert [p["sim_seconds"] for p in row["curve"]][0] == 0.0 and row["curve"][-1]["sim_seconds"] == row["sim_seconds"]
     assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001.clock.json").exists()
+
+
+def test_zo_efficacy_seeds_run_federated_first_and_name_no_best_until_complete(tmp_path: Path) -> None:
+    from analysis.experiments import zo_efficacy as z
+
+    rows = [{"method": n, "peft": "prompt", "lr": lr, "dev_accuracy": d}
+            for n, lr, d in (("zo-sgd", 1e-2, 0.7), ("server-adam", 1e-3, 0.8), ("forward-grad", 1e-2, 0.75),
+                             ("fzoo", 1e-2, 0.6))]
+    a = argparse.Namespace(out=str(tmp_path), seeds=[0, 1])
+    cells = [(name, seed, central) for name, _, _, seed, central, _ in z.seed_cells(a, rows)]
+    assert cells == [("zo-sgd", 0, False), ("server-adam", 0, False), ("forward-grad", 0, False),
+                     ("zo-sgd", 1, False), ("server-adam", 1, False), ("forward-grad", 1, False),
+                     ("zo-sgd", 0, True), ("forward-grad", 0, True), ("zo-sgd", 1, True), ("forward-grad", 1, True)]
+    assert z.seed_cells(a, rows)[0][-1] == tmp_path / "runs" / "search" / "zo-sgd-prompt-0.01"  # seed 0: the search cell
+    done = [{"method": m, "peft": "prompt", "setting": "federated", "test_accuracy": acc}
+            for m, acc in (("zo-sgd", 0.70), ("zo-sgd", 0.72), ("server-adam", 0.80))]
+    partial = z.summarize(done, 2)
+    assert partial["best_method"] is None and partial["best_federated_test_accuracy"] is None
+    assert "not named until" in z.format_table({"search": [], "summary": partial})
+    full = z.summarize([*done, {**done[-1], "test_accuracy": 0.78}], 2)
+    assert full["best_method"] == "server-adam (prompt)" and full["best_federated_test_accuracy"] == pytest.approx(0.79)
 
 
 def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
