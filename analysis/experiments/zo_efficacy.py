@@ -73,8 +73,8 @@ class Method:
 # Two rates per method for prompt tuning (the tuning that moves at this budget: the quickstart's 1e-3 and ten
 # times it), one for LoRA (ZO-SGD two): at about 1.3 s a forward pass on 2 cores, the 16 search cells take about
 # 4.5 CPU-hours, the seeds phase as much again.
-LRS = {"prompt": (1e-3, 1e-2), "lora": (1e-4, 1e-3)}
-ONE = {"prompt": (1e-3, 1e-2), "lora": (1e-3,)}
+LRS: dict[str, tuple[float, ...]] = {"prompt": (1e-3, 1e-2), "lora": (1e-4, 1e-3)}
+ONE: dict[str, tuple[float, ...]] = {"prompt": (1e-3, 1e-2), "lora": (1e-3,)}
 METHODS: dict[str, Method] = {
     "zo-sgd": Method("ZO-SGD (central, q = 1)", {"estimator": "central", "q": 1}, 2, LRS),
     "fzoo": Method("FZOO-style (q = 4 Rademacher, normalized)",
@@ -260,7 +260,7 @@ def summarize(seed_rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
     groups: dict[tuple[str, str, str], list[float]] = {}
     for r in seed_rows:
         groups.setdefault((r["method"], r["peft"], r["setting"]), []).append(r["test_accuracy"])
-    table = [{"method": m, "peft": p, "setting": s, "seeds": len(v), "mean": statistics.fmean(v),
+    table: list[dict[str, Any]] = [{"method": m, "peft": p, "setting": s, "seeds": len(v), "mean": statistics.fmean(v),
               "sd": statistics.stdev(v) if len(v) > 1 else None} for (m, p, s), v in sorted(groups.items())]
     fed = [t for t in table if t["setting"] == "federated"]
     best = None if any(t["seeds"] < seeds for t in fed) else max(fed, key=lambda t: t["mean"], default=None)
