@@ -39,6 +39,7 @@ from fedzo.federation.memory import peak_memory_bytes
 from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
 from fedzo.federation.nodecache import NodeCache, default_base
 from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.federation.threads import client_threads, reserved_cpus
 from fedzo.killpoints import kill_point
 from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
@@ -77,8 +78,9 @@ class Worker:
         self.digest = setup.digest
         sc = self.scenario = setup.scenario
         fed = sc.federation
-        if sc.runtime.threads:
-            torch.set_num_threads(sc.runtime.threads)
+        threads = client_threads(sc.runtime.threads, reserved_cpus())
+        if threads:
+            torch.set_num_threads(threads)
         self.objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
         if sc.optimizer.checkpointing:  # FedAvg with backprop: recompute activations in backward
             enable_checkpointing(self.objective.classifier.model)
