@@ -156,7 +156,9 @@ class RuntimeConfig(Section):
     """Where and with how many threads the run computes."""
 
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where to compute (auto: CUDA when present)")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: all cores)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: all cores); a "
+                                "simulation-engine client runs at most the CPUs Ray reserved for it "
+                                "(federation.simulation.num_cpus)")
 
 
 def precision_problems(model: ModelConfig, runtime: RuntimeConfig) -> list[str]:
