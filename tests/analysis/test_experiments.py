@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -175,14 +176,8 @@ PENDING: set[str] = set()  # experiments whose results are not committed yet
                                          ("omp_wait", "omp_wait")])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
     """Each committed table.md is what its script makes of the committed results.json."""
-    if module == "scale":
-        from analysis.experiments import scale as module
-    if module == "estimators":
-        from analysis.experiments import estimators as module
-    if module == "server_optimizers":
-        from analysis.experiments import server_optimizers as module
-    if module == "omp_wait":
-        from analysis.experiments import omp_wait as module
+    if isinstance(module, str):  # imported here, by name: these scripts load heavier modules
+        module = importlib.import_module(f"analysis.experiments.{module}")
     path = RESULTS / name / "results.json"
     if name in PENDING and not path.exists():
         pytest.skip(f"{path}: no results committed yet")
