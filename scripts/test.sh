@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment (if none is active), install fedzo with its test extras,
-# lint and type-check the package, and run the test suite. This is the README's test
+# lint the repository, type-check the package, and run the test suite. This is the README's test
 # command; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,6 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[test]"
-python -m ruff check fedzo
+python -m ruff check .
 python -m mypy
 python -m pytest -q "$@"

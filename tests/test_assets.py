@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from fixture_archives import offline_cache, tar_gz_bytes
+
 from fedzo import assets
 from fedzo.commands import assets as assets_cmd
 from fedzo.errors import AssetError

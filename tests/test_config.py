@@ -13,12 +13,12 @@ from fedzo.zo.optimizers import OPTIMIZERS, optimizer_names
 
 
 @pytest.mark.parametrize(("kw", "match"), [
-    (dict(clients_per_round=3, participation=0.5), "choose one"),
-    (dict(num_clients=2, min_clients=3), "min_clients"),
-    (dict(catch_up="seed_pool", seed_pool_size=2, local_steps=5), "seed_pool_size"),
-    (dict(aggregator="mode"), "not a known aggregator"),
-    (dict(partition="random"), "not a known partitioner"),
-    (dict(bogus=1), "bogus"),
+    ({"clients_per_round": 3, "participation": 0.5}, "choose one"),
+    ({"num_clients": 2, "min_clients": 3}, "min_clients"),
+    ({"catch_up": "seed_pool", "seed_pool_size": 2, "local_steps": 5}, "seed_pool_size"),
+    ({"aggregator": "mode"}, "not a known aggregator"),
+    ({"partition": "random"}, "not a known partitioner"),
+    ({"bogus": 1}, "bogus"),
 ])
 def test_federation_refuses_what_the_protocol_cannot_do(kw, match) -> None:
     with pytest.raises(ValidationError, match=match):

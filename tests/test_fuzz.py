@@ -96,9 +96,7 @@ def _record(cfg, met, with_metrics):
 @SETTINGS
 @given(reply=replies())
 def test_reply_parser_raises_only_message_errors(reply) -> None:
-    from flwr.app import RecordDict
-
-    from flwr.app import Message
+    from flwr.app import Message, RecordDict
 
     from fedzo.federation.bytes import ensure_task_identity
     from fedzo.federation.messages import Expected, MessageError, parse_uplink

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fedzo.cli import main
-from fedzo.errors import ScenarioError
 from fedzo.config.reference import scenario_reference
 from fedzo.config.scenario import load_scenario
+from fedzo.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))

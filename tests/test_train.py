@@ -8,8 +8,8 @@ import pytest
 
 import fedzo.train as train_mod
 from fedzo.cli import main
-from fedzo.errors import ConfigError
 from fedzo.config.train import TrainConfig
+from fedzo.errors import ConfigError
 from fedzo.tasks.objective import build_objective
 from fedzo.train import make_perturber, train
 from fedzo.zo import ParamSet, UpdateLog, apply_entries, param_digest

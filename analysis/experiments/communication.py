@@ -112,10 +112,10 @@ def _pm(s: dict[str, float] | None, fmt: str = ".3f") -> str:
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: per variant over the seeds, accuracy and bytes; bytes to each target."""
     n, seeds, summ = result["num_clients"], result["seeds"], result["summary"]
-    lines = [f"Seeds {', '.join(map(str, seeds))} (mean ± sd; test: 1000 sentences, each run's 95 % interval "
-             "about ±2.6 points; dev: 200 sentences). Bytes: every message as Flower carries it, handshake included.",
-             "", "| run | rounds | test acc. | final dev acc. | bytes per client-round (up / down) | fleet total | "
-             "per client |", "|---|---|---|---|---|---|---|"]
+    lines = [(f"Seeds {', '.join(map(str, seeds))} (mean ± sd; test: 1000 sentences, each run's 95 % interval "
+             "about ±2.6 points; dev: 200 sentences). Bytes: every message as Flower carries it, handshake included."),
+             "", ("| run | rounds | test acc. | final dev acc. | bytes per client-round (up / down) | fleet total | "
+             "per client |"), "|---|---|---|---|---|---|---|"]
     for name, v in summ.items():
         rounds = result["runs"][name][0]["rounds"]
         total = v["bytes_total"]["mean"]

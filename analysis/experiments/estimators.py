@@ -56,9 +56,9 @@ def one_run(out: Path, a: argparse.Namespace, estimator: str, lr: float, seed: i
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per estimator and lr: mean and sd over seeds; per estimator: the best lr."""
     cells: dict[str, dict[str, Any]] = {}
-    for est in LRS:
+    for est, lrs in LRS.items():
         by_lr = {}
-        for lr in LRS[est]:
+        for lr in lrs:
             accs = [r["final_accuracy"] for r in rows if r["estimator"] == est and r["lr"] == lr]
             if accs:
                 by_lr[f"{lr:g}"] = {"mean": statistics.fmean(accs), "sd": statistics.stdev(accs) if len(accs) > 1
@@ -71,8 +71,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(r: dict[str, Any]) -> str:
     """Markdown: accuracy per estimator and lr (mean ± sd over seeds), best lr marked."""
-    lines = [f"{r['model']} on {r['task']}, {r['forwards']} forward passes per run, accuracy on {r['eval_examples']} "
-             f"examples, seeds {r['seeds']} (mean ± sd; best lr in bold):", "",
+    lines = [(f"{r['model']} on {r['task']}, {r['forwards']} forward passes per run, accuracy on {r['eval_examples']} "
+             f"examples, seeds {r['seeds']} (mean ± sd; best lr in bold):"), "",
              "| estimator | directions per step | lr | accuracy |", "|---|---|---|---|"]
     for est, c in r["summary"].items():
         q = r["q"] if est == "fzoo" else 1

@@ -69,7 +69,7 @@ def predicted_memory(a: argparse.Namespace, optimizer: str, peft: str) -> int | 
         opt = "adam" if optimizer.endswith("adam") else "sgd"
         return int(estimate_memory(model_config(a.model), mode, batch=a.batch_size, seq=a.seq,  # type: ignore[arg-type]
                                    peft=peft, optimizer=opt).total)
-    except Exception:  # an architecture the memory model does not know
+    except Exception:  # noqa: BLE001 -- an architecture the memory model does not know
         return None
 
 
@@ -109,8 +109,8 @@ def _mb(v: Any) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table of the rows (one line per cell)."""
     s = result["settings"]
-    lines = [f"{s['model']} on {s['task']}: {s['steps']} steps of batch {s['batch_size']}, accuracy on the "
-             f"first {s['eval_examples']} dev examples, {s['threads']} CPU threads.", "",
+    lines = [(f"{s['model']} on {s['task']}: {s['steps']} steps of batch {s['batch_size']}, accuracy on the "
+             f"first {s['eval_examples']} dev examples, {s['threads']} CPU threads."), "",
              "| optimizer | tuning | lr | accuracy (start -> end) | peak RSS MB (measured) | model MB (predicted) | s/step |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

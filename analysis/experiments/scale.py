@@ -20,6 +20,7 @@ writes ``results.json`` and ``table.md`` into OUT. Finished runs are reused.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def round_figures(run_dir: Path) -> dict[str, Any]:
     from fedzo.runs import RunDir
 
     rounds = [r for r in RunDir.open(run_dir).rounds() if r.round > 0]
-    host = [(b.host_seconds or 0.0) - (a.host_seconds or 0.0) for a, b in zip(rounds, rounds[1:])]
+    host = [(b.host_seconds or 0.0) - (a.host_seconds or 0.0) for a, b in itertools.pairwise(rounds)]
     host = [rounds[0].host_seconds or 0.0, *host] if rounds else []
     # a round nobody took part in (all sampled clients offline) has nothing to replay
     replay = [r.server_replay_seconds for r in rounds if r.server_replay_seconds is not None and r.participants > 0]
@@ -68,8 +69,8 @@ def format_table(result: dict[str, Any]) -> str:
         parts = r["participants_per_round"]
         lines.append(f"| {n} | {min(parts)}-{max(parts)} | {r['host_seconds_per_round']:.2f} | "
                      f"{r['server_replay_seconds_per_round'] * 1e3:.2f} | {r['server_peak_rss_bytes'] / 1e6:,.0f} MB |")
-    lines += ["", f"Server aggregation + replay of one round at SmolLM2-135M size ({SMOLLM2_NUMEL:,} parameters, "
-              f"K = {result['k']}):", "", "| replies | aggregate + replay s | reply validation s |", "|---|---|---|"]
+    lines += ["", (f"Server aggregation + replay of one round at SmolLM2-135M size ({SMOLLM2_NUMEL:,} parameters, "
+              f"K = {result['k']}):"), "", "| replies | aggregate + replay s | reply validation s |", "|---|---|---|"]
     for n, r in result["server_at_model_size"].items():
         lines.append(f"| {n} | {r['aggregate_replay_seconds']:.2f} | {r['validate_seconds']:.4f} |")
     return "\n".join(lines) + "\n"

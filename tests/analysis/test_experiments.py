@@ -295,7 +295,7 @@ def test_zo_efficacy_spends_one_budget_per_cell_and_picks_the_best(tmp_path: Pat
     assert z.main(["--phase", "report", *args[:-1], str(cal)]) == 0
     (row,) = json.loads((tmp_path / "results.json").read_text())["search"]
     assert row["clock"] == f"calibrated ({cal}, repriced)" and row["sim_seconds"] != row["sim_seconds_as_run"]
-    assert [p["sim_seconds"] for p in row["curve"]][0] == 0.0 and row["curve"][-1]["sim_seconds"] == row["sim_seconds"]
+    assert next(p["sim_seconds"] for p in row["curve"]) == 0.0 and row["curve"][-1]["sim_seconds"] == row["sim_seconds"]
     assert (tmp_path / "runs" / "search" / "zo-sgd-prompt-0.001.clock.json").exists()
 
 

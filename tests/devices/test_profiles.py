@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from fedzo.devices.availability import TraceAvailability
 from fedzo.devices.profiles import get_profile, load_profile, load_profiles
-from fedzo.units import parse_bitrate, parse_bytes
 from fedzo.errors import ConfigError
+from fedzo.units import parse_bitrate, parse_bytes
 
 from .conftest import VALID
 

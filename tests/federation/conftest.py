@@ -26,8 +26,8 @@ def tiny_config(*, optimizer: str = "zo-sgd", lr: float = 1e-3, **fed: Any) -> S
     ``federation:`` keys, every client on the host stand-in."""
     unknown = set(fed) - set(FederationConfig.model_fields)
     assert not unknown, f"not federation keys: {unknown}"
-    base: dict[str, Any] = dict(num_clients=4, clients_per_round=2, rounds=3, local_steps=3, round_timeout=120,
-                                seed_pool_size=16)
+    base: dict[str, Any] = {"num_clients": 4, "clients_per_round": 2, "rounds": 3, "local_steps": 3, "round_timeout": 120,
+                                "seed_pool_size": 16}
     return Scenario.model_validate({
         "model": {"name": "tiny-llama"}, "runtime": {"device": "cpu", "threads": 1},
         "data": {"task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32, "batch_size": 8},

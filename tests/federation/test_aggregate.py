@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from fedzo.errors import ConfigError
 from flwr.app import Error, Message, RecordDict
 
+from fedzo.errors import ConfigError
 from fedzo.federation.aggregate import Contribution, make_aggregator, median, trimmed_mean, weighted_mean
 from fedzo.federation.bytes import ensure_task_identity
 from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
-
-from dataclasses import dataclass
 
 from fedzo.federation.catchup import CatchUpPlanner, History, make_policy
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, apply_entries, param_digest
@@ -52,7 +52,7 @@ def test_replay_catch_up_reaches_the_server_model_bitwise() -> None:
         for s, coef in entries:
             srv.apply(s, (coef,))
         planner.record_round(r, entries)
-    cu = planner.plan(0, 5, lambda: {})
+    cu = planner.plan(0, 5, dict)
     assert cu.kind == "replay" and len(cu.seeds) == 15
     apply_entries(Perturber(client, spec), cu.entries())
     assert param_digest(client) == param_digest(server)
@@ -66,7 +66,7 @@ def test_history_is_compacted_to_the_oldest_need_and_bounded() -> None:
     assert planner.history_entries == 9 and planner.history.base_round == 7
     assert planner.plan(0, 10, lambda: {"w": np.zeros(1)}).kind == "full"  # too far behind
     planner.mark_synced(0, 8)
-    assert planner.plan(0, 10, lambda: {}).kind == "replay"
+    assert planner.plan(0, 10, dict).kind == "replay"
 
 
 def test_auto_picks_full_when_replay_costs_more_device_time() -> None:
@@ -77,7 +77,7 @@ def test_auto_picks_full_when_replay_costs_more_device_time() -> None:
     planner = _planner("auto")
     planner.mark_synced(0, 0)
     planner.record_round(1, _rounds(1)[0])
-    assert planner.plan(0, 1, lambda: {}).kind == "replay"
+    assert planner.plan(0, 1, dict).kind == "replay"
 
 
 def test_seed_pool_catch_up_has_constant_size() -> None:
@@ -88,7 +88,7 @@ def test_seed_pool_catch_up_has_constant_size() -> None:
         seeds = planner.policy.step_seeds(7, r, 3)
         assert len(set(seeds)) == 3 and set(seeds) <= set(pool.seeds)
         planner.record_round(r, [(s, 0.01 * r) for s in seeds])
-    cu = planner.plan(0, 29, lambda: {})
+    cu = planner.plan(0, 29, dict)
     assert cu.kind == "seed_pool" and len(cu.seeds) <= 8
     assert abs(sum(cu.coefs) - sum(0.03 * r for r in range(1, 30))) < 1e-9
 

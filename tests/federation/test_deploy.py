@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -158,7 +159,7 @@ def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed
     monkeypatch.setenv("FEDZO_NODE_CACHE", str(tmp_path / "cache"))  # nodes keep the setup on disk
 
     class Lossy(InProcessTransport):
-        sends: list[int] = []
+        sends: ClassVar[list[int]] = []
 
         def node_ids(self, expected: int, timeout: float) -> list[int]:
             return [*super().node_ids(0, 0.0), 4242]  # 4242: registered, then died

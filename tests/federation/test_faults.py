@@ -10,15 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedzo.config.scenario import load_scenario
 from fedzo.errors import ScenarioError
 from fedzo.federation.aggregate import Contribution
 from fedzo.federation.faults import (
-    DELIVERY_FAULTS, FaultsConfig, delivery_fault, fault_totals, is_byzantine, tamper,
+    DELIVERY_FAULTS,
+    FaultsConfig,
+    delivery_fault,
+    fault_totals,
+    is_byzantine,
+    tamper,
 )
+from fedzo.federation.replies import collect_replies
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.run import run_federated
-from fedzo.config.scenario import load_scenario
-from fedzo.federation.replies import collect_replies
 from fedzo.records import parse_record
 from fedzo.zo import LogEntry
 

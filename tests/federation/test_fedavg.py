@@ -12,12 +12,18 @@ from flwr.app import Context, RecordDict
 
 from fedzo.federation.bytes import ensure_task_identity
 from fedzo.federation.client import Worker
-from fedzo.federation.sampling import sample_clients
 from fedzo.federation.fedavg_client import (
-    ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, build_train_config, epoch_batches, params_to_arrays, train_local,
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    WEIGHT_KEY,
+    build_train_config,
+    epoch_batches,
+    params_to_arrays,
+    train_local,
 )
 from fedzo.federation.protocols.fedavg import FedAvgProtocol
 from fedzo.federation.run import run_federated
+from fedzo.federation.sampling import sample_clients
 from fedzo.federation.setup import ClientSetup, config_digest
 from fedzo.zo import ParamSet, param_digest
 
@@ -124,7 +130,7 @@ def test_failing_and_malformed_clients_are_counted(tmp_path, monkeypatch, fed_co
         reply = real(worker, client, content)
         if client == 0:  # a NaN in the weights
             arr = reply.array_records[ARRAYS_KEY]
-            name = sorted(arr)[0]
+            name = min(arr)
             bad = arr[name].numpy().copy()
             bad.flat[0] = np.nan
             from flwr.app import Array

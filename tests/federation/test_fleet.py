@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import fedzo.federation.client as client_mod
-from fedzo.errors import MemoryBudgetExceeded, ScenarioError
 from fedzo.config.scenario import Scenario, load_scenario
+from fedzo.errors import MemoryBudgetExceeded, ScenarioError
 from fedzo.federation.run import run_federated
 from fedzo.records import HOST_MEASURED_KEYS
 
@@ -47,8 +47,8 @@ def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def scenario(devices: list[tuple[str, int]], fed: dict[str, Any] | None = None, optimizer: str = "zo-sgd",
              **fleet: Any) -> Scenario:
     """4 clients, 2 per round, 3 rounds of K=3 on the tiny model, on the given devices."""
-    base: dict[str, Any] = dict(num_clients=sum(n for _, n in devices), clients_per_round=2, rounds=3,
-                                local_steps=3, round_timeout=120)
+    base: dict[str, Any] = {"num_clients": sum(n for _, n in devices), "clients_per_round": 2, "rounds": 3,
+                                "local_steps": 3, "round_timeout": 120}
     return Scenario.model_validate({
         "model": {"name": "tiny-llama"}, "runtime": {"device": "cpu", "threads": 1},
         "data": {"task": "synthetic-sentiment", "train_examples": 128, "eval_examples": 32, "max_length": 32,

@@ -111,7 +111,7 @@ class Fleet:
 
     def flwr(self, *args: str) -> dict[str, Any]:
         out = subprocess.run(["flwr", *args, "--format", "json"], capture_output=True, text=True, env=self.env,
-                             timeout=120)
+                             timeout=120, check=False)
         try:
             return dict(json.loads(out.stdout))
         except ValueError:
@@ -128,7 +128,7 @@ class Fleet:
         return str(runs[0]["status"]) if runs else "unknown"
 
     def stop(self) -> None:
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)

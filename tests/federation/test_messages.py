@@ -9,17 +9,33 @@ import pytest
 from flwr.app import ConfigRecord
 
 from fedzo.federation.messages import (
-    CONFIG_KEY, CatchUp, Downlink, Expected, MessageError, NonFiniteScalarError, ScalarBoundError,
-    ScalarCountError, SchemaVersionError, StaleRoundError, UnknownSeedsError, Uplink, build_downlink,
-    build_setup_reply, build_uplink, parse_downlink, parse_setup_reply, parse_uplink, seeds_digest,
+    CONFIG_KEY,
+    CatchUp,
+    Downlink,
+    Expected,
+    MessageError,
+    NonFiniteScalarError,
+    ScalarBoundError,
+    ScalarCountError,
+    SchemaVersionError,
+    StaleRoundError,
+    UnknownSeedsError,
+    Uplink,
+    build_downlink,
+    build_setup_reply,
+    build_uplink,
+    parse_downlink,
+    parse_setup_reply,
+    parse_uplink,
+    seeds_digest,
 )
 
 SEEDS = (1, 2**63 - 1, 12345)
 
 
 def _uplink(**over) -> Uplink:
-    base = dict(round=3, client=2, scalars=(0.5, -1.25, 3.0), seeds_digest=seeds_digest(SEEDS),
-                num_examples=48, loss_mean=0.7, loss_last=0.6, compute_seconds=0.1, peak_memory_bytes=10)
+    base = {"round": 3, "client": 2, "scalars": (0.5, -1.25, 3.0), "seeds_digest": seeds_digest(SEEDS),
+                "num_examples": 48, "loss_mean": 0.7, "loss_last": 0.6, "compute_seconds": 0.1, "peak_memory_bytes": 10}
     return Uplink(**{**base, **over})
 
 
@@ -50,13 +66,13 @@ def test_uplink_round_trip_is_float32_exact() -> None:
 
 
 @pytest.mark.parametrize(("over", "exp", "error"), [
-    (dict(scalars=(1.0, 2.0)), EXP, ScalarCountError),
-    (dict(scalars=(1.0, math.nan, 0.0)), EXP, NonFiniteScalarError),
-    (dict(scalars=(1.0, math.inf, 0.0)), EXP, NonFiniteScalarError),
-    (dict(scalars=(1.0, 1e5, 0.0)), EXP, ScalarBoundError),
-    (dict(seeds_digest=seeds_digest((1, 2, 3))), EXP, UnknownSeedsError),
-    (dict(round=2), EXP, StaleRoundError),
-    (dict(loss_mean=math.nan), EXP, NonFiniteScalarError),
+    ({"scalars": (1.0, 2.0)}, EXP, ScalarCountError),
+    ({"scalars": (1.0, math.nan, 0.0)}, EXP, NonFiniteScalarError),
+    ({"scalars": (1.0, math.inf, 0.0)}, EXP, NonFiniteScalarError),
+    ({"scalars": (1.0, 1e5, 0.0)}, EXP, ScalarBoundError),
+    ({"seeds_digest": seeds_digest((1, 2, 3))}, EXP, UnknownSeedsError),
+    ({"round": 2}, EXP, StaleRoundError),
+    ({"loss_mean": math.nan}, EXP, NonFiniteScalarError),
 ])
 def test_bad_replies_raise_named_errors(over, exp, error) -> None:
     with pytest.raises(error) as info:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -32,10 +34,10 @@ def test_problems_the_schema_cannot_see_are_reported_together(tmp_path, capsys) 
     csv = tmp_path / "reviews.csv"
     csv.write_text("review_text,verdict\n" + "".join(f"film {i},{'good' if i % 2 else 'bad'}\n" for i in range(40)))
     path = _scenario(tmp_path, task=str(csv))
-    doc = yaml.safe_load(open(path))
+    doc = yaml.safe_load(Path(path).read_text())
     doc["runtime"]["device"] = "cuda"
     doc["fleet"]["calibration"] = str(tmp_path / "missing.calibration.json")
-    open(path, "w").write(yaml.safe_dump(doc))
+    Path(path).write_text(yaml.safe_dump(doc))
     assert main(["validate", path]) == 2
     cap = capsys.readouterr()
     assert "model: not checked" in cap.out
@@ -48,9 +50,9 @@ def test_problems_the_schema_cannot_see_are_reported_together(tmp_path, capsys) 
 
 def test_memory_refusal_is_found_before_the_run(tmp_path, capsys) -> None:
     path = _scenario(tmp_path, batch_size=4096, max_length=512)
-    doc = yaml.safe_load(open(path))
+    doc = yaml.safe_load(Path(path).read_text())
     doc["fleet"]["default_profile"] = "phone-midrange"
     doc["optimizer"] = {"name": "fo-adam"}
-    open(path, "w").write(yaml.safe_dump(doc))
+    Path(path).write_text(yaml.safe_dump(doc))
     assert main(["validate", path]) == 2
     assert "fleet.memory_policy: refuse" in capsys.readouterr().err

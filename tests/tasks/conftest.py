@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from fixture_archives import offline_cache, tar_gz_bytes
+
 from fedzo import assets
 
 

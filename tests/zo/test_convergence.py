@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from fedzo.zo import (
-    EstimatorConfig, NoiseSpec, ParamSet, Perturber, Schedule, make_zo_optimizer, zo_step,
+    EstimatorConfig,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    Schedule,
+    make_zo_optimizer,
+    zo_step,
 )
 from fedzo.zo.first_order import FOTrainer, HybridZOFO
 
@@ -62,7 +68,7 @@ def test_zo_optimizers_lower_a_convex_loss(name: str, lr: float) -> None:
     ps = ParamSet.from_module(model)
     p = Perturber(ps, NoiseSpec("portable", "gaussian", chunk_size=1024))
     opt = make_zo_optimizer(name)
-    loss_fn = lambda: float(_mse(model, x, y).detach())  # noqa: E731
+    loss_fn = lambda: float(_mse(model, x, y).detach())
     start = loss_fn()
     for step in range(300):
         zo_step(p, loss_fn, step, EstimatorConfig(eps=1e-3), opt, lr)
@@ -91,7 +97,7 @@ def test_hybrid_zo_fo_lowers_the_loss_and_backprops_only_its_part() -> None:
         make_zo_optimizer("zo-sgd"), fo_name="fo-adam", fo_lr=0.02,
     )
     assert not model[0].weight.requires_grad  # ZO part frozen for autograd
-    loss_fn = lambda: float(_mse(model, x, y).detach())  # noqa: E731
+    loss_fn = lambda: float(_mse(model, x, y).detach())
     start = loss_fn()
     for step in range(150):
         hybrid.step(loss_fn, lambda: _mse(model, x, y), step, EstimatorConfig(eps=1e-3), 0.01)

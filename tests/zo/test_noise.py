@@ -88,9 +88,9 @@ def test_bad_noise_spec_names_value(bad: dict) -> None:
 def test_a_compiled_kernel_that_fails_falls_back_to_the_same_eager_bits(monkeypatch) -> None:
     """torch.compile compiles on first call: a machine without a C compiler fails there, and the
     fill then goes eager for good (replays of large sets compile by default)."""
-    import fedzo.zo.noise as noise
+    from fedzo.zo import noise
 
-    def broken(*args):  # noqa: ANN002, ANN202
+    def broken(*args):
         raise RuntimeError("no C compiler")
 
     monkeypatch.setitem(noise._compiled, True, broken)

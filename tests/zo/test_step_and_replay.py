@@ -10,9 +10,21 @@ from torch import nn
 
 from fedzo.errors import ConfigError, ReplayMismatch
 from fedzo.zo import (
-    BlockSchedule, EstimatorConfig, LogEntry, MagnitudeMask, NoiseSpec, ParamSet, Perturber,
-    RandomMask, UpdateLog, check_signature, default_blocks, make_zo_optimizer, param_signature,
-    apply_entries, zo_step,
+    BlockSchedule,
+    EstimatorConfig,
+    LogEntry,
+    MagnitudeMask,
+    NoiseSpec,
+    ParamSet,
+    Perturber,
+    RandomMask,
+    UpdateLog,
+    apply_entries,
+    check_signature,
+    default_blocks,
+    make_zo_optimizer,
+    param_signature,
+    zo_step,
 )
 
 
@@ -54,18 +66,18 @@ def test_fused_step_equals_unfused_step(regression) -> None:
 
 
 CASES = [
-    dict(opt="zo-sgd"),
-    dict(opt="zo-sgd-sign"),
-    dict(opt="zo-sgd-cons"),
-    dict(opt="zo-sgd-mmt"),
-    dict(opt="zo-adam"),
-    dict(opt="zo-sgd", gen="torch"),
-    dict(opt="zo-sgd", dist="rademacher"),
-    dict(opt="zo-sgd", est="one-sided", q=3),
-    dict(opt="zo-sgd", est="fzoo", q=4, dist="rademacher"),
-    dict(opt="zo-sgd", mask="random"),
-    dict(opt="zo-adam", mask="magnitude"),
-    dict(opt="zo-sgd", blocks=True),
+    {"opt": "zo-sgd"},
+    {"opt": "zo-sgd-sign"},
+    {"opt": "zo-sgd-cons"},
+    {"opt": "zo-sgd-mmt"},
+    {"opt": "zo-adam"},
+    {"opt": "zo-sgd", "gen": "torch"},
+    {"opt": "zo-sgd", "dist": "rademacher"},
+    {"opt": "zo-sgd", "est": "one-sided", "q": 3},
+    {"opt": "zo-sgd", "est": "fzoo", "q": 4, "dist": "rademacher"},
+    {"opt": "zo-sgd", "mask": "random"},
+    {"opt": "zo-adam", "mask": "magnitude"},
+    {"opt": "zo-sgd", "blocks": True},
 ]
 
 
