@@ -21,7 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from analysis.experiments.common import run_fedzo, write_results
 
@@ -63,12 +63,12 @@ def predicted_memory(a: argparse.Namespace, optimizer: str, peft: str) -> int | 
     """The memory model's peak for this cell (batch x seq tokens), or None if unknown."""
     try:
         from fedzo.devices.architectures import model_config
-        from fedzo.devices.memory import estimate_memory
+        from fedzo.devices.memory import Mode, Optimizer, PeftMode, estimate_memory
 
-        mode = "bp" if optimizer.startswith("fo-") else "zo"
-        opt = "adam" if optimizer.endswith("adam") else "sgd"
-        return int(estimate_memory(model_config(a.model), mode, batch=a.batch_size, seq=a.seq,  # type: ignore[arg-type]
-                                   peft=peft, optimizer=opt).total)
+        mode: Mode = "bp" if optimizer.startswith("fo-") else "zo"
+        opt: Optimizer = "adam" if optimizer.endswith("adam") else "sgd"
+        return int(estimate_memory(model_config(a.model), mode, batch=a.batch_size, seq=a.seq,
+                                   peft=cast(PeftMode, peft), optimizer=opt).total)
     except Exception:  # noqa: BLE001 -- an architecture the memory model does not know
         return None
 

@@ -95,7 +95,8 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [head, "",
              "| server optimizer | lr searched | lr | accuracy | MB down | simulated min | modelled client memory |",
              "|---|---|---|---|---|---|---|"]
-    plain = next(iter(r["summary"].get("none", {}).get("by_lr", {}).values()), {}).get("modelled_client_memory_bytes")
+    none_cells: dict[str, dict[str, Any]] = r["summary"].get("none", {}).get("by_lr", {})
+    plain = next(iter(none_cells.values()), {}).get("modelled_client_memory_bytes")
     for method, c in r["summary"].items():
         for lr, v in c["by_lr"].items():
             acc = f"{v['accuracy']['mean']:.3f} ± {v['accuracy']['sd']:.3f}"
