@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,14 @@ from typing import Any
 import yaml
 
 from analysis.experiments.common import cached_evaluation, run_fedzo, write_results
-from analysis.experiments.zo_efficacy_report import TARGET, cell_extrapolation, extrapolation_cell, figure
+from analysis.experiments.zo_efficacy_report import (
+    TARGET,
+    cell_extrapolation,
+    extrapolation_cell,
+    figure,
+    seeds_table,
+    summarize_seeds,
+)
 from fedzo.stats import wilson_interval
 
 
@@ -254,20 +260,6 @@ def seeds_phase(a: argparse.Namespace, rows: list[dict[str, Any]], *,
     return out
 
 
-def summarize(seed_rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
-    """Test accuracy mean and spread per (method, tuning, setting); the best federated method,
-    named only once every federated method has all ``seeds`` (a partial phase names none)."""
-    groups: dict[tuple[str, str, str], list[float]] = {}
-    for r in seed_rows:
-        groups.setdefault((r["method"], r["peft"], r["setting"]), []).append(r["test_accuracy"])
-    table: list[dict[str, Any]] = [{"method": m, "peft": p, "setting": s, "seeds": len(v), "mean": statistics.fmean(v),
-              "sd": statistics.stdev(v) if len(v) > 1 else None} for (m, p, s), v in sorted(groups.items())]
-    fed = [t for t in table if t["setting"] == "federated"]
-    best = None if any(t["seeds"] < seeds for t in fed) else max(fed, key=lambda t: t["mean"], default=None)
-    return {"table": table, "best_method": None if best is None else f"{best['method']} ({best['peft']})",
-            "best_federated_test_accuracy": None if best is None else best["mean"]}
-
-
 def _ci(interval: list[float] | None) -> str:
     return f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval and interval[0] is not None else ""
 
@@ -292,14 +284,7 @@ def format_table(result: dict[str, Any]) -> str:
               "interval, unbounded where the slope could be zero (`analysis/experiments/zo_efficacy_report.py`).")]
     if result.get("summary"):
         lines += ["", f"## Seeds (test accuracy; {result.get('seeds_finished', 'all')} runs finished)", "",
-                  "| tuning | method | setting | seeds | mean ± sd |",
-                  "|---|---|---|---|---|"]
-        for t in result["summary"]["table"]:
-            sd = f" ± {t['sd']:.3f}" if t["sd"] is not None else ""
-            lines.append(f"| {t['peft']} | {t['method']} | {t['setting']} | {t['seeds']} | {t['mean']:.3f}{sd} |")
-        s = result["summary"]
-        lines += ["", f"Best federated: {s['best_method']}, {s['best_federated_test_accuracy']:.3f}."
-                  if s["best_method"] else "Best federated: not named until every method has run on every seed."]
+                  *seeds_table(result["summary"])]
     return "\n".join(lines) + "\n"
 
 
@@ -338,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.phase == "seeds" or (a.phase == "report" and rows):
         result["seeds"] = seeds_phase(a, rows, only_finished=a.phase == "report")
         result["seeds_finished"] = f"{len(result['seeds'])} of {len(seed_cells(a, rows))}"
-        result["summary"] = summarize(result["seeds"], len(a.seeds))
+        result["summary"] = summarize_seeds(result["seeds"], len(a.seeds))
         result["best_method"] = result["summary"]["best_method"]
         result["best_federated_test_accuracy"] = result["summary"]["best_federated_test_accuracy"]
     write_results(Path(a.out), result, format_table)

@@ -6,6 +6,10 @@ split). This module turns their dev-accuracy curves into two things a reader can
 
 * a figure: dev accuracy (with its 95 % band) against the fleet's forward passes and
   against simulated device time, one line per cell;
+* the seeds phase in numbers: test accuracy per seed, mean and spread per method and
+  setting, and each method's gain over ZO-SGD paired by seed (the runs of one seed share
+  the data order, the clients' shards and the server's seeds, so the paired difference
+  is less noisy than the difference of the means);
 * an **extrapolation, labelled an estimate**: each cell's accuracy against the logarithm
   of its forward passes, fitted by weighted least squares (each point weighted by the
   inverse of its binomial variance, p (1 - p) / n), then solved for the forward passes at
@@ -19,6 +23,7 @@ split). This module turns their dev-accuracy curves into two things a reader can
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,3 +142,55 @@ def figure(rows: Sequence[dict[str, Any]], path: Path, target: float = TARGET) -
     axes[0].set_title(f"ZO methods at one budget; target {target:.2f} (dashed)")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight")
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    return {"seeds": len(values), "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def summarize_seeds(seed_rows: Sequence[dict[str, Any]], seeds: int, baseline: str = "zo-sgd") -> dict[str, Any]:
+    """Test accuracy per seed, mean and spread per (method, tuning, setting), each method's
+    gain over ``baseline`` paired by seed, and the best federated method: named only once
+    every federated method has all ``seeds`` (a partial phase names none)."""
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
+    for r in seed_rows:
+        groups.setdefault((r["method"], r["peft"], r["setting"]), {})[int(r["seed"])] = r
+    table: list[dict[str, Any]] = []
+    for (method, peft, setting), runs in sorted(groups.items()):
+        acc = {k: runs[k]["test_accuracy"] for k in sorted(runs)}
+        base = groups.get((baseline, peft, setting), {})
+        common = [k for k in acc if k in base and method != baseline]
+        paired = _spread([acc[k] - base[k]["test_accuracy"] for k in common]) if common else None
+        hosts = [h for h in (runs[k].get("host_seconds") for k in runs) if h is not None]
+        table.append({"method": method, "peft": peft, "setting": setting, **_spread(list(acc.values())),
+                      "per_seed": {str(k): v for k, v in acc.items()}, "paired_gain": paired,
+                      "host_minutes": statistics.fmean(hosts) / 60 if hosts else None})
+    fed = [t for t in table if t["setting"] == "federated"]
+    best = None if any(t["seeds"] < seeds for t in fed) else max(fed, key=lambda t: t["mean"], default=None)
+    return {"table": table, "baseline": baseline,
+            "best_method": None if best is None else f"{best['method']} ({best['peft']})",
+            "best_federated_test_accuracy": None if best is None else best["mean"]}
+
+
+def _mean_sd(s: dict[str, Any] | None, signed: bool = False) -> str:
+    if s is None:
+        return "-"
+    mean = f"{s['mean']:+.3f}" if signed else f"{s['mean']:.3f}"
+    return mean + (f" ± {s['sd']:.3f}" if s["sd"] is not None else "") + (f" (n {s['seeds']})" if signed else "")
+
+
+def seeds_table(summary: dict[str, Any]) -> list[str]:
+    """Markdown lines: the seeds phase per method and setting, then the best federated method."""
+    base = summary.get("baseline", "zo-sgd")
+    lines = [f"| tuning | method | setting | per seed | mean ± sd | gain over {base}, paired by seed | host min |",
+             "|---|---|---|---|---|---|---|"]
+    for t in summary["table"]:
+        per_seed = ", ".join(f"s{k} {v:.3f}" for k, v in t.get("per_seed", {}).items())
+        host = f"{t['host_minutes']:.0f}" if t.get("host_minutes") is not None else "-"
+        lines.append(f"| {t['peft']} | {t['method']} | {t['setting']} | {per_seed} | {_mean_sd(t)} | "
+                     f"{_mean_sd(t.get('paired_gain'), signed=True)} | {host} |")
+    best = summary["best_method"]
+    lines += ["", f"Best federated: {best}, {summary['best_federated_test_accuracy']:.3f} (mean over seeds)."
+              if best else "Best federated: not named until every method has run on every seed."]
+    return lines

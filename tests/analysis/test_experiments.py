@@ -311,13 +311,22 @@ def test_zo_efficacy_seeds_run_federated_first_and_name_no_best_until_complete(t
                      ("zo-sgd", 1, False), ("server-adam", 1, False), ("forward-grad", 1, False),
                      ("zo-sgd", 0, True), ("forward-grad", 0, True), ("zo-sgd", 1, True), ("forward-grad", 1, True)]
     assert z.seed_cells(a, rows)[0][-1] == tmp_path / "runs" / "search" / "zo-sgd-prompt-0.01"  # seed 0: the search cell
-    done = [{"method": m, "peft": "prompt", "setting": "federated", "test_accuracy": acc}
-            for m, acc in (("zo-sgd", 0.70), ("zo-sgd", 0.72), ("server-adam", 0.80))]
-    partial = z.summarize(done, 2)
+    done = [{"method": m, "peft": "prompt", "setting": "federated", "seed": seed, "test_accuracy": acc,
+             "host_seconds": 600.0}
+            for m, seed, acc in (("zo-sgd", 0, 0.70), ("zo-sgd", 1, 0.72), ("server-adam", 0, 0.80))]
+    partial = z.summarize_seeds(done, 2)
     assert partial["best_method"] is None and partial["best_federated_test_accuracy"] is None
     assert "not named until" in z.format_table({"search": [], "summary": partial})
-    full = z.summarize([*done, {**done[-1], "test_accuracy": 0.78}], 2)
+    full = z.summarize_seeds([*done, {**done[-1], "seed": 1, "test_accuracy": 0.78}], 2)
     assert full["best_method"] == "server-adam (prompt)" and full["best_federated_test_accuracy"] == pytest.approx(0.79)
+    adam = next(t for t in full["table"] if t["method"] == "server-adam")
+    assert adam["per_seed"] == {"0": 0.80, "1": 0.78} and adam["host_minutes"] == pytest.approx(10.0)
+    # paired by seed: +0.10 and +0.06, so +0.08 ± 0.028, though the means differ by 0.08 ± a wider spread
+    assert adam["paired_gain"]["mean"] == pytest.approx(0.08) and adam["paired_gain"]["seeds"] == 2
+    assert adam["paired_gain"]["sd"] == pytest.approx(0.02828, abs=1e-5)
+    assert next(t for t in full["table"] if t["method"] == "zo-sgd")["paired_gain"] is None  # the baseline itself
+    table = z.format_table({"search": [], "summary": full})
+    assert "| prompt | server-adam | federated | s0 0.800, s1 0.780 | 0.790 ± 0.014 | +0.080 ± 0.028 (n 2) | 10 |" in table
 
 
 def test_every_zo_efficacy_cell_is_a_valid_scenario() -> None:
