@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,10 @@ def write_results(out: Path, result: dict[str, Any], format_table: Callable[[dic
     table = format_table(result)
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max: the spread over seeds
+    the experiments report."""
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}

@@ -20,13 +20,12 @@ invocations (``--seeds 0`` now, ``--seeds 0 1`` later reruns nothing of seed 0).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from analysis.experiments.common import cached_evaluation, run_scenario, write_results
+from analysis.experiments.common import cached_evaluation, run_scenario, spread, write_results
 from fedzo.config.scenario import load_scenario
 from fedzo.reporting.rundir import Run, load_run
 
@@ -75,12 +74,6 @@ def one_run(name: str, scenario: str, root: Path, seed: int, a: argparse.Namespa
     return row, run
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation (0 for one value), min and max."""
-    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
-
-
 def summarize(runs: dict[str, list[dict[str, Any]]], targets: list[float]) -> dict[str, Any]:
     """Per variant over the seeds: accuracies, bytes per client-round and to each target."""
     out: dict[str, Any] = {}
@@ -90,13 +83,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]], targets: list[float]) -> di
         hits = {str(t): [r["to_target"][str(t)] for r in rows] for t in targets}
         out[name] = {
             "label": VARIANTS[name][0],
-            "final_dev_accuracy": _spread([r["final_accuracy"] for r in rows]),
-            "test_accuracy": _spread([r["test_accuracy"] for r in rows]) if "test_accuracy" in rows[0] else None,
-            "bytes_total": _spread([r["bytes_up"] + r["bytes_down"] for r in rows]),
-            "bytes_up_per_client_round": _spread([u for u, _ in per_cr]),
-            "bytes_down_per_client_round": _spread([d for _, d in per_cr]),
+            "final_dev_accuracy": spread([r["final_accuracy"] for r in rows]),
+            "test_accuracy": spread([r["test_accuracy"] for r in rows]) if "test_accuracy" in rows[0] else None,
+            "bytes_total": spread([r["bytes_up"] + r["bytes_down"] for r in rows]),
+            "bytes_up_per_client_round": spread([u for u, _ in per_cr]),
+            "bytes_down_per_client_round": spread([d for _, d in per_cr]),
             "to_target": {t: {"reached": sum(h is not None for h in hs), "of": len(hs),
-                              "bytes_total": _spread([h["bytes_total"] for h in hs if h]) if any(hs) else None}
+                              "bytes_total": spread([h["bytes_total"] for h in hs if h]) if any(hs) else None}
                           for t, hs in hits.items()}}
     return out
 

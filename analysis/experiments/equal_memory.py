@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from analysis.experiments.common import cached_evaluation, run_scenario, write_results
+from analysis.experiments.common import cached_evaluation, run_scenario, spread, write_results
 from fedzo.config.scenario import load_scenario
 from fedzo.reporting.rundir import Run, load_run
 
@@ -158,12 +157,6 @@ def one_run(name: str, scenario: Path, root: Path, seed: int) -> dict[str, Any]:
                                      "host_seconds", "bytes_up", "bytes_down")}}
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation (0 for one value), min and max."""
-    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
-
-
 def _reprice(loaded: dict[tuple[str, int], Run], runs: dict[str, list[dict[str, Any]]],
              path: Path) -> dict[str, Any]:
     """Every run's round times and total under the calibration at ``path`` (in place)."""
@@ -188,10 +181,10 @@ def _reprice(loaded: dict[tuple[str, int], Run], runs: dict[str, list[dict[str, 
 def summarize(runs: dict[str, list[dict[str, Any]]], comparisons: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per contender: test and dev accuracy over the seeds; per BP contender: where ZO loses the lead."""
     per = {name: {"label": CONTENDERS[name][0] if name in CONTENDERS else name, "seeds": [r["seed"] for r in rs],
-                  "test_accuracy": _spread([r["test_accuracy"] for r in rs]),
-                  "final_dev_accuracy": _spread([r["final_accuracy"] for r in rs]),
-                  "sim_seconds": _spread([r["sim_seconds"] for r in rs]),
-                  "host_seconds": _spread([r["host_seconds"] for r in rs])}
+                  "test_accuracy": spread([r["test_accuracy"] for r in rs]),
+                  "final_dev_accuracy": spread([r["final_accuracy"] for r in rs]),
+                  "sim_seconds": spread([r["sim_seconds"] for r in rs]),
+                  "host_seconds": spread([r["host_seconds"] for r in rs])}
            for name, rs in runs.items()}
     crossover = {}
     for bp, cs in comparisons.items():

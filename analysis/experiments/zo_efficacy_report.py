@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from analysis.experiments.common import spread
 from fedzo.stats import Z95
 
 TARGET = 0.85  # the issue's goal: test accuracy of federated SmolLM2-135M on Rotten Tomatoes
@@ -145,8 +146,8 @@ def figure(rows: Sequence[dict[str, Any]], path: Path, target: float = TARGET) -
 
 
 def _spread(values: Sequence[float]) -> dict[str, Any]:
-    return {"seeds": len(values), "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else None}
+    """:func:`spread` with the number of seeds, and no sd (rather than 0) for one seed."""
+    return {"seeds": len(values), **spread(values), "sd": statistics.stdev(values) if len(values) > 1 else None}
 
 
 def summarize_seeds(seed_rows: Sequence[dict[str, Any]], seeds: int, baseline: str = "zo-sgd") -> dict[str, Any]:
