@@ -1,8 +1,16 @@
 """The GPU checks of fedzo, in one script that writes one JSON (run by scripts/device_check.sh).
 
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
-Ray, pydantic or datasets), so it imports only ``fedzo.zo`` and the memory model, and
-builds its models from their configs (random weights, no downloads). Seven checks:
+Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
+(the engines check needs Flower and pydantic, carried as wheels), and it builds its models
+from their configs (random weights, no downloads). Eight checks:
+
+0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
+   tiny model at 100 participants, SmolLM2-135M prompt tuning at 10 and 100), from
+   ``scripts/device_engines.py``; it needs Flower and pydantic, which the shell script
+   installs from carried wheels, and is recorded as skipped without them. Its headline
+   ratios are copied to the top level: ``batched_over_inprocess_tiny_100`` and
+   ``batched_over_inprocess_smollm2_100``.
 
 1. ``known_answers``: the portable generator's golden vectors on the device, eager and
    compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
@@ -28,7 +36,13 @@ builds its models from their configs (random weights, no downloads). Seven check
    labelled so); DeComFL's own loop reports 1,463 s for OPT-125M on SST-2.
 7. ``memory``: the peak of allocated tensors (``torch.cuda.max_memory_allocated``, exact on
    CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
-   the largest phase, without the CPU allocator's slack).
+   the largest phase, without the CPU allocator's slack), counted above the bytes still
+   allocated when the check began (``leftover_allocated_bytes_not_counted``; the engines
+   check's models linger until their reference cycles are collected).
+
+A check that raises is recorded (``error``, ``traceback``) and the others still run; the
+exit status is 1 if any failed, if the known answers or the half-precision replays differ,
+or if the batched engine fell back to one client at a time on the device.
 
     python scripts/device_check.py --out device_check.json            # cuda when present
     python scripts/device_check.py --device cpu --model tiny-llama    # a smoke run anywhere
@@ -42,6 +56,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +78,9 @@ from fedzo.zo import (
     zo_step,
 )
 from fedzo.zo.known_answers import check
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_engines import engines_check  # the script folder, not a package
 
 
 def _sync(device: str) -> None:
@@ -103,8 +121,27 @@ def _loss_fn(model: torch.nn.Module, batch: int, seq: int, device: str) -> Calla
     return loss
 
 
+_LEFTOVER = {"bytes": 0}  # tensors still allocated when the running check began (see _release)
+
+
+def _release(device: str) -> int:
+    """Collect what earlier checks left and return the bytes still allocated: each check's
+    peaks are counted above this, so a model an earlier check still holds (the engines
+    check's runs, until their reference cycles are collected) is not charged to it."""
+    import gc
+
+    gc.collect()
+    if not device.startswith("cuda"):
+        return 0
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    _LEFTOVER["bytes"] = int(torch.cuda.memory_allocated())
+    return _LEFTOVER["bytes"]
+
+
 def _peak(fn: Callable[[], object], device: str) -> int | None:
-    """Peak allocated bytes during one more call of ``fn`` (None off CUDA)."""
+    """Peak allocated bytes during one more call of ``fn``, above what earlier checks left
+    allocated (None off CUDA)."""
     if not device.startswith("cuda"):
         return None
     fn()
@@ -112,7 +149,7 @@ def _peak(fn: Callable[[], object], device: str) -> int | None:
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated())
+    return int(torch.cuda.max_memory_allocated()) - _LEFTOVER["bytes"]
 
 
 def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False,
@@ -289,6 +326,7 @@ def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, s
                 for d in r.directions:
                     replayer.apply(d.seed, d.alphas)
         bitwise = all(torch.equal(a, b) for a, b in zip(params.tensors, start.tensors, strict=True))
+        del start, replayer  # the replay's copy of the weights is not the step's memory
 
         def zo(p: Perturber = perturber) -> None:
             with torch.no_grad():
@@ -305,6 +343,25 @@ def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, s
     return out
 
 
+def summarize(result: dict[str, Any], failed: list[str]) -> bool:
+    """Add the headline keys to ``result`` (the engines' two ratios, the batched engine's
+    fallbacks, the failed checks, whether known answers and half-precision replays held);
+    whether every check passed. A batched engine that fell back to one client at a time
+    fails the engines check: its ratios then time the sequential path, not batching."""
+    engines = result.get("engines", {})
+    for key in ("batched_over_inprocess_tiny_100", "batched_over_inprocess_smollm2_100"):
+        result[key] = engines.get(key)
+    notes = engines.get("results", [])
+    result["batched_engine_fell_back"] = sorted({n for r in notes for n in r["batching"] if "sequential" in n})
+    if result["batched_engine_fell_back"]:
+        failed = [*failed, "engines (the batched engine fell back to one client at a time)"]
+    result["failed_checks"] = failed
+    result["known_answers_ok"] = "known_answers" not in failed and not any(result.get("known_answers", {}).values())
+    result["half_precision_replay_ok"] = "half_precision" not in failed and all(
+        v["replay_bitwise"] for k, v in result.get("half_precision", {}).items() if k in HALF)
+    return not failed and result["known_answers_ok"] and result["half_precision_replay_ok"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the checks and write one JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -314,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="device_check.json")
+    p.add_argument("--work", default="/tmp/fedzo-device-engines", help="scratch folder of the engines check")
+    p.add_argument("--engine-participants", type=int, nargs="+", default=[10, 100],
+                   help="SmolLM2 participants per round in the engines check")
+    p.add_argument("--engine-tiny", type=int, default=100, help="tiny-model participants in the engines check")
+    p.add_argument("--checks", nargs="+", help="run only these checks (default: all)")
     p.add_argument("--protocol-seconds", type=float, default=25.0,
                    help="time cap per variant of the DeComFL-style protocol run (rounds: up to 300)")
     a = p.parse_args(argv)
@@ -324,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
     checks: list[tuple[str, Callable[[], Any]]] = [
+        ("engines", lambda: engines_check(a.device, Path(a.work), tuple(a.engine_participants), a.engine_tiny)),
         ("timing", lambda: timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("forward_gradient", lambda: forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),
@@ -332,17 +395,28 @@ def main(argv: list[str] | None = None) -> int:
         ("known_answers", lambda: {mode: check(a.device, compiled=mode == "compiled")
                                    for mode in ("eager", "compiled")}),
     ]
+    unknown = sorted(set(a.checks or []) - {k for k, _ in checks})
+    if unknown:
+        p.error(f"--checks: {', '.join(unknown)} not known; allowed: {', '.join(k for k, _ in checks)}")
+    checks = [(k, run) for k, run in checks if not a.checks or k in a.checks]
+    failed = []
     for key, run in checks:  # the JSON is rewritten after each check: a timeout keeps what was done
-        result[key] = run()
+        leftover = _release(a.device)
+        try:
+            result[key] = run()
+            if leftover and isinstance(result[key], dict):
+                result[key]["leftover_allocated_bytes_not_counted"] = leftover
+        except Exception as exc:  # noqa: BLE001  (one check failing is recorded; the others still run)
+            failed.append(key)
+            result[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            print(result[key]["traceback"], file=sys.stderr, flush=True)
         result["seconds"] = time.perf_counter() - t0
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    result["known_answers_ok"] = not any(result["known_answers"].values())
-    result["half_precision_replay_ok"] = all(v["replay_bitwise"] for k, v in result["half_precision"].items()
-                                             if k in HALF)
+        Path(a.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    ok = summarize(result, failed)
     result["seconds"] = time.perf_counter() - t0
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
-    return 0 if result["known_answers_ok"] and result["half_precision_replay_ok"] else 1
+    Path(a.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=2))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

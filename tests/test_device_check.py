@@ -14,7 +14,8 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "device_check.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--device", "cpu",
                            "--model", "tiny-llama", "--batch", "2", "--seq", "16", "--repeats", "1",
-                           "--protocol-seconds", "2", "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
+                           "--protocol-seconds", "2", "--out", str(out),
+                           "--checks", "timing", "forward_gradient", "half_precision", "protocol_rounds", "known_answers"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["known_answers_ok"] and r["known_answers"] == {"eager": [], "compiled": []}
@@ -33,3 +34,30 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     assert proto["one_by_one"]["rounds"] >= 1 and proto["joint"]["rounds"] >= 1
     assert proto["one_by_one_over_joint"] > 0 and proto["scalars_max_relative_difference"] < 1e-2
     assert len(proto["joint"]["last_scalars"]) == 5
+
+
+def _device_check_module():  # the script, imported as a module (it is not in a package)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "scripts" / "device_check.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summarize_fails_a_run_whose_batched_engine_fell_back() -> None:
+    mod = _device_check_module()
+    # the committed H200 run: every check ran, but the batched engine fell back on the device
+    run = json.loads((ROOT / "analysis" / "results" / "device" / "device_check.json").read_text())
+    assert mod.summarize(run, []) is False
+    assert run["batched_engine_fell_back"] and "sequential" in run["batched_engine_fell_back"][0]
+    assert run["known_answers_ok"] and run["half_precision_replay_ok"]
+    assert run["batched_over_inprocess_smollm2_100"] == run["engines"]["batched_over_inprocess_smollm2_100"]
+    # the same run, had the engine batched: it passes; a failed check or a differing answer does not
+    for r in run["engines"]["results"]:
+        r["batching"] = ["rows: 100 clients"]
+    assert mod.summarize(run, []) is True and run["batched_engine_fell_back"] == []
+    assert mod.summarize(dict(run), ["protocol_rounds"]) is False
+    run["known_answers"]["compiled"] = ["chunk 3 differs"]
+    assert mod.summarize(run, []) is False and not run["known_answers_ok"]

@@ -153,9 +153,17 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     pad_id = int(clf.tokenizer.pad_token_id or 0)
     passes = [gather(pieces, blocks(p, owner), max(lengths[k] for k in p), pad_id)
               for p in pack(lengths, caps.max_rows, caps.max_padding, max_tokens)]
+    pieces, passes = [x.to(obj.device) for x in pieces], [x.to(obj.device) for x in passes]
+
+    def run(batches: list[Any]) -> None:  # every pass, waited for (CUDA runs them asynchronously)
+        for x in batches:
+            clf.logits(x)
+        if obj.device.type == "cuda":
+            torch.cuda.synchronize(obj.device)
+
     with torch.no_grad():
-        separate = min(step_times(lambda: [clf.logits(x) for x in pieces], 3))
-        together = min(step_times(lambda: [clf.logits(x) for x in passes], 3))
+        separate = min(step_times(lambda: run(pieces), 3))
+        together = min(step_times(lambda: run(passes), 3))
     return {"rows": n, "batch_size": b, "passes": len(passes),
             "separate_tokens": sum(x.input_ids.numel() for x in pieces),
             "joint_tokens": sum(x.input_ids.numel() for x in passes), "own_tokens": sum(lengths),

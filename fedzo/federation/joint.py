@@ -123,7 +123,8 @@ def gather(batches: Sequence[Batch], parts: Sequence[Block], width: int, pad_id:
     which are what padding would put there."""
     ids, mask, labels = [], [], []
     for i, js in parts:
-        b, idx = batches[i], torch.tensor(js)
+        b = batches[i]
+        idx = torch.tensor(js, device=b.input_ids.device)  # index_select wants both on one device
         x, m = b.input_ids.index_select(0, idx), b.attention_mask.index_select(0, idx)
         extra = width - x.shape[1]
         ids.append(x[:, :width] if extra <= 0 else F.pad(x, (0, extra), value=pad_id))
@@ -206,8 +207,9 @@ class JointForward:
         owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
         passes = pack(lengths, min(self.max_rows, max_rows or self.max_rows), self.max_padding, self.max_tokens)
         logits = [self._forward(requests, states, blocks(p, owner), max(lengths[k] for k in p)) for p in passes]
-        order = torch.tensor([k for p in passes for k in p])
-        scores = torch.cat(logits)[torch.argsort(order)]  # back in request order
+        scores = torch.cat(logits)
+        order = torch.tensor([k for p in passes for k in p], device=scores.device)
+        scores = scores[torch.argsort(order)]  # back in request order
         out, start = [], 0
         for r in requests:
             out.append(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels))
