@@ -38,7 +38,7 @@ from their configs (random weights, no downloads). Eight checks:
    CUDA) of each step against the memory model's tensor bytes (weights, optimizer states and
    the largest phase, without the CPU allocator's slack), counted above the bytes still
    allocated when the check began (``leftover_allocated_bytes_not_counted``; the engines
-   check's models linger until their reference cycles are collected).
+   check leaves the process's cached client worker, which it now releases).
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
