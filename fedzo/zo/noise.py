@@ -217,10 +217,11 @@ class DirectionStream:
                 n = out.numel()
                 g0, g1 = start // group, (start + n + group - 1) // group
                 idx = torch.arange(g0, g1, dtype=torch.int64, device=out.device)
-                k0 = torch.tensor(key & _M32, dtype=torch.int64, device=out.device)
-                k1 = torch.tensor(
-                    (_GOLD * (((key >> 32) & _M32) + 1)) & _M32, dtype=torch.int64, device=out.device
-                )
+                # filled on the device: torch.tensor(v, device="cuda") would copy from the host
+                # and wait for the stream (twice a chunk); a fill kernel just queues
+                k0 = torch.full((), key & _M32, dtype=torch.int64, device=out.device)
+                k1 = torch.full((), (_GOLD * (((key >> 32) & _M32) + 1)) & _M32, dtype=torch.int64,
+                                device=out.device)
                 try:
                     out.copy_(kern(idx, k0, k1, gaussian_table(out.device))[:n])
                     return out
