@@ -3,7 +3,7 @@
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
 (the engines check needs Flower and pydantic, carried as wheels), and it builds its models
-from their configs (random weights, no downloads). Eight checks:
+from their configs (random weights, no downloads). Nine checks:
 
 0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
    tiny model at 100 participants, SmolLM2-135M prompt tuning at 10 and 100), from
@@ -39,6 +39,10 @@ from their configs (random weights, no downloads). Eight checks:
    the largest phase, without the CPU allocator's slack), counted above the bytes still
    allocated when the check began (``leftover_allocated_bytes_not_counted``; the engines
    check leaves the process's cached client worker, which it now releases).
+8. ``regeneration``: one regeneration of a seeded direction over every weight, eager and
+   compiled, at chunks of 1M and 16M elements, with their peaks, and whether both
+   chunkings draw the same direction bitwise (``scripts/device_generator.py``): the cost
+   that dominates the ZO step and the protocol loop on a GPU.
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
@@ -53,7 +57,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 import traceback
@@ -80,76 +83,9 @@ from fedzo.zo import (
 from fedzo.zo.known_answers import check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from device_engines import engines_check  # the script folder, not a package
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _median_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
-    fn()  # warm-up: kernels, allocator, compilation
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _model(name: str, device: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(model_config(name)).to(device).eval()
-
-
-def _loss_fn(model: torch.nn.Module, batch: int, seq: int, device: str) -> Callable[[], torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
-    labels = torch.randint(0, vocab, (batch,), generator=g).to(device)
-
-    def loss() -> torch.Tensor:
-        logits = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
-        return torch.nn.functional.cross_entropy(logits.float(), labels)
-
-    return loss
-
-
-_LEFTOVER = {"bytes": 0}  # tensors still allocated when the running check began (see _release)
-
-
-def _release(device: str) -> int:
-    """Collect what earlier checks left and return the bytes still allocated: each check's
-    peaks are counted above this, so a model an earlier check still holds (the engines
-    check's runs, until their reference cycles are collected) is not charged to it."""
-    import gc
-
-    gc.collect()
-    if not device.startswith("cuda"):
-        return 0
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    _LEFTOVER["bytes"] = int(torch.cuda.memory_allocated())
-    return _LEFTOVER["bytes"]
-
-
-def _peak(fn: Callable[[], object], device: str) -> int | None:
-    """Peak allocated bytes during one more call of ``fn``, above what earlier checks left
-    allocated (None off CUDA)."""
-    if not device.startswith("cuda"):
-        return None
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated()) - _LEFTOVER["bytes"]
+from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
+from device_engines import engines_check
+from device_generator import protocol_rounds, regeneration
 
 
 def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False,
@@ -161,8 +97,8 @@ def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: st
 
 def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
     """ZO (eager and compiled perturbation) and backprop steps against two forwards, with their peaks."""
-    model = _model(name, device)
-    loss = _loss_fn(model, batch, seq, device)
+    model = build_model(name, device)
+    loss = loss_fn(model, batch, seq, device)
     est, opt = EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd")
 
     def forwards() -> None:
@@ -171,7 +107,7 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
             loss()
 
     out: dict[str, Any] = {"model": name, "batch": batch, "seq": seq,
-                           "two_forwards_seconds": _median_seconds(forwards, device, repeats)}
+                           "two_forwards_seconds": median_seconds(forwards, device, repeats)}
     for compiled in (False, True):
         perturber = Perturber(ParamSet.from_module(model), NoiseSpec("portable", "gaussian"), compiled=compiled)
 
@@ -180,9 +116,9 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
                 zo_step(p, lambda: float(loss()), 0, est, opt, 0.0)
 
         key = "zo_compiled" if compiled else "zo_eager"
-        seconds = _median_seconds(zo, device, repeats)
+        seconds = median_seconds(zo, device, repeats)
         out[key] = {"seconds": seconds, "ratio_to_two_forwards": seconds / out["two_forwards_seconds"],
-                    "peak_allocated_bytes": _peak(zo, device)}
+                    "peak_allocated_bytes": peak_bytes(zo, device)}
     out["zo_predicted_tensor_bytes"] = _predicted_tensors(name, "zo", batch, seq, "sgd")
     adam = torch.optim.Adam(model.parameters(), lr=0.0)
 
@@ -191,9 +127,9 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
         loss().backward()
         adam.step()
 
-    seconds = _median_seconds(bp, device, repeats)
+    seconds = median_seconds(bp, device, repeats)
     out["bp_adam"] = {"seconds": seconds, "ratio_to_two_forwards": seconds / out["two_forwards_seconds"],
-                      "peak_allocated_bytes": _peak(bp, device),
+                      "peak_allocated_bytes": peak_bytes(bp, device),
                       "predicted_tensor_bytes": _predicted_tensors(name, "bp", batch, seq, "adam")}
     for key, pred in (("zo_eager", out["zo_predicted_tensor_bytes"]), ("bp_adam", out["bp_adam"]["predicted_tensor_bytes"])):
         peak = out[key]["peak_allocated_bytes"]
@@ -203,8 +139,8 @@ def timing_and_memory(name: str, device: str, batch: int, seq: int, repeats: int
 
 def forward_gradient(name: str, device: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
     """A forward-gradient ZO step on all weights against two forwards, with its peak."""
-    model = _model(name, device)
-    loss = _loss_fn(model, batch, seq, device)
+    model = build_model(name, device)
+    loss = loss_fn(model, batch, seq, device)
     params = ParamSet.from_module(model)
     perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
     est, opt = EstimatorConfig("forward-grad"), make_zo_optimizer("zo-sgd")
@@ -218,9 +154,9 @@ def forward_gradient(name: str, device: str, batch: int, seq: int, repeats: int)
     def step() -> None:
         zo_step(perturber, directional, 0, est, opt, 0.0)
 
-    two = _median_seconds(forwards, device, repeats)
-    seconds = _median_seconds(step, device, repeats)
-    peak = _peak(step, device)
+    two = median_seconds(forwards, device, repeats)
+    seconds = median_seconds(step, device, repeats)
+    peak = peak_bytes(step, device)
     predicted = _predicted_tensors(name, "zo", batch, seq, "sgd", forward_grad=True)
     return {"model": name, "batch": batch, "seq": seq, "seconds": seconds, "two_forwards_seconds": two,
             "ratio_to_two_forwards": seconds / two, "peak_allocated_bytes": peak,
@@ -231,70 +167,16 @@ def joint_forward(name: str, device: str, batch: int, seq: int, repeats: int,
                   clients: tuple[int, ...] = (1, 8, 32, 64)) -> list[dict[str, Any]]:
     """What the batched engine buys on this device: C clients' forward passes of ``batch``
     rows each, one client after another, against one joint pass of ``C x batch`` rows."""
-    model = _model(name, device)
+    model = build_model(name, device)
     out = []
     with torch.no_grad():
         for c in clients:
-            one = _loss_fn(model, batch, seq, device)
-            joint = _loss_fn(model, batch * c, seq, device)
-            seq_s = _median_seconds(lambda one=one, c=c: [one() for _ in range(c)], device, repeats)
-            joint_s = _median_seconds(joint, device, repeats)
+            one = loss_fn(model, batch, seq, device)
+            joint = loss_fn(model, batch * c, seq, device)
+            seq_s = median_seconds(lambda one=one, c=c: [one() for _ in range(c)], device, repeats)
+            joint_s = median_seconds(joint, device, repeats)
             out.append({"clients": c, "rows_per_client": batch, "one_by_one_seconds": seq_s,
                         "joint_seconds": joint_s, "one_by_one_over_joint": seq_s / joint_s})
-    return out
-
-
-def _protocol_variant(model: torch.nn.Module, perturber: Perturber, losses: list[Callable[[], torch.Tensor]],
-                      joint: Callable[[], torch.Tensor], clients: int, directions: int, eps: float, lr: float,
-                      rounds: int, seconds: float, device: str, together: bool) -> dict[str, Any]:
-    """Rounds of (each sampled client: ``directions`` central differences from the global
-    model; server: the mean scalar per direction, replayed) until ``rounds`` or ``seconds``."""
-    done, t0 = 0, time.perf_counter()
-    with torch.no_grad():
-        while done < rounds and time.perf_counter() - t0 < seconds:
-            grads = []
-            for d in range(directions):
-                seed = done * directions + d
-                perturber.apply(seed, (eps,))
-                plus = joint().view(clients, -1).mean(1) if together else torch.stack([f() for f in losses])
-                perturber.apply(seed, (-2 * eps,))
-                minus = joint().view(clients, -1).mean(1) if together else torch.stack([f() for f in losses])
-                perturber.apply(seed, (eps,))
-                grads.append(float(((plus - minus) / (2 * eps)).mean()))  # the server's mean over clients
-            for d, g in enumerate(grads):  # the server's replay of the round
-                perturber.apply(done * directions + d, (-lr * g / directions,))
-            done += 1
-        _sync(device)
-    elapsed = time.perf_counter() - t0
-    return {"rounds": done, "seconds": elapsed, "seconds_per_round": elapsed / done,
-            "extrapolated_2000_rounds_seconds_labelled_estimate": 2000 * elapsed / done, "last_scalars": grads}
-
-
-def protocol_rounds(name: str, device: str, batch: int, seq: int, seconds: float, rounds: int = 300,
-                    clients: int = 2, directions: int = 5) -> dict[str, Any]:
-    """A DeComFL-style run, one client at a time and jointly (see the module docstring)."""
-    model = _model(name, device)
-    perturber = Perturber(ParamSet.from_module(model), NoiseSpec("portable", "gaussian"), compiled=True)
-    g = torch.Generator().manual_seed(1)
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (clients * batch, seq), generator=g).to(device)
-    labels = torch.randint(0, vocab, (clients * batch,), generator=g).to(device)
-
-    def rows(lo: int, hi: int) -> torch.Tensor:  # per-row cross-entropy of rows lo:hi
-        logits = model(input_ids=ids[lo:hi], logits_to_keep=1).logits[:, -1]
-        return torch.nn.functional.cross_entropy(logits.float(), labels[lo:hi], reduction="none")
-
-    losses = [lambda c=c: rows(c * batch, (c + 1) * batch).mean() for c in range(clients)]
-    out: dict[str, Any] = {"model": name, "clients_per_round": clients, "of_clients": 8, "local_steps": 1,
-                           "directions": directions, "batch": batch, "seq": seq}
-    # warm-up (the compiled generator compiles here), lr 0: both ways from the same weights
-    warm = [_protocol_variant(model, perturber, losses, lambda: rows(0, clients * batch), clients, directions,
-                              1e-3, 0.0, 1, 1e9, device, together)["last_scalars"] for together in (False, True)]
-    out["scalars_max_relative_difference"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(*warm, strict=True))
-    for key, together in (("one_by_one", False), ("joint", True)):
-        out[key] = _protocol_variant(model, perturber, losses, lambda: rows(0, clients * batch), clients, directions,
-                                     1e-3, 1e-6, rounds, seconds, device, together)
-    out["one_by_one_over_joint"] = out["one_by_one"]["seconds_per_round"] / out["joint"]["seconds_per_round"]
     return out
 
 
@@ -303,15 +185,15 @@ HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, steps: int = 5) -> dict[str, Any]:
     """ZO steps in each half dtype, replayed bitwise (or not) from their seeds and scalars."""
-    model = _model(name, device)
-    loss = _loss_fn(model, batch, seq, device)
+    model = build_model(name, device)
+    loss = loss_fn(model, batch, seq, device)
 
     def forwards() -> None:
         with torch.no_grad():
             loss()
             loss()
 
-    fp32_forwards = _median_seconds(forwards, device, repeats)
+    fp32_forwards = median_seconds(forwards, device, repeats)
     est, opt = EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd")
     out: dict[str, Any] = {"fp32_two_forwards_seconds": fp32_forwards}
     for dtype in ("fp16", "bf16") if device.startswith("cuda") else ("bf16",):
@@ -332,8 +214,8 @@ def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, s
             with torch.no_grad():
                 zo_step(p, lambda: float(loss()), 0, est, opt, 0.0)
 
-        seconds = _median_seconds(zo, device, repeats)
-        peak, pred = _peak(zo, device), _predicted_tensors(name, "zo", batch, seq, "sgd", dtype=dtype)
+        seconds = median_seconds(zo, device, repeats)
+        peak, pred = peak_bytes(zo, device), _predicted_tensors(name, "zo", batch, seq, "sgd", dtype=dtype)
         out[dtype] = {"replay_bitwise": bitwise, "steps": steps, "seconds": seconds,
                       "ratio_to_fp32_two_forwards": seconds / fp32_forwards,
                       "grads": [d.grad for r in results for d in r.directions],
@@ -391,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         ("forward_gradient", lambda: forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),
         ("half_precision", lambda: half_precision(a.model, a.device, a.batch, a.seq, a.repeats)),
+        ("regeneration", lambda: regeneration(a.model, a.device, a.repeats)),
         ("protocol_rounds", lambda: protocol_rounds(a.model, a.device, 8, a.seq, a.protocol_seconds)),
         ("known_answers", lambda: {mode: check(a.device, compiled=mode == "compiled")
                                    for mode in ("eager", "compiled")}),
@@ -401,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(k, run) for k, run in checks if not a.checks or k in a.checks]
     failed = []
     for key, run in checks:  # the JSON is rewritten after each check: a timeout keeps what was done
-        leftover = _release(a.device)
+        leftover = release(a.device)
         try:
             result[key] = run()
             if leftover and isinstance(result[key], dict):

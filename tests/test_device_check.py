@@ -15,7 +15,8 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--device", "cpu",
                            "--model", "tiny-llama", "--batch", "2", "--seq", "16", "--repeats", "1",
                            "--protocol-seconds", "2", "--out", str(out),
-                           "--checks", "timing", "forward_gradient", "half_precision", "protocol_rounds", "known_answers"], capture_output=True, text=True, timeout=600, check=False)
+                           "--checks", "timing", "forward_gradient", "half_precision", "regeneration", "protocol_rounds",
+                           "known_answers"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["known_answers_ok"] and r["known_answers"] == {"eager": [], "compiled": []}
@@ -34,6 +35,12 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
     assert proto["one_by_one"]["rounds"] >= 1 and proto["joint"]["rounds"] >= 1
     assert proto["one_by_one_over_joint"] > 0 and proto["scalars_max_relative_difference"] < 1e-2
     assert len(proto["joint"]["last_scalars"]) == 5
+    regen = r["regeneration"]  # every mode and chunk timed; the chunking does not change the direction
+    assert regen["chunkings_bitwise_equal"] and regen["elements"] > 0
+    assert {k for k in regen if k.endswith(("_1048576", "_16777216"))} == {
+        f"{m}_chunk_{c}" for m in ("eager", "compiled") for c in (1 << 20, 1 << 24)}
+    assert all(regen[k]["seconds"] > 0 and regen[k]["peak_allocated_bytes"] is None for k in regen
+               if k.startswith(("eager", "compiled")))
 
 
 def _device_check_module():  # the script, imported as a module (it is not in a package)

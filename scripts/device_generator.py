@@ -1,0 +1,99 @@
+"""The GPU check's generator checks (scripts/device_check.py): what regenerating seeded
+directions costs on the device, alone and inside a DeComFL-style protocol loop.
+
+``regeneration``: one regeneration of a direction over every weight of the model (the
+portable Gaussian, applied with alpha 0), eager and compiled, at the default chunk of 1M
+elements and at 16M, with the peak allocated bytes of each and whether both chunkings give
+the same direction bitwise (the portable stream does not depend on chunking). A ZO step
+regenerates three times, the server's replay once per entry.
+``protocol_rounds``: see device_check.py's docstring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from device_common import build_model, median_seconds, peak_bytes, sync
+
+from fedzo.zo import NoiseSpec, ParamSet, Perturber
+
+CHUNKS = (1 << 20, 1 << 24)
+
+
+def regeneration(name: str, device: str, repeats: int) -> dict[str, Any]:
+    """Seconds and peak bytes of one regeneration over the whole model, per mode and chunk."""
+    model = build_model(name, device)
+    params = ParamSet.from_module(model)
+    numel = sum(t.numel() for t in params.tensors)
+    out: dict[str, Any] = {"model": name, "elements": numel}
+    for compiled in (False, True):
+        for chunk in CHUNKS:
+            p = Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=chunk), compiled=compiled)
+
+            def regenerate(p: Perturber = p) -> None:
+                p.apply(0, (0.0,))
+
+            seconds = median_seconds(regenerate, device, repeats)
+            out[f"{'compiled' if compiled else 'eager'}_chunk_{chunk}"] = {
+                "seconds": seconds, "elements_per_second": numel / seconds,
+                "peak_allocated_bytes": peak_bytes(regenerate, device)}
+    first, last = (Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=c)).direction(7) for c in CHUNKS)
+    out["chunkings_bitwise_equal"] = all(torch.equal(a, b) for a, b in zip(first, last, strict=True))
+    return out
+
+
+def _protocol_variant(model: torch.nn.Module, perturber: Perturber, losses: list[Callable[[], torch.Tensor]],
+                      joint: Callable[[], torch.Tensor], clients: int, directions: int, eps: float, lr: float,
+                      rounds: int, seconds: float, device: str, together: bool) -> dict[str, Any]:
+    """Rounds of (each sampled client: ``directions`` central differences from the global
+    model; server: the mean scalar per direction, replayed) until ``rounds`` or ``seconds``."""
+    done, t0 = 0, time.perf_counter()
+    with torch.no_grad():
+        while done < rounds and time.perf_counter() - t0 < seconds:
+            grads = []
+            for d in range(directions):
+                seed = done * directions + d
+                perturber.apply(seed, (eps,))
+                plus = joint().view(clients, -1).mean(1) if together else torch.stack([f() for f in losses])
+                perturber.apply(seed, (-2 * eps,))
+                minus = joint().view(clients, -1).mean(1) if together else torch.stack([f() for f in losses])
+                perturber.apply(seed, (eps,))
+                grads.append(float(((plus - minus) / (2 * eps)).mean()))  # the server's mean over clients
+            for d, g in enumerate(grads):  # the server's replay of the round
+                perturber.apply(done * directions + d, (-lr * g / directions,))
+            done += 1
+        sync(device)
+    elapsed = time.perf_counter() - t0
+    return {"rounds": done, "seconds": elapsed, "seconds_per_round": elapsed / done,
+            "extrapolated_2000_rounds_seconds_labelled_estimate": 2000 * elapsed / done, "last_scalars": grads}
+
+
+def protocol_rounds(name: str, device: str, batch: int, seq: int, seconds: float, rounds: int = 300,
+                    clients: int = 2, directions: int = 5) -> dict[str, Any]:
+    """A DeComFL-style run, one client at a time and jointly (see the module docstring)."""
+    model = build_model(name, device)
+    perturber = Perturber(ParamSet.from_module(model), NoiseSpec("portable", "gaussian"), compiled=True)
+    g = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (clients * batch, seq), generator=g).to(device)
+    labels = torch.randint(0, vocab, (clients * batch,), generator=g).to(device)
+
+    def rows(lo: int, hi: int) -> torch.Tensor:  # per-row cross-entropy of rows lo:hi
+        logits = model(input_ids=ids[lo:hi], logits_to_keep=1).logits[:, -1]
+        return torch.nn.functional.cross_entropy(logits.float(), labels[lo:hi], reduction="none")
+
+    losses = [lambda c=c: rows(c * batch, (c + 1) * batch).mean() for c in range(clients)]
+    out: dict[str, Any] = {"model": name, "clients_per_round": clients, "of_clients": 8, "local_steps": 1,
+                           "directions": directions, "batch": batch, "seq": seq}
+    # warm-up (the compiled generator compiles here), lr 0: both ways from the same weights
+    warm = [_protocol_variant(model, perturber, losses, lambda: rows(0, clients * batch), clients, directions,
+                              1e-3, 0.0, 1, 1e9, device, together)["last_scalars"] for together in (False, True)]
+    out["scalars_max_relative_difference"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(*warm, strict=True))
+    for key, together in (("one_by_one", False), ("joint", True)):
+        out[key] = _protocol_variant(model, perturber, losses, lambda: rows(0, clients * batch), clients, directions,
+                                     1e-3, 1e-6, rounds, seconds, device, together)
+    out["one_by_one_over_joint"] = out["one_by_one"]["seconds_per_round"] / out["joint"]["seconds_per_round"]
+    return out
