@@ -4,7 +4,7 @@
 # on x86-64, the wheels of the packages the engines check imports that the machine lacks,
 # at the versions installed in this environment, into .whl/; and copy SmolLM2's config and
 # tokenizer and the corpus into .devcarry/ (scripts/device_engines.py --prepare). Both
-# folders are ignored by git (add them to .git/info/exclude) and travel with the device
+# folders are in .gitignore and travel with the device
 # tool's `carry` (about 25 MiB together).
 set -euo pipefail
 cd "$(dirname "$0")/.."
