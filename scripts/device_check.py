@@ -282,8 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--checks: {', '.join(unknown)} not known; allowed: {', '.join(k for k, _ in checks)}")
     checks = [(k, run) for k, run in checks if not a.checks or k in a.checks]
+
+    def write() -> None:  # rewritten after each check: a timeout keeps what was done
+        result["seconds"] = time.perf_counter() - t0
+        Path(a.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+
     failed = []
-    for key, run in checks:  # the JSON is rewritten after each check: a timeout keeps what was done
+    for key, run in checks:
         leftover = release(a.device)
         try:
             result[key] = run()
@@ -293,11 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(key)
             result[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             print(result[key]["traceback"], file=sys.stderr, flush=True)
-        result["seconds"] = time.perf_counter() - t0
-        Path(a.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        write()
     ok = summarize(result, failed)
-    result["seconds"] = time.perf_counter() - t0
-    Path(a.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    write()
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=2))
     return 0 if ok else 1
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import time
 from pathlib import Path
@@ -36,10 +37,11 @@ def prepare(cache: Path | None = None) -> Path:
     """Here, before a device run: copy the corpus asset and SmolLM2's config and tokenizer
     (not its weights) from the fedzo cache into ``.devcarry``; returns that folder."""
     from fedzo import assets
-    from fedzo.models.loading import load_model
+    from fedzo.models.loading import fp32_cache_dir, load_model, smollm2_cached
 
-    load_model("smollm2-135m", cache_dir=cache)  # fills the fp32 cache (config and tokenizer) once
-    hf = assets.asset_dir("smollm2-135m", cache) / "derived" / "hf-fp32"
+    if not smollm2_cached(cache):
+        load_model("smollm2-135m", cache_dir=cache)  # fetches the asset and builds the fp32 cache once
+    hf = fp32_cache_dir(cache)
     tok = CARRY / "smollm2-135m-tokenizer"
     tok.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
@@ -94,8 +96,6 @@ def engines_check(device: str, work: Path, participants: tuple[int, ...] = (10, 
     if not (CARRY / "smollm2-135m-tokenizer" / "tokenizer.json").exists():
         return {"skipped": f"{CARRY}: no SmolLM2 tokenizer or corpus; run `python scripts/device_engines.py "
                            "--prepare` before the device run (README, GPU checks)"}
-    import os
-
     os.environ.setdefault("FEDZO_CACHE", str(CARRY / "cache"))
     from fedzo.bench.engines import Case, format_report, run_bench
 

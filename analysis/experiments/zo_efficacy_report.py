@@ -147,7 +147,8 @@ def figure(rows: Sequence[dict[str, Any]], path: Path, target: float = TARGET) -
 
 def _spread(values: Sequence[float]) -> dict[str, Any]:
     """:func:`spread` with the number of seeds, and no sd (rather than 0) for one seed."""
-    return {"seeds": len(values), **spread(values), "sd": statistics.stdev(values) if len(values) > 1 else None}
+    s = spread(values)
+    return {"seeds": len(values), **s, "sd": s["sd"] if len(values) > 1 else None}
 
 
 def summarize_seeds(seed_rows: Sequence[dict[str, Any]], seeds: int, baseline: str = "zo-sgd") -> dict[str, Any]:

@@ -27,7 +27,8 @@ from fedzo import assets
 from fedzo.errors import AssetError, ConfigError
 from fedzo.models.tiny import build_tiny_bert, build_tiny_llama
 
-__all__ = ["EMBEDDED_MODELS", "LoadedModel", "ModelKind", "load_model", "model_kind", "smollm2_cached"]
+__all__ = ["EMBEDDED_MODELS", "LoadedModel", "ModelKind", "fp32_cache_dir", "load_model", "model_kind",
+           "smollm2_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ def load_model(
 # --- SmolLM2: GGUF once, then an fp32 safetensors cache ------------------------------
 
 
-def _fp32_cache(cache_dir: str | os.PathLike[str] | None) -> Path:
+def fp32_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of SmolLM2's fp32 safetensors cache (config, tokenizer, weights)."""
     return assets.asset_dir("smollm2-135m", cache_dir) / "derived" / _FP32_CACHE_TAG
 
 
@@ -162,7 +164,7 @@ def smollm2_cached(cache_dir: str | os.PathLike[str] | None = None) -> bool:
     A quick check (presence and sizes, no hashing); nothing is fetched or built.
     """
     return not assets.verify("smollm2-135m", cache_dir=cache_dir, full=False) and not assets.verify_tree(
-        _fp32_cache(cache_dir), full=False
+        fp32_cache_dir(cache_dir), full=False
     )
 
 
@@ -197,7 +199,7 @@ def load_smollm2(
     verify`` re-hashes it in full).
     """
     gguf_folder = assets.ensure("smollm2-135m", cache_dir=cache_dir)
-    cache = _fp32_cache(cache_dir)
+    cache = fp32_cache_dir(cache_dir)
     if assets.verify_tree(cache, full=False):
         if cache.exists():
             log.warning("fp32 cache %s is damaged; rebuilding it from the GGUF", cache)
