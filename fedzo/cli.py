@@ -8,6 +8,7 @@ errors (:class:`fedzo.errors.FedzoError`) are printed as one line, without trace
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -15,7 +16,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from fedzo.errors import FedzoError
+from fedzo.errors import FedzoError, WriteError
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 
 # Order here is the order in `fedzo --help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -45,12 +48,25 @@ def _quiet_environment() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fedzo")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing
+        import fedzo
+
+        return str(fedzo.__version__)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every registered sub-command."""
     parser = argparse.ArgumentParser(
         prog="fedzo",
         description="Federated zeroth-order fine-tuning simulator (MeZO over Flower).",
     )
+    parser.add_argument("--version", action="version", version=f"fedzo {_version()}",
+                        help="print fedzo's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -74,13 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
+    again = lambda: getattr(args, "resume_hint", None)
     try:
         return int(args.func(args) or 0)
+    except WriteError as exc:
+        print(f"fedzo {args.command}: error: {exc}, then " + (f"continue with: {again()}" if again() else
+                                                              "run the command again"), file=sys.stderr)
+        return 2
     except FedzoError as exc:
         print(f"fedzo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write no fedzo code wraps: still one line that names the file and the cause
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        print(f"fedzo {args.command}: error: cannot write {exc.filename or 'a file'} ({exc.strerror}); free space or "
+              "fix the directory's permissions, then " + (f"continue with: {again()}" if again() else
+                                                          "run the command again"), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"fedzo {args.command}: interrupted", file=sys.stderr)
+        print(f"fedzo {args.command}: interrupted" + (f"; continue with: {again()}" if again() else ""),
+              file=sys.stderr)
         return 130
 
 

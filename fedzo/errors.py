@@ -29,3 +29,7 @@ class AssetError(FedzoError):
 
 class FederationError(FedzoError):
     """The federation cannot proceed (nodes missing, handshake failed)."""
+
+
+class WriteError(FedzoError):
+    """A file could not be written (a full disk, an unwritable directory); names the file."""

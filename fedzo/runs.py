@@ -4,6 +4,7 @@ Layout (the schema of the records is :mod:`fedzo.records`)::
 
     RUN/
       scenario.yaml     the resolved configuration (what was actually run), with ``kind``
+      environment.json  what the run computed on (fedzo.environment)
       metrics.jsonl     one record per line: kind "round", "client" or "fleet"
       update_log.jsonl  the replayable update log (fedzo.zo.log)
       summary.json      final figures (written at the end, rewritten on resume)
@@ -17,17 +18,21 @@ no line is lost or duplicated (lines of unfinished rounds are dropped on resume)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection, Mapping, Sequence
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
+from fedzo import environment
+from fedzo.atomic import append_whole, write_whole
 from fedzo.errors import ConfigError
 from fedzo.killpoints import kill_point, write_torn
 from fedzo.records import (
@@ -77,7 +82,7 @@ class RunDir:
                 )
             shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
-        (run.path / SCENARIO).write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+        write_whole(run.path / SCENARIO, yaml.safe_dump(dict(config), sort_keys=False))
         return run
 
     @classmethod
@@ -113,11 +118,8 @@ class RunDir:
     def append(self, records: Sequence[Record]) -> None:
         """Append records (one JSON line each), flushed and fsynced together."""
         lines = "".join(r.to_json() + "\n" for r in records)
-        with open(self.path / METRICS, "a", encoding="utf-8") as f:
-            write_torn("metrics-torn", getattr(records[-1], "round", None) if records else None, f, lines)
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        round_ = getattr(records[-1], "round", None) if records else None
+        append_whole(self.path / METRICS, lines, lambda f: write_torn("metrics-torn", round_, f, lines))
         typed = [r for r in records if isinstance(r, RoundRecord | ClientRecord | FleetRecord)]
         for listener in self._listeners:
             listener(typed)
@@ -188,11 +190,8 @@ class RunDir:
 
     def write_summary(self, summary: Summary) -> None:
         """Write summary.json atomically."""
-        tmp = self.path / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True) + "\n",
-                       encoding="utf-8")
         kill_point("summary-temp-written")
-        os.replace(tmp, self.path / SUMMARY)
+        write_whole(self.path / SUMMARY, json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
 
     def write_plots(self) -> None:
         """Write the run's figures into ``plots/``; a plotting failure is a note, never a lost run."""
@@ -223,8 +222,11 @@ def open_run(out: str | os.PathLike[str], config: BaseModel, kind: str, *, resum
     a run started by an older fedzo resumes when nothing but the format changed. Keys in
     ``ignore`` may differ (for example the engine).
     """
+    env = _environment_of(config)
     if not resume:
-        return RunDir.create(out, {"kind": kind, **config.model_dump(mode="json")}, force=force)
+        fresh = RunDir.create(out, {"kind": kind, **config.model_dump(mode="json")}, force=force)
+        environment.write(fresh.path, env)
+        return fresh
     run = RunDir.open(out)
     data = run.config()
     found = data.pop("kind", None)
@@ -235,7 +237,40 @@ def open_run(out: str | os.PathLike[str], config: BaseModel, kind: str, *, resum
     if changed:
         raise ConfigError(f"{out}: cannot resume with a changed configuration (changed: {', '.join(changed)}); "
                           "start a new run directory, or rerun with --force to overwrite this one")
+    environment.compare(run.path, env, "resuming")
     return run
+
+
+def _environment_of(config: BaseModel) -> dict[str, Any]:
+    """The present environment of a run of ``config`` (its runtime section and precision)."""
+    runtime, model = getattr(config, "runtime", None), getattr(config, "model", None)
+    return environment.capture(device=getattr(runtime, "device", "auto"), dtype=getattr(model, "dtype", "fp32"),
+                               threads=getattr(runtime, "threads", None))
+
+
+@contextlib.contextmanager
+def discarded_on_failure(run: RunDir, *, fresh: bool) -> Iterator[None]:
+    """A fresh run whose setup fails (bad data, a missing calibration, Ctrl-C) leaves no
+    directory behind, so the corrected scenario starts without --force or --resume."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not run.records() and not run.log_path.exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def never_started(path: str | os.PathLike[str]) -> bool:
+    """Say so when a run directory to resume holds no round (its setup never finished, e.g.
+    killed): it starts from round 0 with its stored scenario, which may be the one whose setup
+    failed, so the note says how to start a corrected one instead."""
+    run = RunDir.open(path)
+    if run.records() or run.log_path.exists():
+        return False
+    print(f"fedzo: note: {run.path} never started a round (its setup did not finish); starting it from round 0 with "
+          f"its stored scenario. To run a corrected scenario instead: `fedzo run SCENARIO --out {run.path} --force`",
+          file=sys.stderr)
+    return True
 
 
 def report_torn_log(path: str | os.PathLike[str], bad_line: int | None, dropped: int) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a virtual environment (if none is active), install fedzo, and run the
-# quickstart. This is the README's main command. Extra arguments go to `fedzo`.
+# Set up a virtual environment (if none is active), install fedzo from the locked
+# environment (constraints.txt), and run the quickstart. This is the README's main
+# command. Extra arguments go to `fedzo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${VIRTUAL_ENV:-}" ]; then
@@ -8,6 +9,6 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   # shellcheck disable=SC1091
   . .venv/bin/activate
 fi
-python -m pip install -q --upgrade pip
-python -m pip install -q -e .
+python -m pip install -q -c constraints.txt --upgrade pip
+python -m pip install -q -c constraints.txt -e .
 fedzo run scenarios/quickstart.yaml --force "$@"

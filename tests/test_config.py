@@ -78,3 +78,11 @@ def test_precision_is_checked_against_the_device(tmp_path) -> None:
     with pytest.raises(ConfigError, match="'fp16' needs a CUDA device, but training runs on cpu"):
         resolve_dtype("fp16", torch.device("cpu"))
 
+
+
+def test_label_names_may_be_numbers_and_label_map_excludes_them() -> None:
+    assert DataConfig(label_names=[1, 3, 5]).task_options().label_names == ("1", "3", "5")
+    opts = DataConfig(label_map={1: "bad", 3: "ok", "5": "good"}, encoding="latin-1").task_options()
+    assert opts.label_map == {1: "bad", 3: "ok", "5": "good"} and opts.encoding == "latin-1"
+    with pytest.raises(ValidationError, match="give data.label_map or data.label_names, not both"):
+        DataConfig(label_names=["a"], label_map={1: "a"})

@@ -5,8 +5,9 @@ times each, alternating), with P clients sampled per round (the fleet section dr
 host time is measured here, every client gets the default host profile; evaluation cut to
 one batch). Reported per P: the median host seconds per round (a round's own: training,
 aggregation and replay, evaluation excluded) for each engine, their ratio
-(``inprocess_over_batched``: the speed-up), whether the two update logs are bitwise equal,
-and how the batched engine ran its rounds. ``fedzo bench engines`` times every engine over
+(``inprocess_over_batched``: the speed-up), whether the two update logs are bitwise equal
+and, where not, their scalars' largest difference (a joint pass of another shape rounds
+the losses differently on some CPUs), and how the batched engine ran its rounds. ``fedzo bench engines`` times every engine over
 a fixed suite of cases.
 """
 
@@ -28,7 +29,7 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
     pair of runs is repeated (in-process, batched, in-process, ...); the figures are medians
     over every round of every repeat, so a neighbour's burst moves them less.
     """
-    from fedzo.bench.engines import time_engines, variant
+    from fedzo.bench.engines import log_difference, time_engines, variant
 
     if rounds < 1:
         raise ConfigError(f"--rounds: {rounds} is too few; allowed: >= 1")
@@ -43,7 +44,10 @@ def run_bench(scenario: str, participants: list[int], rounds: int = 3,
             rows.append({"participants": p, "inprocess_seconds_per_round": one, "batched_seconds_per_round": joint,
                          "inprocess_over_batched": one / joint, "rounds_timed": len(secs["batched"]),
                          "inprocess_round_seconds": secs["inprocess"], "batched_round_seconds": secs["batched"],
-                         "update_logs_bitwise_equal": logs["inprocess"] == logs["batched"], "batching": notes})
+                         "update_logs_bitwise_equal": logs["inprocess"] == logs["batched"],
+                         "scalars_max_difference": max(log_difference(x, y, relative=False)
+                                                       for x in logs["batched"] for y in logs["inprocess"]),
+                         "batching": notes})
     assert sc is not None
     base = sc.model
     return {"scenario": scenario, "batched": sc.federation.batched.model_dump(), "model": base.name,

@@ -170,16 +170,17 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
             "separate_seconds": separate, "joint_seconds": together, "separate_over_joint": separate / together}
 
 
-def log_difference(a: bytes, b: bytes) -> float:
+def log_difference(a: bytes, b: bytes, *, relative: bool = True) -> float:
     """Largest difference between the aggregated scalars of two update logs of the same run,
     relative to the largest scalar of ``b`` (inf when their seeds or rounds differ): a
-    scale-free measure that a scalar near zero does not inflate."""
+    scale-free measure that a scalar near zero does not inflate. ``relative=False``: the
+    absolute difference (to hold against a bound in units of the scalars)."""
     from fedzo.zo.log import UpdateLog
 
     ea, eb = (UpdateLog.parse(x.decode("utf-8").splitlines(), "bench")[0].entries() for x in (a, b))
     if [(e.round, e.seed) for e in ea] != [(e.round, e.seed) for e in eb]:
         return float("inf")
-    scale = max((abs(y.grad or 0.0) for y in eb), default=0.0) or 1.0
+    scale = (max((abs(y.grad or 0.0) for y in eb), default=0.0) or 1.0) if relative else 1.0
     return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / scale for x, y in zip(ea, eb)), default=0.0)
 
 

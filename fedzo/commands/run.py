@@ -37,12 +37,15 @@ def run(args: argparse.Namespace) -> int:
         if stored.pop("kind", None) != "federated":
             raise ConfigError(f"{args.resume}: not a federated run (use `fedzo train --resume` for centralized runs)")
         scenario = scenario_from_dict(stored, f"{args.resume}/scenario.yaml", kind="run")
+        if args.scenario:  # given too: it must be the run's own
+            _same_scenario(load_scenario(args.scenario), scenario, args.scenario, args.resume)
         out = Path(args.resume)
     elif args.scenario:
         scenario = load_scenario(args.scenario)
         out = Path(args.out) if args.out else scenario.out_dir
     else:
         raise ConfigError("give a scenario file, or --resume DIR")
+    args.resume_hint = f"fedzo run --resume {out}"  # printed if Ctrl-C stops the run
     print(f"{scenario.name}: {describe_fleet(scenario)}", flush=True)
     s = run_federated(scenario, out, resume=bool(args.resume), force=args.force, engine=args.engine,
                       progress="lines" if args.no_progress else "bar", plots=not args.no_plots)
@@ -58,3 +61,17 @@ def run(args: argparse.Namespace) -> int:
               "federation.allow_no_training: true if this is intended.", file=sys.stderr)
         return 3
     return 0
+
+
+def _same_scenario(given: Any, stored: Any, path: str, run_dir: str) -> None:
+    """Refuse ``fedzo run SCENARIO --resume DIR`` when SCENARIO is not the run's own (the
+    engine may differ, as with --engine)."""
+    from fedzo.errors import ConfigError
+    from fedzo.runs import changed_keys
+
+    changed = [k for k in changed_keys(stored.model_dump(mode="json"), given.model_dump(mode="json"))
+               if k not in ("federation.engine", "out")]
+    if changed:
+        raise ConfigError(f"{path}: not the scenario of {run_dir} (changed: {', '.join(changed[:8])}); resume with "
+                          f"`fedzo run --resume {run_dir}` alone, or start the changed scenario in a new directory "
+                          f"(`fedzo run {path} --out NEW_DIR`)")

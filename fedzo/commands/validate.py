@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
               f"{s.optimizer.name}, catch-up {fed.catch_up}, engine {fed.engine})", flush=True)
         if args.quick:
             continue
+        print("  opening what the run opens (data, model, fleet, calibration): about as long as a run's setup",
+              flush=True)
         checks = preflight(s)
         for c in checks:
             print(c.line() if c.status != "error" else f"  {c.part}: error", flush=True)

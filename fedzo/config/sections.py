@@ -10,6 +10,7 @@ default, wherever it appears. Field descriptions are the documentation
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,24 +59,47 @@ class DataConfig(Section):
     eval_batch_size: int = Field(32, ge=1, description="batch size for evaluation")
     text_column: str | None = Field(None, description="your data: the column holding the text (default: detected)")
     label_column: str | None = Field(None, description="your data: the column holding the label (default: detected)")
-    label_names: list[str] | None = Field(None, description="your data: the label values, in label order "
-                                          "(default: the values found, sorted)")
+    label_names: list[str | int | float] | None = Field(
+        None, description="your data: the classes, in class order: the label values themselves (matched by value, "
+        "e.g. [1, 3, 5]) or names of integer labels 0..K-1 (default: the values found, sorted)")
+    label_map: dict[str | int | float, str] | None = Field(
+        None, description="your data: label value -> class name, e.g. {1: bad, 3: ok, 5: good} (several values "
+        "may share a class; classes in the order they first appear); instead of label_names")
     verbalizer: list[str] | None = Field(None, description="your data: the answer word of each label, in label "
                                          "order, each one token of the model; a leading space is added (default: the label names)")
     template: str | None = Field(None, description="your data: a prompt template with {text} (default: "
                                  "'{text}\\nLabel:')")
+    encoding: str = Field("utf-8", description="your data: the text encoding of CSV, TSV and JSON files (e.g. "
+                          "latin-1, cp1252, utf-16)")
     dev_size: int | None = Field(None, ge=0, description="your data: examples carved out for dev when it has no "
                                  "dev split (default: min(500, n/10))")
     test_size: int | None = Field(None, ge=0, description="your data: examples carved out for test when it has no "
                                   "test split (default: min(1000, n/5))")
 
+    @field_validator("task")
+    @classmethod
+    def _absolute_data_path(cls, task: str) -> str:
+        """Your own data's path, made absolute where it exists from here: the run directory's
+        scenario.yaml then finds it from any directory (``fedzo evaluate --run``, ``--resume``)."""
+        path = Path(task).expanduser()
+        if task.startswith("hf:") or path.is_absolute() or not (path.suffix or path.is_dir()) or not path.exists():
+            return task
+        return str(path.resolve())
+
+    @model_validator(mode="after")
+    def _one_label_mapping(self) -> DataConfig:
+        if self.label_names is not None and self.label_map is not None:
+            raise ValueError("give data.label_map or data.label_names, not both (label_map names each value's class)")
+        return self
+
     def task_options(self) -> TaskOptions:
         """The options that read a user's dataset."""
         return TaskOptions(
             text_column=self.text_column, label_column=self.label_column,
-            label_names=tuple(self.label_names) if self.label_names else None,
+            label_names=tuple(str(n) for n in self.label_names) if self.label_names else None,
+            label_map=dict(self.label_map) if self.label_map else None,
             verbalizer=tuple(self.verbalizer) if self.verbalizer else None, template=self.template,
-            dev_size=self.dev_size, test_size=self.test_size)
+            dev_size=self.dev_size, test_size=self.test_size, encoding=self.encoding)
 
 
 class ZOConfig(Section):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from fedzo import environment
 from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
 from fedzo.federation.catchup import make_policy
@@ -50,6 +51,8 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
         raise ConfigError(f"{run_dir}: kind {kind!r} is not a federated run; evaluate centralized runs "
                           "from their summary (fedzo train keeps no global log to replay here)")
     sc = scenario_from_dict(stored, str(run.path / "scenario.yaml"), kind="run")
+    environment.compare(run.path, environment.capture(device=sc.runtime.device, dtype=sc.model.dtype,
+                                                      threads=sc.runtime.threads), "rebuilding")
     objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
     params = ParamSet.from_module(objective.classifier)
     if not sc.is_zo:

@@ -8,9 +8,10 @@ machine can answer, each part on its own so that one problem does not hide the n
 * ``task``: the data opens, its text and label columns are found, its labels and split
   sizes are as the run will see them;
 * ``fleet``: the device profiles and the calibration file read;
-* ``model``: the model, its tokenizer, the prompt and verbalizer, the PEFT wrapping and the
-  memory check of every profile, by building the run's objective and fleet plan exactly
-  as ``fedzo run`` does (only when ``device`` and ``task`` passed).
+* ``model``: the model, its tokenizer, the prompt and verbalizer, the PEFT wrapping, the
+  memory check of every profile and the calibration group that prices the steps, by
+  building the run's objective, fleet plan and clock exactly as ``fedzo run`` does (only
+  when ``device`` and ``task`` passed). It takes about as long as a run's setup.
 
 What only remote nodes can open (a deployment run's SuperNodes) is reported as not
 checked here, never as an error.
@@ -98,8 +99,10 @@ def _model(scenario: Scenario) -> str:
     objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
     params = ParamSet.from_module(objective.classifier)
     value = scenario.fleet.calibration if scenario.fleet else None
-    plan = plan_fleet(scenario, objective, params, calibration=load_calibration(calibration_path(value))
-                      if value else None)
+    source = str(calibration_path(value)) if value else ""
+    plan = plan_fleet(scenario, objective, params, calibration=load_calibration(source) if value else None,
+                      calibration_source=source)
+    plan.clock  # noqa: B018 - builds the clock as a run does: a missing calibration group is an error here
     prompt = getattr(getattr(objective.classifier, "prompt", None), "name", None)
     fits = ", ".join(f"{name} {format_bytes(rep.needed)} of {format_bytes(rep.budget)}"
                      f"{'' if rep.fits else ' (does not fit: excluded)'}" for name, rep in plan.fits.items())

@@ -31,8 +31,9 @@ Mode = Literal["bar", "lines", "none"]
 
 
 class RoundProgress:
-    """``bar``: a tqdm bar over rounds (accuracy, loss, simulated time, bytes so far);
-    ``lines``: one line per round on ``stream``; ``none``: silent.
+    """``bar``: a tqdm bar over rounds (accuracy, loss, simulated time, bytes so far), on
+    a terminal (piped to a file it becomes ``lines``); ``lines``: one line per round on
+    ``stream``; ``none``: silent.
 
     Attach with :meth:`attach`; it reads only ``kind: round`` records, so it works for the
     seeds-and-scalars server and the FedAvg baseline alike, and on resume starts at the
@@ -43,6 +44,8 @@ class RoundProgress:
         from tqdm.auto import tqdm
 
         self.rounds = rounds
+        if mode == "bar" and not (stream or sys.stdout).isatty():  # a log file: lines, not \r frames
+            mode = "lines"
         self.lines = (stream or sys.stdout) if mode == "lines" else None
         self.bar = tqdm(total=rounds, initial=done, desc=name, unit="round", disable=mode != "bar",
                         dynamic_ncols=True)

@@ -18,7 +18,7 @@ from fedzo.federation.logserver import ACTOR_PREFIX, new_actor_ref, serve_log
 from fedzo.federation.progress import Mode, RoundProgress
 from fedzo.federation.transport import GridTransport, Transport
 from fedzo.records import Summary
-from fedzo.runs import RunDir, open_run
+from fedzo.runs import RunDir, discarded_on_failure, never_started, open_run
 from fedzo.tasks.objective import build_objective
 from fedzo.zo.params import ParamSet
 
@@ -82,12 +82,15 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
         raise ConfigError(batched_measured_problem())
     if eng_name == "simulation" and (address := attached_to_cluster(scenario.federation.simulation)):
         check_cluster_reachable(address)
+    if resume:
+        never_started(out)
     run = prepare_run(scenario, out, resume=resume, force=force)
     done = max((r.round for r in run.rounds()), default=0)
     bar = RoundProgress(scenario.name, scenario.federation.rounds, done, mode=progress).attach(run)
     try:
         log_ref = _update_log_ref(scenario, eng_name, run)
-        eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=log_ref)
+        with discarded_on_failure(run, fresh=not resume):
+            eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=log_ref)
         if eng_name == "inprocess":
             from fedzo.federation.inprocess import InProcessTransport
 
@@ -144,8 +147,11 @@ def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, r
     setup sent to them names none and each node keeps its synced model in its own
     on-disk cache (:mod:`fedzo.federation.nodecache`) between rounds.
     """
+    if resume:
+        never_started(out)
     run = prepare_run(scenario, out, resume=resume, force=force)
-    eng = build_engine(scenario, run, engine="deployment", resume=resume, resync_log=None)
+    with discarded_on_failure(run, fresh=not resume):
+        eng = build_engine(scenario, run, engine="deployment", resume=resume, resync_log=None)
     transport: Transport = GridTransport(grid)
     return eng.run_all(transport)
 

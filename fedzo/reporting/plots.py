@@ -18,6 +18,7 @@ to call :func:`plot_runs` at the end of ``fedzo run`` inside another program.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import sys
@@ -31,6 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter
 
+from fedzo.atomic import write_whole
 from fedzo.errors import ConfigError
 from fedzo.reporting.rundir import MemoryFrontier, RoundRecord, Run, display_names, is_finite, load_run
 from fedzo.reporting.timeline import timeline_figure
@@ -307,7 +309,9 @@ def save_figures(
             for fmt in formats:
                 path = out_dir / f"{named.stem}.{fmt}"
                 metadata = {"Date": None} if fmt in ("svg", "pdf") else None
-                named.figure.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
+                buf = io.BytesIO()
+                named.figure.savefig(buf, format=fmt, dpi=PNG_DPI, metadata=metadata)
+                write_whole(path, buf.getvalue())  # whole or not at all (a full disk)
                 written.append(path)
     return written
 

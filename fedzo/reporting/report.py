@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib
 
 import fedzo
+from fedzo.atomic import write_whole
 from fedzo.errors import ConfigError
 from fedzo.reporting.plots import PNG_DPI, RC_PARAMS, NamedFigure, Note, build_figures, print_note
 from fedzo.reporting.rundir import Run, display_names, load_run
@@ -88,6 +89,29 @@ def comparison_table(runs: Sequence[Run]) -> str:
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
+def environment_table(runs: Sequence[Run]) -> str:
+    """The HTML ``<table>`` of what each run computed on (``environment.json``): the versions,
+    the CPU capability and the device that decide whether two runs can agree bit for bit."""
+    labels = display_names(list(runs))
+    head = ["run", "python", "torch", "transformers", "peft", "flwr", "numpy", "CPU capability", "CPU",
+            "device", "dtype", "threads"]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for run, label in zip(runs, labels, strict=True):
+        env = run.environment
+        values: list[Any]
+        if env is None:
+            values = ["not recorded (run made before fedzo recorded its environment)"]
+        else:
+            pkgs = env.get("packages") or {}
+            device = env.get("device") if not env.get("gpu") else f"{env.get('device')} ({env.get('gpu')})"
+            values = [env.get("python"), *(pkgs.get(n) for n in ("torch", "transformers", "peft", "flwr", "numpy")),
+                      env.get("cpu_capability"), env.get("cpu_model"), device, env.get("dtype"),
+                      env.get("torch_threads")]
+        cells = "".join(f"<td>{html.escape(_cell(v, str))}</td>" for v in values)
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>"
+
+
 def _png_data_uri(named: NamedFigure) -> str:
     buf = io.BytesIO()
     with matplotlib.rc_context(RC_PARAMS):
@@ -120,6 +144,8 @@ def render_report(runs: Sequence[Run], note: Note = print_note) -> str:
         f"<h1>fedzo report: {html.escape(names)}</h1>",
         "<h2>Comparison</h2>",
         comparison_table(runs),
+        "<h2>Environment</h2>",
+        environment_table(runs),
         "<h2>Figures</h2>",
     ]
     for named in figures:
@@ -157,7 +183,7 @@ def write_report(
     path = Path(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the report ({exc})") from exc
+    write_whole(path, page)  # a failed write leaves the old report, never a truncated one
     return path

@@ -22,6 +22,7 @@ from typing import Any, TypeGuard
 
 import yaml
 
+from fedzo import environment
 from fedzo.errors import ConfigError
 from fedzo.records import ClientRecord, RecordError, RoundRecord, parse_record
 
@@ -77,6 +78,7 @@ class Run:
     rounds: list[RoundRecord] = field(default_factory=list)
     clients: list[ClientRecord] = field(default_factory=list)
     frontier: MemoryFrontier | None = None
+    environment: dict[str, Any] | None = None  # environment.json: what the run computed on
 
     @property
     def eval_rounds(self) -> list[RoundRecord]:
@@ -262,7 +264,7 @@ def load_run(path: str | Path) -> Run:
     if name is None:
         name = root.resolve().name
     summary["name"] = name
-    return Run(root, name, summary, rounds, clients, frontier)
+    return Run(root, name, summary, rounds, clients, frontier, environment.read(root))
 
 
 def display_names(runs: list[Run]) -> list[str]:

@@ -3,8 +3,10 @@ them), a folder written by ``datasets.save_to_disk``, or a hub dataset ``hf:name
 
 Text and label columns are taken from the options or detected (a ``ClassLabel`` or a
 column named like ``label``; the only string column or one named like ``text``). Label
-values (integers or strings) map to ``label_names`` in order; the verbalizer words (the
-answers the model is scored on) default to the label names. Splits ``train`` /
+values (integers, floats or strings) map to classes the same way in every format
+(:mod:`fedzo.tasks.labels`: ``label_map``, ``label_names`` by value or by index); a training
+split needs two classes and rows of every class. The verbalizer words (the answers the
+model is scored on) default to the label names. Splits ``train`` /
 ``validation`` (or ``dev``) / ``test`` are used where present and labelled (as dataset
 splits, or files named ``train.csv``, ``dev.csv``, ...); missing ones are carved from
 train, stratified by seed, with the sizes given or the shipped corpora's defaults.
@@ -12,14 +14,17 @@ train, stratified by seed, with the sizes given or the shipped corpora's default
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedzo.errors import ConfigError
+from fedzo.tasks.labels import check_classes, resolve
 from fedzo.tasks.prompts import generic_prompts
 from fedzo.tasks.splits import default_sizes, stratified_split
+from fedzo.tasks.textfiles import check_text_file
 from fedzo.tasks.types import Example, Prompt, Task
 
 __all__ = ["FILE_FORMATS", "TaskOptions", "detect_columns", "load_user_task"]
@@ -40,11 +45,13 @@ class TaskOptions:
 
     text_column: str | None = None
     label_column: str | None = None
-    label_names: tuple[str, ...] | None = None  # the label values, in label order
+    label_names: tuple[str, ...] | None = None  # the classes: named by value, or by index 0..K-1
+    label_map: Mapping[Any, str] | None = None  # label value -> class name (fedzo.tasks.labels)
     verbalizer: tuple[str, ...] | None = None  # the answer word of each label (default: the names)
     template: str | None = None  # a prompt template with {text} (default: "{text}\\nLabel:")
     dev_size: int | None = None
     test_size: int | None = None
+    encoding: str = "utf-8"  # of text files (CSV, TSV, JSON Lines)
 
 
 def detect_columns(features: Any, text_column: str | None, label_column: str | None,
@@ -92,7 +99,7 @@ def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:
     return str(formats.pop()), splits
 
 
-def _open(source: str) -> Any:
+def _open(source: str, encoding: str = "utf-8") -> Any:
     import datasets
 
     datasets.disable_progress_bars()  # per-split bars for small files are noise in run logs
@@ -110,38 +117,31 @@ def _open(source: str) -> Any:
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         return datasets.load_from_disk(str(path))
     builder, files = _data_files(path)
-    kwargs = {"delimiter": "\t"} if any(f.endswith(".tsv") for fs in files.values() for f in fs) else {}
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if any(f.endswith(".tsv") for fs in files.values() for f in fs) else {}
+    if builder != "parquet":
+        for fs in files.values():
+            for f in fs:
+                check_text_file(Path(f), encoding, builder)
+        kwargs["encoding"] = encoding
     try:
         return datasets.load_dataset(builder, data_files=files, **kwargs)
     except Exception as exc:
-        raise ConfigError(f"data.task: {source!r}: cannot read the {builder} data ({type(exc).__name__}: {exc})") from exc
+        cause = exc.__cause__ or exc.__context__
+        why = f"{type(exc).__name__}: {exc}" + (f"; caused by {type(cause).__name__}: {cause}" if cause else "")
+        raise ConfigError(f"data.task: {source!r}: cannot read the {builder} data ({why})") from exc
 
 
 def _labels(data: Any, label_col: str, options: TaskOptions) -> tuple[tuple[str, ...], Callable[[Any], int | None]]:
-    """The label names and a map from a row's label value to its index (None: unlabelled)."""
+    """The label names and a map from a row's label value to its index (None: unlabelled);
+    :mod:`fedzo.tasks.labels` says how values map to names."""
     import datasets
 
     first = next(iter(data.values()))
     feature = first.features[label_col]
-    if isinstance(feature, datasets.ClassLabel) and options.label_names is None:
+    if isinstance(feature, datasets.ClassLabel) and options.label_names is None and options.label_map is None:
         return tuple(str(n) for n in feature.names), lambda y: None if y is None or y < 0 else int(y)
-    raw = {v for split in data.values() for v in split[label_col] if v is not None and v != -1}
-    if raw and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-        # integer labels are indices: name them from the options or by their value
-        names = options.label_names or tuple(str(i) for i in range(max(raw) + 1))
-        outside = sorted(v for v in raw if not 0 <= v < len(names))
-        if outside:
-            raise ConfigError(f"data.label_names: the label column {label_col!r} holds the indices {outside[:5]}, "
-                              f"outside 0..{len(names) - 1} of the label names {list(names)}")
-        return tuple(names), lambda y: None if y is None or y < 0 else int(y)
-    values = sorted(str(v) for v in raw)
-    names = options.label_names or tuple(values)
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"data.label_names: the label column {label_col!r} has values {unknown[:5]} that are not "
-                          f"among the label names {list(names)}")
-    index = {n: i for i, n in enumerate(names)}
-    return tuple(names), lambda y: None if y is None or y == -1 else index[str(y)]
+    found = {v for split in data.values() for v in split[label_col]}
+    return resolve(found, label_col, options.label_names, options.label_map)
 
 
 def _prompts(names: tuple[str, ...], options: TaskOptions) -> tuple[dict[str, Prompt], str]:
@@ -164,9 +164,11 @@ def load_user_task(source: str, *, seed: int = 0, options: TaskOptions | None = 
     import datasets
 
     opts = options or TaskOptions()
-    data = _open(source)
+    data = _open(source, opts.encoding)
     if isinstance(data, datasets.Dataset):
         data = datasets.DatasetDict({"all": data})
+    if all(len(split) == 0 for split in data.values()):
+        raise ConfigError(f"data.task: {source!r} has no rows (only a header?)")
     text_col, label_col = detect_columns(next(iter(data.values())).features, opts.text_column, opts.label_column,
                                         repr(source))
     names, to_int = _labels(data, label_col, opts)
@@ -179,6 +181,9 @@ def load_user_task(source: str, *, seed: int = 0, options: TaskOptions | None = 
     prompts, default = _prompts(names, opts)
     name = source if source.startswith("hf:") else Path(source).name
     train, dev, test = _splits(parts, seed, opts, source, label_col)
+    check_classes(names, {"train": [e.label for e in train], "dev": [e.label for e in dev],
+                          "test": [e.label for e in test]}, source,
+                  lambda msg: print(f"fedzo: warning: {msg}", file=sys.stderr))
     return Task(name=name, label_names=names, train=tuple(train), dev=tuple(dev), test=tuple(test),
                 max_length=max_length, prompts=prompts, default_prompt=default)
 
@@ -191,7 +196,8 @@ def _splits(parts: dict[str, list[Example]], seed: int, opts: TaskOptions, sourc
         return parts["train"], parts[dev_key], parts["test"]
     pool = parts.get("train") or [e for v in parts.values() for e in v]
     if not pool:
-        raise ConfigError(f"data.task: {source!r}: no labelled rows in column {label_col!r}")
+        raise ConfigError(f"data.task: {source!r}: no rows left after dropping the unlabelled ones (the label column "
+                          f"{label_col!r} is empty in every row)")
     n_test, n_dev = default_sizes(len(pool))
     n_test = 0 if parts.get("test") else opts.test_size if opts.test_size is not None else n_test
     n_dev = 0 if dev_key else opts.dev_size if opts.dev_size is not None else n_dev

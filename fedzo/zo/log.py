@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedzo.errors import ReplayMismatch
+from fedzo.atomic import append_whole
+from fedzo.errors import ReplayMismatch, WriteError
 from fedzo.killpoints import write_torn
 from fedzo.zo.params import ParamSet
 
@@ -171,12 +172,13 @@ class UpdateLog:
         if meta:
             self.meta[round_] = dict(meta)
         if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                line = self._round_line(round_, items) + "\n"
-                write_torn("zo-log-torn", round_, f, line)
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            line = self._round_line(round_, items) + "\n"
+            try:
+                append_whole(self.path, line, lambda f: write_torn("zo-log-torn", round_, f, line))
+            except WriteError:
+                self.rounds.pop()  # the round is in memory only when it is on disk
+                self.meta.pop(round_, None)
+                raise
 
     def truncate(self, last_round: int) -> None:
         """Forget rounds after ``last_round`` (in memory and on disk)."""

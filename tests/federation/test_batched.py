@@ -1,9 +1,14 @@
 """The batched engine: a round's clients share forward passes; results match in-process.
 
-Tolerance: a joint forward pass may round differently from one client's own (another
-batch shape), so each logged coefficient must agree with the in-process engine's to
-``RTOL`` relative (``ATOL`` absolute). On the tiny model on CPU they agree bitwise; the
-test says so when they do and fails only beyond the stated tolerance.
+Tolerance, derived from the arithmetic: a joint forward pass may round differently from one
+client's own (another batch shape, so another order of float32 sums), so each of a client's
+losses may move by a few units in the last place (ulps). A finite-difference scalar divides
+a difference of two such losses by eps, so it may move by ``LOSS_ULPS`` ulps of the loss over
+eps (:func:`_grad_bound`), however small the scalar is; a value computed directly (a
+forward-mode derivative) moves by at most ``RTOL`` of itself. Seeds and learning rates agree
+exactly. On the tiny model the engines often agree bitwise; the tests say so when they do and
+fail only beyond the bound, and :func:`test_the_bound_is_not_vacuous` fails a coefficient
+moved by 10 times it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from fedzo.config.scenario import Scenario
+from fedzo.config.scenario import Scenario, load_scenario
 from fedzo.errors import ConfigError
 from fedzo.federation.batched import NotShareable, RecordingPerturber
 from fedzo.federation.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
@@ -26,7 +31,8 @@ from fedzo.federation.run import run_federated
 from fedzo.tasks.batching import Batch
 from fedzo.zo import NoiseSpec, ParamSet, Perturber
 
-RTOL, ATOL = 1e-4, 1e-7
+RTOL = 1e-4  # a value computed directly in float32: about 1,700 roundings of 2**-24
+LOSS_ULPS = 8  # each of the two losses of a scalar may round by 4 ulps in a pass of another shape
 
 
 def _scenario(fed_config: Any, peft: str, *, zo: dict[str, Any] | None = None, optimizer: str = "zo-sgd",
@@ -49,23 +55,37 @@ def _batching(run: Path) -> list[str | None]:
     return [r.get("batching") for r in recs if r["kind"] == "round" and r["round"] > 0]
 
 
-def _close(a: list[Any], b: list[Any], atol: float = ATOL) -> bool:
-    """Same seeds, coefficients within the stated tolerance (``atol``: with prompt tuning's
-    shared virtual tokens, :func:`_shared_prompt_atol`)."""
-    def flat(entries: list[Any]) -> list[float]:
-        out: list[float] = []
-        for e in entries:
-            for x in e:
-                out += [float(v) for v in x] if isinstance(x, list) else [float(x)]
-        return out
-    fa, fb = flat(a), flat(b)
-    return len(fa) == len(fb) and all(math.isclose(x, y, rel_tol=RTOL, abs_tol=atol) for x, y in zip(fa, fb))
+def _loss_scale(run: Path) -> float:
+    """The largest training loss of a run's rounds (the losses that the scalars difference)."""
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [abs(r["train_loss"]) for r in recs if r["kind"] == "round" and r.get("train_loss") is not None]
+    return max(losses, default=1.0)
 
 
-def _shared_prompt_atol(sc: Scenario) -> float:
-    """8 float32 ulps of a loss near 1, over 2 eps: how far a central-difference scalar may
-    move when a pass of another shape rounds its two losses differently."""
-    return 8 * 2.0**-24 / sc.zo.eps
+def _grad_bound(sc: Scenario, loss: float = 1.0) -> float:
+    """How far a finite-difference scalar (L(w + eps z) - L(w -/+ ...)) / (c eps), c = 1 or 2,
+    may move when its two float32 losses near ``loss`` each round by up to LOSS_ULPS / 2 ulps."""
+    ulp = 2.0 ** (math.floor(math.log2(max(loss, 2.0**-126))) - 23)  # float32 ulp at the loss
+    return LOSS_ULPS * ulp / sc.zo.eps
+
+
+def _close(a: list[Any], b: list[Any], grad_bound: float) -> bool:
+    """Same seeds and learning rates; projected gradients within ``grad_bound`` (plus RTOL of
+    themselves) and each move along a direction within the learning rate times that bound. A
+    sign optimizer's move may flip only where the gradient itself lies within the bound."""
+    if len(a) != len(b):
+        return False
+    for (seed_a, alphas_a, grad_a, lr_a), (seed_b, alphas_b, grad_b, lr_b) in zip(a, b, strict=True):
+        if seed_a != seed_b or lr_a != lr_b or len(alphas_a) != len(alphas_b):
+            return False
+        undecided = grad_a is not None and abs(grad_a) <= grad_bound
+        if grad_a is not None and not math.isclose(grad_a, grad_b, rel_tol=RTOL, abs_tol=grad_bound):
+            return False
+        scale = abs(lr_a) if lr_a is not None else 1.0
+        for x, y in zip(alphas_a, alphas_b, strict=True):
+            if not (undecided or math.isclose(x, y, rel_tol=RTOL, abs_tol=scale * grad_bound)):
+                return False
+    return True
 
 
 CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
@@ -106,11 +126,32 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
             turns, passes = (int(str(n).split(f" {w}")[0].split()[-1]) for w in ("joint turns", "forward passes"))
             assert passes >= 3 * turns, n
     a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
-    assert _close(a, b), f"{name}: coefficients differ beyond rtol {RTOL}"
+    bound = _grad_bound(sc, _loss_scale(tmp_path / "inprocess"))
+    assert _close(a, b, bound), f"{name}: coefficients differ beyond {bound:.3g} (+ rtol {RTOL})"
     if a == b:  # same arithmetic: the runs agree bitwise, final accuracy included
         assert got.final_accuracy == ref.final_accuracy
     # the clock, the bytes and the messages are the in-process engine's
     assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (ref.sim_seconds, ref.bytes_up, ref.bytes_down)
+
+
+def test_the_bound_is_not_vacuous(tmp_path: Path, fed_config: Any) -> None:
+    """A run agrees with itself, and one projected gradient or one move off by 10 times the
+    bound is caught; the bound is also well below the scalars it guards."""
+    import copy
+
+    sc = _scenario(fed_config, "prompt", clients_per_round=3, batched={"share_prompt": False})
+    run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    a = _entries(tmp_path / "inprocess")
+    bound = _grad_bound(sc, _loss_scale(tmp_path / "inprocess"))
+    grads = sorted(abs(e[2]) for e in a)
+    assert _close(a, a, bound) and bound < 0.1 * grads[len(grads) // 2], (bound, grads)
+    i = max(range(len(a)), key=lambda k: abs(a[k][2]))
+    moved = copy.deepcopy(a)
+    moved[i][2] += 10 * (bound + RTOL * abs(a[i][2]))
+    assert not _close(a, moved, bound)
+    moved = copy.deepcopy(a)
+    moved[i][1][0] += 10 * (abs(a[i][3]) * bound + RTOL * abs(a[i][1][0]))
+    assert not _close(a, moved, bound)
 
 
 @pytest.mark.parametrize("name", ["prompt-K3", "prompt-K2-q2-sign", "prompt-K1-forward-grad"])
@@ -126,8 +167,7 @@ def test_shared_virtual_tokens_keep_each_clients_scalars(tmp_path: Path, fed_con
     assert all(str(n).startswith(f"{mode}: 3 clients") and str(n).endswith("; virtual tokens once per client and pass")
                for n in _batching(tmp_path / "batched"))
     a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
-    tol = _shared_prompt_atol(sc)
-    assert len(a) == len(b) and all(x[0] == y[0] and abs(x[2] - y[2]) <= tol for x, y in zip(a, b, strict=True))
+    assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
     assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (ref.sim_seconds, ref.bytes_up, ref.bytes_down)
 
 
@@ -165,7 +205,8 @@ def test_batched_with_faults_catch_up_and_a_row_cap(tmp_path: Path, fed_config: 
                    batched={"max_rows": 8})
     ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
     got = run_federated(sc, tmp_path / "batched", engine="batched")
-    assert _close(_entries(tmp_path / "inprocess"), _entries(tmp_path / "batched"), _shared_prompt_atol(sc))
+    bound = _grad_bound(sc, _loss_scale(tmp_path / "inprocess"))
+    assert _close(_entries(tmp_path / "inprocess"), _entries(tmp_path / "batched"), bound)
     assert got.faults == ref.faults and got.faults is not None and sum(got.faults["injected"].values()) > 0
     for note in _batching(tmp_path / "batched"):
         assert note is not None
@@ -308,11 +349,14 @@ def test_an_interrupted_batched_run_resumes_bitwise(tmp_path: Path, fed_config: 
 def test_bench_batched_reports_both_engines(tmp_path: Path) -> None:
     from fedzo.bench.batched import format_report, run_bench
 
-    # the plain joint forward, whose arithmetic on the tiny model is the in-process engine's
-    report = run_bench(str(Path(__file__).parents[2] / "scenarios" / "batched-tiny.yaml"), [3], rounds=2,
-                       batched={"share_prompt": False})
+    # the plain joint forward: on AVX-512 kernels its arithmetic on the tiny model is the
+    # in-process engine's; on AVX2 kernels the losses may round apart by a few ulps
+    path = Path(__file__).parents[2] / "scenarios" / "batched-tiny.yaml"
+    report = run_bench(str(path), [3], rounds=2, batched={"share_prompt": False})
     (row,) = report["results"]
-    assert row["participants"] == 3 and row["update_logs_bitwise_equal"] is True
+    diff = row["scalars_max_difference"]
+    assert row["participants"] == 3 and row["update_logs_bitwise_equal"] == (diff == 0.0)
+    assert diff <= _grad_bound(load_scenario(path)), diff  # the bound at a loss below 1
     assert len(row["batching"]) == 1 and row["batching"][0].startswith("rows: 3 clients, 8 joint turns")
     assert row["inprocess_over_batched"] == row["inprocess_seconds_per_round"] / row["batched_seconds_per_round"]
     assert "speed-up" in format_report(report)
@@ -358,6 +402,6 @@ def test_an_encoders_lora_and_head_batch_per_row(tmp_path: Path, fed_config: Any
     notes = _batching(tmp_path / "batched")
     assert all(n is not None and n.startswith("rows: 3 clients") for n in notes), notes
     a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
-    assert _close(a, b)
+    assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
     if a == b:
         assert got.model_sha256 == ref.model_sha256
