@@ -30,6 +30,7 @@ from fedzo.calibration.model import Host, Point
 from fedzo.config.sections import DataConfig, ModelConfig, Precision, RuntimeConfig
 from fedzo.devices.dims import ArchDims, arch_dims
 from fedzo.devices.work import Tuning, step_work
+from fedzo.environment import cpu_capability
 from fedzo.models.adapters import base_model
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import Classifier
@@ -67,7 +68,8 @@ def host_info(threads: int) -> Host:
     except OSError:
         pass
     return Host(description=f"{platform.system()} {platform.machine()}", cpu=cpu, cores=os.cpu_count() or 1,
-                threads=threads, torch=torch.__version__.split("+")[0], benchmarks=host_benchmarks(threads))
+                threads=threads, torch=torch.__version__.split("+")[0], cpu_capability=cpu_capability(),
+                benchmarks=host_benchmarks(threads))
 
 
 def classifier(model: str, tuning: Tuning, threads: int, task: str | None = None,

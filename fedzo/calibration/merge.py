@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fedzo.calibration.model import Calibration, Group, Host, Point, fit_group
 from fedzo.errors import ConfigError
 
-HOST_FIELDS = ("cpu", "cores", "threads", "torch")
+HOST_FIELDS = ("cpu", "cores", "threads", "torch", "cpu_capability")
 
 
 def _host(cals: Sequence[tuple[str, Calibration]]) -> Host:

@@ -25,6 +25,7 @@ from fedzo.devices.work import StepWork, Tuning
 from fedzo.errors import ConfigError
 
 FORMAT = 1
+SHIPPED = "reference-host"  # the shipped calibration's name: never the place to measure into
 
 
 class _Frozen(BaseModel):
@@ -76,6 +77,8 @@ class Host(_Frozen):
     cores: int
     threads: int
     torch: str
+    cpu_capability: str | None = Field(None, description="the vector capability torch's CPU kernels dispatched to "
+                                       "(AVX2, AVX512, ...): a calibration holds for that type; None in older files")
     benchmarks: dict[str, float] = Field(
         default_factory=dict, description="scores on the benchmarks device profiles cite (gemm-fp32, gemm-fp64: "
         "FLOP/s of square torch.mm, the best of a few sizes)")
@@ -100,11 +103,17 @@ class Calibration(_Frozen):
                 return g
         have = ", ".join(g.label() for g in self.groups) or "nothing"
         ckpt = " --checkpointing" if tuning.checkpointing else ""
+        measure = f"fedzo calibrate --model {model} --method {method} --peft {tuning.peft}{ckpt}"
+        if Path(source).name.startswith(SHIPPED) or Path(source).name == "calibration.json":
+            how = (f"measure it into a calibration of your own: `cp {source} my.calibration.json && {measure} --out "
+                   "my.calibration.json` (it adds the group to the copy), then set fleet.calibration: "
+                   "my.calibration.json")
+        else:
+            how = f"measure it with `{measure} --out {source}` (it adds the group to the file)"
         raise ConfigError(
             f"{source}: no calibration for {model} {method} {tuning.peft}"
-            f"{' +checkpointing' if tuning.checkpointing else ''} (it has: {have}); measure it with "
-            f"`fedzo calibrate --model {model} --method {method} --peft {tuning.peft}{ckpt} --out {source}` "
-            "(it adds the group to the file), or remove fleet.calibration to price with FLOPs (an estimate)")
+            f"{' +checkpointing' if tuning.checkpointing else ''} (it has: {have}); {how}; or remove "
+            "fleet.calibration to price compute with FLOPs (labelled an estimate)")
 
     def step_seconds(self, group: Group, work: StepWork) -> float:
         """Seconds of one step of ``work`` on the reference host."""
@@ -125,6 +134,8 @@ class Calibration(_Frozen):
         data = self.model_dump(mode="json")
         if not data["merged_from"]:
             del data["merged_from"]
+        if data["host"]["cpu_capability"] is None:
+            del data["host"]["cpu_capability"]
         for g in data["groups"]:
             if not g["measured"]:
                 del g["measured"]

@@ -39,6 +39,10 @@ def register(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per point (their median is kept)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the reference host's cores)")
     p.add_argument("--validate", action="store_true", help="check the calibration in --out instead of measuring")
+    p.add_argument("--validate-ratios", action="store_true",
+                   help="check the calibration's relative prices: pairs of configurations (ZO SmolLM2 prompt vs "
+                        "backprop MiniLM, ...) measured alternately in fresh processes, predicted against measured "
+                        "step-seconds ratios (max_ratio_error, goal <= 0.10); --processes repeats per pair")
     p.add_argument("--merge", nargs="+", metavar="FILE",
                    help="pool calibrations of this host measured at different times into --out instead of measuring "
                         "(each point: the median of its seconds over the files; each group fitted again)")
@@ -48,7 +52,9 @@ def register(sub: Any) -> None:
                         "offline devices, auto catch-up, retried or faulted clients) are refused")
     p.add_argument("--processes", type=int, default=3,
                    help="--validate: fresh processes per case (the median is compared with the prediction)")
-    p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10)")
+    p.add_argument("--cases", help="JSON file of validation cases (default: the built-in 10); with "
+                                   "--validate-ratios a JSON list of {name, a, b} pairs of cases (default: the "
+                                   "built-in 3)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -106,6 +112,36 @@ def _reprice(runs: list[str], calibration: Path, as_json: bool) -> int:
     return 0
 
 
+def _validate_ratios(args: argparse.Namespace) -> int:
+    from fedzo.calibration.model import load_calibration
+    from fedzo.calibration.ratios import Pair, default_pairs, validate_ratios
+    from fedzo.calibration.validate import Case
+    from fedzo.environment import cpu_capability
+
+    cal = load_calibration(args.out)
+    if args.cases:
+        try:
+            pairs = [Pair(p["name"], Case(**p["a"]), Case(**p["b"]))
+                     for p in json.loads(Path(args.cases).read_text(encoding="utf-8"))]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"--cases {args.cases}: {exc!r}; expected a JSON list of pairs "
+                              '{"name": ..., "a": {case}, "b": {case}}') from None
+    else:
+        pairs = default_pairs()
+    here = cpu_capability()
+    if cal.host.cpu_capability not in (None, here):
+        print(f"fedzo: warning: {args.out} was measured on {cal.host.cpu_capability} kernels and this host runs "
+              f"{here}: a calibration holds for the CPU type it was measured on; calibrate here first "
+              f"(`fedzo calibrate --out MY.calibration.json`) and validate that", file=sys.stderr)
+    result = validate_ratios(cal, pairs, args.threads, args.out, repeats=args.processes, capability=here)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"max ratio error {result['max_ratio_error']:.1%} over {len(result['pairs'])} pairs "
+              f"(goal <= {result['goal']:.0%}: {'met' if result['meets_goal'] else 'not met'})")
+    return 0
+
+
 def default_cases() -> list[Any]:
     """Ten client-rounds of 4 steps on real batches: both models, ZO and BP, full / LoRA /
     prompt, several batch sizes, checkpointed backprop; four of them off the default grid
@@ -132,12 +168,14 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
     modes = [flag for flag, on in (("--merge", args.merge), ("--validate", args.validate),
-                                   ("--reprice", args.reprice)) if on]
+                                   ("--validate-ratios", args.validate_ratios), ("--reprice", args.reprice)) if on]
     if len(modes) > 1:
         raise ConfigError(f"{' and '.join(modes)}: choose one (merge first, then validate or reprice with the "
                           "merged --out)")
     if args.reprice:
         return _reprice(args.reprice, Path(args.out), args.json)
+    if args.validate_ratios:
+        return _validate_ratios(args)
     if args.merge:
         result = _merge(args.merge, Path(args.out))
     elif args.validate:

@@ -78,6 +78,34 @@ def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: P
     assert result["off_grid_cases"] == 2
 
 
+def test_validate_ratios_measures_pairs_alternately_and_names_the_capability(tiny_calibration: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    """--validate-ratios: each pair's step-seconds ratio predicted and measured (in fresh
+    processes, alternating), its spread, and the worst ratio error against the goal."""
+    from fedzo.environment import cpu_capability
+
+    cal = load_calibration(tiny_calibration)
+    assert cal.host.cpu_capability == cpu_capability()  # a new calibration records its CPU type
+    case = {"model": "tiny-llama", "peft": "full", "batch": 4, "max_length": 32, "steps": 2}
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"name": "bp / zo", "a": case | {"method": "bp"}, "b": case | {"method": "zo"}}]))
+    capsys.readouterr()
+    assert main(["calibrate", "--validate-ratios", "--out", str(tiny_calibration), "--cases", str(pairs), "--json",
+                 "--threads", "1", "--processes", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (row,) = result["pairs"]
+    assert row["pair"] == "bp / zo" and len(row["a_seconds"]) == len(row["b_seconds"]) == 2
+    ratios = [a / b for a, b in zip(row["a_seconds"], row["b_seconds"], strict=True)]
+    assert row["measured_ratios"] == sorted(ratios) and row["measured_ratio"] == pytest.approx(sum(ratios) / 2)
+    assert row["ratio_error"] == pytest.approx(row["predicted_ratio"] / row["measured_ratio"] - 1)
+    assert result["max_ratio_error"] == abs(row["ratio_error"]) and result["meets_goal"] == (abs(row["ratio_error"]) <= 0.1)
+    assert result["same_capability"] is True and result["host_cpu_capability"] == cpu_capability()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"name": "x", "a": case}]))
+    assert main(["calibrate", "--validate-ratios", "--out", str(tiny_calibration), "--cases", str(bad)]) == 2
+    assert "expected a JSON list of pairs" in capsys.readouterr().err
+
+
 def test_calibrated_runs_reproduce_bitwise_and_keep_their_copy(tiny_calibration, tmp_path, fed_config,
                                                                strip_timings, interrupt_and_resume) -> None:
     from fedzo.config.fleet import FleetConfig
