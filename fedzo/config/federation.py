@@ -135,6 +135,10 @@ class FederationConfig(Section):
     reputation_max_scale: float = Field(3.0, gt=1, description="a client whose scalars' norm is on average "
                                         "(geometric mean) more than this many times the others' is left out")
     max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
+    max_scalar_ratio: float | None = Field(
+        1000.0, gt=1, description="replies whose largest |scalar| is more than this many times the run's own scale "
+        "(the median |aggregated scalar| of recent rounds; in the first, of the round's replies) are rejected "
+        "(null: off)")
     min_clients: int = Field(1, ge=1, description="fewest valid replies for a round to be applied")
     below_min: Literal["skip", "retry"] = Field(
         "skip", description="when fewer than min_clients replied: skip the round (no update) or retry it once")

@@ -82,6 +82,18 @@ class ScalarBoundError(MessageError):
     code = "out-of-bounds"
 
 
+class ExampleCountError(MessageError):
+    """A reply claims another number of training examples than the server gave its client."""
+
+    code = "example-count"
+
+
+class ScaleError(MessageError):
+    """A reply's scalars are far beyond the run's own scale (its recent aggregated scalars)."""
+
+    code = "beyond-scale"
+
+
 class UnknownSeedsError(MessageError):
     """A reply was computed for seeds the server did not send."""
 
@@ -310,6 +322,7 @@ class Expected:
     seeds: tuple[int, ...]
     q: int
     max_abs_scalar: float = 1e6
+    examples: int | None = None  # the training examples the server knows the client used (None: unchecked)
 
 
 def parse_uplink(content: RecordDict, expected: Expected) -> Uplink:
@@ -324,11 +337,12 @@ def parse_uplink(content: RecordDict, expected: Expected) -> Uplink:
         raise MessageError(f"reply names client {client}; it was sent to client {expected.client}")
     if int(_get(rec, "sd", int)) != seeds_digest(expected.seeds):
         raise UnknownSeedsError(f"client {client} answered seeds that were not sent in round {rnd}")
-    scalars = unpack_f32(bytes(_get(rec, "s", bytes)))
+    payload = bytes(_get(rec, "s", bytes))
     want = len(expected.seeds) * expected.q
-    if len(scalars) != want:
-        raise ScalarCountError(f"client {client} sent {len(scalars)} scalars; expected {want} "
-                               f"(K={len(expected.seeds)} x q={expected.q})")
+    if len(payload) != 4 * want:  # counted from the payload's length, before anything is unpacked
+        raise ScalarCountError(f"client {client} sent {len(payload)} bytes of scalars ({len(payload) / 4:g} float32); "
+                               f"expected {want} (K={len(expected.seeds)} x q={expected.q})")
+    scalars = unpack_f32(payload)
     if not all(math.isfinite(s) for s in scalars):
         raise NonFiniteScalarError(f"client {client} sent non-finite scalars")
     worst = max((abs(s) for s in scalars), default=0.0)
@@ -342,6 +356,9 @@ def parse_uplink(content: RecordDict, expected: Expected) -> Uplink:
     n = int(_get(m, "n", int))
     if n < 1:
         raise MessageError(f"client {client} reports {n} examples; expected >= 1")
+    if expected.examples is not None and n != expected.examples:
+        raise ExampleCountError(f"client {client} reports {n} examples; the server gave it {expected.examples} "
+                                "this round (its batches are drawn from its partition by the run's seed)")
     lm, ll = float(_get(m, "lm", float)), float(_get(m, "ll", float))
     if not (math.isfinite(lm) and math.isfinite(ll)):
         raise NonFiniteScalarError(f"client {client} reports a non-finite loss")

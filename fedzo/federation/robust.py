@@ -56,15 +56,20 @@ class RobustAggregator:
                    reputation=Reputation(fed.reputation_threshold, fed.reputation_max_scale)
                    if getattr(fed, "reputation", False) else None)
 
+    def reference_scale(self, scalars: Iterable[Sequence[float]]) -> float:
+        """The run's own scale of a scalar: the median |aggregated scalar| of the recent applied
+        rounds; before any, the median |scalar| of this round's replies (``scalars``, one
+        sequence per client: robust while fewer than half of them are Byzantine)."""
+        if self.history:
+            return float(np.median(np.abs(np.concatenate(list(self.history)))))
+        vals = np.abs(np.concatenate([np.asarray(s, dtype=np.float64) for s in scalars] or [np.zeros(0)]))
+        return float(np.median(vals)) if vals.size else 0.0
+
     def bound(self, contribs: Sequence[Contribution]) -> float | None:
         """The clip bound for this round (None: no running-median clipping)."""
         if self.mode != "running-median":
             return None
-        if self.history:
-            ref = float(np.median(np.abs(np.concatenate(list(self.history)))))
-        else:
-            vals = np.abs(np.array([c.scalars for c in contribs], dtype=np.float64))
-            ref = float(np.median(vals)) if vals.size else 0.0
+        ref = self.reference_scale(c.scalars for c in contribs)
         return self.multiplier * ref if ref > 0 else None
 
     def __call__(self, contribs: Sequence[Contribution]) -> tuple[float, ...]:

@@ -12,6 +12,7 @@ from fedzo.federation.messages import (
     CONFIG_KEY,
     CatchUp,
     Downlink,
+    ExampleCountError,
     Expected,
     MessageError,
     NonFiniteScalarError,
@@ -90,3 +91,23 @@ def test_wrong_schema_version_is_refused() -> None:
 def test_seed_out_of_range_is_refused() -> None:
     with pytest.raises(MessageError, match="2\\^63"):
         build_downlink(Downlink("train", 1, 0, (2**63,), 0.1, 0.1, 1))
+
+
+def test_a_claimed_example_count_must_be_the_servers() -> None:
+    exp = Expected(round=3, client=2, seeds=SEEDS, q=1, max_abs_scalar=100.0, examples=48)
+    assert parse_uplink(build_uplink(_uplink()), exp).num_examples == 48
+    with pytest.raises(ExampleCountError, match="reports 1000000000 examples; the server gave it 48"):
+        parse_uplink(build_uplink(_uplink(num_examples=10**9)), exp)
+
+
+def test_the_scalar_count_is_checked_before_unpacking(monkeypatch) -> None:
+    from fedzo.federation import messages
+
+    huge = build_uplink(_uplink(scalars=tuple(float(i) for i in range(10**6))))
+
+    def unpacked(*_: object, **__: object) -> None:
+        raise AssertionError("a reply of the wrong length was unpacked")
+
+    monkeypatch.setattr(messages, "unpack_f32", unpacked)
+    with pytest.raises(ScalarCountError, match="4000000 bytes of scalars .* expected 3"):
+        parse_uplink(huge, EXP)

@@ -7,13 +7,14 @@ the engine (:mod:`fedzo.federation.engine`) does everything else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from flwr.app import RecordDict
 
 from fedzo.devices.clock import ClientWork
+from fedzo.federation.messages import MessageError
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir
 
@@ -58,6 +59,10 @@ class RoundProtocol(Protocol[U]):
 
     def parse(self, round_: int, client: int, content: RecordDict) -> U:
         """A reply as an update; raises :class:`~fedzo.federation.messages.MessageError`."""
+
+    def screen(self, round_: int, updates: Mapping[int, U]) -> dict[int, MessageError]:
+        """The valid replies of a round to reject once all are in, by what they show together
+        (a scalar far beyond the run's scale); client -> the error, counted by its code."""
 
     def work(self, round_: int, client: int, update: U | None, down_bytes: int, up_bytes: int,
              catch_up_entries: int) -> ClientWork:

@@ -15,7 +15,7 @@ same ClientApp could serve Flower's strategy. The global tensors are checkpointe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from fedzo.federation.fedavg_client import (
     load_arrays,
     params_to_arrays,
 )
+from fedzo.federation.messages import MessageError
 from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.setup import ClientSetup
 from fedzo.killpoints import kill_point
@@ -123,6 +124,10 @@ class FedAvgProtocol:
     def parse(self, round_: int, client: int, content: RecordDict) -> FedAvgUpdate:
         """Tensor names, shapes, finiteness and the example count."""
         return check_reply(self.params, content)
+
+    def screen(self, round_: int, updates: Mapping[int, FedAvgUpdate]) -> dict[int, MessageError]:
+        """Nothing beyond each reply's own checks."""
+        return {}
 
     def work(self, round_: int, client: int, update: FedAvgUpdate | None, down_bytes: int, up_bytes: int,
              catch_up_entries: int) -> ClientWork:

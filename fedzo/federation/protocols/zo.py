@@ -9,7 +9,7 @@ appends the round to the log and applies it (:func:`fedzo.zo.apply_entries`), so
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +23,15 @@ from fedzo.federation.aggregate import Contribution
 from fedzo.federation.batches import batch_shape, local_examples
 from fedzo.federation.bytes import payload_bytes
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
-from fedzo.federation.messages import Downlink, Expected, Uplink, build_downlink, parse_uplink
+from fedzo.federation.messages import (
+    Downlink,
+    Expected,
+    MessageError,
+    ScaleError,
+    Uplink,
+    build_downlink,
+    parse_uplink,
+)
 from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
 from fedzo.federation.robust import RobustAggregator
@@ -158,8 +166,30 @@ class ZOProtocol:
         return Outgoing(content, cu.replayed_entries, share)
 
     def parse(self, round_: int, client: int, content: RecordDict) -> Uplink:
-        """The client's scalars, checked against what it was sent."""
-        return parse_uplink(content, Expected(round_, client, self.seeds, self.scenario.zo.q, self.fed.max_abs_scalar))
+        """The client's scalars, checked against what it was sent: its seeds, its scalar count
+        and bound, and its example count (K local batches from its partition, known here)."""
+        examples = len(self.seeds) * min(self.scenario.data.batch_size, len(self.partitions[client]))
+        return parse_uplink(content, Expected(round_, client, self.seeds, self.scenario.zo.q, self.fed.max_abs_scalar,
+                                              examples=examples))
+
+    def screen(self, round_: int, updates: Mapping[int, Uplink]) -> dict[int, MessageError]:
+        """Replies whose largest |scalar| is more than ``federation.max_scalar_ratio`` times the
+        run's own scale (:meth:`RobustAggregator.reference_scale`): a reply scaled up by an
+        attacker is rejected however small the honest scalars are, which an absolute bound
+        cannot do."""
+        ratio = self.fed.max_scalar_ratio
+        if ratio is None or not updates:
+            return {}
+        scale = self.aggregate.reference_scale(u.scalars for u in updates.values())
+        if scale <= 0:
+            return {}
+        out: dict[int, MessageError] = {}
+        for c, u in sorted(updates.items()):
+            worst = max((abs(x) for x in u.scalars), default=0.0)
+            if worst > ratio * scale:
+                out[c] = ScaleError(f"client {c} sent |scalar| {worst:.3g}, {worst / scale:.3g} times the run's "
+                                    f"scale {scale:.3g} (federation.max_scalar_ratio {ratio:g})")
+        return out
 
     def work(self, round_: int, client: int, update: Uplink | None, down_bytes: int, up_bytes: int,
              catch_up_entries: int) -> ClientWork:
