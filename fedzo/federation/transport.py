@@ -68,6 +68,12 @@ class GridTransport:
         return Message(content, dst_node_id=node, message_type=MESSAGE_TYPE, group_id=str(round_))
 
 
+# Flower's error codes for a node whose ClientApp failed to load, raised or crashed: the
+# node is up and its reason is final (a dead node, NODE_UNAVAILABLE, may come back as another)
+APP_FAILED = (1, 2, 8)
+UNREACHABLE = " (unreachable)"
+
+
 @dataclass(frozen=True)
 class Handshake:
     """Which node serves which client, and the bytes the setup messages took."""
@@ -92,10 +98,25 @@ def _setup(transport: Transport, nodes: Sequence[int], setup_json: str, digest: 
     errors: list[tuple[int, str]] = []
     for rep in replies:
         if rep.has_error():
-            errors.append((int(rep.metadata.src_node_id), f"node {rep.metadata.src_node_id}: {rep.error.reason}"))
+            known = "" if rep.error.code in APP_FAILED else UNREACHABLE
+            errors.append((int(rep.metadata.src_node_id), f"node {rep.metadata.src_node_id}: {rep.error.reason}{known}"))
         else:
-            node_of[parse_setup_reply(rep.content)] = int(rep.metadata.src_node_id)
+            client, node = parse_setup_reply(rep.content), int(rep.metadata.src_node_id)
+            if client in node_of and node_of[client] != node:
+                raise FederationError(f"nodes {node_of[client]} and {node} both announced client {client} "
+                                      "(node_config partition-id); give each SuperNode its own partition id")
+            node_of[client] = node
     return Handshake(node_of, down, up), errors
+
+
+def _check_announced(node_of: dict[int, int], num_clients: int) -> None:
+    """Partition ids outside ``0..num_clients-1`` are a setup error, reported at once."""
+    outside = sorted(c for c in node_of if not 0 <= c < num_clients)
+    if outside:
+        nodes = ", ".join(f"node {node_of[c]}: {c}" for c in outside[:5])
+        raise FederationError(f"nodes announced partition ids outside 0..{num_clients - 1} "
+                              f"(federation.num_clients {num_clients}): {nodes}; set each SuperNode's "
+                              "node_config partition-id to one of 0..num_clients-1")
 
 
 def handshake(transport: Transport, setup_json: str, digest: str, num_clients: int, timeout: float, *,
@@ -119,7 +140,12 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
     while True:
         wait = max(1.0, min(deadline - time.monotonic(), max(60.0, timeout / 4)))
         hs, errs = _setup(transport, pending, setup_json, digest, wait, measured_json)
+        for c, node in hs.node_of.items():
+            if c in node_of and node_of[c] != node:
+                raise FederationError(f"nodes {node_of[c]} and {node} both announced client {c} (node_config "
+                                      "partition-id); give each SuperNode its own partition id")
         node_of.update(hs.node_of)
+        _check_announced(node_of, num_clients)
         errors += [e for _, e in errs]
         failed |= {n for n, _ in errs}
         down, up = down + hs.bytes_down, up + hs.bytes_up
@@ -128,6 +154,10 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
             break
         answered = set(node_of.values()) | failed
         pending = [n for n in transport.node_ids(0, 0.0) if n not in answered]
+        app_failed = [n for n, e in errs if not e.endswith(UNREACHABLE)]  # the node's app said why: final
+        if not pending and app_failed and len(app_failed) >= len(missing):
+            raise FederationError(f"client(s) {missing[:10]} have no node: the setup failed on "
+                                  f"{len(failed)} node(s) ({'; '.join(errors[:5])})")
         if not pending:
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     if missing:

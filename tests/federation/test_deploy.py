@@ -178,3 +178,46 @@ def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed
     hs = handshake(transport, setup.to_json(), setup.digest, 4, 30.0)
     assert sorted(hs.node_of) == [0, 1, 2, 3] and 4242 not in hs.node_of.values()
     assert len(transport.sends) == 5 + 1  # everyone once, then the silent node again (not the dead one)
+
+
+@pytest.mark.parametrize(("ids", "message"), [
+    ([0, 1, 1, 3], r"nodes \d+ and \d+ both announced client 1 \(node_config partition-id\)"),
+    ([0, 1, 2, 9], r"partition ids outside 0..3 \(federation.num_clients 4\): node \d+: 9"),
+])
+def test_the_handshake_refuses_duplicate_or_out_of_range_partition_ids_at_once(fed_config, ids, message) -> None:
+    import time
+
+    from fedzo.errors import FederationError
+    from fedzo.federation.transport import handshake
+
+    transport = InProcessTransport(4)
+    for ctx, pid in zip(sorted(transport.contexts.values(), key=lambda c: c.node_id), ids, strict=True):
+        ctx.node_config["partition-id"] = pid
+    setup = ClientSetup(fed_config())
+    t0 = time.monotonic()
+    with pytest.raises(FederationError, match=message):
+        handshake(transport, setup.to_json(), setup.digest, 4, 600.0)
+    assert time.monotonic() - t0 < 30  # not a wait of the setup timeout
+
+
+def test_a_node_whose_app_fails_its_setup_ends_the_handshake_with_its_reason(fed_config, monkeypatch) -> None:
+    import time
+
+    from fedzo.errors import FederationError
+    from fedzo.federation.transport import handshake
+
+    transport = InProcessTransport(4)
+    broken = max(transport.contexts)
+    real = client_mod.handle
+
+    def handle(content, ctx):
+        if ctx.node_id == broken:
+            raise ValueError("data.task: 'reviews.csv' is neither a known task nor an existing path")
+        return real(content, ctx)
+
+    monkeypatch.setattr(client_mod, "handle", handle)
+    setup = ClientSetup(fed_config())
+    t0 = time.monotonic()
+    with pytest.raises(FederationError, match=r"have no node: the setup failed on 1 node\(s\) .*reviews.csv"):
+        handshake(transport, setup.to_json(), setup.digest, 4, 600.0)
+    assert time.monotonic() - t0 < 30
