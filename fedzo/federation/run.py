@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -82,6 +83,7 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
         raise ConfigError(batched_measured_problem())
     if eng_name == "simulation" and (address := attached_to_cluster(scenario.federation.simulation)):
         check_cluster_reachable(address)
+        check_cluster_resources(scenario.federation.simulation, address)
     if resume:
         never_started(out)
     run = prepare_run(scenario, out, resume=resume, force=force)
@@ -137,6 +139,35 @@ def check_cluster_reachable(address: str, timeout: float = 10.0) -> None:
     except OSError as exc:
         raise ConfigError(f"{where}: no Ray head answers at {address} ({exc}); start it with "
                           f"`ray start --head --port {port}` on that machine, or fix the address") from None
+
+
+def unsatisfiable(sim: SimulationConfig, nodes: list[dict[str, Any]]) -> str | None:
+    """Why no node of an attached Ray cluster can hold one client (``num_cpus`` and
+    ``num_gpus`` per client), from ``ray.nodes()``; None when one can. Ray would otherwise
+    log "ActorPool is empty" and wait until the setup timeout."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    if not alive:
+        return "the cluster has no live node"
+    need = {"CPU": sim.num_cpus, "GPU": sim.num_gpus}
+    if any(all(r.get(k, 0.0) >= v for k, v in need.items() if v > 0) for r in alive):
+        return None
+    best = {k: max(r.get(k, 0.0) for r in alive) for k in need}
+    return (f"a client asks for {sim.num_cpus:g} CPU and {sim.num_gpus:g} GPU (federation.simulation.num_cpus, "
+            f"num_gpus) but no node of the cluster has that much (largest: {best['CPU']:g} CPU, "
+            f"{best['GPU']:g} GPU); lower them, or add such a node")
+
+
+def check_cluster_resources(sim: SimulationConfig, address: str) -> None:
+    """Refuse, within seconds, a simulation whose clients no node of the cluster can hold."""
+    import ray
+
+    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        why = unsatisfiable(sim, ray.nodes())
+    finally:
+        ray.shutdown()
+    if why:
+        raise ConfigError(f"federation.simulation: {why}")
 
 
 def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, resume: bool = False,

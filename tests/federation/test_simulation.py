@@ -94,3 +94,16 @@ def test_an_unreachable_cluster_is_refused_before_any_round(tmp_path: Path, fed_
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match=r"'head-node' is not a Ray cluster address; allowed: 'auto'"):
         run_federated(fed_config(simulation={"address": "head-node"}), tmp_path / "run", engine="simulation")
+
+
+def test_resources_no_node_of_an_attached_cluster_has_are_refused() -> None:
+    from fedzo.config.federation import SimulationConfig
+    from fedzo.federation.run import unsatisfiable
+
+    cpu_only = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]
+    why = unsatisfiable(SimulationConfig(num_gpus=0.25), cpu_only)
+    assert why is not None and "0.25 GPU" in why and "largest: 4 CPU, 0 GPU" in why
+    assert unsatisfiable(SimulationConfig(num_cpus=2), cpu_only) is None
+    assert "more than" not in (unsatisfiable(SimulationConfig(num_cpus=6), cpu_only) or "") and \
+        unsatisfiable(SimulationConfig(num_cpus=6), cpu_only) is not None
+    assert unsatisfiable(SimulationConfig(), []) == "the cluster has no live node"
