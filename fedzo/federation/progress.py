@@ -44,7 +44,7 @@ class RoundProgress:
         from tqdm.auto import tqdm
 
         self.rounds = rounds
-        if mode == "bar" and not (stream or sys.stdout).isatty():  # a log file: lines, not \r frames
+        if mode == "bar" and stream is None and not sys.stderr.isatty():  # the bar's stream is a file: lines
             mode = "lines"
         self.lines = (stream or sys.stdout) if mode == "lines" else None
         self.bar = tqdm(total=rounds, initial=done, desc=name, unit="round", disable=mode != "bar",

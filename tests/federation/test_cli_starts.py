@@ -98,12 +98,16 @@ def test_version_and_the_resume_command_on_ctrl_c(tmp_path: Path, capsys: Any, m
     assert f"interrupted; continue with: fedzo run --resume {tmp_path / 'run'}" in capsys.readouterr().err
 
 
-def test_progress_to_a_file_is_one_line_per_round() -> None:
+def test_progress_to_a_file_is_one_line_per_round(monkeypatch: Any, capsys: Any) -> None:
+    import sys
+
     from fedzo.federation.progress import RoundProgress
     from fedzo.records import RoundRecord
 
-    log = io.StringIO()  # not a terminal
-    bar = RoundProgress("x", 2, 0, mode="bar", stream=log)
+    log = io.StringIO()  # stderr, where the bar goes, is not a terminal: lines on stdout
+    monkeypatch.setattr(sys, "stdout", log)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    bar = RoundProgress("x", 2, 0, mode="bar")
     bar.update([RoundRecord(round=1, participants=2, sim_seconds=1.0)])
     bar.close()
     assert log.getvalue() == "round 1/2: simulated 1.0 s, up 0 B, down 0 B\n" and "\r" not in log.getvalue()

@@ -60,8 +60,11 @@ def test_fedavg_runs_rebuild_from_their_kept_weights(tmp_path, fed_config) -> No
         load_global_model(out)
 
 
-def test_progress_bar_plots_and_label_histograms(tmp_path, fed_config, capsys) -> None:
+def test_progress_bar_plots_and_label_histograms(tmp_path, fed_config, capsys, monkeypatch) -> None:
+    import sys
+
     out = tmp_path / "p"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar (a file gets lines)
     run_federated(fed_config(partition="dirichlet", partition_alpha=0.1), out, progress="bar", plots=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "acc " in err and "up " in err
