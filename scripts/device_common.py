@@ -48,7 +48,7 @@ def build_model(name: str, device: str) -> torch.nn.Module:
 def loss_fn(model: torch.nn.Module, batch: int, seq: int, device: str) -> Callable[[], torch.Tensor]:
     """A loss on fixed random tokens and labels (last position only)."""
     g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
+    vocab = int(model.config.vocab_size)  # type: ignore[union-attr,arg-type]  # a transformers config
     ids = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
     labels = torch.randint(0, vocab, (batch,), generator=g).to(device)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -77,7 +78,7 @@ def protocol_rounds(name: str, device: str, batch: int, seq: int, seconds: float
     model = build_model(name, device)
     perturber = Perturber(ParamSet.from_module(model), NoiseSpec("portable", "gaussian"), compiled=True)
     g = torch.Generator().manual_seed(1)
-    vocab = model.config.vocab_size
+    vocab = int(model.config.vocab_size)  # type: ignore[union-attr,arg-type]  # a transformers config
     ids = torch.randint(0, vocab, (clients * batch, seq), generator=g).to(device)
     labels = torch.randint(0, vocab, (clients * batch,), generator=g).to(device)
 
@@ -85,7 +86,8 @@ def protocol_rounds(name: str, device: str, batch: int, seq: int, seconds: float
         logits = model(input_ids=ids[lo:hi], logits_to_keep=1).logits[:, -1]
         return torch.nn.functional.cross_entropy(logits.float(), labels[lo:hi], reduction="none")
 
-    losses = [lambda c=c: rows(c * batch, (c + 1) * batch).mean() for c in range(clients)]
+    losses: list[Callable[[], torch.Tensor]] = [partial(lambda c: rows(c * batch, (c + 1) * batch).mean(), c)
+                                                 for c in range(clients)]
     out: dict[str, Any] = {"model": name, "clients_per_round": clients, "of_clients": 8, "local_steps": 1,
                            "directions": directions, "batch": batch, "seq": seq}
     # warm-up (the compiled generator compiles here), lr 0: both ways from the same weights

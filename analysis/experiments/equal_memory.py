@@ -137,7 +137,7 @@ def compare(zo: list[tuple[float, float]], bp: list[tuple[float, float]]) -> dic
         a, b = accuracy_at(zo, t), accuracy_at(bp, t)
         if a is not None and b is not None:
             lead.append((t, "zo" if a > b else "bp" if b > a else "tie", a, b))
-    changes = [(t, who) for (t, who, _, _), (_, prev, _, _) in zip(lead[1:], lead[:-1]) if who != prev]
+    changes = [(t, who) for (t, who, _, _), (_, prev, _, _) in zip(lead[1:], lead[:-1], strict=True) if who != prev]
     return {"leader_at_start": lead[0][1] if lead else None, "leader_at_end": lead[-1][1] if lead else None,
             "lead_changes": [{"sim_seconds": t, "new_leader": who} for t, who in changes],
             "timeline": [{"sim_seconds": t, "leader": who, "zo_accuracy": a, "bp_accuracy": b}

@@ -57,7 +57,7 @@ def scaled_fleet(scenario: str | Path, n: int) -> dict[str, Any]:
     counts = [int(x) for x in exact]
     for i in sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])[: n - sum(counts)]:
         counts[i] += 1
-    return {**fleet, "devices": [{**d, "count": c} for d, c in zip(devices, counts) if c > 0]}
+    return {**fleet, "devices": [{**d, "count": c} for d, c in zip(devices, counts, strict=True) if c > 0]}
 
 
 def format_table(result: dict[str, Any]) -> str:

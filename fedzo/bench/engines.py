@@ -181,7 +181,7 @@ def log_difference(a: bytes, b: bytes, *, relative: bool = True) -> float:
     if [(e.round, e.seed) for e in ea] != [(e.round, e.seed) for e in eb]:
         return float("inf")
     scale = (max((abs(y.grad or 0.0) for y in eb), default=0.0) or 1.0) if relative else 1.0
-    return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / scale for x, y in zip(ea, eb)), default=0.0)
+    return max((abs((x.grad or 0.0) - (y.grad or 0.0)) / scale for x, y in zip(ea, eb, strict=True)), default=0.0)
 
 
 @dataclass
@@ -221,7 +221,7 @@ def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, 
     out: dict[str, Any] = {"case": case.name, "participants": participants, "local_steps": sc.federation.local_steps,
                            "rounds_timed": {e: len(v) for e, v in secs.items()}, "batching": t.notes,
                            "forward_ceiling": forward_ceiling(sc, participants), "engines": {},
-                           "left_out": {e: f"more than {case.simulation_max} participants (too slow)" for e in left_out}}
+                           "left_out": dict.fromkeys(left_out, f"more than {case.simulation_max} participants (too slow)")}
     base = statistics.median(secs["inprocess"])
     for e in engines:
         med = statistics.median(secs[e])

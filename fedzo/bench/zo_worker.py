@@ -151,7 +151,7 @@ def _timing(b: _Bench) -> dict[str, Any]:
     seed2 = iter(range(10_000))
     result["mezo_step_seconds"], result["mezo_step_over_two_forwards"] = _paired(
         lambda: naive_mezo_step(list(b.params.tensors), b.loss_f, next(seed2), 1e-3, 1e-7), b.loss_f, reps)
-    ps = [p for p in b.model.parameters()]
+    ps = list(b.model.parameters())
     adam = torch.optim.Adam(ps, lr=1e-7)
 
     def bp() -> None:
@@ -179,7 +179,7 @@ def _steps(b: _Bench, mode: str) -> None:
         for s in range(2):
             naive_mezo_step(list(b.params.tensors), b.loss_f, s, 1e-3, 1e-7)
     elif mode == "bp":
-        ps = [p for p in b.model.parameters()]
+        ps = list(b.model.parameters())
         adam = torch.optim.Adam(ps, lr=1e-7)
         for _ in range(2):
             adam.zero_grad(set_to_none=True)

@@ -46,7 +46,7 @@ _FEDERATED_V1_DEFAULTS: dict[str, Any] = {
 }
 
 RENAMED: tuple[tuple[str, str], ...] = tuple(
-    sorted({(k, v) for k, v in _TOP.items()} | {(k, v) for k, v in _TRAIN.items()}
+    sorted(set(_TOP.items()) | set(_TRAIN.items())
            | {(f"federation.{k}", v) for k, v in _FEDERATION.items()}))
 
 

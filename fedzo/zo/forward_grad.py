@@ -44,6 +44,7 @@ class DirectionalLoss:
         self._along = along
 
     def __call__(self) -> float:
+        """The loss at the parameters as they are (one plain forward)."""
         return self._value()
 
     def along(self, tangents: Sequence[torch.Tensor]) -> tuple[float, float]:

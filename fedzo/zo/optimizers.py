@@ -31,7 +31,7 @@ class ZOOptimizer(ABC):
     name: str = ""
     stateful: bool = False
 
-    def bind(self, perturber: Perturber) -> None:
+    def bind(self, perturber: Perturber) -> None:  # noqa: B027 - a no-op by default, overridden by stateful ones
         """Allocate state for ``perturber``'s parameters (no-op when stateless)."""
 
     @abstractmethod
@@ -72,6 +72,7 @@ class ZOSGD(ZOOptimizer):
 
     def step(self, perturber: Perturber, seed: int, pre: Sequence[float], restore: float,
              grad: float, lr: float, loss_fn: LossFn) -> tuple[float, ...]:
+        """Plain ZO-SGD: move along ``seed`` by ``-lr x grad`` (see :meth:`ZOOptimizer.step`)."""
         last = restore + self.coefficient(grad, lr)
         perturber.apply(seed, (last,))
         return (*pre, last)
@@ -83,6 +84,7 @@ class ZOSGDSign(ZOSGD):
     name = "zo-sgd-sign"
 
     def coefficient(self, grad: float, lr: float) -> float:
+        """``-lr x sign(grad)``: the step's size does not depend on the scalar's magnitude."""
         return -lr * (0.0 if grad == 0 else math.copysign(1.0, grad))
 
 
@@ -94,6 +96,7 @@ class ZOSGDCons(ZOOptimizer):
 
     def step(self, perturber: Perturber, seed: int, pre: Sequence[float], restore: float,
              grad: float, lr: float, loss_fn: LossFn) -> tuple[float, ...]:
+        """Keep the move only if it lowers the loss (see :meth:`ZOOptimizer.step`)."""
         alphas = list(pre)
         perturber.apply(seed, (restore,))
         alphas.append(restore)
@@ -125,6 +128,7 @@ class ZOSGDMomentum(ZOOptimizer):
         self.buffers: list[torch.Tensor] = []
 
     def bind(self, perturber: Perturber) -> None:
+        """Keep a momentum buffer shaped like ``perturber``'s parameters."""
         self.buffers = [torch.zeros_like(t).view(-1) for t in perturber.params.tensors]
 
     def _hook(self, grad: float, lr: float) -> Any:
@@ -136,6 +140,7 @@ class ZOSGDMomentum(ZOOptimizer):
 
     def step(self, perturber: Perturber, seed: int, pre: Sequence[float], restore: float,
              grad: float, lr: float, loss_fn: LossFn) -> tuple[float, ...]:
+        """Update the momentum buffer along ``seed`` and move by it (see :meth:`ZOOptimizer.step`)."""
         if not self.buffers:
             self.bind(perturber)
         if perturber.blocks is not None:
@@ -145,11 +150,13 @@ class ZOSGDMomentum(ZOOptimizer):
 
     def replay(self, perturber: Perturber, seed: int, alphas: Sequence[float],
                grad: float | None, lr: float | None) -> None:
+        """Replay a logged step: the buffer and the parameters move as they did."""
         if not self.buffers:
             self.bind(perturber)
         perturber.apply(seed, tuple(alphas), final=self._hook(float(grad or 0.0), float(lr or 0.0)))
 
     def hyperparameters(self) -> dict[str, Any]:
+        """The momentum, which with the name rebuilds this optimizer."""
         return {"momentum": self.momentum}
 
 
@@ -169,6 +176,7 @@ class ZOAdam(ZOOptimizer):
         self.t = 0
 
     def bind(self, perturber: Perturber) -> None:
+        """Keep Adam's first and second moments shaped like ``perturber``'s parameters."""
         self.m = [torch.zeros_like(t).view(-1) for t in perturber.params.tensors]
         self.v = [torch.zeros_like(t).view(-1) for t in perturber.params.tensors]
         self.t = 0
@@ -191,6 +199,7 @@ class ZOAdam(ZOOptimizer):
 
     def step(self, perturber: Perturber, seed: int, pre: Sequence[float], restore: float,
              grad: float, lr: float, loss_fn: LossFn) -> tuple[float, ...]:
+        """Update the moments along ``seed`` and move by Adam's rule (see :meth:`ZOOptimizer.step`)."""
         if not self.m:
             self.bind(perturber)
         perturber.apply(seed, (restore,), final=self._hook(grad, lr))
@@ -198,11 +207,13 @@ class ZOAdam(ZOOptimizer):
 
     def replay(self, perturber: Perturber, seed: int, alphas: Sequence[float],
                grad: float | None, lr: float | None) -> None:
+        """Replay a logged step: the moments and the parameters move as they did."""
         if not self.m:
             self.bind(perturber)
         perturber.apply(seed, tuple(alphas), final=self._hook(float(grad or 0.0), float(lr or 0.0)))
 
     def hyperparameters(self) -> dict[str, Any]:
+        """beta1, beta2 and adam_eps, which with the name rebuild this optimizer."""
         return {"beta1": self.beta1, "beta2": self.beta2, "adam_eps": self.adam_eps}
 
 

@@ -66,6 +66,7 @@ class Schedule:
         return self.kind is not ScheduleKind.CONSTANT or self.warmup_steps > 0
 
     def __call__(self, t: int) -> float:
+        """The learning rate at step (or round) ``t``: warm-up, then the schedule."""
         if t < self.warmup_steps:
             return self.lr * (t + 1) / self.warmup_steps
         if self.kind is ScheduleKind.CONSTANT:

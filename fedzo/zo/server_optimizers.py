@@ -130,6 +130,7 @@ class ServerMomentum(ServerOptimizer):
 
     @torch.no_grad()
     def apply_round(self, entries: Sequence[LogEntry]) -> None:
+        """Fold the round's move into the momentum and move the parameters by it."""
         if not entries:
             return
         m = self.state["m"]
@@ -141,6 +142,7 @@ class ServerMomentum(ServerOptimizer):
         self.steps += 1
 
     def hyperparameters(self) -> dict[str, Any]:
+        """The server learning rate and momentum (go into the log header)."""
         return {"lr": self.lr, "momentum": self.momentum}
 
 
@@ -162,6 +164,7 @@ class ServerAdam(ServerOptimizer):
 
     @torch.no_grad()
     def apply_round(self, entries: Sequence[LogEntry]) -> None:
+        """Update the moments with the round's move and move the parameters by Adam's rule."""
         if not entries:
             return
         delta = [torch.zeros_like(t).view(-1) for t in self.perturber.params.tensors]
@@ -176,6 +179,7 @@ class ServerAdam(ServerOptimizer):
             t.view(-1).addcdiv_(m, v.sqrt().div_(v_corr).add_(self.tau), value=step_size)
 
     def hyperparameters(self) -> dict[str, Any]:
+        """The server learning rate, betas and eps (go into the log header)."""
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "tau": self.tau}
 
 

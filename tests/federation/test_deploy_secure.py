@@ -83,8 +83,7 @@ def _write_tls_files(directory: Path, hosts: list[str]) -> None:
     """ca.crt, server.crt (SAN: hosts) and server.key; the CA's key is never written."""
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedzo test CA")])
-    usage = {k: False for k in ("content_commitment", "key_encipherment", "data_encipherment",
-                                "key_agreement", "encipher_only", "decipher_only")}
+    usage = dict.fromkeys(("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only", "decipher_only"), False)
     ca = _certificate("fedzo test CA", ca_key, ca_name, ca_key, [
         (x509.BasicConstraints(ca=True, path_length=0), True),
         (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage), True),

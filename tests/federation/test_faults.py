@@ -86,7 +86,7 @@ def test_tamper_kinds() -> None:
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory, fed_config):
     """5 clients, all in every round, 6 rounds, every delivery fault at 12%."""
-    faults = {k: 0.12 for k in DELIVERY_FAULTS} | {"seed": 0}
+    faults = dict.fromkeys(DELIVERY_FAULTS, 0.12) | {"seed": 0}
     cfg = fed_config(num_clients=5, clients_per_round=5, rounds=6).model_copy(
         update={"faults": FaultsConfig(**faults)})
     out = tmp_path_factory.mktemp("faults") / "run"

@@ -204,7 +204,7 @@ def test_fedzo_counts_the_message_bytes_that_cross_the_network(proxied_deploymen
     fedzo, source = fedzo_count(dep.root / "deployed", messages)
     measured = sum(report["message_bytes"].values())
     by_path: dict[tuple[str, str], int] = {}
-    for d, m in messages:
+    for _, m in messages:
         for part, n in wire_parts(m).items():
             by_path[part] = by_path.get(part, 0) + n
     proxy_by_path: dict[tuple[str, str], int] = {}

@@ -20,7 +20,7 @@ def _params() -> ParamSet:
 def test_same_seed_same_direction_and_different_seeds_differ(gen: str, dist: str) -> None:
     p = Perturber(_params(), NoiseSpec(gen, dist, chunk_size=1024))
     d1, d2, d3 = p.direction(11), p.direction(11), p.direction(12)
-    assert all(torch.equal(a, b) for a, b in zip(d1, d2))
+    assert all(torch.equal(a, b) for a, b in zip(d1, d2, strict=True))
     flat1 = torch.cat([t.view(-1) for t in d1])
     flat3 = torch.cat([t.view(-1) for t in d3])
     assert not torch.equal(flat1, flat3)
@@ -35,7 +35,7 @@ def test_same_seed_same_direction_and_different_seeds_differ(gen: str, dist: str
 def test_portable_is_chunk_size_invariant(dist: str) -> None:
     a = Perturber(_params(), NoiseSpec("portable", dist, chunk_size=1024)).direction(5)
     b = Perturber(_params(), NoiseSpec("portable", dist, chunk_size=2048)).direction(5)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _digest_in_subprocess(dist: str) -> str:
@@ -59,16 +59,16 @@ def test_portable_identical_across_processes(dist: str) -> None:
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
 def test_portable_identical_on_cpu_and_cuda(dist: str) -> None:
     cpu = Perturber(_params(), NoiseSpec("portable", dist, chunk_size=1024)).direction(3)
-    gpu_params = ParamSet.from_tensors({n: t.cuda() for n, t in zip(_params().names, _params().tensors)})
+    gpu_params = ParamSet.from_tensors({n: t.cuda() for n, t in zip(_params().names, _params().tensors, strict=True)})
     gpu = Perturber(gpu_params, NoiseSpec("portable", dist, chunk_size=1024)).direction(3)
     # integer hashing and a table lookup: bitwise equal, not just within rounding
-    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu, strict=True))
 
 
 def test_compiled_portable_equals_eager() -> None:
     eager = Perturber(_params(), NoiseSpec("portable", "gaussian", chunk_size=1024)).direction(9)
     comp = Perturber(_params(), NoiseSpec("portable", "gaussian", chunk_size=1024), compiled=True).direction(9)
-    assert all(torch.equal(a, b) for a, b in zip(eager, comp))
+    assert all(torch.equal(a, b) for a, b in zip(eager, comp, strict=True))
 
 
 def test_derive_seed_range_and_order() -> None:

@@ -43,7 +43,7 @@ def test_perturb_then_restore_returns_parameters(regression) -> None:
     p.apply(3, (1e-3,))
     p.apply(3, (-1e-3,))
     # float rounding only: |theta| <= ~1, eps*|z| <= ~5e-3, so error <= a few ulp(1) ~ 1e-6
-    for name, t in zip(ps.names, ps.tensors):
+    for name, t in zip(ps.names, ps.tensors, strict=True):
         assert torch.allclose(t, before[name], atol=1e-6, rtol=0), name
 
 
@@ -61,7 +61,7 @@ def test_fused_step_equals_unfused_step(regression) -> None:
     p.apply(42, (-2e-3,))
     p.apply(42, (1e-3,))
     p.apply(42, (-1e-2 * res.grads[0],))
-    for name, t in zip(ps.names, ps.tensors):
+    for name, t in zip(ps.names, ps.tensors, strict=True):
         assert torch.allclose(t, fused[name], atol=1e-6, rtol=0), name
 
 
@@ -115,7 +115,7 @@ def test_replay_is_bitwise_equal_to_training(regression, tmp_path, case: dict) -
     replayer = _build(ps, case)
     fresh = make_zo_optimizer(case["opt"]) if opt.stateful else None
     apply_entries(replayer, loaded.entries(), fresh)
-    for name, t in zip(ps.names, ps.tensors):
+    for name, t in zip(ps.names, ps.tensors, strict=True):
         assert torch.equal(t, trained[name]), f"{name} differs after replay"
 
 
