@@ -37,25 +37,29 @@ SCENARIO = "scenarios/byzantine-tiny.yaml"
 OUT, WORK = Path("analysis/results/byzantine/persistent"), Path("runs/byzantine")
 FRACTION = 0.2
 KINDS = ("sign_flip", "random")
+ALL_KINDS = ("sign_flip", "random", "scale", "nan", "inf")
 DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation overrides)
     "mean": ("mean", {"aggregator": "mean"}),
+    # the reply bounds as before 2026-12-07: the absolute one alone, no bound relative to the run's scale
+    "mean-absolute": ("mean, absolute scalar bound only", {"aggregator": "mean", "max_scalar_ratio": None}),
     "median": ("median", {"aggregator": "median"}),
     "reputation": ("reputation (mean of the rest)", {"aggregator": "mean", "reputation": True}),
 }
 
 
-def cell(work: Path, seed: int, kind: str | None, defence: str, scenario: str = SCENARIO) -> dict[str, Any]:
+def cell(work: Path, seed: int, kind: str | None, defence: str, scenario: str = SCENARIO,
+         fraction: float = FRACTION) -> dict[str, Any]:
     """One run's figures (fault-free when ``kind`` is None)."""
     from fedzo.config.faults import FaultsConfig
     from fedzo.config.scenario import load_scenario
     from fedzo.federation.faults import persistent_attackers
     from fedzo.stats import wilson_interval
 
-    name = f"seed{seed}-{kind or 'fault-free'}-{defence}"
+    name = f"seed{seed}-{kind or 'fault-free'}-{defence}" + (f"-f{fraction:g}" if kind and fraction != FRACTION else "")
     overrides: dict[str, Any] = {"seed": seed, "federation": DEFENCES[defence][1]}
     attackers: list[int] = []
     if kind is not None:
-        faults = {"seed": seed, "byzantine": {"fraction": FRACTION, "kind": kind, "persistent": True}}
+        faults = {"seed": seed, "byzantine": {"fraction": fraction, "kind": kind, "persistent": True}}
         overrides["faults"] = faults
         clients = load_scenario(scenario).federation.num_clients
         attackers = sorted(persistent_attackers(FaultsConfig.model_validate(faults), clients))
@@ -75,7 +79,7 @@ def _spread(xs: list[float]) -> dict[str, float]:
 
 
 def run(work: Path, seeds: list[int], scenario: str = SCENARIO, kinds: tuple[str, ...] = KINDS,
-        defences: tuple[str, ...] = tuple(DEFENCES), out: Path = OUT) -> dict[str, Any]:
+        defences: tuple[str, ...] = tuple(DEFENCES), out: Path = OUT, fraction: float = FRACTION) -> dict[str, Any]:
     """Every cell (``kinds`` x ``defences``, and fault-free under each defence) for every
     seed, and the summary over seeds. ``defences`` starts with ``mean`` (the reference)."""
     if defences[0] != "mean":
@@ -88,7 +92,7 @@ def run(work: Path, seeds: list[int], scenario: str = SCENARIO, kinds: tuple[str
             runs[f"fault-free/{defence}"] = cell(work, seed, None, defence, scenario)
         for kind in kinds:
             for defence in defences:
-                runs[f"{kind}/{defence}"] = cell(work, seed, kind, defence, scenario)
+                runs[f"{kind}/{defence}"] = cell(work, seed, kind, defence, scenario, fraction)
         per_seed[seed] = runs
     cells: dict[str, Any] = {}
     for key in per_seed[seeds[0]]:
@@ -99,13 +103,14 @@ def run(work: Path, seeds: list[int], scenario: str = SCENARIO, kinds: tuple[str
 
     sc = load_scenario(scenario)
     command = "python -m analysis.experiments.byzantine --seeds " + " ".join(map(str, seeds))
-    if scenario != SCENARIO:
-        command += f" --scenario {scenario} --kinds {' '.join(kinds)} --defences {' '.join(defences)}"
+    if scenario != SCENARIO or kinds != KINDS or defences != tuple(DEFENCES) or fraction != FRACTION:
+        command += (f" --scenario {scenario} --kinds {' '.join(kinds)} --defences {' '.join(defences)}"
+                    f" --fraction {fraction:g}")
     if out != OUT or work != WORK:
         command += f" --out {out} --work {work}"
     return {
         "command": command,
-        "scenario": scenario, "byzantine_fraction": FRACTION, "persistent": True, "seeds": seeds, "kinds": list(kinds),
+        "scenario": scenario, "byzantine_fraction": fraction, "persistent": True, "seeds": seeds, "kinds": list(kinds),
         "fleet": f"{sc.federation.num_clients} clients x {sc.federation.rounds} rounds, {sc.model.name}",
         "defences": {k: {"label": DEFENCES[k][0], "federation": DEFENCES[k][1]} for k in defences},
         "cells": cells, "per_seed": {str(s): r for s, r in per_seed.items()},
@@ -121,7 +126,8 @@ def format_table(r: dict[str, Any]) -> str:
     n = r["per_seed"][str(r["seeds"][0])]["fault-free"]["eval_n"]
     lines = [(f"Fault-free: {ff['mean']:.3f} +- {ff['sd']:.3f} over seeds {r['seeds']} "
               f"({fleet}; accuracy on {n} held-out examples)"), "",
-             "| 20 % persistent attackers (accuracy, points vs fault-free mean ± sd) | " + " | ".join(v["label"] for v in r["defences"].values()) + " |",
+             f"| {100 * r.get('byzantine_fraction', FRACTION):.0f} % persistent attackers (accuracy, points vs "
+             "fault-free mean ± sd) | " + " | ".join(v["label"] for v in r["defences"].values()) + " |",
              "|---|" + "---|" * len(r["defences"])]
     for kind in ("fault-free", *r.get("kinds", KINDS)):
         row = []
@@ -140,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scenario", default=SCENARIO)
-    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(KINDS))
+    ap.add_argument("--fraction", type=float, default=FRACTION, help="share of persistent attackers")
     ap.add_argument("--defences", nargs="+", choices=list(DEFENCES), default=list(DEFENCES))
     args = ap.parse_args(argv)
     try:
-        result = run(args.work, args.seeds, args.scenario, tuple(args.kinds), tuple(args.defences), args.out)
+        result = run(args.work, args.seeds, args.scenario, tuple(args.kinds), tuple(args.defences), args.out,
+                     args.fraction)
     except ValueError as e:
         ap.error(str(e))
     write_results(args.out, result, format_table)
