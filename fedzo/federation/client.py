@@ -53,7 +53,6 @@ from fedzo.zo import (
     ParamSet,
     Perturber,
     UpdateLog,
-    apply_entries,
     make_zo_optimizer,
     module_along,
     zo_step,
@@ -61,7 +60,7 @@ from fedzo.zo import (
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.masks import make_mask
 from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import split_state
+from fedzo.zo.server_optimizers import rebuild, split_state
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -124,11 +123,7 @@ class Worker:
             raise CatchUpError(f"update log {path} ends at round {log.last_round}; need round {to_round}")
         fed = self.scenario.federation
         policy = make_policy(fed.catch_up, self.scenario.seed, fed.seed_pool_size)
-        if policy.incremental and self.round <= to_round:
-            self.server_opt.replay(log, self.round, to_round)
-        else:  # seed_pool: a stateless server only (the scenario checks)
-            self._reset_clean()
-            apply_entries(self.clean_perturber, policy.global_entries(log, to_round))
+        rebuild(self.server_opt, policy, log, self.round, to_round, self._reset_clean)
         self.round = to_round
 
     def catch_up(self, d: Downlink, cache: NodeCache | None = None) -> str:

@@ -20,9 +20,10 @@ from fedzo.errors import ConfigError
 from fedzo.federation.catchup import make_policy
 from fedzo.runs import STATE, RunDir
 from fedzo.tasks.objective import Objective, build_objective
-from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, apply_entries, param_digest
+from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, param_digest
 from fedzo.zo.masks import make_mask
 from fedzo.zo.perturb import replay_compiled
+from fedzo.zo.server_optimizers import rebuild
 
 
 @dataclass
@@ -72,10 +73,8 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
     perturber = Perturber(params, spec, mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params),  # initial
                           compiled=replay_compiled(spec, params.numel))
-    if policy.incremental:  # round by round, through the server optimizer the run used
-        sc.federation.server_optimizer.build(perturber).replay(log, 0, log.last_round or 0)
-    else:
-        apply_entries(perturber, policy.global_entries(log, log.last_round or 0))
+    rebuild(sc.federation.server_optimizer.build(perturber), policy, log, 0, log.last_round or 0,
+            lambda: None)  # the parameters are the initial ones already
     summary = run.read_summary()
     return GlobalModel(objective, sc, len(log.rounds), param_digest(params),
                        summary.model_sha256 if summary else None, torn_line=report.bad_line)

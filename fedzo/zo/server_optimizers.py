@@ -26,8 +26,8 @@ one more copy while it applies a round.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -202,3 +202,28 @@ def split_state(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     params = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
     state = {k: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
     return params, state
+
+
+class GlobalEntries(Protocol):
+    """How a catch-up policy says what the global model is (a federation plug-in, seen here
+    through this protocol so that the core imports no federation code)."""
+
+    incremental: bool  # the global model is the running sum of the rounds, in order
+
+    def global_entries(self, log: UpdateLog, upto: int) -> list[LogEntry]:
+        """The entries that, applied to the initial weights, give the global model of ``upto``."""
+        ...
+
+
+def rebuild(server: ServerOptimizer, policy: GlobalEntries, log: UpdateLog, after: int, upto: int,
+            reset: Callable[[], None]) -> None:
+    """Move ``server``'s parameters from the global model of round ``after`` to that of
+    ``upto``, as the server moved its own: round by round through the server optimizer
+    (an incremental policy), or from the initial weights (``reset``) by the policy's global
+    entries (the seed pool, whose global model is not a running sum; a stateless server).
+    The one recipe of the server, of a client catching up and of ``fedzo evaluate --run``."""
+    if policy.incremental and after <= upto:
+        server.replay(log, after, upto)
+    else:
+        reset()
+        apply_entries(server.perturber, policy.global_entries(log, upto))

@@ -48,7 +48,6 @@ from fedzo.zo import (
     Schedule,
     UpdateLog,
     aggregate_entries,
-    apply_entries,
     make_zo_optimizer,
     param_digest,
     param_signature,
@@ -56,6 +55,7 @@ from fedzo.zo import (
 from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
 from fedzo.zo.perturb import replay_compiled
+from fedzo.zo.server_optimizers import rebuild
 
 
 class ZOProtocol:
@@ -136,11 +136,7 @@ class ZOProtocol:
         """Move the global model by a logged round (and tell the planner and the aggregator)."""
         self.planner.record_round(round_, [(e.seed, e.coefficient) for e in entries])
         self.aggregate.observe(entries, votes)  # clip history and reputation: rebuilt from the log on resume
-        if self.policy.incremental:
-            self.server_opt.apply_round(entries)
-        else:  # seed_pool: a stateless server only (the scenario checks)
-            self.params.load(self.initial)
-            apply_entries(self.perturber, self.policy.global_entries(self.log, round_))
+        rebuild(self.server_opt, self.policy, self.log, round_ - 1, round_, lambda: self.params.load(self.initial))
 
     def weights(self) -> dict[str, np.ndarray]:
         """The global trainable tensors, and the server optimizer's buffers (``full`` catch-up)."""
