@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         node[key] = value
     cfg = train_config_from_dict(data, source)
     out = Path(args.resume or args.out or Path("runs") / cfg.name)
+    args.resume_hint = f"fedzo train --resume {out}"  # printed if Ctrl-C stops the run
     summary = train(cfg, out, resume=bool(args.resume), force=args.force, progress=not args.no_progress)
     print(f"run: {out}")
     print(f"accuracy: {summary.initial_accuracy} -> {summary.final_accuracy} (best {summary.best_accuracy})")

@@ -23,8 +23,6 @@ from fedzo.runs import RunDir, discarded_on_failure, never_started, open_run
 from fedzo.tasks.objective import build_objective
 from fedzo.zo.params import ParamSet
 
-ENGINES = ("inprocess", "batched", "simulation", "deployment")
-
 
 def _stored(data: dict[str, Any], source: str) -> Scenario:
     return scenario_from_dict(data, source, kind="run")

@@ -111,3 +111,21 @@ def test_progress_to_a_file_is_one_line_per_round(monkeypatch: Any, capsys: Any)
     bar.update([RoundRecord(round=1, participants=2, sim_seconds=1.0)])
     bar.close()
     assert log.getvalue() == "round 1/2: simulated 1.0 s, up 0 B, down 0 B\n" and "\r" not in log.getvalue()
+
+
+def test_a_run_on_relative_user_data_is_rebuilt_from_another_directory(tmp_path: Path, monkeypatch: Any) -> None:
+    """The stored scenario holds the data path made absolute, so evaluate --run (and
+    --resume) find the data from any working directory."""
+    from fedzo.federation.global_model import load_global_model
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "stars.csv").write_text("text,stars\n" + "".join(f"film {i},{(1, 5)[i % 2]}\n" for i in range(90)))
+    monkeypatch.chdir(work)
+    path = _write(work, _smoke(**{"data.task": "stars.csv", "data.label_column": "stars", "fleet.calibration": None,
+                                  "data.label_map": {1: "negative", 5: "positive"}}))
+    assert main(["run", str(path), "--out", "run", "--no-progress", "--no-plots"]) == 0
+    stored = yaml.safe_load((work / "run" / "scenario.yaml").read_text())
+    assert stored["data"]["task"] == str(work / "stars.csv")
+    monkeypatch.chdir(tmp_path)
+    assert load_global_model(work / "run").matches_summary
