@@ -7,6 +7,7 @@ seeds-and-scalars protocol), ``fedavg_client`` (FedAvg wire schema and local tra
 ``aggregate`` and ``robust`` (per-seed aggregation), ``replies`` (collecting and
 checking replies), ``faults`` (fault injection), ``fleet`` (devices, memory verdicts and
 the clock), ``bytes`` (serialized sizes), ``transport`` (how the server reaches nodes;
-the handshake), ``inprocess`` (the loopback engine), ``run`` (``run_federated``),
+the handshake), ``inprocess`` (the loopback engine), ``batched`` (subpackage: the batched
+engine, turn-taking clients sharing joint forward passes), ``run`` (``run_federated``),
 ``deploy`` (the deployment engine's ServerApp), ``global_model`` (rebuild a run's model).
 """

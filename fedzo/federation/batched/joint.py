@@ -36,8 +36,8 @@ from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fedzo.config.federation import BatchedConfig
-from fedzo.federation.promptcache import NOT_PROMPT_TUNING, block_prompts, prompt_cache_reason, prompt_scores
-from fedzo.federation.rowstate import States, per_row_state, prompt_table_index
+from fedzo.federation.batched.promptcache import NOT_PROMPT_TUNING, block_prompts, prompt_cache_reason, prompt_scores
+from fedzo.federation.batched.rowstate import States, per_row_state, prompt_table_index
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 
