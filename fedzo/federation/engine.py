@@ -247,10 +247,11 @@ class RoundEngine(Generic[U]):
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
         batching = getattr(transport, "last_batching", None) if msgs else None
         client_of_node = {self.members.node_of[c]: c for c in sent}
-        got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content))
+        client_of_message = {s.message.metadata.message_id: c for c, s in sent.items() if s.message.metadata.message_id}
+        got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content),
+                              client_of_message)
         for c, err in self.protocol.screen(round_, got.updates).items():
-            del got.updates[c]
-            got.rejected[c], got.reasons[c] = err.code, str(err)
+            got.reject(c, err.code, str(err))
         injected = getattr(transport, "injected", {})
         seen = {c: _Seen(sent.get(c), fault=injected.get(c)) for c in clients}
         for c, s in seen.items():

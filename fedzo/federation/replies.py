@@ -27,6 +27,11 @@ class Collected(Generic[U]):
     unknown: int = 0  # replies from nodes that are not in this round
     surplus: dict[int, list[Message]] = field(default_factory=dict)  # client -> the surplus replies themselves
 
+    def reject(self, client: int, code: str, reason: str) -> None:
+        """Move a valid update to the rejected ones (what the replies show together)."""
+        del self.updates[client]
+        self.rejected[client], self.reasons[client] = code, reason
+
 
 def _parse_one(rep: Message, client: int, parse: Callable[[int, RecordDict], U]) -> tuple[U | None, str, str]:
     if not rep.has_content():
@@ -38,18 +43,24 @@ def _parse_one(rep: Message, client: int, parse: Callable[[int, RecordDict], U])
 
 
 def collect_replies(replies: Iterable[Message], client_of_node: Mapping[int, int],
-                    parse: Callable[[int, RecordDict], U]) -> Collected[U]:
+                    parse: Callable[[int, RecordDict], U],
+                    client_of_message: Mapping[str, int] | None = None) -> Collected[U]:
     """Pick one reply per client: the first that validates, else the first that arrived.
 
     Other replies of the same client are counted in ``extras`` by their rejection code
     (``duplicate`` when they would have validated too); replies from nodes outside the
     round are counted in ``unknown``. ``parse(client, content)`` raises
-    :class:`~fedzo.federation.messages.MessageError` for an invalid reply.
+    :class:`~fedzo.federation.messages.MessageError` for an invalid reply. An error reply
+    that comes from no node of the round (Flower answers "node unavailable" for a node that
+    died from the SuperLink's own node id) is the failure of the client whose message it
+    answers, found by ``client_of_message`` (message id -> client).
     """
     by_client: dict[int, list[Message]] = {}
     unknown = 0
     for rep in replies:
         c = client_of_node.get(int(rep.metadata.src_node_id))
+        if c is None and rep.has_error() and client_of_message:
+            c = client_of_message.get(rep.metadata.reply_to_message_id)
         if c is None:
             unknown += 1
             continue
