@@ -172,6 +172,7 @@ PENDING: set[str] = set()  # experiments whose results are not committed yet
 @pytest.mark.parametrize("name,module", [("equal_memory", equal_memory), ("optimizer_peft", optimizer_peft),
                                          ("communication", communication), ("scale", "scale"),
                                          ("quickstart", quickstart), ("byzantine/persistent", byzantine),
+                                         ("byzantine/reply-bounds", byzantine),
                                          ("estimators", "estimators"), ("server_optimizers", "server_optimizers"),
                                          ("omp_wait", "omp_wait")])
 def test_committed_tables_match_their_data(name: str, module: Any) -> None:
