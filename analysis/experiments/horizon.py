@@ -1,0 +1,83 @@
+"""Experiment 1 to its horizon: does ZO on the larger model win under equal memory given
+sufficient simulated time, and when?
+
+The contenders of :mod:`analysis.experiments.equal_memory` (same boards, budget, data and
+partitions) run on to 120 simulated minutes, the cap of the horizon rule, with the whole
+500-sentence dev split evaluated every few rounds, so that the curves can be cut at the
+common horizon afterwards: 60 simulated minutes, extended (up to 120) while the ZO dev curve
+still rises (a gain of more than 1 point in the moving average of its last 3 evaluations
+over the last third of the run). The runs go to the cap because a finished run cannot be
+extended without changing its configuration::
+
+    OMP_WAIT_POLICY=PASSIVE python -m analysis.experiments.horizon --seeds 0 --contenders zo-smollm2
+
+Runs are resumable and reused (``analysis/results/equal_memory/horizon/runs/seedN/NAME``),
+so they are spread over sessions: a session stopped mid-run resumes from its last round.
+``--status`` prints how far each run got (simulated minutes, last dev accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from analysis.experiments.common import run_scenario
+from analysis.experiments.equal_memory import CONTENDERS
+
+OUT = Path("analysis/results/equal_memory/horizon")
+CAP_MINUTES = 120.0
+DEV_EXAMPLES = 500  # the whole dev split
+# simulated seconds per round measured in experiment 1 (12 rounds, 3 seeds): rounds to the cap
+SECONDS_PER_ROUND = {"zo-smollm2": 46.5, "bp-minilm": 61.0, "fg-smollm2": 60.0, "bp-smollm2-ckpt": 300.0}
+EVAL_MINUTES = 4.5  # about one dev evaluation per this many simulated minutes
+
+
+def overrides(name: str, seed: int) -> dict[str, Any]:
+    """The scenario changes of one horizon run: rounds to the cap, the whole dev split."""
+    per_round = SECONDS_PER_ROUND[name]
+    rounds = math.ceil(CAP_MINUTES * 60 / per_round) + 1
+    every = max(1, round(EVAL_MINUTES * 60 / per_round))
+    return {"seed": seed, "federation": {"rounds": rounds, "eval_every": every},
+            "data": {"eval_examples": DEV_EXAMPLES, "eval_split": "dev"}}
+
+
+def status(out: Path) -> list[dict[str, Any]]:
+    """How far every horizon run under ``out`` got."""
+    rows = []
+    for metrics in sorted(out.glob("runs/seed*/*/metrics.jsonl")):
+        recs = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
+        rounds = [r for r in recs if r.get("kind") == "round"]
+        evals = [r for r in rounds if r.get("eval_accuracy") is not None]
+        rows.append({"run": str(metrics.parent.relative_to(out)), "rounds": max((r["round"] for r in rounds), default=0),
+                     "sim_minutes": max((r.get("sim_seconds") or 0.0 for r in rounds), default=0.0) / 60,
+                     "last_dev_accuracy": evals[-1]["eval_accuracy"] if evals else None,
+                     "finished": (metrics.parent / "summary.json").exists()})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) the horizon runs of the chosen seeds and contenders, or print status."""
+    p = argparse.ArgumentParser(prog="python -m analysis.experiments.horizon", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--contenders", nargs="+", default=["zo-smollm2", "bp-minilm"], choices=list(CONTENDERS))
+    p.add_argument("--status", action="store_true", help="print how far each run got, and run nothing")
+    args = p.parse_args(argv)
+    if not args.status:
+        for seed in args.seeds:
+            for name in args.contenders:
+                run_scenario(CONTENDERS[name][1], args.out / "runs" / f"seed{seed}" / name,
+                             overrides=overrides(name, seed))
+    for row in status(args.out):
+        acc = row["last_dev_accuracy"]
+        print(f"{row['run']}: round {row['rounds']}, {row['sim_minutes']:.1f} simulated min, last dev "
+              f"{'-' if acc is None else f'{acc:.3f}'}{', finished' if row['finished'] else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
