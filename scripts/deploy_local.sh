@@ -178,6 +178,7 @@ echo "deploy_local: run $RUN_ID submitted; writing $OUT"
 
 # Poll the run's status: finished:completed is success; finished:failed/stopped is not.
 DEADLINE=$((SECONDS + TIMEOUT))
+declare -A GONE=()
 while :; do
   LS="$(flwr ls fedzo-deploy --run-id "$RUN_ID" --format json 2>/dev/null || true)"
   STATE="$(python -c '
@@ -193,7 +194,15 @@ print(runs[0]["status"] if runs else "unknown")' "$LS")"
                 die "run $RUN_ID ended with status $STATE (ServerApp log: $LOGS/run.log)" ;;
   esac
   [ "$SECONDS" -lt "$DEADLINE" ] || die "run $RUN_ID still '$STATE' after ${TIMEOUT} s"
-  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "process $pid exited early (logs in $LOGS)"; done
+  kill -0 "${PIDS[0]}" 2>/dev/null || die "the SuperLink (pid ${PIDS[0]}) exited (logs in $LOGS); its ServerApp exits too, resume with --resume"
+  # A dead SuperNode is a board gone: the round engine records its client as failed and goes on.
+  for i in $(seq 1 $((${#PIDS[@]} - 1))); do
+    pid="${PIDS[$i]}"
+    if ! kill -0 "$pid" 2>/dev/null && [ -z "${GONE[$pid]:-}" ]; then
+      GONE[$pid]=1
+      echo "deploy_local: SuperNode $((i - 1)) (pid $pid) exited; the run goes on without it (log: $LOGS/supernode-$((i - 1)).log)" >&2
+    fi
+  done
   sleep 1
 done
 [ -f "$OUT/summary.json" ] || die "run $RUN_ID completed but $OUT/summary.json is missing"

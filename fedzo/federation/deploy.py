@@ -57,7 +57,9 @@ server_app = ServerApp()
 def _main(grid: Grid, context: Context) -> None:
     from fedzo.config.scenario import load_scenario
     from fedzo.federation.run import run_on_grid
+    from fedzo.federation.watchdog import watch_superlink
 
+    watch_superlink()  # no orphan ServerApp when the SuperLink dies
     path, out, force, resume = read_run_config(dict(context.run_config))
     scenario = load_scenario(path)
     run_dir = out if out is not None else scenario.out_dir
