@@ -2,6 +2,7 @@
 
 import json
 
+from fedzo.bench.zo import format_report
 from fedzo.cli import main
 
 
@@ -15,3 +16,6 @@ def test_bench_zo_tiny_reports_ratios(capsys) -> None:
         assert key in r
     assert r["step_over_two_forwards"] > 0.5 and r["memory_over_inference"] > 0.5
     assert len(r["variants"]) == 4
+    frac = r["regeneration_fraction_of_copy_bandwidth"]
+    assert frac == r["copy_seconds"] / r["variants"][0]["regeneration_seconds"] and 0 < frac
+    assert r["trainable_bytes"] > 0 and "regeneration_fraction_of_copy_bandwidth = " in format_report(r)

@@ -8,6 +8,9 @@ Ratios printed:
   the excess over 1 is the regeneration cost.
 * ``memory_over_inference``: peak RSS of a process doing ZO steps / peak RSS of a
   process doing only inference (each a fresh process, same model and batch).
+* ``regeneration_fraction_of_copy_bandwidth``: (2 x the trainable bytes / the seconds of one
+  regeneration-and-add) / (2 x the same bytes / the seconds of a plain copy of the same
+  tensors), both timed in the same process: 1.0 is a regeneration at memory speed.
 * the same for the naive MeZO reference step (framework Gaussian regenerated 4 times,
   out-of-place update) and for one backprop step with Adam.
 """
@@ -50,8 +53,10 @@ def run_bench(model: str, batch: int, seq: int, *, repeats: int = 3, compile: bo
     mem = {m: _worker({**base, "mode": m}, timeout)["peak_rss_bytes"] for m in ("infer", "zo", "mezo", "bp")}
     fwd = timing["forward_seconds"]
     variants = []
+    copy_s = timing["copy_seconds"]
     for v in timing["variants"]:
-        variants.append({"step_over_two_forwards": v["step_seconds"] / (2 * fwd), **v})
+        variants.append({"step_over_two_forwards": v["step_seconds"] / (2 * fwd),
+                         "regeneration_fraction_of_copy_bandwidth": copy_s / v["regeneration_seconds"], **v})
     default = variants[0]
     return {
         "model": model, "n_params": timing["n_params"], "batch": batch, "seq": seq,
@@ -59,6 +64,9 @@ def run_bench(model: str, batch: int, seq: int, *, repeats: int = 3, compile: bo
         "zo_step_seconds": default["step_seconds"],
         "step_over_two_forwards": default["step_over_two_forwards"],
         "memory_over_inference": mem["zo"] / mem["infer"],
+        # (2 x trainable bytes / one regeneration's seconds) / (2 x the same bytes / a plain copy's seconds)
+        "regeneration_fraction_of_copy_bandwidth": default["regeneration_fraction_of_copy_bandwidth"],
+        "copy_seconds": copy_s, "trainable_bytes": timing["trainable_bytes"],
         "variants": variants,
         "mezo_reference": {"step_seconds": timing["mezo_step_seconds"],
                            "step_over_two_forwards": timing["mezo_step_over_two_forwards"],
@@ -96,4 +104,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append("peak RSS: " + ", ".join(f"{k} {v / gib:.2f} GiB" for k, v in r["peak_rss_bytes"].items()))
     lines.append(f"step_over_two_forwards = {r['step_over_two_forwards']:.3f}   "
                  f"memory_over_inference = {r['memory_over_inference']:.3f}")
+    if "regeneration_fraction_of_copy_bandwidth" in r:  # reports of 2026-12-07 on
+        lines.append(f"regeneration_fraction_of_copy_bandwidth = {r['regeneration_fraction_of_copy_bandwidth']:.3f} "
+                     f"(a plain copy of the {r['trainable_bytes'] / 1e6:.1f} MB takes {r['copy_seconds'] * 1e3:.2f} ms)")
     return "\n".join(lines)

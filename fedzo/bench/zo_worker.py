@@ -148,6 +148,10 @@ def _timing(b: _Bench) -> dict[str, Any]:
     reps = b.args["repeats"]
     result: dict[str, Any] = {"forward_seconds": _time(b.loss_f, reps)}
     result["variants"] = [_variant(b, gen, dist) for gen, dist in b.args["variants"]]
+    # a plain copy of the same tensors: reads and writes the bytes a regeneration reads and writes
+    copies = [t.detach().clone() for t in b.params.tensors]
+    result["copy_seconds"] = _time(lambda: [c.copy_(t) for c, t in zip(copies, b.params.tensors, strict=True)], reps)
+    result["trainable_bytes"] = sum(t.numel() * t.element_size() for t in b.params.tensors)
     seed2 = iter(range(10_000))
     result["mezo_step_seconds"], result["mezo_step_over_two_forwards"] = _paired(
         lambda: naive_mezo_step(list(b.params.tensors), b.loss_f, next(seed2), 1e-3, 1e-7), b.loss_f, reps)
