@@ -39,10 +39,11 @@ def client_rounds(run: Path) -> list[tuple[float, float]]:
 
 def side(runs: list[Path]) -> dict[str, Any]:
     """Medians over every client-round of ``runs``, and each run's own."""
-    rows = [r for run in runs for r in client_rounds(run)]
+    by_run = [client_rounds(run) for run in runs]  # each run's records read once
+    rows = [r for got in by_run for r in got]
     if not rows:
         raise SystemExit(f"no trained client-round with host and priced compute in {[str(r) for r in runs]}")
-    per_run = [statistics.median(h for h, _ in client_rounds(run)) for run in runs]
+    per_run = [statistics.median(h for h, _ in got) for got in by_run if got]
     return {"runs": [str(r) for r in runs], "client_rounds": len(rows),
             "host_seconds": statistics.median(h for h, _ in rows), "host_seconds_per_run": per_run,
             "priced_seconds": statistics.median(p for _, p in rows)}

@@ -101,12 +101,16 @@ def _setup(transport: Transport, nodes: Sequence[int], setup_json: str, digest: 
             known = "" if rep.error.code in APP_FAILED else UNREACHABLE
             errors.append((int(rep.metadata.src_node_id), f"node {rep.metadata.src_node_id}: {rep.error.reason}{known}"))
         else:
-            client, node = parse_setup_reply(rep.content), int(rep.metadata.src_node_id)
-            if client in node_of and node_of[client] != node:
-                raise FederationError(f"nodes {node_of[client]} and {node} both announced client {client} "
-                                      "(node_config partition-id); give each SuperNode its own partition id")
-            node_of[client] = node
+            _announce(node_of, parse_setup_reply(rep.content), int(rep.metadata.src_node_id))
     return Handshake(node_of, down, up), errors
+
+
+def _announce(node_of: dict[int, int], client: int, node: int) -> None:
+    """Map ``client`` to ``node``; two nodes announcing one client is a setup error."""
+    if client in node_of and node_of[client] != node:
+        raise FederationError(f"nodes {node_of[client]} and {node} both announced client {client} "
+                              "(node_config partition-id); give each SuperNode its own partition id")
+    node_of[client] = node
 
 
 def _check_announced(node_of: dict[int, int], num_clients: int) -> None:
@@ -141,10 +145,7 @@ def handshake(transport: Transport, setup_json: str, digest: str, num_clients: i
         wait = max(1.0, min(deadline - time.monotonic(), max(60.0, timeout / 4)))
         hs, errs = _setup(transport, pending, setup_json, digest, wait, measured_json)
         for c, node in hs.node_of.items():
-            if c in node_of and node_of[c] != node:
-                raise FederationError(f"nodes {node_of[c]} and {node} both announced client {c} (node_config "
-                                      "partition-id); give each SuperNode its own partition id")
-        node_of.update(hs.node_of)
+            _announce(node_of, c, node)
         _check_announced(node_of, num_clients)
         errors += [e for _, e in errs]
         failed |= {n for n, _ in errs}

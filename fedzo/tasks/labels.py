@@ -40,11 +40,11 @@ def canonical(value: Any) -> Value | None:
     text = str(value).strip()
     if not text:
         return None
-    try:  # "3" and "3.0" in a string column are the number 3
+    try:  # "3" and "3.0" in a string column are the number 3 (and "-1" is unlabelled, as -1 is)
         number = float(text)
     except ValueError:
         return text
-    return int(number) if number.is_integer() and number != -1 else (None if number == -1 else text)
+    return canonical(number) if number.is_integer() else text
 
 
 def _shown(values: Iterable[Value]) -> list[Value]:

@@ -31,6 +31,8 @@ def test_a_serverapp_started_by_hand_is_not_watched() -> None:
 
 def test_command_line_of_this_process_and_of_none() -> None:
     import os
+    import sys
 
-    assert "python" in command_line(os.getpid()) or command_line(os.getpid()) == ""
-    assert command_line(2**22 + 12345) == ""
+    if sys.platform.startswith("linux"):  # /proc names this very interpreter
+        assert "python" in command_line(os.getpid())
+    assert command_line(2**22 + 12345) == ""  # no such process
