@@ -29,7 +29,7 @@ import torch
 from fedzo.calibration.model import Host, Point
 from fedzo.config.sections import DataConfig, ModelConfig, Precision, RuntimeConfig
 from fedzo.devices.dims import ArchDims, arch_dims
-from fedzo.devices.work import Tuning, step_work
+from fedzo.devices.work import Optimizer, Tuning, step_work
 from fedzo.environment import cpu_capability
 from fedzo.models.adapters import base_model
 from fedzo.tasks.batching import Batch
@@ -45,7 +45,7 @@ from fedzo.zo import (
     module_along,
     zo_step,
 )
-from fedzo.zo.first_order import FOTrainer
+from fedzo.zo.first_order import FOTrainer, torch_optimizer
 
 SYNTHETIC_TASK_MODELS = ("tiny-llama", "tiny-bert")
 REGEN_ELEMENTS = 1 << 24  # 16.8 M elements: long enough to time one pass well
@@ -174,6 +174,45 @@ def measure_regeneration(threads: int, repeats: int = 5) -> float:
     (the catch-up replay's price when no ZO group of the model was measured)."""
     torch.set_num_threads(threads)
     return _regeneration(ParamSet.from_tensors({"w": torch.zeros(REGEN_ELEMENTS)}), repeats)
+
+
+def measure_updates(threads: int, repeats: int = 5) -> tuple[dict[Optimizer, float], dict[Optimizer, float]]:
+    """Seconds per element of a backprop optimizer (SGD, SGD with momentum 0.9, Adam: the
+    optimizers :class:`fedzo.zo.first_order.FOTrainer` builds) over one large tensor: of one
+    step (the median of ``repeats`` after two warm-ups), and of what a FedAvg client-round
+    adds once (the tensor packed into the reply's arrays, an arriving array checked and
+    loaded, and the first step's extra time, which allocates the optimizer's state)."""
+    from fedzo.federation.fedavg_client import check_arrays, load_arrays, params_to_arrays
+    from fedzo.zo import ParamSet
+
+    torch.set_num_threads(threads)
+    step: dict[Optimizer, float] = {}
+    round_: dict[Optimizer, float] = {}
+    cases: tuple[tuple[Optimizer, str, dict[str, float]], ...] = (
+        ("sgd", "fo-sgd", {}), ("momentum", "fo-sgd", {"momentum": 0.9}), ("adam", "fo-adam", {}))
+    p = torch.nn.Parameter(torch.zeros(REGEN_ELEMENTS))
+    params = ParamSet.from_tensors({"w": p.data})
+
+    def arrays() -> None:
+        record = params_to_arrays(params)
+        check_arrays(params, record, "calibration")
+        load_arrays(params, record)
+
+    trip = statistics.median(step_times(arrays, repeats))
+    for name, fo, hyper in cases:
+        firsts, steady = [], []
+        for _ in range(repeats):
+            p.grad = torch.full_like(p, 1e-3)
+            opt = torch_optimizer(fo, [p], 1e-3, **hyper)
+            times = [time.perf_counter()]
+            for _ in range(3):
+                opt.step()
+                times.append(time.perf_counter())
+            firsts.append(times[1] - times[0])
+            steady.append(times[3] - times[2])
+        step[name] = statistics.median(steady) / REGEN_ELEMENTS
+        round_[name] = (trip + max(0.0, statistics.median(firsts) - statistics.median(steady))) / REGEN_ELEMENTS
+    return step, round_
 
 
 GEMM_SIZES = (1024, 2048, 3072)

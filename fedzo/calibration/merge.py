@@ -4,7 +4,7 @@ A shared host's speed drifts: on the reference host the same client-round measur
 apart on one day (``analysis/results/clock/repeatability``). One calibration is a snapshot of
 that drift. Pooling several, measured hours or days apart, prices the host's typical speed:
 every grid point keeps the median of its seconds over the files that measured it, every
-regeneration price likewise, and each group is fitted again to the pooled points. A group's
+regeneration price and optimizer update price likewise, and each group is fitted again to the pooled points. A group's
 ``measured`` lists the times of every calibration pooled into it.
 """
 
@@ -66,5 +66,7 @@ def merge(cals: Sequence[tuple[str, Calibration]]) -> Calibration:
         groups.append(fit_group(g0.model, g0.method, g0.peft, g0.checkpointing, _points(g0.label(), found), regen,
                                 statistics.median(regens) if regens else None,
                                 measured=[t for _, g in found for t in g.measured]))
-    return Calibration(host=host, regen_seconds_per_element=regen, groups=groups,
+    priced = [c.update_seconds_per_element for _, c in cals if c.update_seconds_per_element]
+    updates = {k: statistics.median(u[k] for u in priced) for k in priced[0]} if priced else None
+    return Calibration(host=host, regen_seconds_per_element=regen, groups=groups, update_seconds_per_element=updates,
                        merged_from=[name for name, _ in cals])

@@ -21,11 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedzo.devices.work import StepWork, Tuning
+from fedzo.devices.work import UPDATE_FLOPS_PER_ELEMENT, Optimizer, StepWork, Tuning
 from fedzo.errors import ConfigError
 
 FORMAT = 1
 SHIPPED = "reference-host"  # the shipped calibration's name: never the place to measure into
+GROUP_OPTIMIZER: Optimizer = "sgd"  # backprop groups are measured with plain SGD (lr 0)
 
 
 class _Frozen(BaseModel):
@@ -91,6 +92,14 @@ class Calibration(_Frozen):
     host: Host
     regen_seconds_per_element: float = Field(gt=0)
     groups: list[Group]
+    update_seconds_per_element: dict[Optimizer, float] | None = Field(
+        None, description="seconds per trained element of one backprop optimizer step (torch's SGD, SGD with "
+        "momentum, Adam), timed on one large tensor: an update streams its buffers through memory, which a FLOP "
+        "price misses (Adam's is about 14x SGD's); None in files made before it was measured")
+    round_seconds_per_element: dict[Optimizer, float] | None = Field(
+        None, description="seconds per trained element that a FedAvg (backprop) client-round adds once, beyond "
+        "its steps: packing the reply's arrays, checking and loading the arriving ones, and the first step's "
+        "allocation of the optimizer's state; None in files made before it was measured")
     merged_from: list[str] = Field(default_factory=list, description="the calibration files --merge pooled into "
                                    "this one, as named on its command line; empty for a measured file")
 
@@ -118,7 +127,27 @@ class Calibration(_Frozen):
     def step_seconds(self, group: Group, work: StepWork) -> float:
         """Seconds of one step of ``work`` on the reference host."""
         regen = group.regen_seconds_per_element or self.regen_seconds_per_element
-        return group.overhead_seconds + group.seconds_per_gflop * work.flops / 1e9 + regen * work.regen_elements
+        return (group.overhead_seconds + group.seconds_per_gflop * work.flops / 1e9 + regen * work.regen_elements
+                + self.update_correction(group, work))
+
+    def update_correction(self, group: Group, work: StepWork) -> float:
+        """Seconds a backprop step's optimizer adds over the plain SGD its group was measured
+        with: the measured per-element difference in place of the FLOP-modelled one (0 without
+        measured update prices, as in older files, or for SGD and ZO steps)."""
+        prices = self.update_seconds_per_element
+        opt = work.optimizer
+        if not prices or not work.update_elements or opt == GROUP_OPTIMIZER:
+            return 0.0
+        measured = (prices[opt] - prices[GROUP_OPTIMIZER]) * work.update_elements
+        modelled = (group.seconds_per_gflop * work.update_elements / 1e9
+                    * (UPDATE_FLOPS_PER_ELEMENT[opt] - UPDATE_FLOPS_PER_ELEMENT[GROUP_OPTIMIZER]))
+        return measured - modelled
+
+    def round_seconds(self, optimizer: Optimizer, elements: float) -> float:
+        """Seconds a FedAvg client-round with ``optimizer`` over ``elements`` trained elements
+        adds once, beyond its steps (0 where the file has no such price)."""
+        prices = self.round_seconds_per_element
+        return prices[optimizer] * elements if prices else 0.0
 
     def regen_seconds(self, elements: float) -> float:
         """Seconds to regenerate ``elements`` direction elements on the reference host."""
@@ -134,6 +163,9 @@ class Calibration(_Frozen):
         data = self.model_dump(mode="json")
         if not data["merged_from"]:
             del data["merged_from"]
+        for key in ("update_seconds_per_element", "round_seconds_per_element"):
+            if data[key] is None:
+                del data[key]
         if data["host"]["cpu_capability"] is None:
             del data["host"]["cpu_capability"]
         for g in data["groups"]:

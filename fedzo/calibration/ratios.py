@@ -39,16 +39,16 @@ class Pair:
 
 def default_pairs() -> list[Pair]:
     """The ratios the equal-memory experiment's conclusions rest on, at its batch (8 rows of
-    Rotten Tomatoes, the task's 128-token limit): ZO SmolLM2 prompt against backprop MiniLM
-    full, ZO SmolLM2 full against prompt, checkpointed backprop SmolLM2 LoRA against backprop
-    MiniLM full."""
+    Rotten Tomatoes, the task's 128-token limit) and with its optimizers (backprop with Adam):
+    ZO SmolLM2 prompt against backprop MiniLM full, ZO SmolLM2 full against prompt,
+    checkpointed backprop SmolLM2 LoRA against backprop MiniLM full."""
     zo_prompt = Case("smollm2-135m", "zo", "prompt", 8, 128, steps=8)
-    bp_minilm = Case("minilm-l6", "bp", "full", 8, 128, steps=8)
+    bp_minilm = Case("minilm-l6", "bp", "full", 8, 128, steps=8, optimizer="adam")
     return [
         Pair("bp-minilm-full / zo-smollm2-prompt", bp_minilm, zo_prompt),
         Pair("zo-smollm2-full / zo-smollm2-prompt", Case("smollm2-135m", "zo", "full", 8, 128, steps=8), zo_prompt),
         Pair("bp-smollm2-lora-ckpt / bp-minilm-full",
-             Case("smollm2-135m", "bp", "lora", 8, 128, steps=8, checkpointing=True), bp_minilm),
+             Case("smollm2-135m", "bp", "lora", 8, 128, steps=8, checkpointing=True, optimizer="adam"), bp_minilm),
     ]
 
 

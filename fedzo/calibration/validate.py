@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from fedzo.calibration.model import Calibration
-from fedzo.devices.work import Tuning, step_work
+from fedzo.devices.work import Optimizer, Tuning, step_work
 from fedzo.errors import FedzoError
 
 
@@ -39,16 +39,18 @@ class Case:
     steps: int = 8
     off_grid: bool = False
     checkpointing: bool = False
+    optimizer: Optimizer = "sgd"  # backprop: the torch optimizer the steps take
 
     @property
     def tuning(self) -> Tuning:
         """The tuning this case trains with."""
-        return Tuning.of(self.method, self.peft, checkpointing=self.checkpointing)
+        return Tuning.of(self.method, self.peft, checkpointing=self.checkpointing, optimizer=self.optimizer)
 
     def label(self) -> str:
-        """``model method peft batch x max_length``."""
+        """``model method peft[ +ckpt][ optimizer] batch x max_length``."""
         ckpt = " +ckpt" if self.checkpointing else ""
-        return f"{self.model} {self.method} {self.peft}{ckpt} batch {self.batch} len<={self.max_length}"
+        opt = f" {self.optimizer}" if self.method == "bp" and self.optimizer != "sgd" else ""
+        return f"{self.model} {self.method} {self.peft}{ckpt}{opt} batch {self.batch} len<={self.max_length}"
 
 
 def run_case(case: Case, threads: int) -> dict[str, Any]:

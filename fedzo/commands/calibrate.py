@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedzo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedzo.calibration.model import Calibration
+    from fedzo.devices.work import Optimizer
 
 DEFAULT_OUT = "clients/reference-host.calibration.json"
 MODELS = ("smollm2-135m", "minilm-l6")
@@ -34,6 +39,10 @@ def register(sub: Any) -> None:
                    help="zo: finite-difference ZO steps; bp: backprop; fg: forward-gradient ZO steps")
     p.add_argument("--peft", nargs="+", default=list(PEFTS), choices=("full", "lora", "prefix", "prompt"))
     p.add_argument("--checkpointing", action="store_true", help="backprop with activation checkpointing")
+    p.add_argument("--updates-only", action="store_true",
+                   help="measure no step group: only add the backprop optimizers' per-element update prices (per "
+                        "step and per FedAvg client-round) to --out when it has none (scaled to the host's speed "
+                        "when the file was measured, by its backprop grid points timed again)")
     p.add_argument("--rows", nargs="+", type=int, default=list(ROWS), help="batch sizes of the grid")
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="sequence lengths of the grid")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per point (their median is kept)")
@@ -67,9 +76,12 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     old = load_calibration(out) if out.exists() else None
     regen = old.regen_seconds_per_element if old else measure_regeneration(args.threads)
+    updates = (old.update_seconds_per_element, old.round_seconds_per_element) if old else (None, None)
+    if updates[0] is None or updates[1] is None:
+        updates = _measure_updates(args.threads, old, args.repeats)
     groups = {g.key: g for g in (old.groups if old else [])}
     shapes = [(r, w) for r in args.rows for w in args.widths]
-    for model in args.model:
+    for model in [] if args.updates_only else args.model:
         for method in args.method:
             for peft in args.peft:
                 tuning = Tuning.of(method, peft, checkpointing=args.checkpointing)
@@ -81,10 +93,40 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{g.label()}: {g.overhead_seconds:.3f} s + {g.seconds_per_gflop:.4f} s/GFLOP "
                       f"({len(points)} points)", file=sys.stderr, flush=True)
     cal = Calibration(host=old.host if old else host_info(args.threads), regen_seconds_per_element=regen,
-                      groups=sorted(groups.values(), key=lambda g: g.key), merged_from=old.merged_from if old else [])
+                      groups=sorted(groups.values(), key=lambda g: g.key), update_seconds_per_element=updates[0],
+                      round_seconds_per_element=updates[1],
+                      merged_from=old.merged_from if old else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(cal.to_json(), encoding="utf-8")
     return {"out": str(out), "groups": [g.label() for g in cal.groups], "sha256": cal.digest()}
+
+
+def _measure_updates(threads: int, old: Calibration | None,
+                     repeats: int) -> tuple[dict[Optimizer, float], dict[Optimizer, float]]:
+    """The optimizer update prices, per step and per FedAvg client-round. Added to an existing
+    file, they are scaled by the median over one backprop group's grid points (MiniLM-L6 full
+    where the file has it) of their seconds in the file over the same points timed now, so
+    that the host's drift since the file was measured does not enter the relative price of
+    an update and a step."""
+    from fedzo.calibration.measure import measure_points, measure_updates
+    from fedzo.devices.work import Tuning
+
+    step, round_ = measure_updates(threads, repeats)
+    bp = sorted((g for g in (old.groups if old else []) if g.method == "bp" and not g.checkpointing),
+                key=lambda g: (g.model != "minilm-l6", g.peft != "full", g.model, g.peft))
+    if bp:
+        g = bp[0]
+        now, _ = measure_points(g.model, Tuning.of("bp", g.peft), [(p.rows, p.width) for p in g.points],
+                                threads=threads, repeats=repeats)
+        scale = statistics.median(p.seconds / q.seconds for p, q in zip(g.points, now, strict=True))
+        step = {k: v * scale for k, v in step.items()}
+        round_ = {k: v * scale for k, v in round_.items()}
+        print(f"optimizer update prices scaled by {scale:.3f}: the median over {g.label()}'s {len(now)} grid points "
+              "of its seconds in the file over the seconds timed now", file=sys.stderr, flush=True)
+    print("optimizer update per step: " + ", ".join(f"{k} {v * 1e9:.3f}" for k, v in step.items())
+          + " ns/element; per FedAvg client-round: " + ", ".join(f"{k} {v * 1e9:.3f}" for k, v in round_.items())
+          + " ns/element", file=sys.stderr, flush=True)
+    return step, round_
 
 
 def _merge(files: list[str], out: Path) -> dict[str, Any]:

@@ -242,6 +242,8 @@ class Clock:
         works = [self.step_work(b) for b in batches]
         if self.calibration is not None and self.group is not None:
             host = sum(self.calibration.step_seconds(self.group, w) for w in works)
+            if works and self.shape.tuning.method == "bp":  # a FedAvg client-round: arrays in and out, optimizer state
+                host += self.calibration.round_seconds(self.shape.tuning.optimizer, self.shape.trainable)
             return host * self.speed_ratio(client)
         flops = sum(w.flops + w.regen_elements * REGEN_FLOPS_PER_ELEMENT for w in works)
         return flops / self._device_flops(client)

@@ -37,6 +37,9 @@ Method = Literal["zo", "bp"]
 Peft = Literal["full", "lora", "prefix", "prompt"]
 ADAM_FLOPS_PER_ELEMENT = 12.0  # two moment updates, bias corrections, sqrt, divide, step
 SGD_FLOPS_PER_ELEMENT = 2.0
+Optimizer = Literal["sgd", "momentum", "adam"]
+UPDATE_FLOPS_PER_ELEMENT: dict[str, float] = {"sgd": SGD_FLOPS_PER_ELEMENT, "momentum": SGD_FLOPS_PER_ELEMENT,
+                                              "adam": ADAM_FLOPS_PER_ELEMENT}
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Tuning:
     forwards_per_step: int = 2  # ZO: q x the estimator's forwards per direction
     regenerations_per_step: int = 3  # ZO: 3 per direction (central: +eps, -2eps, restore+update)
     tangent_forwards_per_step: int = 0  # ZO forward-grad: forwards that carry a tangent
-    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    optimizer: Optimizer = "sgd"
     checkpointing: bool = False
     mask: str = "none"  # ZO sparse mask (memory: magnitude holds 1 bit per trainable parameter)
     server_state_copies: int = 0  # dense copies of the trainable set a client keeps for the server optimizer
@@ -62,7 +65,7 @@ class Tuning:
 
     @classmethod
     def of(cls, method: Literal["zo", "bp", "fg"], peft: Peft = "full", *, checkpointing: bool = False,
-           optimizer: Literal["sgd", "momentum", "adam"] = "sgd") -> Tuning:
+           optimizer: Optimizer = "sgd") -> Tuning:
         """The one-direction step a calibration group's method names (``fg``: forward-gradient ZO)."""
         if method == "fg":
             return cls("zo", peft, forwards_per_step=0, regenerations_per_step=2, tangent_forwards_per_step=1,
@@ -72,13 +75,21 @@ class Tuning:
 
 @dataclass(frozen=True)
 class StepWork:
-    """What one step computes: FLOPs and regenerated direction elements."""
+    """What one step computes: FLOPs, regenerated direction elements and, for backprop, the
+    elements its optimizer updates (counted in ``flops`` too, at ``UPDATE_FLOPS_PER_ELEMENT``
+    of ``optimizer``; a calibration that measured the update prices it per element instead)."""
 
     flops: float
     regen_elements: float
+    update_elements: float = 0.0
+    optimizer: Optimizer = "sgd"
 
     def __add__(self, other: StepWork) -> StepWork:
-        return StepWork(self.flops + other.flops, self.regen_elements + other.regen_elements)
+        if self.update_elements and other.update_elements and self.optimizer != other.optimizer:
+            raise ValueError(f"cannot add the work of {self.optimizer} and {other.optimizer} steps")
+        optimizer = self.optimizer if self.update_elements else other.optimizer
+        return StepWork(self.flops + other.flops, self.regen_elements + other.regen_elements,
+                        self.update_elements + other.update_elements, optimizer)
 
 
 def _layer_matmul_flops(d: ArchDims, tokens: float, lora_rank: int) -> float:
@@ -132,6 +143,6 @@ def step_work(d: ArchDims, batches: Sequence[tuple[int, int]], tuning: Tuning, t
         # trained matmuls (their share of 1x); checkpointing recomputes the forward (1x)
         backward = fwd * (1.0 + _trained_matmul_fraction(d, tuning))
         recompute = fwd if tuning.checkpointing else 0.0
-        update = trainable * (ADAM_FLOPS_PER_ELEMENT if tuning.optimizer == "adam" else SGD_FLOPS_PER_ELEMENT)
-        total += StepWork(fwd + backward + recompute + update, 0.0)
+        update = trainable * UPDATE_FLOPS_PER_ELEMENT[tuning.optimizer]
+        total += StepWork(fwd + backward + recompute + update, 0.0, float(trainable), tuning.optimizer)
     return total

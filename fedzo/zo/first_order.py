@@ -27,7 +27,8 @@ GradLossFn = Callable[[], torch.Tensor]
 FO_OPTIMIZERS = optimizer_names("fo")
 
 
-def _torch_optimizer(name: str, params: list[nn.Parameter], lr: float, **hyper: Any) -> torch.optim.Optimizer:
+def torch_optimizer(name: str, params: list[nn.Parameter], lr: float, **hyper: Any) -> torch.optim.Optimizer:
+    """The torch optimizer a backprop baseline named ``name`` (``fo-sgd``, ``fo-adam``) steps with."""
     if name == "fo-sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(hyper.get("momentum", 0.0)))
     if name == "fo-adam":
@@ -42,7 +43,7 @@ class FOTrainer:
         self.params = [p for p in module.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError("the trainable parameter set is empty: nothing requires grad")
-        self.opt = _torch_optimizer(name, self.params, lr, **hyper)
+        self.opt = torch_optimizer(name, self.params, lr, **hyper)
         self.name = name
 
     def step(self, loss_fn: GradLossFn, lr: float) -> float:

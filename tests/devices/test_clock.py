@@ -180,3 +180,21 @@ def test_offline_at_start_agrees_with_the_full_draw_whatever_the_work() -> None:
             assert got == (off is not None and off <= start), (client, start, work)
         seen.add(got)
     assert seen == {True, False}
+
+
+def test_a_calibrated_fedavg_client_round_adds_its_round_price_once(catalog: Path) -> None:
+    from fedzo.calibration.model import Calibration, Host, Point, fit_group
+
+    g = fit_group("m", "bp", "full", False, [Point(rows=4, width=w, seconds=0.01 * w, flops=1e9 * w, regen_elements=0)
+                                             for w in (8, 16)], 1e-9)
+    cal = Calibration(host=Host(description="t", cpu="c", cores=2, threads=2, torch="2"), regen_seconds_per_element=1e-9,
+                      groups=[g], update_seconds_per_element={"sgd": 1e-10, "momentum": 2e-10, "adam": 3e-9},
+                      round_seconds_per_element={"sgd": 5e-9, "momentum": 6e-9, "adam": 8e-9})
+    dev = get_profile("dev", catalog).model_copy(update={"speed_ratio": 2.0})
+    shape = replace(_shape("bp"), tuning=Tuning("bp", optimizer="adam"))
+    clock = Clock([dev], shape, seed=0, calibration=cal, calibration_source="t.json")
+    steps = [cal.step_seconds(g, clock.step_work(b)) for b in ((4, 8), (4, 16))]
+    expected = (sum(steps) + 8e-9 * TRAINABLE) * 2.0
+    assert clock.modelled_compute_seconds(0, ((4, 8), (4, 16))) == pytest.approx(expected)
+    zo = Clock([dev], _shape("zo"), seed=0)  # a ZO client-round has no arrays to load: steps only
+    assert zo.modelled_compute_seconds(0, ()) == 0.0

@@ -25,6 +25,34 @@ def test_fit_recovers_overhead_and_slope() -> None:
     assert cal.step_seconds(g, StepWork(2e9, 3e6)) == pytest.approx(0.5 + 0.04 + 3e-3)
 
 
+def test_an_adam_step_is_priced_by_its_measured_update_not_its_flops() -> None:
+    """Backprop groups are timed with plain SGD; a step with Adam adds the measured per-element
+    difference of the two updates in place of the FLOP-modelled one, and a FedAvg client-round
+    adds its arrays and optimizer-state price once."""
+    g = fit_group("m", "bp", "full", False, [Point(rows=r, width=1, seconds=0.1 * r, flops=1e9 * r, regen_elements=0)
+                                             for r in (1, 2, 4)], 1e-9)
+    elements = 1e7
+    sgd_flops, adam_flops = 2.0 * elements, 12.0 * elements
+    old = Calibration(host=HOST, regen_seconds_per_element=1e-9, groups=[g])
+    new = old.model_copy(update={"update_seconds_per_element": {"sgd": 0.2e-9, "momentum": 0.5e-9, "adam": 3.2e-9},
+                                 "round_seconds_per_element": {"sgd": 7e-9, "momentum": 8e-9, "adam": 10e-9}})
+    sgd = StepWork(5e9 + sgd_flops, 0.0, elements, "sgd")
+    adam = StepWork(5e9 + adam_flops, 0.0, elements, "adam")
+    assert new.step_seconds(g, sgd) == old.step_seconds(g, sgd)  # the groups' own optimizer: as measured
+    assert old.step_seconds(g, adam) - old.step_seconds(g, sgd) == pytest.approx(0.1 * 10.0 * elements / 1e9)
+    assert new.step_seconds(g, adam) - new.step_seconds(g, sgd) == pytest.approx(3.0e-9 * elements)
+    assert new.round_seconds("adam", elements) == pytest.approx(0.1) and old.round_seconds("adam", elements) == 0.0
+    assert "update_seconds_per_element" not in old.to_json()  # older files keep their content and digest
+    assert load_calibration_text(new.to_json()).update_seconds_per_element == new.update_seconds_per_element
+    with pytest.raises(ValueError, match="sgd and adam"):
+        _ = sgd + adam
+
+
+def load_calibration_text(text: str) -> Calibration:
+    """A calibration from its JSON text."""
+    return Calibration.model_validate_json(text)
+
+
 def test_bad_calibration_files_say_what_is_missing_and_how_to_make_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no such calibration file; make one with `fedzo calibrate --out"):
         load_calibration(tmp_path / "none.json")
@@ -61,6 +89,9 @@ def test_calibrate_writes_one_group_per_tuning_and_validates(tiny_calibration: P
     assert all(len(g.points) == 4 and g.seconds_per_gflop >= 0 for g in cal.groups)
     assert all(len(g.measured) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", g.measured[0])
                for g in cal.groups)
+    steps, rounds = cal.update_seconds_per_element, cal.round_seconds_per_element
+    assert steps is not None and rounds is not None and set(steps) == set(rounds) == {"sgd", "momentum", "adam"}
+    assert steps["adam"] > steps["sgd"] > 0 and min(rounds.values()) > 0  # Adam streams four buffers, SGD two
     cases = tmp_path / "cases.json"
     cases.write_text(json.dumps([{"model": "tiny-llama", "method": m, "peft": "full", "batch": 4, "max_length": 32,
                                   "steps": 2, "off_grid": True} for m in ("zo", "fg")]))
@@ -209,6 +240,7 @@ def test_merge_pools_each_point_by_its_median_and_refits(tmp_path: Path, capsys)
     assert (g.overhead_seconds, g.seconds_per_gflop) == (refit.overhead_seconds, refit.seconds_per_gflop)
     assert g.measured == ["2026-12-01T09:00Z", "2026-12-03T16:30Z"]  # every calibration pooled, in time order
     assert cal.merged_from == [str(a), str(b), str(c)]
+    assert cal.update_seconds_per_element is None  # none of the files measured the optimizer updates
     assert "measured" not in c.read_text() and "merged_from" not in c.read_text()  # files from before the fields
     assert load_calibration(c).to_json() == c.read_text()  # keep their content and digest
 
