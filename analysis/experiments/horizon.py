@@ -13,7 +13,14 @@ extended without changing its configuration::
 
 Runs are resumable and reused (``analysis/results/equal_memory/horizon/runs/seedN/NAME``),
 so they are spread over sessions: a session stopped mid-run resumes from its last round.
-``--status`` prints how far each run got (simulated minutes, last dev accuracy).
+``--status`` prints how far each run got (simulated minutes, last dev accuracy). ``--answer``
+computes the common horizon, the crossover per seed and on the mean curves, and the figure
+(:mod:`analysis.experiments.horizon_answer`) from whatever the runs recorded so far, into
+``analysis/results/equal_memory/horizon/results.json``, ``table.md`` and ``dev_vs_time.png``;
+with ``--test`` it also measures each contender's test accuracy (1,000 sentences) at the
+horizon: a ZO run's model rebuilt at the horizon round from its update log, a backprop run
+(which keeps only its last weights) run again to that round, which must reproduce the
+recorded dev accuracies of those rounds.
 """
 
 from __future__ import annotations
@@ -68,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--contenders", nargs="+", default=["zo-smollm2", "bp-minilm"], choices=list(CONTENDERS))
     p.add_argument("--status", action="store_true", help="print how far each run got, and run nothing")
+    p.add_argument("--answer", action="store_true", help="compute the horizon, crossovers and figure; run nothing")
+    p.add_argument("--test", action="store_true", help="with --answer: test accuracy at the horizon")
     args = p.parse_args(argv)
+    if args.answer:
+        from analysis.experiments.horizon_answer import answer
+
+        answer(args.out, args.seeds, args.contenders, test=args.test)
+        return 0
     if not args.status:
         for seed in args.seeds:
             for name in args.contenders:

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="evaluate the global model of a federated run directory (ZO: the initial model with "
                         "its update log replayed; FedAvg: its kept global weights); --model/--task/--prompt "
                         "come from the run")
+    p.add_argument("--round", type=int, default=None, dest="round_",
+                   help="with --run: the global model after this many rounds (ZO runs: their update log replayed "
+                        "that far; a FedAvg run keeps only its last round's weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.round_ is not None and not args.run:
+        raise ConfigError(f"--round {args.round_} needs --run DIR (the run whose global model to rebuild)")
     if args.run:
         return _evaluate_run(args)
     t0 = time.perf_counter()
@@ -110,7 +115,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     from fedzo.tasks.registry import load_task
 
     t0 = time.perf_counter()
-    gm = load_global_model(args.run)
+    gm = load_global_model(args.run, args.round_)
     load_s = time.perf_counter() - t0
     if gm.torn_line is not None:
         print(f"fedzo: {args.run}/update_log.jsonl:{gm.torn_line}: the last line is torn (an interrupted write); "

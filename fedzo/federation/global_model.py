@@ -43,8 +43,9 @@ class GlobalModel:
         return None if self.summary_sha256 is None else self.summary_sha256 == self.model_sha256
 
 
-def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
-    """Replay ``run_dir``'s update log onto the initial model (federated seeds-and-scalars runs)."""
+def load_global_model(run_dir: str | os.PathLike[str], rounds: int | None = None) -> GlobalModel:
+    """Replay ``run_dir``'s update log onto the initial model (federated seeds-and-scalars runs):
+    all of it, or its first ``rounds`` rounds (a FedAvg run keeps only its last weights)."""
     run = RunDir.open(run_dir)
     stored = run.config()
     kind = stored.pop("kind", None)
@@ -57,7 +58,7 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
     params = ParamSet.from_module(objective.classifier)
     if not sc.is_zo:
-        return _fedavg_model(run, sc, objective, params)
+        return _fedavg_model(run, sc, objective, params, rounds)
     if not run.log_path.exists():
         raise ConfigError(f"{run.log_path}: no update log; the run never started a round")
     log, report = UpdateLog.load(run.log_path)  # read only: never repairs someone's run
@@ -73,14 +74,19 @@ def load_global_model(run_dir: str | os.PathLike[str]) -> GlobalModel:
     spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
     perturber = Perturber(params, spec, mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params),  # initial
                           compiled=replay_compiled(spec, params.numel))
-    rebuild(sc.federation.server_optimizer.build(perturber), policy, log, 0, log.last_round or 0,
+    last = log.last_round or 0
+    if rounds is not None and not 0 <= rounds <= last:
+        raise ConfigError(f"--round {rounds}: {run_dir} has rounds 0..{last} in its update log")
+    upto = last if rounds is None else rounds
+    rebuild(sc.federation.server_optimizer.build(perturber), policy, log, 0, upto,
             lambda: None)  # the parameters are the initial ones already
-    summary = run.read_summary()
-    return GlobalModel(objective, sc, len(log.rounds), param_digest(params),
+    summary = run.read_summary() if upto == last else None  # the summary names the last round's model
+    return GlobalModel(objective, sc, sum(1 for r, _ in log.rounds if r <= upto), param_digest(params),
                        summary.model_sha256 if summary else None, torn_line=report.bad_line)
 
 
-def _fedavg_model(run: RunDir, sc: Scenario, objective: Objective, params: ParamSet) -> GlobalModel:
+def _fedavg_model(run: RunDir, sc: Scenario, objective: Objective, params: ParamSet,
+                  wanted: int | None) -> GlobalModel:
     """A FedAvg run's global model: its last checkpointed trainable tensors on the initial model."""
     from safetensors import SafetensorError, safe_open
 
@@ -92,6 +98,9 @@ def _fedavg_model(run: RunDir, sc: Scenario, objective: Objective, params: Param
     try:
         with safe_open(str(path), framework="pt") as f:
             rounds = int((f.metadata() or {}).get("round", 0))
+            if wanted is not None and wanted != rounds:
+                raise ConfigError(f"--round {wanted}: a FedAvg run keeps only its last global weights (round "
+                                  f"{rounds} in {path}); run the scenario again with federation.rounds: {wanted}")
             params.load({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ConfigError(f"{path}: unreadable global weights ({exc}); `fedzo run --resume {run.path}` "

@@ -22,6 +22,24 @@ def test_rebuilt_global_model_matches_the_server(tmp_path, fed_config, catch_up)
     assert gm.model_sha256 == summary.model_sha256 and gm.matches_summary is True
 
 
+def test_a_prefix_of_the_log_rebuilds_the_model_of_a_shorter_run(tmp_path, fed_config, capsys) -> None:
+    """`fedzo evaluate --run DIR --round R`: the model after R rounds is the one a run of R rounds ends with."""
+    long_run, short_run = tmp_path / "long", tmp_path / "short"
+    run_federated(fed_config(), long_run)
+    short = run_federated(fed_config(rounds=2), short_run)
+    gm = load_global_model(long_run, 2)
+    assert gm.rounds == 2 and gm.model_sha256 == short.model_sha256
+    assert gm.matches_summary is None  # the summary names the last round's model, not this one
+    assert load_global_model(long_run, 0).model_sha256 != short.model_sha256
+    assert main(["evaluate", "--run", str(long_run), "--round", "2", "--limit", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["model_sha256"] == short.model_sha256
+    assert main(["evaluate", "--run", str(long_run), "--round", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--round 7: " in err and "has rounds 0..3 in its update log" in err
+    assert main(["evaluate", "--round", "2"]) == 2
+    assert "--round 2 needs --run DIR" in capsys.readouterr().err
+
+
 def test_evaluate_run_cli_and_errors(tmp_path, fed_config, capsys) -> None:
     out = tmp_path / "r"
     run_federated(fed_config(), out)
