@@ -1,0 +1,73 @@
+"""The fused Triton direction kernel against the portable generator's known answers, run
+under Triton's interpreter on a CPU (``-m gpu`` runs it compiled on a GPU).
+
+The kernel's ``z`` must be bitwise the CPU generator's. Its update ``w + a z`` is a fused
+multiply-add, as torch's vectorised CPU and CUDA kernels compute it; the interpreter rounds
+a fused multiply-add twice, so under it the update is checked to one unit in the last place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+import torch
+
+from fedzo.zo import NoiseSpec, ParamSet, Perturber
+from fedzo.zo.known_answers import VECTORS
+
+if not torch.cuda.is_available():  # Triton reads it when it defines and launches kernels: they run on the CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+from fedzo.zo.triton_direction import apply_fused
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _bits(values: torch.Tensor) -> str:
+    return "".join(struct.pack(">f", v).hex() for v in values.tolist())
+
+
+def test_the_kernel_regenerates_every_known_answer_bitwise() -> None:
+    chunks = json.loads(VECTORS.read_text(encoding="utf-8"))["chunks"]
+    for c in chunks:
+        z = torch.zeros(c["n"], dtype=torch.float32, device=DEVICE)
+        apply_fused([z], c["seed"], (1.0,), gaussian=c["distribution"] == "gaussian", indices=[c["tensor"]],
+                    start=c["start"])  # 0 + 1 x z: exactly z
+        assert _bits(z.cpu()) == c["float32_bits"], f"{c['distribution']} seed {c['seed']} start {c['start']}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_the_fused_update_is_the_perturbers_in_every_dtype(dtype: torch.dtype, distribution: str) -> None:
+    """A step's three alphas applied in one pass, entry after entry, as the CPU Perturber
+    applies them: the directions bitwise, the weights within one unit in the last place."""
+    g = torch.Generator().manual_seed(0)
+    sizes = (3000, 70, 1)
+    weights = [torch.randn(n, generator=g).to(dtype) for n in sizes]
+    alphas = (1e-3, -2e-3, 0.5)
+    ref = [w.clone() for w in weights]
+    names = {f"t{i}": t for i, t in enumerate(ref)}
+    perturber = Perturber(ParamSet.from_tensors(names), NoiseSpec("portable", distribution))
+    perturber.apply(12345, alphas)
+    fused = [w.to(DEVICE) for w in weights]
+    apply_fused(fused, 12345, alphas, gaussian=distribution == "gaussian")
+    for got, want in zip(fused, ref, strict=True):
+        got = got.cpu()
+        assert got.dtype == dtype
+        ulp = torch.finfo(dtype).eps * want.float().abs().clamp(min=1.0)
+        assert ((got.float() - want.float()).abs() <= ulp).all()
+    zero = [torch.zeros(n, dtype=dtype, device=DEVICE) for n in sizes]
+    apply_fused(zero, 7, (1.0,), gaussian=distribution == "gaussian")
+    for got, want in zip(zero, perturber.direction(7), strict=True):
+        assert torch.equal(got.cpu(), want.to(dtype))  # z in the weights' dtype, rounded to nearest even
+
+
+def test_no_alphas_change_nothing_and_a_strided_tensor_is_refused() -> None:
+    w = torch.ones(64, device=DEVICE)
+    apply_fused([w], 1, ())
+    assert torch.equal(w, torch.ones(64, device=DEVICE))
+    with pytest.raises(ValueError, match="contiguous"):
+        apply_fused([torch.ones(8, 8, device=DEVICE).t()], 1, (1.0,))
