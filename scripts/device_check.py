@@ -43,6 +43,12 @@ from their configs (random weights, no downloads). Nine checks:
    compiled, at chunks of 1M and 16M elements, with their peaks, and whether both
    chunkings draw the same direction bitwise (``scripts/device_generator.py``): the cost
    that dominates the ZO step and the protocol loop on a GPU.
+9. ``fused_direction``: the fused Triton kernel (``fedzo/zo/triton_direction.py``, which a
+   Perturber on CUDA uses by default) regenerating a Gaussian and a Rademacher direction
+   over every weight, against a copy of the weights and a gather-only pass through the
+   Gaussian table (the ceilings: memory speed, and what the table costs), its directions
+   against the chunked path's and the known answers
+   (``fused_direction_fraction_of_copy_bandwidth``: 1.0 is a regeneration at copy speed).
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
@@ -85,7 +91,7 @@ from fedzo.zo.known_answers import check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
 from device_engines import engines_check
-from device_generator import protocol_rounds, regeneration
+from device_generator import fused_direction, protocol_rounds, regeneration
 
 
 def _predicted_tensors(name: str, mode: str, batch: int, seq: int, optimizer: str, forward_grad: bool = False,
@@ -238,7 +244,10 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     if result["batched_engine_fell_back"]:
         failed = [*failed, "engines (the batched engine fell back to one client at a time)"]
     result["failed_checks"] = failed
-    result["known_answers_ok"] = "known_answers" not in failed and not any(result.get("known_answers", {}).values())
+    fused = result.get("fused_direction", {})
+    result["fused_direction_fraction_of_copy_bandwidth"] = fused.get("gaussian_fraction_of_copy_bandwidth")
+    result["known_answers_ok"] = ("known_answers" not in failed and not any(result.get("known_answers", {}).values())
+                                  and not fused.get("known_answers_mismatches"))
     result["half_precision_replay_ok"] = "half_precision" not in failed and all(
         v["replay_bitwise"] for k, v in result.get("half_precision", {}).items() if k in HALF)
     return not failed and result["known_answers_ok"] and result["half_precision_replay_ok"]
@@ -274,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),
         ("half_precision", lambda: half_precision(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("regeneration", lambda: regeneration(a.model, a.device, a.repeats)),
+        ("fused_direction", lambda: fused_direction(a.model, a.device, a.repeats)),
         ("protocol_rounds", lambda: protocol_rounds(a.model, a.device, 8, a.seq, a.protocol_seconds)),
         ("known_answers", lambda: {mode: check(a.device, compiled=mode == "compiled")
                                    for mode in ("eager", "compiled")}),

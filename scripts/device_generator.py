@@ -6,6 +6,12 @@ portable Gaussian, applied with alpha 0), eager and compiled, at the default chu
 elements and at 16M, with the peak allocated bytes of each and whether both chunkings give
 the same direction bitwise (the portable stream does not depend on chunking). A ZO step
 regenerates three times, the server's replay once per entry.
+``fused_direction``: the fused Triton kernel (:mod:`fedzo.zo.triton_direction`) over every
+weight: Gaussian and Rademacher (no table) regenerations, against one copy of the weights
+(the traffic a regeneration at memory speed would have: each weight read and written once)
+and a gather-only pass (a random index per element looked up in the 256 KB Gaussian table:
+what the table costs); whether its directions agree bitwise with the chunked path's and
+with every known-answer vector.
 ``protocol_rounds``: see device_check.py's docstring.
 """
 
@@ -32,7 +38,7 @@ def regeneration(name: str, device: str, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"model": name, "elements": numel}
     for compiled in (False, True):
         for chunk in CHUNKS:
-            p = Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=chunk), compiled=compiled)
+            p = Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=chunk), compiled=compiled, fused=False)
 
             def regenerate(p: Perturber = p) -> None:
                 p.apply(0, (0.0,))
@@ -41,8 +47,51 @@ def regeneration(name: str, device: str, repeats: int) -> dict[str, Any]:
             out[f"{'compiled' if compiled else 'eager'}_chunk_{chunk}"] = {
                 "seconds": seconds, "elements_per_second": numel / seconds,
                 "peak_allocated_bytes": peak_bytes(regenerate, device)}
-    first, last = (Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=c)).direction(7) for c in CHUNKS)
+    first, last = (Perturber(params, NoiseSpec("portable", "gaussian", chunk_size=c), fused=False).direction(7)
+                   for c in CHUNKS)
     out["chunkings_bitwise_equal"] = all(torch.equal(a, b) for a, b in zip(first, last, strict=True))
+    return out
+
+
+def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
+    """Seconds of the fused kernel's regenerations and of their ceilings (see the module doc)."""
+    import json
+    import struct
+
+    from fedzo.zo.known_answers import VECTORS
+    from fedzo.zo.noise import gaussian_table
+    from fedzo.zo.triton_direction import apply_fused
+
+    model = build_model(name, device)
+    params = ParamSet.from_module(model)
+    tensors = list(params.tensors)
+    numel = sum(t.numel() for t in tensors)
+    out: dict[str, Any] = {"model": name, "elements": numel, "launches": len(tensors)}
+    for dist in ("gaussian", "rademacher"):
+        seconds = median_seconds(partial(apply_fused, tensors, 0, (0.0,), gaussian=dist == "gaussian"), device,
+                                 repeats)
+        out[dist] = {"seconds": seconds, "elements_per_second": numel / seconds}
+    copies = [torch.empty_like(t) for t in tensors]
+    out["copy_seconds"] = median_seconds(lambda: [c.copy_(t) for c, t in zip(copies, tensors, strict=True)],
+                                         device, repeats)
+    flat = torch.empty(numel, dtype=torch.float32, device=device)
+    idx = torch.randint(0, 1 << 16, (numel,), device=device, dtype=torch.int64)
+    table = gaussian_table(torch.device(device))
+    out["gather_only_seconds"] = median_seconds(lambda: torch.take(table, idx, out=flat), device, repeats)
+    out["gaussian_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["gaussian"]["seconds"]
+    out["rademacher_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["rademacher"]["seconds"]
+    fused = Perturber(params, NoiseSpec("portable", "gaussian"), fused=True).direction(7)
+    chunked = Perturber(params, NoiseSpec("portable", "gaussian"), fused=False).direction(7)
+    out["direction_bitwise_equal_to_chunked"] = all(torch.equal(a, b) for a, b in zip(fused, chunked, strict=True))
+    del fused, chunked
+    bad = []
+    for c in json.loads(VECTORS.read_text(encoding="utf-8"))["chunks"]:
+        z = torch.zeros(c["n"], dtype=torch.float32, device=device)
+        apply_fused([z], c["seed"], (1.0,), gaussian=c["distribution"] == "gaussian", indices=[c["tensor"]],
+                    start=c["start"])
+        if "".join(struct.pack(">f", v).hex() for v in z.cpu().tolist()) != c["float32_bits"]:
+            bad.append(f"{c['distribution']} seed {c['seed']} tensor {c['tensor']} start {c['start']}")
+    out["known_answers_mismatches"] = bad
     return out
 
 

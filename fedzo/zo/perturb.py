@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fedzo.zo.masks import BlockSchedule, Mask
-from fedzo.zo.noise import DirectionStream, GeneratorKind, NoiseSpec
+from fedzo.zo.noise import DirectionStream, Distribution, GeneratorKind, NoiseSpec
 from fedzo.zo.params import ParamSet
 from fedzo.zo.shared_directions import SharedDirections
 
@@ -52,7 +52,13 @@ class Perturber:
         blocks: BlockSchedule | None = None,
         compiled: bool = False,
         shared: SharedDirections | None = None,
+        fused: bool | None = None,
     ) -> None:
+        """``fused``: regenerate and apply each direction with the fused Triton kernel
+        (:mod:`fedzo.zo.triton_direction`): None (default) where the tensors are on CUDA and
+        Triton imports, True to ask for it anywhere (a CPU runs it under ``TRITON_INTERPRET=1``),
+        False never. It serves the portable generator without a mask, a shared store or a
+        per-chunk hook; other applications take the chunked path."""
         self.params = params
         self.spec = spec
         self.mask = mask
@@ -60,6 +66,24 @@ class Perturber:
         self.compiled = compiled
         self.shared = shared  # host-side store of generated chunks (the batched engine's clients)
         self._buffers: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        self.fused = fused
+        self._fused_ready: bool | None = None
+
+    def _use_fused(self, final: ChunkHook | None) -> bool:
+        """Whether this application goes through the fused kernel (see ``fused``)."""
+        if final is not None or self.fused is False:
+            return False
+        if self._fused_ready is None:
+            tensors = self.params.tensors
+            eligible = (self.spec.generator is GeneratorKind.PORTABLE and self.mask is None and self.shared is None
+                        and all(t.is_contiguous() for t in tensors)
+                        and (self.fused is True or all(t.is_cuda for t in tensors)))
+            if eligible:
+                from fedzo.zo import triton_direction
+
+                eligible = triton_direction.available()
+            self._fused_ready = eligible
+        return self._fused_ready
 
     def _buffer(self, like: torch.Tensor) -> torch.Tensor:
         key = (like.dtype, like.device)
@@ -79,6 +103,13 @@ class Perturber:
     @torch.no_grad()
     def apply(self, seed: int, alphas: Sequence[float], final: ChunkHook | None = None) -> None:
         """``theta += a * z(seed)`` for each ``a`` in ``alphas`` (then ``final``), in place."""
+        if self._use_fused(final):
+            from fedzo.zo.triton_direction import apply_fused
+
+            indices = list(self.tensor_indices(seed))
+            apply_fused([self.params.tensors[i] for i in indices], seed, alphas,
+                        gaussian=self.spec.distribution is Distribution.GAUSSIAN, indices=indices)
+            return
         stream = DirectionStream(self.spec, seed, compiled=self.compiled)
         chunk = self.spec.chunk_size
         for i in self.tensor_indices(seed):

@@ -71,3 +71,33 @@ def test_no_alphas_change_nothing_and_a_strided_tensor_is_refused() -> None:
     assert torch.equal(w, torch.ones(64, device=DEVICE))
     with pytest.raises(ValueError, match="contiguous"):
         apply_fused([torch.ones(8, 8, device=DEVICE).t()], 1, (1.0,))
+
+
+def test_a_perturber_asked_for_the_fused_kernel_steps_as_the_chunked_one() -> None:
+    """Three ZO-SGD passes through ``Perturber(fused=True)``: the kernel serves them, and the
+    weights end within one unit in the last place of the chunked path's; a mask or a per-chunk
+    hook keeps the chunked path."""
+    from fedzo.zo import EstimatorConfig, make_zo_optimizer, zo_step
+    from fedzo.zo.masks import make_mask
+
+    g = torch.Generator().manual_seed(1)
+    base = {"a": torch.randn(500, generator=g), "b": torch.randn(3, 7, generator=g)}
+    results = []
+    for fused in (False, True):
+        params = ParamSet.from_tensors({k: v.clone().to(DEVICE) for k, v in base.items()})
+        perturber = Perturber(params, NoiseSpec("portable", "gaussian"), fused=fused)
+        target = [t.clone() for t in params.tensors]
+
+        def loss() -> float:
+            return float(sum(((t - w) ** 2).sum() for t, w in zip(params.tensors, target, strict=True)))
+
+        zo_step(perturber, loss, 99, EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd"), 1e-2)
+        assert perturber._use_fused(None) is fused
+        results.append([t.cpu() for t in params.tensors])
+    for chunked, fused_ in zip(*results, strict=True):
+        assert ((chunked - fused_).abs() <= torch.finfo(torch.float32).eps * chunked.abs().clamp(min=1.0)).all()
+    params = ParamSet.from_tensors({k: v.clone() for k, v in base.items()})
+    masked = Perturber(params, NoiseSpec("portable", "gaussian"), fused=True,
+                       mask=make_mask("random", 0.5, 0, params))
+    assert not masked._use_fused(None)
+    assert not Perturber(params, NoiseSpec("portable", "gaussian"), fused=True)._use_fused(lambda *a: None)
