@@ -63,7 +63,7 @@ class RoundRecord(Record):
     batching: str | None = Field(None, description="engine: batched: how the round's local steps ran (shared or "
                                  "per-row joint forward passes, or one client at a time and why)")
     bytes_up: int = Field(0, description="this round's bytes, clients -> server: every message as Flower "
-                          "carries it on the wire (fedzo.federation.bytes, wire)")
+                          "carries it on the wire (fedzo.federation.wire.bytes, wire)")
     bytes_down: int = Field(0, description="this round's bytes, server -> clients")
     bytes_up_total: int | None = Field(None, description="cumulative bytes up")
     bytes_down_total: int | None = Field(None, description="cumulative bytes down")

@@ -108,7 +108,7 @@ def engines_check(device: str, work: Path, participants: tuple[int, ...] = (10, 
     prepared = time.perf_counter() - t0
     cases = (Case("tiny", tiny_sc, (tiny,), rounds=3), Case("smollm2", smol, participants, rounds=1, local_steps=1))
     report = run_bench(cases, ("inprocess", "batched"), repeats)
-    from fedzo.federation.client import reset_worker
+    from fedzo.federation.client.worker import reset_worker
 
     reset_worker()  # a process keeps its last client worker (and its model) for the next message: free it
     report["model_weights"] = "smollm2-135m: random (seed 0) from its config, real tokenizer; tiny-llama: built"

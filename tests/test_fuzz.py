@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedzo.errors import FedzoError
-from fedzo.federation.messages import SCHEMA_VERSION, pack_f32, seeds_digest
+from fedzo.federation.wire.messages import SCHEMA_VERSION, pack_f32, seeds_digest
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -98,9 +98,9 @@ def _record(cfg, met, with_metrics):
 def test_reply_parser_raises_only_message_errors(reply) -> None:
     from flwr.app import Message, RecordDict
 
-    from fedzo.federation.bytes import ensure_task_identity
-    from fedzo.federation.messages import Expected, MessageError, parse_uplink
     from fedzo.federation.replies import collect_replies
+    from fedzo.federation.wire.bytes import ensure_task_identity
+    from fedzo.federation.wire.messages import Expected, MessageError, parse_uplink
 
     try:
         content = _record(*reply)
@@ -121,7 +121,7 @@ def test_reply_parser_raises_only_message_errors(reply) -> None:
 
 
 def test_parser_accepts_a_valid_reply() -> None:
-    from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
+    from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 
     up = Uplink(3, 1, (0.5, -0.25), seeds_digest((5, 6)), 8, 0.7, 0.6, 0.1, 1)
     assert parse_uplink(build_uplink(up), Expected(3, 1, (5, 6), 1)) == up

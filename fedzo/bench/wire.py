@@ -14,7 +14,7 @@ is *message* bytes when its call moves an application message (2xx only):
 a ``pull-object`` whose response carries the object. Everything else is *overhead*: all
 heads, empty polls, objects polled before they were available, heartbeats, registration,
 (de)activation, ``get-run``, ``get-fab``, ``confirm-message-received``, failed calls.
-:attr:`fedzo.federation.bytes.MessageSize.wire` models the message bytes from a message;
+:attr:`fedzo.federation.wire.bytes.MessageSize.wire` models the message bytes from a message;
 ``capture=True`` keeps the bodies of the message calls (:attr:`WireProxy.exchanges`).
 """
 

@@ -2,7 +2,7 @@
 
 ``flwr run scripts/fedzo-app <connection> --run-config 'scenario="/abs/x.yaml"'`` starts
 :data:`server_app` on the SuperLink's machine; every SuperNode runs the ClientApp
-:data:`fedzo.federation.client.app`. The Flower app project ``scripts/fedzo-app``
+:data:`fedzo.federation.client.worker.app`. The Flower app project ``scripts/fedzo-app``
 (its ``pyproject.toml`` names these two objects) holds no code: fedzo must be installed
 on the SuperLink's machine and on every board.
 
@@ -26,7 +26,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedzo.errors import ConfigError
-from fedzo.federation.client import app as client_app
+from fedzo.federation.client.worker import app as client_app
 
 __all__ = ["client_app", "read_run_config", "server_app"]
 

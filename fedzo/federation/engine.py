@@ -34,7 +34,6 @@ from flwr.app import Message
 
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, Status, simulate_round
-from fedzo.federation.bytes import MessageSize, estimated_transport_overhead
 from fedzo.federation.faults import fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier
 from fedzo.federation.protocols.base import RoundProtocol, U
@@ -43,6 +42,7 @@ from fedzo.federation.sampling import sample_clients, skip_reason
 from fedzo.federation.setup import ClientSetup
 from fedzo.federation.totals import Totals
 from fedzo.federation.transport import Membership, Transport, handshake
+from fedzo.federation.wire.bytes import MessageSize, estimated_transport_overhead
 from fedzo.killpoints import kill_point
 from fedzo.records import (
     ClientRecord,

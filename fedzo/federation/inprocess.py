@@ -14,15 +14,15 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedzo.federation import client as client_mod
-from fedzo.federation.bytes import ensure_task_identity
-from fedzo.federation.messages import MESSAGE_TYPE
+from fedzo.federation.client import worker as client_mod
+from fedzo.federation.wire.bytes import ensure_task_identity
+from fedzo.federation.wire.messages import MESSAGE_TYPE
 
 _NODE_BASE = 1000  # node ids are arbitrary, as in Flower; clients learn theirs by handshake
 
 
 class InProcessTransport:
-    """``num_nodes`` nodes served by :func:`fedzo.federation.client.handle` in this process."""
+    """``num_nodes`` nodes served by :func:`fedzo.federation.client.worker.handle` in this process."""
 
     def __init__(self, num_nodes: int, *, run_id: int = 1) -> None:
         ensure_task_identity(run_id=run_id)

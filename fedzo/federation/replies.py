@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 
 from flwr.app import Message, RecordDict
 
-from fedzo.federation.messages import MessageError
+from fedzo.federation.wire.messages import MessageError
 
 U = TypeVar("U")
 
@@ -50,7 +50,7 @@ def collect_replies(replies: Iterable[Message], client_of_node: Mapping[int, int
     Other replies of the same client are counted in ``extras`` by their rejection code
     (``duplicate`` when they would have validated too); replies from nodes outside the
     round are counted in ``unknown``. ``parse(client, content)`` raises
-    :class:`~fedzo.federation.messages.MessageError` for an invalid reply. An error reply
+    :class:`~fedzo.federation.wire.messages.MessageError` for an invalid reply. An error reply
     that comes from no node of the round (Flower answers "node unavailable" for a node that
     died from the SuperLink's own node id) is the failure of the client whose message it
     answers, found by ``client_of_message`` (message id -> client).

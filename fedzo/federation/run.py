@@ -174,7 +174,7 @@ def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, r
 
     Nodes may sit on other machines: they cannot read this run's update log, so the
     setup sent to them names none and each node keeps its synced model in its own
-    on-disk cache (:mod:`fedzo.federation.nodecache`) between rounds.
+    on-disk cache (:mod:`fedzo.federation.client.nodecache`) between rounds.
     """
     if resume:
         never_started(out)
@@ -224,7 +224,7 @@ def _simulate(drive: Callable[[Any], Summary], scenario: Scenario, run: RunDir, 
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from fedzo.federation.client import app as client_app
+    from fedzo.federation.client.worker import app as client_app
 
     result: list[Summary] = []
     server_app = ServerApp()

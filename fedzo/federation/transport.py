@@ -7,7 +7,7 @@ client code directly. Fault injection wraps either (:mod:`fedzo.federation.fault
 
 Flower's node ids are random per run and nodes register asynchronously, so before the
 first round :func:`handshake` waits for ``num_clients`` nodes, sends each a ``setup``
-message (the run configuration as JSON, see :mod:`fedzo.federation.messages`) and maps
+message (the run configuration as JSON, see :mod:`fedzo.federation.wire.messages`) and maps
 the partition id each announces to its node id. A deployment's SuperNode that is
 restarted registers again under a new id: before each round :meth:`Membership.refresh` sets up the
 nodes that appeared since and maps their clients to them.
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from flwr.app import Message, RecordDict
 
 from fedzo.errors import FederationError
-from fedzo.federation.bytes import MessageSize
-from fedzo.federation.messages import MESSAGE_TYPE, Downlink, build_downlink, parse_setup_reply
+from fedzo.federation.wire.bytes import MessageSize
+from fedzo.federation.wire.messages import MESSAGE_TYPE, Downlink, build_downlink, parse_setup_reply
 
 
 class Transport(Protocol):

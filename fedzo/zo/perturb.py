@@ -79,9 +79,9 @@ class Perturber:
                         and all(t.is_contiguous() for t in tensors)
                         and (self.fused is True or all(t.is_cuda for t in tensors)))
             if eligible:
-                from fedzo.zo import triton_direction
+                from fedzo.zo.triton_direction import available
 
-                eligible = triton_direction.available()
+                eligible = available()
             self._fused_ready = eligible
         return self._fused_ready
 

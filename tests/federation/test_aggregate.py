@@ -7,9 +7,9 @@ from flwr.app import Error, Message, RecordDict
 
 from fedzo.errors import ConfigError
 from fedzo.federation.aggregate import Contribution, make_aggregator, median, trimmed_mean, weighted_mean
-from fedzo.federation.bytes import ensure_task_identity
-from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 from fedzo.federation.replies import collect_replies
+from fedzo.federation.wire.bytes import ensure_task_identity
+from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 
 
 def test_weighted_mean_weights_by_examples_and_ignores_order() -> None:

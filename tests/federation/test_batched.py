@@ -219,7 +219,7 @@ def test_batched_with_faults_catch_up_and_a_row_cap(tmp_path: Path, fed_config: 
 def test_one_clients_catch_up_equals_the_shared_state(tmp_path: Path, fed_config: Any) -> None:
     """The batched engine serves every participant from one synced model; a fresh worker that
     replays a newcomer's whole catch-up (every entry since round 0) reaches the same weights."""
-    import fedzo.federation.client as client_mod
+    import fedzo.federation.client.worker as client_mod
     from fedzo.federation.setup import ClientSetup
     from fedzo.zo import UpdateLog, apply_entries
 

@@ -20,7 +20,7 @@ from flwr.proto.node_pb2 import Node
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
 from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
 
-from fedzo.federation.bytes import (
+from fedzo.federation.wire.bytes import (
     MessageSize,
     ensure_task_identity,
     estimated_transport_overhead,
@@ -28,7 +28,7 @@ from fedzo.federation.bytes import (
     payload_bytes,
     wire_parts,
 )
-from fedzo.federation.messages import CatchUp, Downlink, Uplink, build_downlink, build_uplink, seeds_digest
+from fedzo.federation.wire.messages import CatchUp, Downlink, Uplink, build_downlink, build_uplink, seeds_digest
 
 
 def test_uplink_for_k10_q1_is_under_200_bytes() -> None:

@@ -9,16 +9,16 @@ from typing import ClassVar
 
 import pytest
 
-import fedzo.federation.client as client_mod
+import fedzo.federation.client.worker as client_mod
 from fedzo.errors import ConfigError
 from fedzo.federation.catchup import CatchUp, derived_step_seeds
-from fedzo.federation.client import CatchUpError, Worker
+from fedzo.federation.client.nodecache import NodeCache
+from fedzo.federation.client.worker import CatchUpError, Worker
 from fedzo.federation.deploy import read_run_config
 from fedzo.federation.inprocess import InProcessGrid, InProcessTransport
-from fedzo.federation.messages import Downlink
-from fedzo.federation.nodecache import NodeCache
 from fedzo.federation.run import run_federated, run_on_grid
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.messages import Downlink
 
 REAL_GET_WORKER = client_mod.get_worker
 APP = Path(__file__).resolve().parents[2] / "scripts" / "fedzo-app"

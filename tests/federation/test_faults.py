@@ -187,9 +187,9 @@ def test_running_median_clip_run_resumes_bitwise(tmp_path, interrupt_and_resume,
 def test_collect_replies_prefers_the_valid_reply() -> None:
     from flwr.app import Error, Message
 
-    from fedzo.federation.bytes import ensure_task_identity
     from fedzo.federation.faults import _with_config
-    from fedzo.federation.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
+    from fedzo.federation.wire.bytes import ensure_task_identity
+    from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 
     ensure_task_identity()
     seeds = (11, 12)

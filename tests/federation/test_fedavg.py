@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedzo.federation.bytes import ensure_task_identity
-from fedzo.federation.client import Worker
-from fedzo.federation.fedavg_client import (
+from fedzo.federation.client.fedavg import (
     ARRAYS_KEY,
     CONFIG_KEY,
     WEIGHT_KEY,
@@ -21,10 +19,12 @@ from fedzo.federation.fedavg_client import (
     params_to_arrays,
     train_local,
 )
+from fedzo.federation.client.worker import Worker
 from fedzo.federation.protocols.fedavg import FedAvgProtocol
 from fedzo.federation.run import run_federated
 from fedzo.federation.sampling import sample_clients
 from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.federation.wire.bytes import ensure_task_identity
 from fedzo.zo import ParamSet, param_digest
 
 
@@ -120,7 +120,7 @@ def test_killed_server_resumes_bitwise(fedavg_run, tmp_path, monkeypatch, fed_co
 
 
 def test_failing_and_malformed_clients_are_counted(tmp_path, monkeypatch, fed_config) -> None:
-    import fedzo.federation.fedavg_client as fc
+    import fedzo.federation.client.fedavg as fc
 
     real = fc.train_local
 
@@ -162,7 +162,7 @@ def test_lora_sends_only_the_adapters(tmp_path, fed_config) -> None:
 
 def test_handle_dispatches_fedavg_messages(fed_config) -> None:
     """A FedAvg message before the handshake is refused with a named error."""
-    from fedzo.federation.client import CatchUpError, handle
+    from fedzo.federation.client.worker import CatchUpError, handle
 
     ensure_task_identity()
     ctx = Context(run_id=1, node_id=5, node_config={"partition-id": 0}, state=RecordDict(), run_config={})

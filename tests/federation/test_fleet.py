@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import fedzo.federation.client as client_mod
+import fedzo.federation.client.worker as client_mod
 from fedzo.config.scenario import Scenario, load_scenario
 from fedzo.errors import MemoryBudgetExceeded, ScenarioError
 from fedzo.federation.run import run_federated

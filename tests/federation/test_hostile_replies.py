@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fedzo.federation.client import LocalSteps
+from fedzo.federation.client.worker import LocalSteps
 from fedzo.federation.run import run_federated
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
-from fedzo.federation.messages import (
+from fedzo.federation.wire.messages import (
     CONFIG_KEY,
     CatchUp,
     Downlink,
@@ -101,7 +101,7 @@ def test_a_claimed_example_count_must_be_the_servers() -> None:
 
 
 def test_the_scalar_count_is_checked_before_unpacking(monkeypatch) -> None:
-    from fedzo.federation import messages
+    from fedzo.federation.wire import messages
 
     huge = build_uplink(_uplink(scalars=tuple(float(i) for i in range(10**6))))
 

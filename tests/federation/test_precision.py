@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fedzo.federation.client import Worker
+from fedzo.federation.client.worker import Worker
 from fedzo.federation.run import run_federated
 from fedzo.federation.setup import ClientSetup
 from fedzo.zo import param_digest

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-import fedzo.federation.client as client_mod
+import fedzo.federation.client.worker as client_mod
 from fedzo.federation.catchup import CatchUp, derived_step_seeds
-from fedzo.federation.client import Worker
-from fedzo.federation.messages import Downlink
+from fedzo.federation.client.worker import Worker
 from fedzo.federation.run import run_federated
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.messages import Downlink
 from fedzo.zo import UpdateLog, param_digest
 
 

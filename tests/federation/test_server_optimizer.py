@@ -13,10 +13,10 @@ import torch
 from fedzo.config.scenario import Scenario
 from fedzo.errors import ScenarioError
 from fedzo.federation.catchup import CatchUp, History
-from fedzo.federation.client import Worker
-from fedzo.federation.messages import Downlink, build_downlink, parse_downlink
-from fedzo.federation.nodecache import NodeCache
+from fedzo.federation.client.nodecache import NodeCache
+from fedzo.federation.client.worker import Worker
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.messages import Downlink, build_downlink, parse_downlink
 from fedzo.zo import LogEntry, UpdateLog, apply_entries
 
 ROUNDS = 5

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from fedzo.federation.threads import client_threads, reserved_cpus
+from fedzo.federation.client.threads import client_threads, reserved_cpus
 
 
 def test_client_threads_are_capped_at_the_reserved_cpus() -> None:
@@ -37,7 +37,7 @@ def test_a_ray_actor_sees_its_reserved_cpus() -> None:
         @ray.remote(num_cpus=1)
         class Client:
             def threads(self) -> int | None:
-                from fedzo.federation.threads import client_threads, reserved_cpus
+                from fedzo.federation.client.threads import client_threads, reserved_cpus
 
                 return client_threads(2, reserved_cpus())
 

@@ -29,7 +29,7 @@ from flwr.proto import fleet_pb2, message_pb2
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
 from fedzo.bench.wire import Exchange, HttpParser, WireProxy, is_message_call
-from fedzo.federation.bytes import MessageSize, wire_parts
+from fedzo.federation.wire.bytes import MessageSize, wire_parts
 
 ROUNDS = 3  # DEPLOY_SCENARIO's (tests/federation/conftest.py)
 TOLERANCE = 0.05

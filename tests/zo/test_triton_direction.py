@@ -88,7 +88,7 @@ def test_a_perturber_asked_for_the_fused_kernel_steps_as_the_chunked_one() -> No
         perturber = Perturber(params, NoiseSpec("portable", "gaussian"), fused=fused)
         target = [t.clone() for t in params.tensors]
 
-        def loss() -> float:
+        def loss(params: ParamSet = params, target: list[torch.Tensor] = target) -> float:
             return float(sum(((t - w) ** 2).sum() for t, w in zip(params.tensors, target, strict=True)))
 
         zo_step(perturber, loss, 99, EstimatorConfig("central", 1e-3, 1), make_zo_optimizer("zo-sgd"), 1e-2)

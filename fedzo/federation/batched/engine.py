@@ -48,15 +48,15 @@ import torch
 from flwr.app import Error, Message
 
 from fedzo.config.federation import BatchedConfig
-from fedzo.federation import client as client_mod
-from fedzo.federation import fedavg_client
 from fedzo.federation.batched.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
 from fedzo.federation.batched.lockstep import Abandoned, Ask, run_lockstep
 from fedzo.federation.batched.rowstate import rows_reason
-from fedzo.federation.client import LocalSteps, Worker
+from fedzo.federation.client import fedavg
+from fedzo.federation.client import worker as client_mod
+from fedzo.federation.client.memory import peak_memory_bytes
+from fedzo.federation.client.worker import LocalSteps, Worker
 from fedzo.federation.inprocess import InProcessTransport
-from fedzo.federation.memory import peak_memory_bytes
-from fedzo.federation.messages import Downlink, build_uplink, parse_downlink
+from fedzo.federation.wire.messages import Downlink, build_uplink, parse_downlink
 from fedzo.killpoints import kill_point
 from fedzo.tasks.batching import Batch
 from fedzo.zo import EstimatorConfig, ParamSet, Perturber
@@ -166,7 +166,7 @@ class BatchedTransport(InProcessTransport):
         worker: Worker | None = None
         for i, msg in enumerate(messages):
             try:
-                if fedavg_client.is_fedavg_downlink(msg.content):
+                if fedavg.is_fedavg_downlink(msg.content):
                     raise LookupError("not a ZO message")
                 d = parse_downlink(msg.content)
                 w = None if d.op != "train" else client_mod.train_worker(d, self.contexts[msg.metadata.dst_node_id])

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from flwr.app import RecordDict
 
 from fedzo.devices.clock import ClientWork
-from fedzo.federation.messages import MessageError
+from fedzo.federation.wire.messages import MessageError
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir
 
@@ -58,7 +58,7 @@ class RoundProtocol(Protocol[U]):
         """The message body for ``client``."""
 
     def parse(self, round_: int, client: int, content: RecordDict) -> U:
-        """A reply as an update; raises :class:`~fedzo.federation.messages.MessageError`."""
+        """A reply as an update; raises :class:`~fedzo.federation.wire.messages.MessageError`."""
 
     def screen(self, round_: int, updates: Mapping[int, U]) -> dict[int, MessageError]:
         """The valid replies of a round to reject once all are in, by what they show together

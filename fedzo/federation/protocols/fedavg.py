@@ -3,7 +3,7 @@
 ``optimizer.name: fo-sgd | fo-adam`` switches a scenario from seeds and scalars to
 FedAvg with backprop: each round the server sends the dense trainable tensors (full
 model or LoRA adapters, per ``model.peft``) as an ArrayRecord; each kept client trains
-``fo_local_epochs`` epochs on its partition (:mod:`fedzo.federation.fedavg_client`) and
+``fo_local_epochs`` epochs on its partition (:mod:`fedzo.federation.client.fedavg`) and
 returns its tensors; they are averaged weighted by ``num-examples`` with Flower's own
 ``aggregate_arrayrecords`` (what Flower's ``FedAvg`` strategy calls), on the replies
 sorted by client id so the float sums never depend on arrival order.
@@ -26,7 +26,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork
 from fedzo.federation.batches import batch_shape
-from fedzo.federation.fedavg_client import (
+from fedzo.federation.client.fedavg import (
     ARRAYS_KEY,
     CONFIG_KEY,
     METRICS_KEY,
@@ -38,9 +38,9 @@ from fedzo.federation.fedavg_client import (
     load_arrays,
     params_to_arrays,
 )
-from fedzo.federation.messages import MessageError
 from fedzo.federation.protocols.base import Outgoing
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.messages import MessageError
 from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir

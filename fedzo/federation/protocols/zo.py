@@ -21,9 +21,13 @@ from fedzo.devices.clock import ClientWork, Clock
 from fedzo.errors import FederationError
 from fedzo.federation.aggregate import Contribution
 from fedzo.federation.batches import batch_shape, local_examples
-from fedzo.federation.bytes import payload_bytes
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
-from fedzo.federation.messages import (
+from fedzo.federation.protocols.base import Outgoing
+from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
+from fedzo.federation.robust import RobustAggregator
+from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.bytes import payload_bytes
+from fedzo.federation.wire.messages import (
     Downlink,
     Expected,
     MessageError,
@@ -32,10 +36,6 @@ from fedzo.federation.messages import (
     build_downlink,
     parse_uplink,
 )
-from fedzo.federation.protocols.base import Outgoing
-from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
-from fedzo.federation.robust import RobustAggregator
-from fedzo.federation.setup import ClientSetup
 from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir, report_torn_log

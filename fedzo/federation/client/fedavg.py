@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedzo.federation.memory import peak_memory_bytes
-from fedzo.federation.messages import MessageError
+from fedzo.federation.client.memory import peak_memory_bytes
+from fedzo.federation.wire.messages import MessageError
 from fedzo.killpoints import kill_point
 from fedzo.zo import ParamSet, derive_seed
 from fedzo.zo.first_order import FOTrainer

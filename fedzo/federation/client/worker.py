@@ -14,9 +14,9 @@ the clean copy every time, batches come from explicit seeds, no global RNG is us
 
 Where the run's update log is not reachable (the deployment engine: a fresh client-app
 process per message, the server on another machine), the clean copy lives on in the
-node's on-disk cache (:mod:`fedzo.federation.nodecache`) between messages instead.
+node's on-disk cache (:mod:`fedzo.federation.client.nodecache`) between messages instead.
 
-FedAvg backprop messages (:mod:`fedzo.federation.fedavg_client`) arrive through the
+FedAvg backprop messages (:mod:`fedzo.federation.client.fedavg`) arrive through the
 same ClientApp and the same handshake; :func:`handle` tells them apart by their records.
 """
 
@@ -31,15 +31,22 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedzo.errors import ConfigError, FedzoError
-from fedzo.federation import fedavg_client
 from fedzo.federation.batches import local_examples
 from fedzo.federation.catchup import make_policy
+from fedzo.federation.client import fedavg
+from fedzo.federation.client.memory import peak_memory_bytes
+from fedzo.federation.client.nodecache import NodeCache, default_base
+from fedzo.federation.client.threads import client_threads, reserved_cpus
 from fedzo.federation.logserver import log_lines
-from fedzo.federation.memory import peak_memory_bytes
-from fedzo.federation.messages import Downlink, Uplink, build_setup_reply, build_uplink, parse_downlink, seeds_digest
-from fedzo.federation.nodecache import NodeCache, default_base
 from fedzo.federation.setup import ClientSetup, config_digest
-from fedzo.federation.threads import client_threads, reserved_cpus
+from fedzo.federation.wire.messages import (
+    Downlink,
+    Uplink,
+    build_setup_reply,
+    build_uplink,
+    parse_downlink,
+    seeds_digest,
+)
 from fedzo.killpoints import kill_point
 from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
@@ -311,10 +318,10 @@ def train_worker(d: Downlink, context: Context) -> Worker:
 def handle(content: RecordDict, context: Context) -> RecordDict:
     """Answer one downlink: ``setup`` stores the run config, ``train`` returns scalars
     (seeds-and-scalars) or trained weights (FedAvg baseline)."""
-    if fedavg_client.is_fedavg_downlink(content):
-        cfg = content.config_records[fedavg_client.CONFIG_KEY]
-        worker = get_worker(_setup_json(context, str(cfg[fedavg_client.DIGEST_KEY])))
-        return fedavg_client.train_local(worker, _partition_id(context), content)
+    if fedavg.is_fedavg_downlink(content):
+        cfg = content.config_records[fedavg.CONFIG_KEY]
+        worker = get_worker(_setup_json(context, str(cfg[fedavg.DIGEST_KEY])))
+        return fedavg.train_local(worker, _partition_id(context), content)
     d = parse_downlink(content)
     if d.op == "setup":
         context.state[SETUP_STATE_KEY] = ConfigRecord({"cfg": d.config_json})
