@@ -124,15 +124,21 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def key_words(key: int) -> tuple[int, int]:
+    """The two 32-bit words a stream key enters the hash as: its low word, and the
+    golden-ratio multiple of its high word plus one."""
+    return key & _M32, (_GOLD * (((key >> 32) & _M32) + 1)) & _M32
+
+
 def portable_bits(key: int, start: int, n: int, device: torch.device) -> torch.Tensor:
     """32 random bits (in int64 lanes) for counter values ``start .. start+n-1``.
 
     Pure integer arithmetic, identical on every device. ``key`` is a 63-bit stream key.
     """
-    k0, k1 = key & _M32, (key >> 32) & _M32
+    k0, k1 = key_words(key)
     idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
     x = _mix32((idx & _M32) ^ k0)
-    return _mix32(x ^ (((idx >> 32) + ((_GOLD * (k1 + 1)) & _M32)) & _M32))
+    return _mix32(x ^ (((idx >> 32) + k1) & _M32))
 
 
 _TABLES: dict[torch.device, torch.Tensor] = {}
@@ -219,9 +225,9 @@ class DirectionStream:
                 idx = torch.arange(g0, g1, dtype=torch.int64, device=out.device)
                 # filled on the device: torch.tensor(v, device="cuda") would copy from the host
                 # and wait for the stream (twice a chunk); a fill kernel just queues
-                k0 = torch.full((), key & _M32, dtype=torch.int64, device=out.device)
-                k1 = torch.full((), (_GOLD * (((key >> 32) & _M32) + 1)) & _M32, dtype=torch.int64,
-                                device=out.device)
+                w0, w1 = key_words(key)
+                k0 = torch.full((), w0, dtype=torch.int64, device=out.device)
+                k1 = torch.full((), w1, dtype=torch.int64, device=out.device)
                 try:
                     out.copy_(kern(idx, k0, k1, gaussian_table(out.device))[:n])
                     return out

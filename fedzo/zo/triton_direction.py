@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fedzo.zo.noise import _GOLD, _M32, gaussian_table
+from fedzo.zo.noise import gaussian_table, key_words
 from fedzo.zo.seeds import derive_seed
 
 BLOCK = 1024
@@ -65,7 +65,7 @@ if triton is not None:
             return x.to(dtype)
 
     @triton.jit
-    def _apply_kernel(w_ptr: Any, n: Any, start: Any, k0: Any, k1: Any, alphas_ptr: Any, table_ptr: Any,
+    def _apply_kernel(w_ptr: Any, n: Any, start: Any, k0: Any, k1: Any, a0: Any, a1: Any, a2: Any, table_ptr: Any,
                       N_ALPHAS: tl.constexpr, GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr) -> None:
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
@@ -88,17 +88,12 @@ if triton is not None:
         w = tl.load(w_ptr + offs, mask=inside, other=0.0)
         dtype = w_ptr.dtype.element_ty
         z = _to_weight_dtype(z, dtype).to(tl.float32)  # the CPU buffer holds z in the weights' dtype
-        for j in tl.static_range(N_ALPHAS):
-            a = tl.load(alphas_ptr + j)
-            w = _to_weight_dtype(tl.fma(z, a, w.to(tl.float32)), dtype)
+        w = _to_weight_dtype(tl.fma(z, a0, w.to(tl.float32)), dtype)
+        if N_ALPHAS > 1:
+            w = _to_weight_dtype(tl.fma(z, a1, w.to(tl.float32)), dtype)
+        if N_ALPHAS > 2:
+            w = _to_weight_dtype(tl.fma(z, a2, w.to(tl.float32)), dtype)
         tl.store(w_ptr + offs, w, mask=inside)
-
-
-def stream_keys(seed: int, tensor_index: int) -> tuple[int, int]:
-    """The two 32-bit words of tensor ``tensor_index``'s stream key for ``seed``: the low one
-    and the golden-ratio multiple of the high one plus one (as the generator mixes them)."""
-    key = derive_seed(seed, tensor_index)
-    return key & _M32, (_GOLD * (((key >> 32) & _M32) + 1)) & _M32
 
 
 def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[float], *, gaussian: bool = True,
@@ -106,18 +101,20 @@ def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[flo
     """``t += a * z(seed)`` for each ``a`` in ``alphas``, in order, on every tensor (its
     index in the parameter set from ``indices``, default its position; its first element
     at position ``start`` of the tensor's stream, default 0), in place, one kernel launch per
-    tensor."""
+    tensor and up to three alphas (passed as scalars: no copy from the host to wait for;
+    more alphas take further launches, in order, which round alike)."""
     if triton is None:
         raise RuntimeError("the fused direction kernel needs Triton (pip install triton)")
     if not alphas:
         return
-    device = tensors[0].device
-    table = gaussian_table(device)
-    a = torch.tensor([float(x) for x in alphas], dtype=torch.float32, device=device)
+    table = gaussian_table(tensors[0].device)
     for pos, t in enumerate(tensors):
         if not t.is_contiguous():
             raise ValueError("the fused direction kernel needs contiguous tensors")
-        k0, k1 = stream_keys(seed, pos if indices is None else indices[pos])
+        k0, k1 = key_words(derive_seed(seed, pos if indices is None else indices[pos]))
         n = t.numel()
-        _apply_kernel[(triton.cdiv(n, BLOCK),)](t, n, start, k0, k1, a, table, N_ALPHAS=len(alphas), GAUSSIAN=gaussian,
-                                               BLOCK=BLOCK)
+        for i in range(0, len(alphas), 3):
+            part = [float(x) for x in alphas[i:i + 3]]
+            a0, a1, a2 = (part + [0.0, 0.0])[:3]
+            _apply_kernel[(triton.cdiv(n, BLOCK),)](t, n, start, k0, k1, a0, a1, a2, table, N_ALPHAS=len(part),
+                                                   GAUSSIAN=gaussian, BLOCK=BLOCK)
