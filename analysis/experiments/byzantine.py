@@ -39,10 +39,12 @@ FRACTION = 0.2
 KINDS = ("sign_flip", "random")
 ALL_KINDS = ("sign_flip", "random", "scale", "nan", "inf")
 DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation overrides)
-    "mean": ("mean", {"aggregator": "mean"}),
+    # each cell names every setting it depends on, so a change of default leaves it what it was
+    "mean": ("mean", {"aggregator": "mean", "reputation": False}),
     # the reply bounds as before 2026-12-07: the absolute one alone, no bound relative to the run's scale
-    "mean-absolute": ("mean, absolute scalar bound only", {"aggregator": "mean", "max_scalar_ratio": None}),
-    "median": ("median", {"aggregator": "median"}),
+    "mean-absolute": ("mean, absolute scalar bound only",
+                      {"aggregator": "mean", "reputation": False, "max_scalar_ratio": None}),
+    "median": ("median", {"aggregator": "median", "reputation": False}),
     "reputation": ("reputation (mean of the rest)", {"aggregator": "mean", "reputation": True}),
 }
 
