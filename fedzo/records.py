@@ -32,7 +32,7 @@ CLIENT_STATUSES: tuple[str, ...] = ("ok", "late", "dropped", "failed", "excluded
 # Fields measured on the host (time, memory): they differ between two runs of the same
 # configuration, unlike every other field, which a rerun or a resume reproduces.
 HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
-                                "server_replay_seconds", "measured_client_memory_bytes",
+                                "server_replay_seconds", "reference_seconds", "measured_client_memory_bytes",
                                 "measured_client_model_bytes"})
 
 
@@ -88,6 +88,9 @@ class RoundRecord(Record):
     history_entries: int = Field(0, description="catch-up entries the server holds")
     distrusted: list[int] = Field(default_factory=list, description="clients whose valid replies were left out "
                                   "of the aggregate for a low reputation (federation.reputation)")
+    reference_seconds: float | None = Field(None, description="host s the server spent on its own scalars on its root "
+                                            "set (federation.reputation_reference: server; part of "
+                                            "server_replay_seconds)")
     faults_injected: dict[str, int] = Field(default_factory=dict)
     extra_replies: dict[str, int] = Field(default_factory=dict)
     estimated_transport_bytes_per_message_labelled_estimate: float | None = None

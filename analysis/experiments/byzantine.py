@@ -45,7 +45,12 @@ DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation 
     "mean-absolute": ("mean, absolute scalar bound only",
                       {"aggregator": "mean", "reputation": False, "max_scalar_ratio": None}),
     "median": ("median", {"aggregator": "median", "reputation": False}),
-    "reputation": ("reputation (mean of the rest)", {"aggregator": "mean", "reputation": True}),
+    "reputation": ("reputation (mean of the rest)",
+                   {"aggregator": "mean", "reputation": True, "reputation_reference": "clients"}),
+    # FLTrust's root set under seeds and scalars: the consensus is the server's own scalars
+    "reputation-server": ("reputation against the server's root set (128 examples)",
+                          {"aggregator": "mean", "reputation": True, "reputation_reference": "server",
+                           "reference_examples": 128}),
 }
 
 
@@ -71,9 +76,9 @@ def cell(work: Path, seed: int, kind: str | None, defence: str, scenario: str = 
     return {"run": name, "final_accuracy": acc, "interval": list(wilson_interval(acc, n)), "eval_n": n,
             "initial_accuracy": s["initial_accuracy"], "attackers": attackers, "model_sha256": s["model_sha256"],
             "reputation": rep,
-            "attackers_scored_below_every_honest": (max(rep[str(c)] for c in attackers)
-                                                    < min(v for c, v in rep.items() if int(c) not in attackers))
-            if rep and attackers else None}
+            # attackers whose replies were all rejected (nan, inf) were never scored
+            "attackers_scored_below_every_honest": (max(scored) < min(v for c, v in rep.items() if int(c) not in attackers))
+            if (scored := [rep[str(c)] for c in attackers if str(c) in rep]) else None}
 
 
 def _spread(xs: list[float]) -> dict[str, float]:

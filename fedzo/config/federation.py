@@ -134,6 +134,11 @@ class FederationConfig(Section):
                                         "(0: chance agreement; an honest client scores above 0 on average)")
     reputation_max_scale: float = Field(3.0, gt=1, description="a client whose scalars' norm is on average "
                                         "(geometric mean) more than this many times the others' is left out")
+    reputation_reference: Literal["clients", "server"] = Field(
+        "clients", description="what a client's scalars are compared with, seed by seed (reputation): clients: the "
+        "median of the other clients' (weaker as attackers grow in number); server: the server's own scalars for "
+        "the round's seeds on reference_examples training examples it holds (a root set, as FLTrust)")
+    reference_examples: int = Field(128, ge=1, description="the server's root set (reputation_reference: server)")
     max_abs_scalar: float = Field(1e6, gt=0, description="replies with a larger |scalar| are rejected")
     max_scalar_ratio: float | None = Field(
         1000.0, gt=1, description="replies whose largest |scalar| is more than this many times the run's own scale "
@@ -191,6 +196,9 @@ class FederationConfig(Section):
         elif self.min_clients > self.participants:
             problems.append(f"federation.min_clients: {self.min_clients} exceeds the {self.participants} "
                             "participants per round; lower min_clients or raise participation")
+        if self.reputation_reference == "server" and not self.reputation:
+            problems.append("federation.reputation_reference: 'server' compares clients with the server's own "
+                            "scalars for the reputation; it needs federation.reputation: true")
         if self.catch_up == "seed_pool" and self.seed_pool_size < self.local_steps:
             problems.append(f"federation.seed_pool_size: {self.seed_pool_size} is below local_steps "
                             f"{self.local_steps}; a round draws K distinct pool seeds")

@@ -11,7 +11,10 @@ Two kinds of evidence are summed over every round a client took part in:
   median absolute deviation), clipped to [-2, 2]: a seed on which the others clearly
   agree counts more. The direction score is the z-score
   ``sum(votes) / sqrt(sum(t_j^2))``: about 0 for noise, positive for agreement, negative
-  for a flip. One round's evidence is weak (on the tiny model an honest client agrees
+  for a flip. With ``federation.reputation_reference: server`` the consensus is instead the
+  server's own scalars for the round's seeds on a root set it holds
+  (:mod:`fedzo.federation.reference`, as FLTrust): ``t_j = sign(r_j)``, which does not
+  weaken as the share of attackers grows. One round's evidence is weak (on the tiny model an honest client agrees
   with the others' median on about 54 % of the seeds), so the default threshold is
   -1: only clients whose scalars point *against* the others' with some confidence are
   left out, and honest clients, whose scores wander around small positive values early
@@ -45,20 +48,26 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a no
 Vote = tuple[float, float, float]  # (direction votes, their weight, log scale ratio) of one client-round
 
 
-def round_votes(contribs: Sequence[Contribution]) -> dict[int, Vote]:
-    """Each client's vote for this round; needs 3 or more clients."""
-    if len(contribs) < 3:
+def round_votes(contribs: Sequence[Contribution], reference: Sequence[float] | None = None) -> dict[int, Vote]:
+    """Each client's vote for this round. Without ``reference`` a seed's consensus is the
+    other clients' median (3 or more clients needed); with it (the server's own scalars for
+    the round's seeds, :mod:`fedzo.federation.reference`), ``t_j = sign(reference_j)`` for
+    every client, and the scale test needs 3 or more clients."""
+    if len(contribs) < 3 and reference is None:
         return {}
     vals = np.array([c.scalars for c in contribs], dtype=np.float64)  # (clients, seeds)
     norms = np.linalg.norm(vals, axis=1)
     out: dict[int, Vote] = {}
     for i, c in enumerate(contribs):
         others = np.delete(vals, i, axis=0)
-        med = np.median(others, axis=0)
-        spread = MAD_TO_SIGMA * np.median(np.abs(others - med), axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(spread > 0, np.clip(med / spread, -CONSENSUS_CLIP, CONSENSUS_CLIP), 0.0)
-        ref = float(np.median(np.delete(norms, i)))
+        if reference is not None:
+            t = np.sign(np.asarray(reference, dtype=np.float64))
+        else:
+            med = np.median(others, axis=0)
+            spread = MAD_TO_SIGMA * np.median(np.abs(others - med), axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(spread > 0, np.clip(med / spread, -CONSENSUS_CLIP, CONSENSUS_CLIP), 0.0)
+        ref = float(np.median(np.delete(norms, i))) if len(contribs) >= 3 else 0.0
         scale = math.log(norms[i] / ref) if norms[i] > 0 and ref > 0 else 0.0
         out[c.client] = (float(np.sum(np.sign(vals[i]) * t)), float(np.sum(t * t)), scale)
     return out

@@ -72,8 +72,9 @@ class RobustAggregator:
         ref = self.reference_scale(c.scalars for c in contribs)
         return self.multiplier * ref if ref > 0 else None
 
-    def __call__(self, contribs: Sequence[Contribution]) -> tuple[float, ...]:
-        """Aggregate per seed (after clipping and leaving out distrusted clients, when configured)."""
+    def __call__(self, contribs: Sequence[Contribution], reference: Sequence[float] | None = None) -> tuple[float, ...]:
+        """Aggregate per seed (after clipping and leaving out distrusted clients, when configured);
+        ``reference``: the server's own scalars, the reputation's consensus when given."""
         contribs = sorted(contribs, key=lambda c: c.client)
         b = self.bound(contribs)
         self.last_bound, self.clipped = b, 0
@@ -88,7 +89,7 @@ class RobustAggregator:
             contribs = self._norm_clipped(contribs)
         self.clear()
         if self.reputation is not None:
-            self.votes = round_votes(contribs)
+            self.votes = round_votes(contribs, reference)
             self.left_out = self.reputation.distrusted([c.client for c in contribs], self.votes)
             contribs = [c for c in contribs if c.client not in self.left_out]
         return self.base(contribs)

@@ -119,12 +119,79 @@ def test_sign_flippers_lose_their_reputation_in_a_run(tmp_path: Path, fed_config
     assert all(not r["distrusted"] for r in rounds if r["kind"] == "round" and r["round"] <= 1)  # no votes yet
 
 
-def test_reputation_is_rebuilt_on_resume(tmp_path: Path, fed_config, interrupt_and_resume, strip_timings) -> None:
-    cfg = _attacked(fed_config, aggregator_clip="norm")
+@pytest.mark.parametrize("reference", ["clients", "server"])
+def test_reputation_is_rebuilt_on_resume(tmp_path: Path, fed_config, interrupt_and_resume, strip_timings,
+                                         reference: str) -> None:
+    cfg = _attacked(fed_config, aggregator_clip="norm", reputation_reference=reference)
     ref = run_federated(cfg, tmp_path / "ref", progress="none")
     resumed = interrupt_and_resume(cfg, tmp_path / "cut", 4)
     assert resumed.model_sha256 == ref.model_sha256 and resumed.reputation == ref.reputation
     assert strip_timings(tmp_path / "cut") == strip_timings(tmp_path / "ref")
+
+
+def test_votes_against_the_server_reference_need_no_majority() -> None:
+    # 3 of 5 clients flip: the others' median now points the wrong way, the server's reference does not
+    rows = [HONEST[0], HONEST[1], [-x for x in HONEST[2]], [-x for x in HONEST[3]], [-x for x in HONEST[4]]]
+    by_clients = round_votes(_contribs(rows))
+    assert by_clients[0][0] < 0 and by_clients[2][0] > 0  # the majority of flippers wins the consensus
+    by_server = round_votes(_contribs(rows), reference=(1.0, -1.0, 0.5))
+    assert [by_server[c][0] for c in range(5)] == [3.0, 3.0, -3.0, -3.0, -3.0]
+    assert all(by_server[c][1] == 3.0 for c in range(5))  # one unit of weight per seed
+    assert round_votes(_contribs(HONEST[:2]), reference=(1.0, -1.0, 0.0))[1][:2] == (2.0, 2.0)  # two clients suffice
+
+
+def test_server_reference_runs_a_clients_steps_on_its_root_set_and_restores_the_weights(fed_config) -> None:
+    import torch
+
+    from fedzo.federation.reference import ServerReference, root_indices
+    from fedzo.tasks.objective import build_objective
+    from fedzo.zo import DirectionalLoss, EstimatorConfig, ParamSet, Perturber, make_zo_optimizer, zo_step
+    from fedzo.zo.noise import NoiseSpec
+
+    sc = fed_config()
+    obj = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
+    params = ParamSet.from_module(obj.classifier)
+    pert = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size))
+    before = params.snapshot()
+    ref = ServerReference(obj, params, pert, seed=3, examples=16, estimator=sc.zo.estimator,
+                          optimizer=sc.optimizer.name)
+    assert root_indices(3, len(obj.train), 16) == root_indices(3, len(obj.train), 16) != root_indices(4, len(obj.train), 16)
+    seeds = (11, 12, 13)
+    got = ref.scalars(seeds, 1e-3, sc.zo.eps, sc.zo.q)
+    assert len(got) == len(seeds) * sc.zo.q and ref.seconds > 0
+    assert all(torch.equal(before[n], t) for n, t in zip(params.names, params.tensors, strict=True))
+    # the same K steps written out by hand, on the root set, from the same weights
+    root = [obj.train[i] for i in root_indices(3, len(obj.train), 16)]
+    batch = next(iter(obj.classifier.batches(root, len(root))))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(obj.classifier.loss(batch))
+
+    est, opt, by_hand = EstimatorConfig(sc.zo.estimator, sc.zo.eps, sc.zo.q), make_zo_optimizer(sc.optimizer.name), []
+    for seed in seeds:
+        by_hand.extend(zo_step(pert, DirectionalLoss(loss), seed, est, opt, 1e-3).grads)
+    assert tuple(by_hand) == got
+
+
+def test_sign_flippers_lose_their_reputation_against_the_server_reference(tmp_path: Path, fed_config) -> None:
+    cfg = _attacked(fed_config, reputation_reference="server", reference_examples=64)
+    s = run_federated(cfg, tmp_path / "run", progress="none")
+    bad = persistent_attackers(cfg.faults, 10)
+    assert s.reputation is not None
+    honest = [z for c, z in s.reputation.items() if c not in bad]
+    assert max(s.reputation[c] for c in bad) < 0.0 < sum(honest) / len(honest)
+    rounds = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["reference_seconds"] > 0 for r in rounds if r["kind"] == "round" and r["round"] >= 1)
+
+
+def test_a_server_reference_needs_the_reputation(tmp_path: Path) -> None:
+    from fedzo.config.scenario import load_scenario
+
+    bad = tmp_path / "ref.yaml"
+    bad.write_text("federation: {reputation: false, reputation_reference: server}\n")
+    with pytest.raises(ScenarioError, match="reputation_reference"):
+        load_scenario(bad)
 
 
 def test_reputation_needs_the_seeds_and_scalars_protocol(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from fedzo.federation.aggregate import Contribution
 from fedzo.federation.batches import batch_shape, local_examples
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
 from fedzo.federation.protocols.base import Outgoing
+from fedzo.federation.reference import ServerReference
 from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
 from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
@@ -86,6 +87,10 @@ class ZOProtocol:
         for c in range(fed.num_clients):
             self.planner.mark_synced(c, 0)
         self.aggregate = RobustAggregator.from_config(fed)  # running-median clip state: see _apply
+        self.reference = ServerReference(objective, self.params, self.perturber, seed=scenario.seed,
+                                         examples=fed.reference_examples, estimator=zo.estimator,
+                                         optimizer=scenario.optimizer.name) \
+            if fed.reputation and fed.reputation_reference == "server" else None
         optimizer = make_zo_optimizer(scenario.optimizer.name)
         if not isinstance(optimizer, ZOSGD):
             raise FederationError(f"optimizer.name: {scenario.optimizer.name!r} cannot run federated")
@@ -203,7 +208,10 @@ class ZOProtocol:
         entries: list[LogEntry] = []
         self.aggregate.clear()
         if accepted:
-            grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())])
+            ref = None if self.reference is None else self.reference.scalars(
+                self.seeds, self.lr, self.scenario.zo.eps, self.scenario.zo.q)
+            grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())],
+                                   ref)
             entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
         votes = self.aggregate.votes
         self.log.append_round(round_, entries, {"reputation": votes_to_json(votes)} if votes else None)
@@ -223,7 +231,11 @@ class ZOProtocol:
 
     def round_fields(self) -> dict[str, Any]:
         """Catch-up entries the server holds; clients left out by their reputation."""
-        return {"history_entries": self.planner.history_entries, "distrusted": list(self.aggregate.left_out)}
+        out: dict[str, Any] = {"history_entries": self.planner.history_entries,
+                               "distrusted": list(self.aggregate.left_out)}
+        if self.reference is not None:
+            out["reference_seconds"] = round(self.reference.seconds, 4)
+        return out
 
     def summary_fields(self) -> dict[str, Any]:
         """Catch-up policy, the clients' reputations and the global model's digest."""
