@@ -98,7 +98,7 @@ def _record(cfg, met, with_metrics):
 def test_reply_parser_raises_only_message_errors(reply) -> None:
     from flwr.app import Message, RecordDict
 
-    from fedzo.federation.replies import collect_replies
+    from fedzo.federation.server.replies import collect_replies
     from fedzo.federation.wire.bytes import ensure_task_identity
     from fedzo.federation.wire.messages import Expected, MessageError, parse_uplink
 

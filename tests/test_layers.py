@@ -87,6 +87,23 @@ def test_nothing_in_the_package_imports_analysis_or_the_trainer_from_federation(
             assert "fedzo.train" not in mods, f"{name} imports the centralized trainer"
 
 
+FEDERATION_ROLES = {  # subpackage: the subpackages of fedzo.federation it may not import
+    "wire": {"client", "server", "transports"},  # the schema both sides read
+    "client": {"server", "transports"},  # a worker process runs no server code
+    "server": {"client"},  # the server reaches clients only through a transport and the wire
+}
+
+
+@pytest.mark.parametrize("role", sorted(FEDERATION_ROLES))
+def test_federation_roles_keep_to_their_side(role: str) -> None:
+    prefix = f"fedzo.federation.{role}"
+    banned = tuple(f"fedzo.federation.{other}" for other in FEDERATION_ROLES[role])
+    for name, path in MODULES.items():
+        if name == prefix or name.startswith(prefix + "."):
+            bad = sorted(m for m in imports_of(path) if m.startswith(banned))
+            assert not bad, f"{name} imports {bad}: fedzo.federation.{role} may not import {sorted(banned)}"
+
+
 def _cycle() -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []

@@ -59,7 +59,7 @@ def cell(work: Path, seed: int, kind: str | None, defence: str, scenario: str = 
     """One run's figures (fault-free when ``kind`` is None)."""
     from fedzo.config.faults import FaultsConfig
     from fedzo.config.scenario import load_scenario
-    from fedzo.federation.faults import persistent_attackers
+    from fedzo.federation.transports.faults import persistent_attackers
     from fedzo.stats import wilson_interval
 
     name = f"seed{seed}-{kind or 'fault-free'}-{defence}" + (f"-f{fraction:g}" if kind and fraction != FRACTION else "")

@@ -111,7 +111,7 @@ def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes,
 def joint_forward_seconds() -> Iterator[list[float]]:
     """While active, the host seconds of every joint forward call (every turn of the batched
     engine: its packed passes and their losses) are appended to the yielded list."""
-    from fedzo.federation.batched.joint import JointForward
+    from fedzo.federation.transports.batched.joint import JointForward
 
     spent: list[float] = []
     original = JointForward.__call__
@@ -137,7 +137,7 @@ def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
     import torch
 
     from fedzo.calibration.measure import step_times
-    from fedzo.federation.batched.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
+    from fedzo.federation.transports.batched.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
     from fedzo.tasks.objective import build_objective
 
     obj = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)

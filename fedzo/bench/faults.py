@@ -36,8 +36,8 @@ from fedzo.config.scenario import Scenario
 from fedzo.records import HOST_MEASURED_KEYS
 
 if TYPE_CHECKING:
-    from fedzo.federation.engine import Attempt, RoundEngine
-    from fedzo.federation.transport import Transport
+    from fedzo.federation.server.engine import Attempt, RoundEngine
+    from fedzo.federation.transports.base import Transport
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
                                     "sim_replay_end", "sim_compute_end", "sim_end"}
@@ -85,7 +85,7 @@ def _records(run: Path) -> list[str]:
 @contextmanager
 def _killed_in_round(round_: int) -> Iterator[None]:
     """Within the block, a federated run stops as if killed when it reaches ``round_``."""
-    from fedzo.federation.engine import RoundEngine
+    from fedzo.federation.server.engine import RoundEngine
 
     real = RoundEngine.run_round
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from fedzo.federation.aggregate import Contribution, make_aggregator
 from fedzo.federation.catchup import derived_step_seeds as step_seeds
+from fedzo.federation.server.aggregate import Contribution, make_aggregator
 from fedzo.federation.wire.bytes import MessageSize, ensure_task_identity, payload_bytes
 from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, aggregate_entries, apply_entries

@@ -182,7 +182,7 @@ def measure_updates(threads: int, repeats: int = 5) -> tuple[dict[Optimizer, flo
     step (the median of ``repeats`` after two warm-ups), and of what a FedAvg client-round
     adds once (the tensor packed into the reply's arrays, an arriving array checked and
     loaded, and the first step's extra time, which allocates the optimizer's state)."""
-    from fedzo.federation.client.fedavg import check_arrays, load_arrays, params_to_arrays
+    from fedzo.federation.wire.fedavg import check_arrays, load_arrays, params_to_arrays
     from fedzo.zo import ParamSet
 
     torch.set_num_threads(threads)

@@ -130,7 +130,7 @@ def _kinds(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
 
 def _faults(args: argparse.Namespace) -> int:
     from fedzo.bench.faults import FAULT_KINDS, format_report, run_bench
-    from fedzo.federation.faults import BYZANTINE_KINDS
+    from fedzo.federation.transports.faults import BYZANTINE_KINDS
 
     report = run_bench(rounds=args.rounds, num_clients=args.clients, fraction=args.fraction,
                        byzantine_fraction=args.byzantine_fraction,

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     """``--run DIR``: rebuild the run's global model from its log and evaluate it."""
-    from fedzo.federation.global_model import load_global_model
+    from fedzo.federation.server.global_model import load_global_model
     from fedzo.tasks.registry import load_task
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """The ``faults:`` section of a scenario: which injected client faults, how often.
 
 Which clients are faulty is a pure function of ``(faults.seed, round, client)``; see
-:mod:`fedzo.federation.faults` for the draw, what each fault does and how it is counted.
+:mod:`fedzo.federation.transports.faults` for the draw, what each fault does and how it is counted.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fedzo.config.sections import Section
-from fedzo.federation.aggregate import AGGREGATORS
 from fedzo.federation.catchup import CATCH_UP_POLICIES
+from fedzo.federation.server.aggregate import AGGREGATORS
 from fedzo.tasks.partition import PARTITIONERS
 from fedzo.zo.perturb import Perturber
 from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS, ServerOptimizer, make_server_optimizer

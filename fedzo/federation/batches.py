@@ -1,4 +1,5 @@
-"""Which examples a client trains on in each local step, and the shape of that batch.
+"""Which examples a client trains on in each local step (or FedAvg epoch), and the shape
+of that batch.
 
 The client (to train) and the server (to price the client's work on the clock) call the
 same functions, so the simulated time of a client-round is priced from the very batches
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from fedzo.tasks.classifiers import Classifier
 from fedzo.tasks.types import Example
 from fedzo.zo.seeds import BATCH_TAG, derive_seed
+
+EPOCH_TAG = 0xFEDA  # the shuffle of a FedAvg client's epoch: (run seed, round, client, epoch)
 
 
 def local_batch(partition: Sequence[int], batch_size: int, seed: int, round_: int, client: int,
@@ -32,3 +35,11 @@ def batch_shape(clf: Classifier, examples: Sequence[Example]) -> tuple[int, int]
     """(rows, padded width) of the batch ``clf`` makes of ``examples`` (from the cached
     encodings: no batch is built)."""
     return len(examples), clf.padded_width(examples)
+
+
+def epoch_batches(partition: list[int], batch_size: int, run_seed: int, round_: int, client: int,
+                  epoch: int) -> list[list[int]]:
+    """The example indices of each step of one local epoch (a pure function of the seeds)."""
+    order = list(partition)
+    random.Random(derive_seed(run_seed, EPOCH_TAG, round_, client, epoch)).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

@@ -13,11 +13,11 @@ from fedzo.calibration.resolve import run_calibration
 from fedzo.config.federation import SimulationConfig
 from fedzo.config.scenario import Scenario, batched_measured_problem, scenario_from_dict
 from fedzo.errors import ConfigError
-from fedzo.federation.engine import RoundEngine
 from fedzo.federation.fleet import plan_fleet
 from fedzo.federation.logserver import ACTOR_PREFIX, new_actor_ref, serve_log
 from fedzo.federation.progress import Mode, RoundProgress
-from fedzo.federation.transport import GridTransport, Transport
+from fedzo.federation.server.engine import RoundEngine
+from fedzo.federation.transports.base import GridTransport, Transport
 from fedzo.records import Summary
 from fedzo.runs import RunDir, discarded_on_failure, never_started, open_run
 from fedzo.tasks.objective import build_objective
@@ -50,11 +50,11 @@ def build_engine(scenario: Scenario, run: RunDir, *, engine: str, resume: bool,
                       calibration_source=source)
     protocol: Any
     if scenario.is_zo:
-        from fedzo.federation.protocols.zo import ZOProtocol
+        from fedzo.federation.server.protocols.zo import ZOProtocol
 
         protocol = ZOProtocol(scenario, objective, plan.clock, plan.partitions, resync_log=resync_log)
     else:
-        from fedzo.federation.protocols.fedavg import FedAvgProtocol
+        from fedzo.federation.server.protocols.fedavg import FedAvgProtocol
 
         protocol = FedAvgProtocol(scenario, objective, plan.partitions)
     eng = RoundEngine(scenario, run, plan, protocol, engine=engine)
@@ -92,11 +92,11 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
         with discarded_on_failure(run, fresh=not resume):
             eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=log_ref)
         if eng_name == "inprocess":
-            from fedzo.federation.inprocess import InProcessTransport
+            from fedzo.federation.transports.inprocess import InProcessTransport
 
             summary = eng.run_all(InProcessTransport(scenario.federation.num_clients))
         elif eng_name == "batched":
-            from fedzo.federation.batched import BatchedTransport
+            from fedzo.federation.transports.batched import BatchedTransport
 
             summary = eng.run_all(BatchedTransport(scenario.federation.num_clients, scenario.federation.batched))
         else:

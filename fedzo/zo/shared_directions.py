@@ -3,7 +3,7 @@
 A device regenerates each direction from its seed whenever it needs it: that is what keeps
 ZO's memory at inference level, and what the simulated clock prices. On the simulating
 host, though, a round's participants all probe the same server-chosen seeds, so the
-batched engine (:mod:`fedzo.federation.batched`) lets their perturbers share one store of
+batched engine (:mod:`fedzo.federation.transports.batched`) lets their perturbers share one store of
 direction chunks: the first perturber to need a chunk generates it, the others copy it.
 Each client's arithmetic is unchanged (the same bits, then the same updates), so this is
 host speed only: on the tiny model's prompt tuning, 100 clients x 4 steps x 3 moves read

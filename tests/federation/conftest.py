@@ -64,8 +64,8 @@ def strip_timings() -> Any:
 def interrupted_then_resumed(config: Any, out: Path, crash_round: int, monkeypatch: Any) -> dict[str, Any]:
     """Run ``config`` into ``out``, interrupt it at the start of ``crash_round`` (as Ctrl-C
     would), then resume it; returns the resumed run's summary."""
-    from fedzo.federation.engine import RoundEngine
     from fedzo.federation.run import run_federated
+    from fedzo.federation.server.engine import RoundEngine
 
     real = RoundEngine.run_round
 

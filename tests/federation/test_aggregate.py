@@ -6,8 +6,8 @@ import pytest
 from flwr.app import Error, Message, RecordDict
 
 from fedzo.errors import ConfigError
-from fedzo.federation.aggregate import Contribution, make_aggregator, median, trimmed_mean, weighted_mean
-from fedzo.federation.replies import collect_replies
+from fedzo.federation.server.aggregate import Contribution, make_aggregator, median, trimmed_mean, weighted_mean
+from fedzo.federation.server.replies import collect_replies
 from fedzo.federation.wire.bytes import ensure_task_identity
 from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 

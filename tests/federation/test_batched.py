@@ -24,10 +24,10 @@ import torch
 
 from fedzo.config.scenario import Scenario, load_scenario
 from fedzo.errors import ConfigError
-from fedzo.federation.batched import NotShareable, RecordingPerturber
-from fedzo.federation.batched.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
-from fedzo.federation.batched.lockstep import Abandoned, run_lockstep
 from fedzo.federation.run import run_federated
+from fedzo.federation.transports.batched import NotShareable, RecordingPerturber
+from fedzo.federation.transports.batched.joint import blocks, gather, pack, pass_byte_cap, row_lengths, token_bytes
+from fedzo.federation.transports.batched.lockstep import Abandoned, run_lockstep
 from fedzo.tasks.batching import Batch
 from fedzo.zo import NoiseSpec, ParamSet, Perturber
 
@@ -174,8 +174,8 @@ def test_shared_virtual_tokens_keep_each_clients_scalars(tmp_path: Path, fed_con
 def test_shared_virtual_tokens_score_as_the_full_forward(fed_config: Any) -> None:
     """The cached virtual tokens give the scores of the plain joint forward: left-padded rows
     of different widths, each block with its own client's table."""
-    from fedzo.federation.batched.promptcache import block_prompts, prompt_cache_reason, prompt_scores
-    from fedzo.federation.batched.rowstate import per_row_state, prompt_table_index
+    from fedzo.federation.transports.batched.promptcache import block_prompts, prompt_cache_reason, prompt_scores
+    from fedzo.federation.transports.batched.rowstate import per_row_state, prompt_table_index
     from fedzo.tasks.objective import build_objective
 
     sc = fed_config()
@@ -382,7 +382,7 @@ def test_committed_bench_tables_match_their_data(name: str) -> None:
     ("tiny-llama", "full", "implemented for LoRA and for prompt or prefix tuning"),
 ])
 def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, peft: str, reason: str | None) -> None:
-    from fedzo.federation.batched.rowstate import rows_reason
+    from fedzo.federation.transports.batched.rowstate import rows_reason
     from fedzo.tasks.objective import build_objective
 
     sc = fed_config()

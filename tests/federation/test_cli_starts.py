@@ -116,7 +116,7 @@ def test_progress_to_a_file_is_one_line_per_round(monkeypatch: Any, capsys: Any)
 def test_a_run_on_relative_user_data_is_rebuilt_from_another_directory(tmp_path: Path, monkeypatch: Any) -> None:
     """The stored scenario holds the data path made absolute, so evaluate --run (and
     --resume) find the data from any working directory."""
-    from fedzo.federation.global_model import load_global_model
+    from fedzo.federation.server.global_model import load_global_model
 
     work = tmp_path / "work"
     work.mkdir()

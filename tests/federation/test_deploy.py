@@ -15,9 +15,9 @@ from fedzo.federation.catchup import CatchUp, derived_step_seeds
 from fedzo.federation.client.nodecache import NodeCache
 from fedzo.federation.client.worker import CatchUpError, Worker
 from fedzo.federation.deploy import read_run_config
-from fedzo.federation.inprocess import InProcessGrid, InProcessTransport
 from fedzo.federation.run import run_federated, run_on_grid
 from fedzo.federation.setup import ClientSetup
+from fedzo.federation.transports.inprocess import InProcessGrid, InProcessTransport
 from fedzo.federation.wire.messages import Downlink
 
 REAL_GET_WORKER = client_mod.get_worker
@@ -111,7 +111,7 @@ def test_restarted_supernodes_and_a_restarted_superlink_reach_the_fault_free_mod
     the SuperLink dies, and the run resumes as a new Flower run whose nodes kept no cache for it."""
     from flwr.app import Context, RecordDict
 
-    from fedzo.federation.engine import RoundEngine
+    from fedzo.federation.server.engine import RoundEngine
 
     cfg = fed_config(rounds=4, catch_up="replay")
     transport = InProcessTransport(4)
@@ -154,7 +154,7 @@ def test_the_handshake_resends_the_setup_to_silent_nodes_and_skips_dead_ones(fed
     from flwr.app import Error, Message
 
     from fedzo.federation.setup import ClientSetup
-    from fedzo.federation.transport import handshake
+    from fedzo.federation.transports.base import handshake
 
     monkeypatch.setenv("FEDZO_NODE_CACHE", str(tmp_path / "cache"))  # nodes keep the setup on disk
 
@@ -188,7 +188,7 @@ def test_the_handshake_refuses_duplicate_or_out_of_range_partition_ids_at_once(f
     import time
 
     from fedzo.errors import FederationError
-    from fedzo.federation.transport import handshake
+    from fedzo.federation.transports.base import handshake
 
     transport = InProcessTransport(4)
     for ctx, pid in zip(sorted(transport.contexts.values(), key=lambda c: c.node_id), ids, strict=True):
@@ -204,7 +204,7 @@ def test_a_node_whose_app_fails_its_setup_ends_the_handshake_with_its_reason(fed
     import time
 
     from fedzo.errors import FederationError
-    from fedzo.federation.transport import handshake
+    from fedzo.federation.transports.base import handshake
 
     transport = InProcessTransport(4)
     broken = max(transport.contexts)

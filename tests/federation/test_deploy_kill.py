@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from processes import pid_alive
 
-from fedzo.federation.global_model import load_global_model
+from fedzo.federation.server.global_model import load_global_model
 
 SCENARIO = """\
 version: 2

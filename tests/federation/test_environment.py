@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from fedzo import environment
-from fedzo.federation.global_model import load_global_model
 from fedzo.federation.run import run_federated
+from fedzo.federation.server.global_model import load_global_model
 from fedzo.reporting.report import render_report
 from fedzo.reporting.rundir import load_run
 

@@ -12,8 +12,11 @@ import pytest
 
 from fedzo.config.scenario import load_scenario
 from fedzo.errors import ScenarioError
-from fedzo.federation.aggregate import Contribution
-from fedzo.federation.faults import (
+from fedzo.federation.run import run_federated
+from fedzo.federation.server.aggregate import Contribution
+from fedzo.federation.server.replies import collect_replies
+from fedzo.federation.server.robust import RobustAggregator
+from fedzo.federation.transports.faults import (
     DELIVERY_FAULTS,
     FaultsConfig,
     delivery_fault,
@@ -21,9 +24,6 @@ from fedzo.federation.faults import (
     is_byzantine,
     tamper,
 )
-from fedzo.federation.replies import collect_replies
-from fedzo.federation.robust import RobustAggregator
-from fedzo.federation.run import run_federated
 from fedzo.records import parse_record
 from fedzo.zo import LogEntry
 
@@ -187,7 +187,7 @@ def test_running_median_clip_run_resumes_bitwise(tmp_path, interrupt_and_resume,
 def test_collect_replies_prefers_the_valid_reply() -> None:
     from flwr.app import Error, Message
 
-    from fedzo.federation.faults import _with_config
+    from fedzo.federation.transports.faults import _with_config
     from fedzo.federation.wire.bytes import ensure_task_identity
     from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
 

@@ -10,21 +10,15 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedzo.federation.client.fedavg import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
-    WEIGHT_KEY,
-    build_train_config,
-    epoch_batches,
-    params_to_arrays,
-    train_local,
-)
+from fedzo.federation.batches import epoch_batches
+from fedzo.federation.client.fedavg import train_local
 from fedzo.federation.client.worker import Worker
-from fedzo.federation.protocols.fedavg import FedAvgProtocol
 from fedzo.federation.run import run_federated
-from fedzo.federation.sampling import sample_clients
+from fedzo.federation.server.protocols.fedavg import FedAvgProtocol
+from fedzo.federation.server.sampling import sample_clients
 from fedzo.federation.setup import ClientSetup, config_digest
 from fedzo.federation.wire.bytes import ensure_task_identity
+from fedzo.federation.wire.fedavg import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, build_train_config, params_to_arrays
 from fedzo.zo import ParamSet, param_digest
 
 

@@ -33,7 +33,7 @@ from processes import pid_alive
 
 from fedzo.config.scenario import load_scenario
 from fedzo.federation.run import run_federated
-from fedzo.federation.sampling import sample_clients
+from fedzo.federation.server.sampling import sample_clients
 
 APP = Path(__file__).resolve().parents[2] / "scripts" / "fedzo-app"
 NODES = 16

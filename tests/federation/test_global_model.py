@@ -9,8 +9,8 @@ import yaml
 
 from fedzo.cli import main
 from fedzo.errors import ConfigError
-from fedzo.federation.global_model import load_global_model
 from fedzo.federation.run import run_federated
+from fedzo.federation.server.global_model import load_global_model
 
 
 @pytest.mark.parametrize("catch_up", ["replay", "seed_pool"])

@@ -55,9 +55,9 @@ def test_a_node_flower_reports_unavailable_is_that_clients_failure(tmp_path: Pat
     node's reply with the client dropped for a timeout."""
     from flwr.app import Error, Message
 
-    from fedzo.federation.engine import RoundEngine
-    from fedzo.federation.inprocess import InProcessTransport
     from fedzo.federation.run import build_engine, prepare_run
+    from fedzo.federation.server.engine import RoundEngine
+    from fedzo.federation.transports.inprocess import InProcessTransport
 
     class OneDead(InProcessTransport):
         dead: int | None = None

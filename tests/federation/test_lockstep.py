@@ -1,10 +1,10 @@
-"""Turn-taking threads (fedzo/federation/batched/lockstep.py): order, answers and failures."""
+"""Turn-taking threads (fedzo/federation/transports/batched/lockstep.py): order, answers and failures."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedzo.federation.batched.lockstep import Abandoned, Ask, run_lockstep
+from fedzo.federation.transports.batched.lockstep import Abandoned, Ask, run_lockstep
 
 
 def _job(name: str, asks: int, log: list[str]) -> Callable[[Ask[str, int]], int]:

@@ -10,11 +10,11 @@ import pytest
 
 from fedzo.config.faults import FaultsConfig
 from fedzo.errors import ScenarioError
-from fedzo.federation.aggregate import Contribution
-from fedzo.federation.faults import is_byzantine, persistent_attackers
-from fedzo.federation.reputation import Reputation, round_votes, votes_from_json, votes_to_json
-from fedzo.federation.robust import RobustAggregator
 from fedzo.federation.run import run_federated
+from fedzo.federation.server.aggregate import Contribution
+from fedzo.federation.server.reputation import Reputation, round_votes, votes_from_json, votes_to_json
+from fedzo.federation.server.robust import RobustAggregator
+from fedzo.federation.transports.faults import is_byzantine, persistent_attackers
 from fedzo.zo import LogEntry, UpdateLog
 
 HONEST = [[1.0, -2.0, 0.5], [1.5, -1.0, 0.2], [0.8, -1.5, 0.9], [1.2, -0.7, 0.4], [0.9, -1.1, 0.6]]
@@ -143,7 +143,7 @@ def test_votes_against_the_server_reference_need_no_majority() -> None:
 def test_server_reference_runs_a_clients_steps_on_its_root_set_and_restores_the_weights(fed_config) -> None:
     import torch
 
-    from fedzo.federation.reference import ServerReference, root_indices
+    from fedzo.federation.server.reference import ServerReference, root_indices
     from fedzo.tasks.objective import build_objective
     from fedzo.zo import DirectionalLoss, EstimatorConfig, ParamSet, Perturber, make_zo_optimizer, zo_step
     from fedzo.zo.noise import NoiseSpec

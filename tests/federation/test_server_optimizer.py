@@ -126,8 +126,8 @@ def test_scenarios_that_cannot_work_are_refused(tmp_path, change: dict[str, Any]
 
 @pytest.mark.parametrize("server", ["momentum", "adam"])
 def test_federated_runs_rebuild_and_resume_bitwise(tmp_path, server: str, interrupt_and_resume) -> None:
-    from fedzo.federation.global_model import load_global_model
     from fedzo.federation.run import run_federated
+    from fedzo.federation.server.global_model import load_global_model
 
     sc = _scenario(server, catch_up="auto")
     whole = run_federated(sc, tmp_path / "whole")

@@ -39,6 +39,7 @@ from fedzo.federation.client.nodecache import NodeCache, default_base
 from fedzo.federation.client.threads import client_threads, reserved_cpus
 from fedzo.federation.logserver import log_lines
 from fedzo.federation.setup import ClientSetup, config_digest
+from fedzo.federation.wire import fedavg as fedavg_wire
 from fedzo.federation.wire.messages import (
     Downlink,
     Uplink,
@@ -318,9 +319,9 @@ def train_worker(d: Downlink, context: Context) -> Worker:
 def handle(content: RecordDict, context: Context) -> RecordDict:
     """Answer one downlink: ``setup`` stores the run config, ``train`` returns scalars
     (seeds-and-scalars) or trained weights (FedAvg baseline)."""
-    if fedavg.is_fedavg_downlink(content):
-        cfg = content.config_records[fedavg.CONFIG_KEY]
-        worker = get_worker(_setup_json(context, str(cfg[fedavg.DIGEST_KEY])))
+    if fedavg_wire.is_fedavg_downlink(content):
+        cfg = content.config_records[fedavg_wire.CONFIG_KEY]
+        worker = get_worker(_setup_json(context, str(cfg[fedavg_wire.DIGEST_KEY])))
         return fedavg.train_local(worker, _partition_id(context), content)
     d = parse_downlink(content)
     if d.op == "setup":

@@ -9,7 +9,7 @@ and lr), on the root set instead of a client's minibatch, from ``global(r - 1)``
 restores the weights afterwards: ``2 x K x q`` forward passes of ``reference_examples``
 rows per round, no gradient, no extra state but one copy of the trainable weights.
 
-Those K x q scalars are the reference of :func:`fedzo.federation.reputation.round_votes`:
+Those K x q scalars are the reference of :func:`fedzo.federation.server.reputation.round_votes`:
 a client's vote on seed ``j`` is ``sign(s_j) x sign(r_j)``. Unlike the median of the
 other clients' scalars, the reference does not shrink as attackers grow in number: with
 30 % of the clients flipping their signs the others' median keeps only about 40 % of the

@@ -1,6 +1,6 @@
 """Per-row client state in a joint forward: each client's rows see its own trainable tensors.
 
-The batched engine's ``rows`` mode (:mod:`fedzo.federation.batched`) runs the forward
+The batched engine's ``rows`` mode (:mod:`fedzo.federation.transports.batched`) runs the forward
 passes of clients whose small trainable sets have diverged (several local steps) as one
 pass over all their rows. The frozen base is shared; what differs per client is applied
 per block of rows, with the same operations a client's own forward uses:

@@ -2,8 +2,8 @@
 
 A :class:`Transport` sends Flower ``Message`` objects and returns the replies that
 arrived in time: :class:`GridTransport` wraps Flower's ``Grid`` (simulation and
-deployment engines); :class:`fedzo.federation.inprocess.InProcessTransport` calls the
-client code directly. Fault injection wraps either (:mod:`fedzo.federation.faults`).
+deployment engines); :class:`fedzo.federation.transports.inprocess.InProcessTransport` calls the
+client code directly. Fault injection wraps either (:mod:`fedzo.federation.transports.faults`).
 
 Flower's node ids are random per run and nodes register asynchronously, so before the
 first round :func:`handshake` waits for ``num_clients`` nodes, sends each a ``setup``

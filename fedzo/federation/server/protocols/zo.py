@@ -19,13 +19,13 @@ from flwr.app import RecordDict
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork, Clock
 from fedzo.errors import FederationError
-from fedzo.federation.aggregate import Contribution
 from fedzo.federation.batches import batch_shape, local_examples
 from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
-from fedzo.federation.protocols.base import Outgoing
-from fedzo.federation.reference import ServerReference
-from fedzo.federation.reputation import Vote, votes_from_json, votes_to_json
-from fedzo.federation.robust import RobustAggregator
+from fedzo.federation.server.aggregate import Contribution
+from fedzo.federation.server.protocols.base import Outgoing
+from fedzo.federation.server.reference import ServerReference
+from fedzo.federation.server.reputation import Vote, votes_from_json, votes_to_json
+from fedzo.federation.server.robust import RobustAggregator
 from fedzo.federation.setup import ClientSetup
 from fedzo.federation.wire.bytes import payload_bytes
 from fedzo.federation.wire.messages import (

@@ -4,10 +4,10 @@ In a round of the seeds-and-scalars protocol every participant starts from the s
 global model and probes it along the same server-chosen seeds; only its data differs.
 :class:`BatchedTransport` delivers a round's train messages like the in-process engine
 (real Flower messages, the same handshake, catch-up and replies), but runs the
-participants' local steps together (:func:`fedzo.federation.batched.lockstep.run_lockstep`): each
+participants' local steps together (:func:`fedzo.federation.transports.batched.lockstep.run_lockstep`): each
 client runs its own unchanged :meth:`Worker.local_steps`, and every time all of them wait
 for a loss, joint forward passes over all their rows, sorted by length, answer them
-(:class:`fedzo.federation.batched.joint.JointForward`, under the caps of ``federation.batched``).
+(:class:`fedzo.federation.transports.batched.joint.JointForward`, under the caps of ``federation.batched``).
 Two ways to share a pass:
 
 * ``shared``: every client's parameters are the same at each loss request (one local
@@ -16,7 +16,7 @@ Two ways to share a pass:
   directions are all probed before any update (q = 1, or ``fzoo``).
 * ``rows``: prompt, prefix and LoRA tuning with any number of local steps, directions and
   estimators: each client keeps its own copy of its virtual tokens or adapters, and each
-  row of the joint forward gets its own client's (:mod:`fedzo.federation.batched.rowstate`).
+  row of the joint forward gets its own client's (:mod:`fedzo.federation.transports.batched.rowstate`).
 
 Forward gradients (``forward-grad``) run in ``rows`` mode: one forward-mode pass
 (:func:`torch.func.jvp`) carries every client's tangent along its own rows, and gives each
@@ -28,7 +28,7 @@ losses, not bitwise. The server side (aggregation, replay) is the same code.
 
 Three more host-side shares, none of which changes what a client computes: prompt tuning's
 virtual tokens run once per client and pass, their keys and values shared by the client's
-rows (:mod:`fedzo.federation.batched.promptcache`, ``federation.batched.share_prompt``); the
+rows (:mod:`fedzo.federation.transports.batched.promptcache`, ``federation.batched.share_prompt``); the
 clients' perturbers read the round's directions from one store
 (:mod:`fedzo.zo.shared_directions`), generated once rather than by every client for every
 move; and the texts of all the round's batches are tokenized in one call.
@@ -48,14 +48,14 @@ import torch
 from flwr.app import Error, Message
 
 from fedzo.config.federation import BatchedConfig
-from fedzo.federation.batched.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
-from fedzo.federation.batched.lockstep import Abandoned, Ask, run_lockstep
-from fedzo.federation.batched.rowstate import rows_reason
-from fedzo.federation.client import fedavg
 from fedzo.federation.client import worker as client_mod
 from fedzo.federation.client.memory import peak_memory_bytes
 from fedzo.federation.client.worker import LocalSteps, Worker
-from fedzo.federation.inprocess import InProcessTransport
+from fedzo.federation.transports.batched.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
+from fedzo.federation.transports.batched.lockstep import Abandoned, Ask, run_lockstep
+from fedzo.federation.transports.batched.rowstate import rows_reason
+from fedzo.federation.transports.inprocess import InProcessTransport
+from fedzo.federation.wire.fedavg import is_fedavg_downlink
 from fedzo.federation.wire.messages import Downlink, build_uplink, parse_downlink
 from fedzo.killpoints import kill_point
 from fedzo.tasks.batching import Batch
@@ -166,7 +166,7 @@ class BatchedTransport(InProcessTransport):
         worker: Worker | None = None
         for i, msg in enumerate(messages):
             try:
-                if fedavg.is_fedavg_downlink(msg.content):
+                if is_fedavg_downlink(msg.content):
                     raise LookupError("not a ZO message")
                 d = parse_downlink(msg.content)
                 w = None if d.op != "train" else client_mod.train_worker(d, self.contexts[msg.metadata.dst_node_id])

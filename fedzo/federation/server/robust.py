@@ -11,7 +11,7 @@ configured aggregator (mean, median, trimmed-mean) runs on the clipped values.
 the honest scale weighs no more than an honest one.
 
 With ``federation.reputation`` the clients whose reputation from earlier rounds is low
-(:mod:`fedzo.federation.reputation`) are left out before the aggregator runs.
+(:mod:`fedzo.federation.server.reputation`) are left out before the aggregator runs.
 
 The state is the aggregated scalars of recent rounds, which the update log stores
 (``LogEntry.grad``), and the reputation votes, which it stores with each round;
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from fedzo.federation.aggregate import Contribution, make_aggregator
-from fedzo.federation.reputation import Reputation, Vote, round_votes
+from fedzo.federation.server.aggregate import Contribution, make_aggregator
+from fedzo.federation.server.reputation import Reputation, Vote, round_votes
 
 
 class RobustAggregator:

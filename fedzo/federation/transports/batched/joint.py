@@ -1,6 +1,6 @@
 """Joint forward passes: the rows of many clients' loss requests, packed into few passes.
 
-The batched engine (:mod:`fedzo.federation.batched`) collects, at every turn, one loss
+The batched engine (:mod:`fedzo.federation.transports.batched`) collects, at every turn, one loss
 request per waiting client: the loss of that client's batch at its current parameters.
 :class:`JointForward` answers them all. It splits every request into its rows, cuts each
 row's trailing padding, sorts all rows by length and packs neighbours into passes, each
@@ -36,8 +36,13 @@ from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fedzo.config.federation import BatchedConfig
-from fedzo.federation.batched.promptcache import NOT_PROMPT_TUNING, block_prompts, prompt_cache_reason, prompt_scores
-from fedzo.federation.batched.rowstate import States, per_row_state, prompt_table_index
+from fedzo.federation.transports.batched.promptcache import (
+    NOT_PROMPT_TUNING,
+    block_prompts,
+    prompt_cache_reason,
+    prompt_scores,
+)
+from fedzo.federation.transports.batched.rowstate import States, per_row_state, prompt_table_index
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 

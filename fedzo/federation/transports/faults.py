@@ -45,7 +45,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Error, Message, RecordDict
 
 from fedzo.config.faults import BYZANTINE_KINDS, DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
-from fedzo.federation.transport import Transport
+from fedzo.federation.transports.base import Transport
 from fedzo.federation.wire.messages import CONFIG_KEY, pack_f32, unpack_f32
 from fedzo.records import ClientRecord, FleetRecord, RoundRecord
 from fedzo.zo.seeds import derive_seed

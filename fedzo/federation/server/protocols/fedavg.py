@@ -25,8 +25,10 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork
-from fedzo.federation.batches import batch_shape
-from fedzo.federation.client.fedavg import (
+from fedzo.federation.batches import batch_shape, epoch_batches
+from fedzo.federation.server.protocols.base import Outgoing
+from fedzo.federation.setup import ClientSetup
+from fedzo.federation.wire.fedavg import (
     ARRAYS_KEY,
     CONFIG_KEY,
     METRICS_KEY,
@@ -34,12 +36,9 @@ from fedzo.federation.client.fedavg import (
     FedAvgMessageError,
     build_train_config,
     check_arrays,
-    epoch_batches,
     load_arrays,
     params_to_arrays,
 )
-from fedzo.federation.protocols.base import Outgoing
-from fedzo.federation.setup import ClientSetup
 from fedzo.federation.wire.messages import MessageError
 from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord

@@ -4,7 +4,7 @@ Under prompt tuning a causal LM reads a client's virtual tokens first, before th
 the text of each row. Causal attention never looks right, so the keys and values at those
 positions depend on the client's virtual tokens alone: they are the same in every row of
 that client's batch. A client's own forward (and the plain joint forward of
-:mod:`fedzo.federation.batched.rowstate`) computes them again for every row. :func:`prompt_scores`
+:mod:`fedzo.federation.transports.batched.rowstate`) computes them again for every row. :func:`prompt_scores`
 computes them once per block of rows (one client's rows in a pass), then runs the rows'
 own tokens against those keys and values, expanded to the rows, at the positions that
 follow the virtual tokens, as the full forward places them. On the tiny model (10 virtual

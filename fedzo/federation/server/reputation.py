@@ -13,7 +13,7 @@ Two kinds of evidence are summed over every round a client took part in:
   ``sum(votes) / sqrt(sum(t_j^2))``: about 0 for noise, positive for agreement, negative
   for a flip. With ``federation.reputation_reference: server`` the consensus is instead the
   server's own scalars for the round's seeds on a root set it holds
-  (:mod:`fedzo.federation.reference`, as FLTrust): ``t_j = sign(r_j)``, which does not
+  (:mod:`fedzo.federation.server.reference`, as FLTrust): ``t_j = sign(r_j)``, which does not
   weaken as the share of attackers grows. One round's evidence is weak (on the tiny model an honest client agrees
   with the others' median on about 54 % of the seeds), so the default threshold is
   -1: only clients whose scalars point *against* the others' with some confidence are
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedzo.federation.aggregate import Contribution
+from fedzo.federation.server.aggregate import Contribution
 
 CONSENSUS_CLIP = 2.0  # |t_j| at most: one clear seed cannot outvote many
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal
@@ -51,7 +51,7 @@ Vote = tuple[float, float, float]  # (direction votes, their weight, log scale r
 def round_votes(contribs: Sequence[Contribution], reference: Sequence[float] | None = None) -> dict[int, Vote]:
     """Each client's vote for this round. Without ``reference`` a seed's consensus is the
     other clients' median (3 or more clients needed); with it (the server's own scalars for
-    the round's seeds, :mod:`fedzo.federation.reference`), ``t_j = sign(reference_j)`` for
+    the round's seeds, :mod:`fedzo.federation.server.reference`), ``t_j = sign(reference_j)`` for
     every client, and the scale test needs 3 or more clients."""
     if len(contribs) < 3 and reference is None:
         return {}

@@ -2,7 +2,7 @@
 
 A protocol builds each client's message, parses replies into updates, says what a
 client's work was (for the clock), and commits the kept updates to the global model;
-the engine (:mod:`fedzo.federation.engine`) does everything else.
+the engine (:mod:`fedzo.federation.server.engine`) does everything else.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _fedavg_model(run: RunDir, sc: Scenario, objective: Objective, params: Param
     """A FedAvg run's global model: its last checkpointed trainable tensors on the initial model."""
     from safetensors import SafetensorError, safe_open
 
-    from fedzo.federation.protocols.fedavg import CHECKPOINT
+    from fedzo.federation.server.protocols.fedavg import CHECKPOINT
 
     path = run.path / STATE / CHECKPOINT
     if not path.is_file():

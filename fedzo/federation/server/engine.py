@@ -5,7 +5,7 @@ Round ``r`` (every protocol, every engine):
 1. sample the participants (a pure function of the run seed, the round and the attempt;
    over-commit samples more than it keeps) and ask the protocol for each one's message;
 2. a device that is offline when the round starts never gets its message; the others
-   are sent theirs over the :class:`~fedzo.federation.transport.Transport`;
+   are sent theirs over the :class:`~fedzo.federation.transports.base.Transport`;
 3. replies are parsed by the protocol (invalid ones counted, never raised), each client's
    work is priced on the run's simulated :class:`~fedzo.devices.clock.Clock`, and the
    clock decides who is kept (deadline, over-commit, availability);
@@ -16,8 +16,8 @@ Round ``r`` (every protocol, every engine):
    typed records (:mod:`fedzo.records`) are appended to the run directory; then the
    protocol checkpoints what it keeps outside the log.
 
-The protocol is a plug-in (:class:`RoundProtocol`): :mod:`fedzo.federation.protocols.zo`
-(seeds and scalars) and :mod:`fedzo.federation.protocols.fedavg` (FedAvg with backprop).
+The protocol is a plug-in (:class:`RoundProtocol`): :mod:`fedzo.federation.server.protocols.zo`
+(seeds and scalars) and :mod:`fedzo.federation.server.protocols.fedavg` (FedAvg with backprop).
 A killed run resumes from the last round present both in the protocol's durable state
 and in the metrics, and continues bitwise as if it had never stopped.
 """
@@ -34,14 +34,14 @@ from flwr.app import Message
 
 from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientTimeline, ClientTiming, ClientWork, Clock, Status, simulate_round
-from fedzo.federation.faults import fault_totals, round_fault_counts, with_faults
 from fedzo.federation.fleet import FleetPlan, memory_frontier
-from fedzo.federation.protocols.base import RoundProtocol, U
-from fedzo.federation.replies import Collected, collect_replies
-from fedzo.federation.sampling import sample_clients, skip_reason
+from fedzo.federation.server.protocols.base import RoundProtocol, U
+from fedzo.federation.server.replies import Collected, collect_replies
+from fedzo.federation.server.sampling import sample_clients, skip_reason
+from fedzo.federation.server.totals import Totals
 from fedzo.federation.setup import ClientSetup
-from fedzo.federation.totals import Totals
-from fedzo.federation.transport import Membership, Transport, handshake
+from fedzo.federation.transports.base import Membership, Transport, handshake
+from fedzo.federation.transports.faults import fault_totals, round_fault_counts, with_faults
 from fedzo.federation.wire.bytes import MessageSize, estimated_transport_overhead
 from fedzo.killpoints import kill_point
 from fedzo.records import (

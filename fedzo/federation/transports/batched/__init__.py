@@ -10,6 +10,6 @@ state: each block of rows gets its own client's prompt, prefix or LoRA adapters)
 and values shared by its rows).
 """
 
-from fedzo.federation.batched.engine import BatchedTransport, NotShareable, RecordingPerturber
+from fedzo.federation.transports.batched.engine import BatchedTransport, NotShareable, RecordingPerturber
 
 __all__ = ["BatchedTransport", "NotShareable", "RecordingPerturber"]
