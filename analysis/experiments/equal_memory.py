@@ -240,7 +240,54 @@ def format_table(result: dict[str, Any]) -> str:
         at = ", ".join("never" if t is None else f"{t:.0f}" for t in c["bp_takes_the_lead_at_sim_seconds"])
         lines.append(f"| {bp} | {', '.join(map(str, c['seeds']))} | {at} | "
                      f"{', '.join(str(x) for x in c['leader_at_end'])} |")
+    if result.get("horizon"):
+        lines += format_horizon(result["horizon"])
     return "\n".join(lines) + "\n"
+
+
+HORIZON_KEYS = ("command", "seeds", "finished", "horizon", "crossovers", "plateau_test_accuracy")
+
+
+def horizon_summary(horizon_dir: Path) -> dict[str, Any] | None:
+    """The answer at the common horizon (:mod:`analysis.experiments.horizon`), as this
+    experiment's results carry it: horizon, crossovers and plateau test accuracy (the mean
+    curves stay in the horizon's own results.json); None before ``--answer`` ran."""
+    path = horizon_dir / "results.json"
+    if not path.exists():
+        return None
+    h = json.loads(path.read_text(encoding="utf-8"))
+    out = {k: h[k] for k in HORIZON_KEYS if k in h}
+    out["horizon"] = {k: v for k, v in h["horizon"].items() if k != "trace"}
+    out["complete"] = all(h["finished"].values()) and all(len(v) >= 3 for v in h["seeds"].values())
+    return out
+
+
+def attach_horizon(out: Path) -> None:
+    """Rewrite OUT/results.json and OUT/table.md with the horizon's answer (OUT/horizon),
+    leaving every other figure of experiment 1 as it was."""
+    path = out / "results.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["horizon"] = horizon_summary(out / "horizon")
+    write_results(out, result, format_table)
+
+
+def format_horizon(h: dict[str, Any]) -> list[str]:
+    """The table's lines for the answer at the common horizon."""
+    from analysis.experiments.horizon_answer import format_answer
+
+    seeds = "; ".join(f"{n}: seeds {', '.join(map(str, s)) or 'none'}"
+                      f"{'' if h['finished'].get(n) else ' (a run unfinished)'}" for n, s in h["seeds"].items())
+    lines = ["", "### At the common horizon", "",
+             (f"{'All' if h['complete'] else 'Partial, not yet the answer:'} runs to the horizon so far ({seeds}); "
+              f"dev accuracy on the whole 500-sentence split. `{h['command']}`, "
+              "[horizon/table.md](horizon/table.md), [horizon/dev_vs_time.png](horizon/dev_vs_time.png)."), ""]
+    lines += format_answer(h).rstrip("\n").split("\n")
+    plateau = h.get("plateau_test_accuracy") or {}
+    if plateau:
+        lines += ["", "| contender | plateau test accuracy at the horizon (1000 sentences) | seeds |", "|---|---|---|"]
+        for name, p in plateau.items():
+            lines.append(f"| {name} | {_pm(p)} | {', '.join(str(t['seed']) for t in p['per_seed'])} |")
+    return lines
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -298,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["python -m analysis.experiments.equal_memory", *(sys.argv[1:] if argv is None else argv)]),
               "budget_bytes": budget, "batch": zo.data.batch_size, "seq": a.seq, "seeds": a.seeds,
               "memory": memory, "runs": runs, "comparisons": comparisons, "repriced_with": repriced,
-              "summary": summarize(runs, comparisons), "seconds_this_invocation": time.perf_counter() - t0}
+              "summary": summarize(runs, comparisons), "seconds_this_invocation": time.perf_counter() - t0,
+              "horizon": horizon_summary(out / "horizon")}
     write_results(out, result, format_table)
     return 0
 

@@ -45,3 +45,34 @@ def test_the_mean_curve_averages_the_rounds_every_seed_reached() -> None:
     m = mean_curve([a, b])
     assert [(p.round, p.minutes, p.n) for p in m] == [(0, 0.0, 1000), (6, 4.5, 1000)]
     assert [p.accuracy for p in m] == pytest.approx([0.65, 0.75])
+
+
+def test_experiment_one_carries_the_horizon_answer_and_keeps_its_other_figures(tmp_path) -> None:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from analysis.experiments.equal_memory import attach_horizon, horizon_summary
+
+    committed = Path(__file__).resolve().parents[2] / "analysis" / "results" / "equal_memory" / "results.json"
+    shutil.copy(committed, tmp_path / "results.json")
+    before = json.loads(committed.read_text())
+    before.pop("horizon", None)
+    assert horizon_summary(tmp_path / "horizon") is None  # no answer yet: nothing to carry
+    zo = _curve([(60, 0.80), (70, 0.81), (80, 0.812), (90, 0.812), (100, 0.812)])
+    bp = _curve([(60, 0.82), (70, 0.81), (80, 0.805), (90, 0.80), (100, 0.80)])
+    h = horizon(zo, finished=True)
+    answer = {"command": "python -m analysis.experiments.horizon --answer", "seeds": {"zo-smollm2": [0], "bp-minilm": [0]},
+              "finished": {"zo-smollm2": True, "bp-minilm": False}, "horizon": h,
+              "crossovers": [{"curve": "seed 0: zo-smollm2 vs bp-minilm", "seed": 0, "bp": "bp-minilm",
+                              **crossover(zo, bp, h["minutes"])}], "plateau_test_accuracy": {}, "mean_curves": {}}
+    (tmp_path / "horizon").mkdir()
+    (tmp_path / "horizon" / "results.json").write_text(json.dumps(answer))
+    attach_horizon(tmp_path)
+    after = json.loads((tmp_path / "results.json").read_text())
+    carried = after.pop("horizon")
+    assert after == before  # every other figure as it was
+    assert carried["complete"] is False and "trace" not in carried["horizon"] and "mean_curves" not in carried
+    assert carried["crossovers"][0]["crossover_minutes"] == 80  # a tie at 70 is no lead
+    table = (tmp_path / "table.md").read_text()
+    assert "### At the common horizon" in table and "Partial, not yet the answer" in table and "(a run unfinished)" in table
