@@ -2,7 +2,7 @@
 
 Split by runtime role, as Flower splits its server app, client app and simulation:
 ``server`` (subpackage: the round loop, the protocols it drives, sampling, replies,
-aggregation, reputation, totals, a run's global model), ``client`` (subpackage: what a
+aggregation, reputation, accounting, a run's global model), ``client`` (subpackage: what a
 worker process runs: the worker and the ClientApp, FedAvg's local training, the node's disk
 cache, its measured memory and torch threads), ``transports`` (subpackage: how the server
 reaches its clients: Flower's Grid and the handshake, in-process, batched, fault injection),
