@@ -19,6 +19,7 @@ from fedzo.federation.progress import Mode, RoundProgress
 from fedzo.federation.server.engine import RoundEngine
 from fedzo.federation.transports.base import GridTransport, Transport
 from fedzo.records import Summary
+from fedzo.registry import Registry
 from fedzo.runs import RunDir, discarded_on_failure, never_started, open_run
 from fedzo.tasks.objective import build_objective
 from fedzo.zo.params import ParamSet
@@ -74,9 +75,9 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
     """
 
     eng_name = engine or scenario.federation.engine
-    if eng_name not in ("inprocess", "batched", "simulation"):
+    if eng_name not in ENGINES:
         raise ConfigError(f"federation.engine: {eng_name!r} cannot be started from run_federated; allowed: "
-                          "inprocess, batched, simulation (deployment: scripts/deploy_local.sh)")
+                          f"{', '.join(ENGINES.names())} (deployment: scripts/deploy_local.sh)")
     if eng_name == "batched" and scenario.fleet is not None and scenario.fleet.compute_model == "measured":
         raise ConfigError(batched_measured_problem())
     if eng_name == "simulation" and (address := attached_to_cluster(scenario.federation.simulation)):
@@ -91,21 +92,35 @@ def run_federated(scenario: Scenario, out: str | os.PathLike[str], *, resume: bo
         log_ref = _update_log_ref(scenario, eng_name, run)
         with discarded_on_failure(run, fresh=not resume):
             eng = build_engine(scenario, run, engine=eng_name, resume=resume, resync_log=log_ref)
-        if eng_name == "inprocess":
-            from fedzo.federation.transports.inprocess import InProcessTransport
-
-            summary = eng.run_all(InProcessTransport(scenario.federation.num_clients))
-        elif eng_name == "batched":
-            from fedzo.federation.transports.batched import BatchedTransport
-
-            summary = eng.run_all(BatchedTransport(scenario.federation.num_clients, scenario.federation.batched))
-        else:
-            summary = _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run, log_ref)
+        summary = ENGINES.get(eng_name)(scenario, eng, run, log_ref)
     finally:
         bar.close()
     if plots:
         run.write_plots()
     return summary
+
+
+Runner = Callable[[Scenario, RoundEngine[Any], RunDir, str], Summary]  # (scenario, loop, run, log ref)
+ENGINES: Registry[Runner] = Registry("engine", "federation.engine")  # those run_federated starts
+
+
+@ENGINES.register("inprocess")
+def _inprocess(scenario: Scenario, eng: RoundEngine[Any], run: RunDir, log_ref: str) -> Summary:
+    from fedzo.federation.transports.inprocess import InProcessTransport
+
+    return eng.run_all(InProcessTransport(scenario.federation.num_clients))
+
+
+@ENGINES.register("batched")
+def _batched(scenario: Scenario, eng: RoundEngine[Any], run: RunDir, log_ref: str) -> Summary:
+    from fedzo.federation.transports.batched import BatchedTransport
+
+    return eng.run_all(BatchedTransport(scenario.federation.num_clients, scenario.federation.batched))
+
+
+@ENGINES.register("simulation")
+def _simulation(scenario: Scenario, eng: RoundEngine[Any], run: RunDir, log_ref: str) -> Summary:
+    return _simulate(lambda grid: eng.run_all(GridTransport(grid)), scenario, run, log_ref)
 
 
 def _update_log_ref(scenario: Scenario, engine: str, run: RunDir) -> str:
@@ -181,7 +196,7 @@ def run_on_grid(scenario: Scenario, out: str | os.PathLike[str], grid: Any, *, r
     run = prepare_run(scenario, out, resume=resume, force=force)
     with discarded_on_failure(run, fresh=not resume):
         eng = build_engine(scenario, run, engine="deployment", resume=resume, resync_log=None)
-    transport: Transport = GridTransport(grid)
+    transport: Transport = GridTransport(grid, nodes_restart=True)
     return eng.run_all(transport)
 
 

@@ -61,9 +61,6 @@ class Attempt(Generic[U]):
     batching: str | None = None  # how the batched engine ran the attempt's local steps
 
 
-IN_SERVER = ("inprocess", "batched")  # engines whose clients run in the server's process
-
-
 class RoundEngine(Generic[U]):
     """Drives a protocol through the rounds of a scenario over a transport."""
 
@@ -78,6 +75,7 @@ class RoundEngine(Generic[U]):
         self.engine = engine
         self.members = Membership({}, set(), "", "", 0.0)
         self.accounts = Accounts(plan)
+        self.clients_in_server = False  # the transport's, known in run_all
         self.done = 0
 
     @property
@@ -102,6 +100,7 @@ class RoundEngine(Generic[U]):
     def run_all(self, transport: Transport) -> Summary:
         """Handshake, then the remaining rounds; returns the summary (also written)."""
         transport = with_faults(transport, self.scenario.faults, self.scenario.federation.num_clients)
+        self.clients_in_server = transport.clients_in_server
         hs = handshake(transport, self.protocol.setup_json, self.protocol.digest, self.fed.num_clients,
                        self.fed.setup_timeout, measured_json=ClientSetup(self.scenario).to_json())
         self.members = Membership(hs.node_of, set(transport.node_ids(0, 0.0)) | set(hs.node_of.values()),
@@ -136,7 +135,7 @@ class RoundEngine(Generic[U]):
         fed = self.fed
         t0 = time.perf_counter()
         kill_point("round-start", round_)
-        if self.engine == "deployment":  # restarted SuperNodes come back under new ids
+        if transport.nodes_restart:  # restarted SuperNodes come back under new ids
             self.accounts.setup(*self.members.refresh(transport))
         self.protocol.begin_round(round_)
         records: list[ClientRecord] = []
@@ -246,7 +245,7 @@ class RoundEngine(Generic[U]):
     def summary(self) -> Summary:
         """summary.json content (also written)."""
         s = self.accounts.summary(self.scenario, self.run.records(), method=self.protocol.method,
-                                  engine=self.engine, clients_in_server=self.engine in IN_SERVER,
+                                  engine=self.engine, clients_in_server=self.clients_in_server,
                                   protocol_fields=self.protocol.summary_fields(), sim_time_basis=self.clock.basis)
         self.run.write_summary(s)
         return s

@@ -28,7 +28,18 @@ from fedzo.federation.wire.messages import MESSAGE_TYPE, Downlink, build_downlin
 
 
 class Transport(Protocol):
-    """How the server reaches clients."""
+    """How the server reaches clients, and two facts the round loop asks of it:
+    ``clients_in_server`` (the clients run in the server's own process, so a client's
+    measured peak memory is the server's and is not reported) and ``nodes_restart`` (a node
+    may come back under a new id between rounds, so membership is refreshed each round)."""
+
+    @property
+    def clients_in_server(self) -> bool:
+        """Whether the clients run in the server's process."""
+
+    @property
+    def nodes_restart(self) -> bool:
+        """Whether a node may come back under a new id between rounds."""
 
     def node_ids(self, expected: int, timeout: float) -> list[int]:
         """Wait until ``expected`` nodes are connected; return their ids (``expected`` 0:
@@ -42,10 +53,14 @@ class Transport(Protocol):
 
 
 class GridTransport:
-    """Flower's Grid (simulation and deployment engines)."""
+    """Flower's Grid (simulation and deployment engines): ``nodes_restart`` for a deployment,
+    whose SuperNodes may restart under new ids; a simulation's virtual nodes keep theirs."""
 
-    def __init__(self, grid: Any) -> None:
+    clients_in_server = False
+
+    def __init__(self, grid: Any, *, nodes_restart: bool = False) -> None:
         self.grid = grid
+        self.nodes_restart = nodes_restart
 
     def node_ids(self, expected: int, timeout: float) -> list[int]:
         """Poll the grid until ``expected`` nodes have registered."""

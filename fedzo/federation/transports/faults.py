@@ -149,6 +149,16 @@ class FaultyTransport:
     injected: dict[int, str] = field(default_factory=dict)
 
     @property
+    def clients_in_server(self) -> bool:
+        """The inner transport's."""
+        return self.inner.clients_in_server
+
+    @property
+    def nodes_restart(self) -> bool:
+        """The inner transport's."""
+        return self.inner.nodes_restart
+
+    @property
     def last_batching(self) -> str | None:
         """The inner transport's note on how it batched the latest exchange (batched engine)."""
         return getattr(self.inner, "last_batching", None)

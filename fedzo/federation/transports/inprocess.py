@@ -24,6 +24,9 @@ _NODE_BASE = 1000  # node ids are arbitrary, as in Flower; clients learn theirs 
 class InProcessTransport:
     """``num_nodes`` nodes served by :func:`fedzo.federation.client.worker.handle` in this process."""
 
+    clients_in_server = True
+    nodes_restart = False
+
     def __init__(self, num_nodes: int, *, run_id: int = 1) -> None:
         ensure_task_identity(run_id=run_id)
         # node ids deliberately not equal to partition ids, and listed in a scrambled order
