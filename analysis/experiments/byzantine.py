@@ -51,6 +51,14 @@ DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (label, federation 
     "reputation-server": ("reputation against the server's root set (128 examples)",
                           {"aggregator": "mean", "reputation": True, "reputation_reference": "server",
                            "reference_examples": 128}),
+    # the same two with a client left out as soon as its score is below chance (threshold 0, not -1):
+    # quicker to drop a flipper, and an honest client below 0 now and then
+    "reputation-t0": ("reputation, threshold 0",
+                      {"aggregator": "mean", "reputation": True, "reputation_reference": "clients",
+                       "reputation_threshold": 0.0}),
+    "reputation-server-t0": ("reputation against the server's root set, threshold 0",
+                             {"aggregator": "mean", "reputation": True, "reputation_reference": "server",
+                              "reference_examples": 128, "reputation_threshold": 0.0}),
 }
 
 
