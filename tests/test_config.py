@@ -86,3 +86,17 @@ def test_label_names_may_be_numbers_and_label_map_excludes_them() -> None:
     assert opts.label_map == {1: "bad", 3: "ok", "5": "good"} and opts.encoding == "latin-1"
     with pytest.raises(ValidationError, match="give data.label_map or data.label_names, not both"):
         DataConfig(label_names=["a"], label_map={1: "a"})
+
+
+def test_the_names_config_checks_are_the_registries_names() -> None:
+    from fedzo.config import names
+    from fedzo.federation.catchup import CATCH_UP_POLICIES
+    from fedzo.federation.server.aggregate import AGGREGATORS
+    from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS
+
+    assert names.CATCH_UP_POLICIES == CATCH_UP_POLICIES.names()
+    assert names.AGGREGATORS == AGGREGATORS.names()
+    assert names.SERVER_OPTIMIZERS == SERVER_OPTIMIZERS.names()
+    assert set(names.STATEFUL_SERVER_OPTIMIZERS) == {n for n, cls in SERVER_OPTIMIZERS.items() if cls.buffers}
+    with pytest.raises(ValueError, match="allowed: mean, median, trimmed-mean"):
+        names.check_name("aggregator", names.AGGREGATORS, "krum")

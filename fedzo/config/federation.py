@@ -12,12 +12,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fedzo.config.names import (
+    AGGREGATORS,
+    CATCH_UP_POLICIES,
+    SERVER_OPTIMIZERS,
+    STATEFUL_SERVER_OPTIMIZERS,
+    check_name,
+)
 from fedzo.config.sections import Section
-from fedzo.federation.catchup import CATCH_UP_POLICIES
-from fedzo.federation.server.aggregate import AGGREGATORS
 from fedzo.tasks.partition import PARTITIONERS
-from fedzo.zo.perturb import Perturber
-from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS, ServerOptimizer, make_server_optimizer
 
 
 class SimulationConfig(Section):
@@ -76,7 +79,7 @@ class ServerOptimizerConfig(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        return SERVER_OPTIMIZERS.check(v)
+        return check_name("server optimizer", SERVER_OPTIMIZERS, v)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Keyword arguments of :func:`fedzo.zo.server_optimizers.make_server_optimizer`."""
@@ -87,14 +90,10 @@ class ServerOptimizerConfig(Section):
                     "tau": self.tau}
         return {}
 
-    def build(self, perturber: Perturber) -> ServerOptimizer:
-        """This server optimizer over ``perturber``'s parameters (server, clients and rebuilds alike)."""
-        return make_server_optimizer(self.name, perturber, **self.hyperparameters())
-
     @property
     def stateful(self) -> bool:
         """Whether the server keeps buffers that clients must rebuild."""
-        return bool(SERVER_OPTIMIZERS.get(self.name).buffers)
+        return self.name in STATEFUL_SERVER_OPTIMIZERS
 
 
 class FederationConfig(Section):
@@ -109,7 +108,7 @@ class FederationConfig(Section):
     local_steps: int = Field(10, ge=1, description="K: local ZO steps per round (K step seeds sent down)")
     catch_up: str = Field(
         "replay", description="how a returning client is brought to the global model: "
-        + " | ".join(CATCH_UP_POLICIES.names()) + " (replay: the log entries it missed, as DeComFL; "
+        + " | ".join(CATCH_UP_POLICIES) + " (replay: the log entries it missed, as DeComFL; "
         "seed_pool: accumulated scalars of a fixed seed pool, as FedKSeed; full: the weights; "
         "auto: the cheaper of replay and full on the client's device)")
     seed_pool_size: int = Field(4096, ge=1, description="P: seeds in the pool (catch_up: seed_pool)")
@@ -118,7 +117,7 @@ class FederationConfig(Section):
         "clients further behind get the weights (default: unbounded, compacted to the oldest need)")
     aggregator: str = Field(
         "mean", description="per-seed aggregation of the clients' scalars: "
-        + " | ".join(AGGREGATORS.names()) + " (mean is example-weighted)")
+        + " | ".join(AGGREGATORS) + " (mean is example-weighted)")
     trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="fraction cut at each end (trimmed-mean)")
     clip: float | None = Field(None, gt=0, description="clip each scalar to [-clip, clip] before aggregation")
     aggregator_clip: Literal["none", "running-median", "norm"] = Field(
@@ -173,12 +172,12 @@ class FederationConfig(Section):
     @field_validator("catch_up")
     @classmethod
     def _known_policy(cls, v: str) -> str:
-        return CATCH_UP_POLICIES.check(v)
+        return check_name("catch-up policy", CATCH_UP_POLICIES, v)
 
     @field_validator("aggregator")
     @classmethod
     def _known_aggregator(cls, v: str) -> str:
-        return AGGREGATORS.check(v)
+        return check_name("aggregator", AGGREGATORS, v)
 
     @field_validator("partition")
     @classmethod

@@ -31,7 +31,6 @@ from fedzo.config.sections import (
 )
 from fedzo.config.validation import read_yaml, validate
 from fedzo.errors import ScenarioError
-from fedzo.federation.catchup import make_policy
 from fedzo.zo.optimizers import OPTIMIZERS, optimizer_names
 
 
@@ -70,7 +69,7 @@ class Scenario(Section):
                        f"allowed: {', '.join(optimizer_names(federated=True))}")
         out += [f"{key}: is for centralized runs only; remove it from a federated scenario"
                 for key in zo.centralized_only + (["optimizer.hybrid_fo"] if opt.hybrid_fo != "none" else [])]
-        out += make_policy(fed.catch_up, self.seed, fed.seed_pool_size).problems(self)
+        out += self._catch_up_problems()
         if self.faults.active and not self.is_zo:
             out.append(f"faults: fault injection covers the seeds-and-scalars protocol; optimizer {opt.name!r} "
                        "runs the FedAvg baseline; use zo-sgd or zo-sgd-sign, or remove faults")
@@ -83,6 +82,21 @@ class Scenario(Section):
         if fed.reputation and not self.is_zo:
             out.append(f"federation.reputation: scores the clients' scalars of the seeds-and-scalars protocol; "
                        f"optimizer {opt.name!r} runs the FedAvg baseline; set reputation: false")
+        return out
+
+    def _catch_up_problems(self) -> list[str]:
+        """What the catch-up policy cannot serve: ``seed_pool`` accumulates scalars per pool
+        seed, so it needs a constant lr and one direction per step; the others serve all."""
+        if self.federation.catch_up != "seed_pool":
+            return []
+        out = []
+        opt = self.optimizer
+        if opt.schedule != "constant" or opt.warmup:
+            out.append("federation.catch_up: seed_pool accumulates scalars per pool seed and needs a "
+                       "constant lr; set optimizer.schedule: constant and optimizer.warmup: 0, or use replay")
+        if self.zo.q != 1:
+            out.append(f"federation.catch_up: seed_pool needs zo.q: 1 (got {self.zo.q}); pool seeds "
+                       "are directions")
         return out
 
     def _server_optimizer_problems(self) -> list[str]:

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from fedzo.zo.log import LogEntry, UpdateLog
-
-if TYPE_CHECKING:
-    from fedzo.config.scenario import Scenario
 
 Entry = tuple[int, float]  # (direction seed, coefficient)
 CatchUpKind = Literal["none", "replay", "seed_pool", "full"]
@@ -147,9 +144,6 @@ class CatchUpPolicy(Protocol):
 
     name: str
     incremental: bool
-
-    def problems(self, scenario: Scenario) -> list[str]:
-        """What in ``scenario`` this policy cannot serve (empty: nothing)."""
 
     def step_seeds(self, run_seed: int, round_: int, k: int) -> tuple[int, ...]:
         """The K step seeds of ``round_``."""

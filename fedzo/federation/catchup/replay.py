@@ -7,14 +7,10 @@ by each round's entries; a client further behind than the kept history gets the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from fedzo.federation.catchup.base import CatchUp, CatchUpCost, Entry, History, Weights, replay_or_full
 from fedzo.zo.log import LogEntry, UpdateLog
 from fedzo.zo.seeds import STEP_TAG, derive_seed
-
-if TYPE_CHECKING:
-    from fedzo.config.scenario import Scenario
 
 
 def derived_step_seeds(run_seed: int, round_: int, k: int) -> tuple[int, ...]:
@@ -27,10 +23,6 @@ class ReplayPolicy:
 
     name = "replay"
     incremental = True
-
-    def problems(self, scenario: Scenario) -> list[str]:
-        """Replay serves every scenario."""
-        return []
 
     def step_seeds(self, run_seed: int, round_: int, k: int) -> tuple[int, ...]:
         """Derived from the run seed."""

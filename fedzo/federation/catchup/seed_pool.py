@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +18,6 @@ from fedzo.errors import ConfigError
 from fedzo.federation.catchup.base import CatchUp, CatchUpCost, Entry, History, Weights
 from fedzo.zo.log import LogEntry, UpdateLog
 from fedzo.zo.seeds import derive_seed
-
-if TYPE_CHECKING:
-    from fedzo.config.scenario import Scenario
 
 _POOL_SEED_TAG = 0x9001
 _POOL_DRAW_TAG = 0x9002
@@ -65,18 +61,6 @@ class SeedPoolPolicy:
 
     def __init__(self, run_seed: int, size: int) -> None:
         self.pool = SeedPool(run_seed, size)
-
-    def problems(self, scenario: Scenario) -> list[str]:
-        """A constant lr and one direction per step."""
-        out = []
-        opt = scenario.optimizer
-        if opt.schedule != "constant" or opt.warmup:
-            out.append("federation.catch_up: seed_pool accumulates scalars per pool seed and needs a "
-                       "constant lr; set optimizer.schedule: constant and optimizer.warmup: 0, or use replay")
-        if scenario.zo.q != 1:
-            out.append(f"federation.catch_up: seed_pool needs zo.q: 1 (got {scenario.zo.q}); pool seeds "
-                       "are directions")
-        return out
 
     def step_seeds(self, run_seed: int, round_: int, k: int) -> tuple[int, ...]:
         """K distinct seeds drawn from the pool."""

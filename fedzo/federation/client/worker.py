@@ -68,7 +68,7 @@ from fedzo.zo import (
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.masks import make_mask
 from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import rebuild, split_state
+from fedzo.zo.server_optimizers import make_server_optimizer, rebuild, split_state
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -99,7 +99,8 @@ class Worker:
         mask = make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, self.work)  # from the initial weights
         self.work_perturber = Perturber(self.work, self.spec, mask=mask)
         self.clean_perturber = Perturber(self.clean, self.spec, mask=mask, compiled=replay_compiled(self.spec, self.clean.numel))
-        self.server_opt = fed.server_optimizer.build(self.clean_perturber)  # rebuilt round by round on catch-up
+        self.server_opt = make_server_optimizer(  # rebuilt round by round on catch-up
+            fed.server_optimizer.name, self.clean_perturber, **fed.server_optimizer.hyperparameters())
         labels = [int(e.label) for e in self.objective.train]
         self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
 

@@ -23,7 +23,7 @@ from fedzo.tasks.objective import Objective, build_objective
 from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, param_digest
 from fedzo.zo.masks import make_mask
 from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import rebuild
+from fedzo.zo.server_optimizers import make_server_optimizer, rebuild
 
 
 @dataclass
@@ -78,7 +78,8 @@ def load_global_model(run_dir: str | os.PathLike[str], rounds: int | None = None
     if rounds is not None and not 0 <= rounds <= last:
         raise ConfigError(f"--round {rounds}: {run_dir} has rounds 0..{last} in its update log")
     upto = last if rounds is None else rounds
-    rebuild(sc.federation.server_optimizer.build(perturber), policy, log, 0, upto,
+    so = sc.federation.server_optimizer
+    rebuild(make_server_optimizer(so.name, perturber, **so.hyperparameters()), policy, log, 0, upto,
             lambda: None)  # the parameters are the initial ones already
     summary = run.read_summary() if upto == last else None  # the summary names the last round's model
     return GlobalModel(objective, sc, sum(1 for r, _ in log.rounds if r <= upto), param_digest(params),

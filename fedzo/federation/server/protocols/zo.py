@@ -56,7 +56,7 @@ from fedzo.zo import (
 from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
 from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import rebuild
+from fedzo.zo.server_optimizers import make_server_optimizer, rebuild
 
 
 class ZOProtocol:
@@ -79,7 +79,8 @@ class ZOProtocol:
                                    mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params),
                                    compiled=replay_compiled(self.spec, self.params.numel))
         self.initial = self.params.snapshot()
-        self.server_opt = fed.server_optimizer.build(self.perturber)
+        self.server_opt = make_server_optimizer(fed.server_optimizer.name, self.perturber,
+                                                **fed.server_optimizer.hyperparameters())
         self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
         self.planner = CatchUpPlanner(self.policy, clock)
         self.planner.history.history_rounds = fed.history_rounds
