@@ -5,7 +5,10 @@ A resume is only as good as the worst moment a run can die at. Each call of
 the process kills itself (SIGKILL: no cleanup, no flush, no ``finally``) when it reaches
 point ``NAME`` in round ``N`` (points without a round: the N-th time it is reached).
 Without the variable a kill point costs one dictionary lookup. ``*-torn`` points write
-part of a line before dying, as a kill in the middle of a write would.
+part of a line before dying, as a kill in the middle of a write would. In-process,
+``with interrupt_at(NAME, N):`` makes the point raise :class:`Interrupted` instead (a
+``BaseException``, as Ctrl-C's ``KeyboardInterrupt``), for benches that stop and resume a
+run without a fresh process.
 
 ``tests/federation/test_killpoints.py`` kills a run at every point of :data:`POINTS`
 (a subset in the default run), resumes it, and checks the result is bitwise the
@@ -18,6 +21,8 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn, TextIO
 
 ENV = "FEDZO_KILL_AT"
@@ -47,6 +52,25 @@ POINTS: dict[str, str] = {
     "summary-temp-written": "run directory: summary.json's temporary file written, not yet renamed",
 }
 _reached: Counter[str] = Counter()
+_interrupt: tuple[str, int | None] | None = None  # set by interrupt_at
+
+
+class Interrupted(BaseException):
+    """Raised at the kill point armed by :func:`interrupt_at` (as Ctrl-C would stop the run)."""
+
+
+@contextmanager
+def interrupt_at(name: str, round_: int | None = None) -> Iterator[None]:
+    """Within the block, reaching kill point ``name`` (in round ``round_``; None: any)
+    raises :class:`Interrupted` in this process."""
+    global _interrupt
+    if name not in POINTS:
+        raise ValueError(f"unknown kill point {name!r}; known: {', '.join(POINTS)}")
+    before, _interrupt = _interrupt, (name, round_)
+    try:
+        yield
+    finally:
+        _interrupt = before
 
 
 def armed(name: str, round_: int | None = None) -> bool:
@@ -71,7 +95,10 @@ def die() -> NoReturn:
 
 
 def kill_point(name: str, round_: int | None = None) -> None:
-    """Die here when ``FEDZO_KILL_AT`` names this point (see the module docstring)."""
+    """Die here when ``FEDZO_KILL_AT`` names this point (see the module docstring); raise
+    :class:`Interrupted` when :func:`interrupt_at` armed it."""
+    if _interrupt is not None and _interrupt[0] == name and _interrupt[1] in (None, round_):
+        raise Interrupted(f"{name}@{round_}")
     if armed(name, round_):
         die()
 

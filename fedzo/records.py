@@ -32,7 +32,7 @@ CLIENT_STATUSES: tuple[str, ...] = ("ok", "late", "dropped", "failed", "excluded
 # Fields measured on the host (time, memory): they differ between two runs of the same
 # configuration, unlike every other field, which a rerun or a resume reproduces.
 HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
-                                "server_replay_seconds", "reference_seconds", "measured_client_memory_bytes",
+                                "server_replay_seconds", "reference_seconds", "joint_forward_seconds", "measured_client_memory_bytes",
                                 "measured_client_model_bytes"})
 
 
@@ -62,6 +62,8 @@ class RoundRecord(Record):
     server_replay_seconds: float | None = Field(None, description="host s the server spent applying this round")
     batching: str | None = Field(None, description="engine: batched: how the round's local steps ran (shared or "
                                  "per-row joint forward passes, or one client at a time and why)")
+    joint_forward_seconds: float | None = Field(None, description="engine: batched: host s the round's joint forward "
+                                                "passes took (their losses and moves included)")
     bytes_up: int = Field(0, description="this round's bytes, clients -> server: every message as Flower "
                           "carries it on the wire (fedzo.federation.wire.bytes, wire)")
     bytes_down: int = Field(0, description="this round's bytes, server -> clients")

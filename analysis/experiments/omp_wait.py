@@ -42,7 +42,7 @@ def worker(engine: str, participants: int, rounds: int) -> dict[str, Any]:
 
     sc = variant(SCENARIO, participants, rounds)
     with tempfile.TemporaryDirectory(prefix="fedzo-omp-wait-") as tmp:
-        secs, _, _ = time_run(sc, Path(tmp) / "run", engine)
+        secs, _, _, _ = time_run(sc, Path(tmp) / "run", engine)
     return {"round_seconds": secs, "policy": os.environ.get("OMP_WAIT_POLICY")}
 
 

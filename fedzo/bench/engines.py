@@ -37,9 +37,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +87,9 @@ def variant(scenario: str, participants: int, rounds: int, local_steps: int | No
     return Scenario.model_validate(data)
 
 
-def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes, list[str]]:
-    """Run once; per-round host seconds, the update log, and the batching notes. A round in
+def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes, list[str], float]:
+    """Run once; per-round host seconds, the update log, the batching notes and the joint
+    forward passes' host seconds per round (batched engine; 0 for the others). A round in
     which not every sampled client's reply was accepted is an error (it did less work)."""
     from fedzo.federation.run import run_federated
     from fedzo.runs import RunDir
@@ -104,30 +102,8 @@ def time_run(scenario: Any, out: Path, engine: str) -> tuple[list[float], bytes,
         raise RuntimeError(f"{engine} engine: not every client's reply was accepted ({'; '.join(short)})")
     cum = [0.0] + [r.host_seconds or 0.0 for r in rounds]
     secs = [b - a for a, b in itertools.pairwise(cum)]
-    return secs, (out / "update_log.jsonl").read_bytes(), sorted({str(r.batching) for r in rounds if r.batching})
-
-
-@contextmanager
-def joint_forward_seconds() -> Iterator[list[float]]:
-    """While active, the host seconds of every joint forward call (every turn of the batched
-    engine: its packed passes and their losses) are appended to the yielded list."""
-    from fedzo.federation.transports.batched.joint import JointForward
-
-    spent: list[float] = []
-    original = JointForward.__call__
-
-    def timed(self: JointForward, requests: list[Any]) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return original(self, requests)
-        finally:
-            spent.append(time.perf_counter() - t0)
-
-    JointForward.__call__ = timed  # type: ignore[method-assign]
-    try:
-        yield spent
-    finally:
-        JointForward.__call__ = original  # type: ignore[method-assign]
+    joint = sum(r.joint_forward_seconds or 0.0 for r in rounds) / max(len(rounds), 1)
+    return secs, (out / "update_log.jsonl").read_bytes(), sorted({str(r.batching) for r in rounds if r.batching}), joint
 
 
 def forward_ceiling(scenario: Any, participants: int) -> dict[str, Any]:
@@ -200,13 +176,12 @@ def time_engines(scenario: Any, engines: tuple[str, ...], repeats: int, tmp: Pat
     out = Timings({e: [] for e in engines}, {e: set() for e in engines}, [], [])
     for rep in range(repeats):
         for engine in engines:
-            with joint_forward_seconds() as spent:
-                s, log, note = time_run(scenario, tmp / f"{engine}-{rep}", engine)
+            s, log, note, joint = time_run(scenario, tmp / f"{engine}-{rep}", engine)
             out.secs[engine] += s
             out.logs[engine].add(log)
             out.notes = out.notes or (note if engine == "batched" else [])
             if engine == "batched":
-                out.forward_secs.append(sum(spent) / max(len(s), 1))
+                out.forward_secs.append(joint)
     return out
 
 

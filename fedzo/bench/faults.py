@@ -25,19 +25,14 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from unittest import mock
+from typing import Any
 
 from fedzo.config.faults import DELIVERY_FAULTS, ByzantineConfig, FaultsConfig
 from fedzo.config.scenario import Scenario
+from fedzo.killpoints import Interrupted, interrupt_at
 from fedzo.records import HOST_MEASURED_KEYS
-
-if TYPE_CHECKING:
-    from fedzo.federation.server.engine import Attempt, RoundEngine
-    from fedzo.federation.transports.base import Transport
 
 TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_start", "sim_download_end",
                                     "sim_replay_end", "sim_compute_end", "sim_end"}
@@ -49,10 +44,6 @@ AGGREGATOR_SETTINGS: dict[str, dict[str, Any]] = {
     "running-median-clip": {"aggregator": "mean", "aggregator_clip": "running-median", "clip_multiplier": 3.0},
     "reputation": {"aggregator": "mean", "reputation": True},
 }
-
-
-class _Interrupt(BaseException):
-    """Stands for a kill of the server process (not an Exception: nothing catches it)."""
 
 
 def tiny_run_config(*, rounds: int, num_clients: int, faults: FaultsConfig | None = None,
@@ -82,22 +73,6 @@ def _records(run: Path) -> list[str]:
     return out
 
 
-@contextmanager
-def _killed_in_round(round_: int) -> Iterator[None]:
-    """Within the block, a federated run stops as if killed when it reaches ``round_``."""
-    from fedzo.federation.server.engine import RoundEngine
-
-    real = RoundEngine.run_round
-
-    def run_round(self: RoundEngine[Any], transport: Transport, r: int) -> Attempt[Any]:
-        if r == round_:
-            raise _Interrupt
-        return real(self, transport, r)
-
-    with mock.patch.object(RoundEngine, "run_round", run_round):
-        yield
-
-
 def crash_resume(cfg: Scenario, work: Path, *, seed: int) -> dict[str, Any]:
     """Uninterrupted run vs run killed at a seeded round (torn last lines) and resumed."""
     from fedzo.federation.run import run_federated
@@ -107,9 +82,9 @@ def crash_resume(cfg: Scenario, work: Path, *, seed: int) -> dict[str, Any]:
     kill_round = random.Random(seed).randint(2, cfg.federation.rounds)
     cut = work / "cut"
     try:
-        with _killed_in_round(kill_round):
+        with interrupt_at("round-start", kill_round):
             run_federated(cfg, cut)
-    except _Interrupt:
+    except Interrupted:
         pass
     with open(cut / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"kind": "client", "rou')

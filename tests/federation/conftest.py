@@ -65,19 +65,10 @@ def interrupted_then_resumed(config: Any, out: Path, crash_round: int, monkeypat
     """Run ``config`` into ``out``, interrupt it at the start of ``crash_round`` (as Ctrl-C
     would), then resume it; returns the resumed run's summary."""
     from fedzo.federation.run import run_federated
-    from fedzo.federation.server.engine import RoundEngine
+    from fedzo.killpoints import Interrupted, interrupt_at
 
-    real = RoundEngine.run_round
-
-    def crash(self: Any, transport: Any, round_: int) -> Any:
-        if round_ == crash_round:
-            raise KeyboardInterrupt
-        return real(self, transport, round_)
-
-    monkeypatch.setattr(RoundEngine, "run_round", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted), interrupt_at("round-start", crash_round):
         run_federated(config, out)
-    monkeypatch.setattr(RoundEngine, "run_round", real)
     return run_federated(config, out, resume=True)
 
 

@@ -144,3 +144,16 @@ def test_a_run_killed_at_a_point_resumes_to_the_same_model(protocol: str, point:
     have, expected = _records(run, node_ids_fixed=fixed), _records(ref, node_ids_fixed=fixed)
     assert have - expected == Counter(), "records duplicated or changed"
     assert expected - have == Counter(), "records lost"
+
+
+def test_interrupt_at_raises_in_process_only_at_its_point_and_round() -> None:
+    from fedzo.killpoints import Interrupted, interrupt_at, kill_point
+
+    with interrupt_at("round-start", 3):
+        kill_point("round-start", 2)  # another round: nothing
+        kill_point("committed", 3)  # another point: nothing
+        with pytest.raises(Interrupted, match="round-start@3"):
+            kill_point("round-start", 3)
+    kill_point("round-start", 3)  # disarmed on leaving the block
+    with pytest.raises(ValueError, match="unknown kill point"), interrupt_at("no-such-point"):
+        pass

@@ -197,12 +197,14 @@ class Accounts:
     def round_record(self, round_: int, records: Sequence[ClientRecord], *, losses: Sequence[float],
                      participants: int, rejected: dict[int, str], metrics: dict[str, Any] | None,
                      round_sim: float, commit_seconds: float, skipped: str | None, unknown: int,
-                     duplicates: int, protocol_fields: dict[str, Any], batching: str | None) -> RoundRecord:
+                     duplicates: int, protocol_fields: dict[str, Any], batching: str | None,
+                     joint_forward_seconds: float | None) -> RoundRecord:
         """A committed round's record."""
         overhead = estimated_transport_overhead(2 * len(records))
         return RoundRecord(
             round=round_, sim_seconds=self.totals.sim_seconds, host_seconds=self.totals.host_seconds,
-            server_replay_seconds=commit_seconds, batching=batching, **self.byte_fields(records, duplicates),
+            server_replay_seconds=commit_seconds, batching=batching, joint_forward_seconds=joint_forward_seconds,
+            **self.byte_fields(records, duplicates),
             payload_bytes_up=sum(r.payload_bytes_up for r in records),
             payload_bytes_down=sum(r.payload_bytes_down for r in records),
             train_loss=sum(losses) / len(losses) if losses else None,

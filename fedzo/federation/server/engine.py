@@ -59,6 +59,7 @@ class Attempt(Generic[U]):
     unknown_replies: int = 0
     duplicate_bytes: int = 0  # surplus replies the server received
     batching: str | None = None  # how the batched engine ran the attempt's local steps
+    joint_seconds: float | None = None  # host seconds in the batched engine's joint forward passes
 
 
 class RoundEngine(Generic[U]):
@@ -143,6 +144,7 @@ class RoundEngine(Generic[U]):
         unknown = duplicates = 0
         synced: set[int] = set()
         batching: list[str] = []
+        joint: list[float] = []
         attempts = 2 if fed.below_min == "retry" else 1
         for attempt in range(attempts):
             result = self._attempt(transport, round_, attempt, self.totals.sim_seconds + round_sim)
@@ -152,6 +154,7 @@ class RoundEngine(Generic[U]):
             duplicates += result.duplicate_bytes
             synced |= set(result.synced)
             batching += [result.batching] if result.batching else []
+            joint += [result.joint_seconds] if result.joint_seconds is not None else []
             if len(result.accepted) >= fed.min_clients:
                 break
         skipped = None
@@ -172,7 +175,8 @@ class RoundEngine(Generic[U]):
             round_, records, losses=[result.accepted[c].train_loss for c in sorted(result.accepted)],
             participants=len(result.accepted), rejected=result.rejected, metrics=m, round_sim=round_sim,
             commit_seconds=commit_seconds, skipped=skipped, unknown=unknown, duplicates=duplicates,
-            protocol_fields=self.protocol.round_fields(), batching="; ".join(batching) or None)
+            protocol_fields=self.protocol.round_fields(), batching="; ".join(batching) or None,
+            joint_forward_seconds=sum(joint) if joint else None)
         self.run.append([*records, rec])
         kill_point("metrics-appended", round_)
         self.protocol.checkpoint(round_)
@@ -206,6 +210,7 @@ class RoundEngine(Generic[U]):
         kill_point("downlinks-built", round_)
         replies = transport.exchange(msgs, self.fed.round_timeout) if msgs else []
         batching = getattr(transport, "last_batching", None) if msgs else None
+        joint_seconds = getattr(transport, "last_joint_seconds", None) if msgs else None
         client_of_node = {self.members.node_of[c]: c for c in sent}
         client_of_message = {s.message.metadata.message_id: c for c, s in sent.items() if s.message.metadata.message_id}
         got = collect_replies(replies, client_of_node, lambda c, content: self.protocol.parse(round_, c, content),
@@ -227,7 +232,7 @@ class RoundEngine(Generic[U]):
         for tl in sim.timelines:
             seen[int(tl.client_id)].line = tl
         out = Attempt[U](rejected=dict(got.rejected), synced=sorted(got.updates), unknown_replies=got.unknown,
-                         batching=batching)
+                         batching=batching, joint_seconds=joint_seconds)
         out.duplicate_bytes = sum(MessageSize.of(m, reply_to=sent[c].message).wire
                                   for c, extra in got.surplus.items() for m in extra)
         self.accounts.duplicates(out.duplicate_bytes)

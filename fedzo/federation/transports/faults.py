@@ -159,6 +159,11 @@ class FaultyTransport:
         return self.inner.nodes_restart
 
     @property
+    def last_joint_seconds(self) -> float | None:
+        """The inner transport's host seconds in joint forward passes (batched engine)."""
+        return getattr(self.inner, "last_joint_seconds", None)
+
+    @property
     def last_batching(self) -> str | None:
         """The inner transport's note on how it batched the latest exchange (batched engine)."""
         return getattr(self.inner, "last_batching", None)

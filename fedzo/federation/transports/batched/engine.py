@@ -151,16 +151,19 @@ def _error(msg: Message, exc: BaseException) -> Message:
 class BatchedTransport(InProcessTransport):
     """The in-process transport whose ZO train messages of one exchange run together.
 
-    ``last_batching`` says how the latest exchange ran (read into the round record).
+    ``last_batching`` says how the latest exchange ran and ``last_joint_seconds`` the host
+    seconds its joint forward passes took (both read into the round record).
     """
 
     def __init__(self, num_nodes: int, config: BatchedConfig, *, run_id: int = 1) -> None:
         super().__init__(num_nodes, run_id=run_id)
         self.config = config
         self.last_batching: str | None = None
+        self.last_joint_seconds: float | None = None
 
     def exchange(self, messages: Sequence[Message], timeout: float) -> list[Message]:
         """Setup and FedAvg messages one by one; the ZO train messages together."""
+        self.last_joint_seconds = None
         replies: dict[int, Message] = {}
         trains: list[tuple[int, Downlink]] = []
         worker: Worker | None = None
@@ -205,6 +208,7 @@ class BatchedTransport(InProcessTransport):
             worker.prefetch([d for _, _, d, _ in ready])
             outcomes, turns = run_lockstep([_job(worker, d, mode, shared) for _, _, d, _ in ready], joint)
             seconds = time.perf_counter() - t0
+            self.last_joint_seconds = (self.last_joint_seconds or 0.0) + joint.seconds
             if any(isinstance(o.error, Abandoned) for o in outcomes):
                 mode, why = "sequential", f"the joint forward failed ({next(o.error for o in outcomes if o.error)})"
             else:

@@ -26,6 +26,7 @@ scores), which the engine's tolerance states.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -161,6 +162,7 @@ class JointForward:
         self.max_tokens = pass_byte_cap(config.max_pass_mib, worker.objective.device) / token_bytes(clf.model)
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
+        self.seconds = 0.0  # host seconds spent in calls (the joint passes and their losses)
         # prompt tuning: which state tensor holds a client's virtual tokens, when they are shared per block
         why = prompt_cache_reason(clf)
         self.prompt_table = (prompt_table_index(clf.model, worker.work) if mode != "sequential"
@@ -168,6 +170,13 @@ class JointForward:
         self.prompt_note = _prompt_note(why, self.prompt_table is not None, config.share_prompt)
 
     def __call__(self, requests: list[LossRequest]) -> list[Answer]:
+        t0 = time.perf_counter()
+        try:
+            return self._answer(requests)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _answer(self, requests: list[LossRequest]) -> list[Answer]:
         if self.mode == "shared":
             moves = {r.moves for r in requests}
             if len(moves) != 1:
