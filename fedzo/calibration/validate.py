@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from fedzo.calibration.model import Calibration
-from fedzo.devices.work import Optimizer, Tuning, step_work
+from fedzo.devices.work import Optimizer, Tuning
 from fedzo.errors import FedzoError
 
 
@@ -78,13 +78,13 @@ def run_case(case: Case, threads: int) -> dict[str, Any]:
 
 
 def predicted_seconds(cal: Calibration, case: Case, result: dict[str, Any], source: str) -> float:
-    """The clock's host-seconds for the measured batches."""
+    """The clock's host-seconds for the measured batches (:func:`fedzo.devices.clock.host_steps_seconds`,
+    the price every run's clock scales by a device's speed)."""
+    from fedzo.devices.clock import host_steps_seconds
     from fedzo.devices.dims import ArchDims
 
-    group = cal.group(case.model, case.tuning, source)
-    d = ArchDims(**result["arch"])
-    return sum(cal.step_seconds(group, step_work(d, [tuple(s)], case.tuning, result["trainable"]))
-               for s in result["shapes"])
+    return host_steps_seconds(cal, cal.group(case.model, case.tuning, source), ArchDims(**result["arch"]),
+                              case.tuning, result["trainable"], [(int(r), int(w)) for r, w in result["shapes"]])
 
 
 def measure_in_fresh_process(case: Case, threads: int, timeout: float = 1800) -> dict[str, Any]:

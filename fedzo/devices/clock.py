@@ -20,6 +20,7 @@ turns a round's timings into who is kept and when the round ends.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +34,7 @@ from fedzo.devices.work import StepWork, Tuning, step_work
 from fedzo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fedzo.calibration.model import Calibration
+    from fedzo.calibration.model import Calibration, Group
 
 Status = Literal["ok", "late", "dropped", "offline"]
 
@@ -202,6 +203,14 @@ class ClientWork:
 ClockBasis = Literal["calibrated", "flops-estimate", "measured-host"]
 
 
+def host_steps_seconds(calibration: Calibration, group: Group, arch: ArchDims, tuning: Tuning, trainable: int,
+                       batches: Sequence[tuple[int, int]]) -> float:
+    """Reference-host seconds of the training steps on ``batches`` (rows, padded width) under
+    ``calibration``'s ``group``: the one price of a step, which the clock scales by a
+    device's speed and ``fedzo.calibration.validate`` checks against measurement."""
+    return sum(calibration.step_seconds(group, step_work(arch, [b], tuning, trainable)) for b in batches)
+
+
 class Clock:
     """The simulated clock of a run: each client's device, the model's shape, its calibration."""
 
@@ -239,12 +248,13 @@ class Clock:
 
     def modelled_compute_seconds(self, client: int, batches: tuple[tuple[int, int], ...]) -> float:
         """Device seconds of training on ``batches``: calibrated, or FLOPs (an estimate)."""
-        works = [self.step_work(b) for b in batches]
         if self.calibration is not None and self.group is not None:
-            host = sum(self.calibration.step_seconds(self.group, w) for w in works)
-            if works and self.shape.tuning.method == "bp":  # a FedAvg client-round: arrays in and out, optimizer state
+            host = host_steps_seconds(self.calibration, self.group, self.shape.arch, self.shape.tuning,
+                                      self.shape.trainable, batches)
+            if batches and self.shape.tuning.method == "bp":  # a FedAvg client-round: arrays in and out, optimizer state
                 host += self.calibration.round_seconds(self.shape.tuning.optimizer, self.shape.trainable)
             return host * self.speed_ratio(client)
+        works = [self.step_work(b) for b in batches]
         flops = sum(w.flops + w.regen_elements * REGEN_FLOPS_PER_ELEMENT for w in works)
         return flops / self._device_flops(client)
 
