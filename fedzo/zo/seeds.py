@@ -16,11 +16,15 @@ STEP_TAG = 0x57E9  # the step seed of (run seed, step) or (run seed, round, k)
 BATCH_TAG = 0xBA7C  # the minibatch of (run seed, step) or (run seed, round, client, k)
 
 
-def _splitmix64(x: int) -> int:
+def splitmix64(x: int) -> int:
+    """One SplitMix64 step on a 64-bit word (the mixer of every derived seed)."""
     x = (x + 0x9E3779B97F4A7C15) & MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
     return x ^ (x >> 31)
+
+
+PATH_OFFSET = 0x632BE59BD9B4E019  # added to each path integer before it is mixed
 
 
 def derive_seed(seed: int, *path: int) -> int:
@@ -31,9 +35,9 @@ def derive_seed(seed: int, *path: int) -> int:
     """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    x = _splitmix64(seed & MASK64)
+    x = splitmix64(seed & MASK64)
     for p in path:
-        x = _splitmix64(x ^ _splitmix64((p & MASK64) + 0x632BE59BD9B4E019))
+        x = splitmix64(x ^ splitmix64((p & MASK64) + PATH_OFFSET))
     return x & (SEED_LIMIT - 1)
 
 

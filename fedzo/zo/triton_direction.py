@@ -7,7 +7,11 @@ tensor: every program computes the portable generator's bits for its block of el
 int64 ones do), maps them to a Rademacher sign or a Gaussian quantile from the same
 65,536-entry float32 table, and applies the alphas in order, rounding to the weights' dtype
 after each one, as :meth:`fedzo.zo.perturb.Perturber.apply` does. No direction buffer, no
-chunk loop, no host synchronisation: one launch per tensor.
+chunk loop, no host synchronisation: one launch for all the tensors of one dtype. A
+segment table (:class:`Segments`: each tensor's address, length and first block, and each
+block's tensor) is built once per set of tensors and cached on their device; each tensor's
+stream key, ``derive_seed(seed, index)``, is derived in the kernel from the seed passed as a
+scalar, so an application copies nothing from the host.
 
 The values of ``z`` are bitwise those of the CPU generator (the known-answer vectors check
 it, with ``TRITON_INTERPRET=1`` on a CPU). A half-precision ``z`` is the table value rounded
@@ -24,8 +28,9 @@ from typing import Any
 
 import torch
 
-from fedzo.zo.noise import gaussian_table, key_words
-from fedzo.zo.seeds import derive_seed
+from fedzo.zo.noise import gaussian_table
+from fedzo.zo.seeds import MASK64, PATH_OFFSET
+from fedzo.zo.seeds import splitmix64 as _splitmix64_int
 
 BLOCK = 1024
 
@@ -65,10 +70,27 @@ if triton is not None:
             return x.to(dtype)
 
     @triton.jit
-    def _apply_kernel(w_ptr: Any, n: Any, start: Any, k0: Any, k1: Any, a0: Any, a1: Any, a2: Any, table_ptr: Any,
+    def _splitmix64(x: Any) -> Any:
+        """SplitMix64 on uint64 lanes (the multiplications wrap, as in :mod:`fedzo.zo.seeds`)."""
+        x = x + 0x9E3779B97F4A7C15
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+        return x ^ (x >> 31)
+
+    @triton.jit
+    def _apply_kernel(addr_ptr: Any, numel_ptr: Any, first_ptr: Any, index_mix_ptr: Any, segment_ptr: Any,
+                      start: Any, seed_mix: Any, a0: Any, a1: Any, a2: Any, table_ptr: Any, DTYPE: tl.constexpr,
                       N_ALPHAS: tl.constexpr, GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr) -> None:
         pid = tl.program_id(0)
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        seg = tl.load(segment_ptr + pid)  # which tensor this block of elements belongs to
+        w_ptr = tl.load(addr_ptr + seg).to(tl.pointer_type(DTYPE))
+        n = tl.load(numel_ptr + seg)
+        # the tensor's stream key, derive_seed(seed, index): splitmix(splitmix(seed) ^ splitmix(index + C))
+        key = _splitmix64(seed_mix.to(tl.uint64, bitcast=True) ^ tl.load(index_mix_ptr + seg).to(tl.uint64, bitcast=True))
+        key = key & 0x7FFFFFFFFFFFFFFF
+        k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+        k1 = (0x9E3779B9 * ((key >> 32) + 1)).to(tl.uint32)  # noise.key_words, wrapped to 32 bits
+        offs = (pid - tl.load(first_ptr + seg)) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
         inside = offs < n
         element = offs + start  # the element's position in its tensor's stream
         if GAUSSIAN:
@@ -77,8 +99,8 @@ if triton is not None:
             group = element // 32
         lo = (group & 0xFFFFFFFF).to(tl.uint32)
         hi = (group >> 32).to(tl.uint32)
-        x = _mix32(lo ^ k0.to(tl.uint32))
-        h = _mix32(x ^ (hi + k1.to(tl.uint32)))
+        x = _mix32(lo ^ k0)
+        h = _mix32(x ^ (hi + k1))
         if GAUSSIAN:
             half = (h >> ((element % 2) * 16).to(tl.uint32)) & 0xFFFF
             z = tl.load(table_ptr + half.to(tl.int32), mask=inside, other=0.0)
@@ -86,35 +108,86 @@ if triton is not None:
             bit = (h >> (element % 32).to(tl.uint32)) & 1
             z = bit.to(tl.float32) * 2.0 - 1.0
         w = tl.load(w_ptr + offs, mask=inside, other=0.0)
-        dtype = w_ptr.dtype.element_ty
-        z = _to_weight_dtype(z, dtype).to(tl.float32)  # the CPU buffer holds z in the weights' dtype
-        w = _to_weight_dtype(tl.fma(z, a0, w.to(tl.float32)), dtype)
+        z = _to_weight_dtype(z, DTYPE).to(tl.float32)  # the CPU buffer holds z in the weights' dtype
+        w = _to_weight_dtype(tl.fma(z, a0, w.to(tl.float32)), DTYPE)
         if N_ALPHAS > 1:
-            w = _to_weight_dtype(tl.fma(z, a1, w.to(tl.float32)), dtype)
+            w = _to_weight_dtype(tl.fma(z, a1, w.to(tl.float32)), DTYPE)
         if N_ALPHAS > 2:
-            w = _to_weight_dtype(tl.fma(z, a2, w.to(tl.float32)), dtype)
+            w = _to_weight_dtype(tl.fma(z, a2, w.to(tl.float32)), DTYPE)
         tl.store(w_ptr + offs, w, mask=inside)
+
+    _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def _signed64(x: int) -> int:
+    """A 64-bit word as the signed int a kernel argument or an int64 tensor holds."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+class Segments:
+    """The table one launch reads to find its tensors: for each tensor its address, length,
+    first block and index mix (``splitmix(index + C)`` of :func:`fedzo.zo.seeds.derive_seed`),
+    and for each block its tensor. Built once per set of tensors and kept on their device."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], indices: Sequence[int]) -> None:
+        device = tensors[0].device
+        blocks = [triton.cdiv(t.numel(), BLOCK) for t in tensors]
+        firsts = [sum(blocks[:i]) for i in range(len(blocks))]
+        def as64(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64, device=device)
+
+        self.addr = as64([t.data_ptr() for t in tensors])
+        self.numel = as64([t.numel() for t in tensors])
+        self.first = as64(firsts)
+        self.index_mix = as64([_signed64(_splitmix64_int((i & MASK64) + PATH_OFFSET)) for i in indices])
+        self.segment = torch.repeat_interleave(torch.arange(len(tensors), dtype=torch.int32),
+                                               torch.tensor(blocks)).to(device)
+        self.blocks = sum(blocks)
+        self.dtype = _TL_DTYPES[tensors[0].dtype]
+
+
+_SEGMENTS: dict[tuple[tuple[int, int, int], ...], Segments] = {}
+_MAX_TABLES = 32
+
+
+def segments(tensors: Sequence[torch.Tensor], indices: Sequence[int]) -> Segments:
+    """The segment table of ``tensors`` (one dtype, one device), from a small cache keyed by
+    their addresses, lengths and indices."""
+    key = tuple((t.data_ptr(), t.numel(), i) for t, i in zip(tensors, indices, strict=True))
+    table = _SEGMENTS.get(key)
+    if table is None:
+        if len(_SEGMENTS) >= _MAX_TABLES:
+            _SEGMENTS.pop(next(iter(_SEGMENTS)))
+        table = _SEGMENTS[key] = Segments(tensors, indices)
+    return table
 
 
 def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[float], *, gaussian: bool = True,
                 indices: Sequence[int] | None = None, start: int = 0) -> None:
     """``t += a * z(seed)`` for each ``a`` in ``alphas``, in order, on every tensor (its
     index in the parameter set from ``indices``, default its position; its first element
-    at position ``start`` of the tensor's stream, default 0), in place, one kernel launch per
-    tensor and up to three alphas (passed as scalars: no copy from the host to wait for;
-    more alphas take further launches, in order, which round alike)."""
+    at position ``start`` of the tensor's stream, default 0), in place: one kernel launch
+    for all tensors of one dtype and up to three alphas (passed as scalars with the seed:
+    nothing is copied from the host and nothing waits; more alphas take further launches, in
+    order, which round alike). Each tensor's stream key is derived in the kernel."""
     if triton is None:
         raise RuntimeError("the fused direction kernel needs Triton (pip install triton)")
-    if not alphas:
+    if not alphas or not tensors:
         return
+    if any(not t.is_contiguous() for t in tensors):
+        raise ValueError("the fused direction kernel needs contiguous tensors")
     table = gaussian_table(tensors[0].device)
+    seed_mix = _signed64(_splitmix64_int(seed & MASK64))
+    positions = list(range(len(tensors))) if indices is None else list(indices)
+    groups: dict[torch.dtype, list[int]] = {}
     for pos, t in enumerate(tensors):
-        if not t.is_contiguous():
-            raise ValueError("the fused direction kernel needs contiguous tensors")
-        k0, k1 = key_words(derive_seed(seed, pos if indices is None else indices[pos]))
-        n = t.numel()
+        if t.numel():
+            groups.setdefault(t.dtype, []).append(pos)
+    for members in groups.values():
+        seg = segments([tensors[p] for p in members], [positions[p] for p in members])
         for i in range(0, len(alphas), 3):
             part = [float(x) for x in alphas[i:i + 3]]
             a0, a1, a2 = (part + [0.0, 0.0])[:3]
-            _apply_kernel[(triton.cdiv(n, BLOCK),)](t, n, start, k0, k1, a0, a1, a2, table, N_ALPHAS=len(part),
-                                                   GAUSSIAN=gaussian, BLOCK=BLOCK)
+            _apply_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, start, seed_mix,
+                                         a0, a1, a2, table, DTYPE=seg.dtype, N_ALPHAS=len(part), GAUSSIAN=gaussian,
+                                         BLOCK=BLOCK)

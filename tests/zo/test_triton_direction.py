@@ -101,3 +101,30 @@ def test_a_perturber_asked_for_the_fused_kernel_steps_as_the_chunked_one() -> No
                        mask=make_mask("random", 0.5, 0, params))
     assert not masked._use_fused(None)
     assert not Perturber(params, NoiseSpec("portable", "gaussian"), fused=True)._use_fused(lambda *a: None)
+
+
+def test_one_launch_serves_every_tensor_of_a_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors of two dtypes: one launch per dtype (a segment table finds each block's
+    tensor; each tensor's stream key is derived in the kernel), the same values as the
+    Perturber's directions, and the table built once per set of tensors."""
+    from fedzo.zo import triton_direction as td
+
+    launches: list[int] = []
+    real = td._apply_kernel
+
+    class Counting:
+        def __getitem__(self, grid: tuple[int]) -> object:
+            launches.append(grid[0])
+            return real[grid]
+
+    monkeypatch.setattr(td, "_apply_kernel", Counting())
+    sizes = (2500, 1, 1024, 3)
+    dtypes = (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16)
+    zero = [torch.zeros(n, dtype=d, device=DEVICE) for n, d in zip(sizes, dtypes, strict=True)]
+    apply_fused(zero, 99, (1.0,), indices=[4, 0, 7, 2])
+    assert launches == [3 + 1, 1 + 1]  # blocks of 1024: the float32 tensors, then the bfloat16 ones
+    for got, index in zip(zero, [4, 0, 7, 2], strict=True):  # the Perturber's direction of tensor ``index``
+        names = {f"t{i}": torch.zeros(got.numel() if i == index else 1) for i in range(8)}
+        want = Perturber(ParamSet.from_tensors(names), NoiseSpec("portable")).direction(99)[index]
+        assert torch.equal(got.cpu(), want.to(got.dtype))
+    assert td.segments([zero[0], zero[2]], [4, 7]) is td.segments([zero[0], zero[2]], [4, 7])
