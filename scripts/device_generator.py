@@ -7,7 +7,9 @@ elements and at 16M, with the peak allocated bytes of each and whether both chun
 the same direction bitwise (the portable stream does not depend on chunking). A ZO step
 regenerates three times, the server's replay once per entry.
 ``fused_direction``: the fused Triton kernel (:mod:`fedzo.zo.triton_direction`) over every
-weight: Gaussian and Rademacher (no table) regenerations, against one copy of the weights
+weight (one launch per dtype): Gaussian and Rademacher (no table) regenerations, a replay of
+16 log entries in one pass against one application per entry (and whether the two agree
+bitwise), against one copy of the weights
 (the traffic a regeneration at memory speed would have: each weight read and written once)
 and a gather-only pass (a random index per element looked up in the 256 KB Gaussian table:
 what the table costs); whether its directions agree bitwise with the chunked path's and
@@ -60,7 +62,7 @@ def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
 
     from fedzo.zo.known_answers import VECTORS
     from fedzo.zo.noise import gaussian_table
-    from fedzo.zo.triton_direction import apply_fused
+    from fedzo.zo.triton_direction import ENTRIES_PER_PASS, apply_entries_fused, apply_fused
 
     model = build_model(name, device)
     params = ParamSet.from_module(model)
@@ -82,6 +84,30 @@ def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
     out["gather_only_seconds"] = median_seconds(lambda: torch.take(table, idx, out=flat), device, repeats)
     out["gaussian_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["gaussian"]["seconds"]
     out["rademacher_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["rademacher"]["seconds"]
+    # a replay of 16 entries: one pass over the weights against one application per entry
+    entries = [(1000 + i, (1e-4 * (-1) ** i,)) for i in range(ENTRIES_PER_PASS)]
+    saved = [t.detach().clone() for t in tensors]
+
+    def one_by_one() -> None:
+        for seed, alphas in entries:
+            apply_fused(tensors, seed, alphas)
+
+    out["replay_entries"] = len(entries)
+    out["replay_one_pass_seconds"] = median_seconds(partial(apply_entries_fused, tensors, entries), device, repeats)
+    out["replay_one_by_one_seconds"] = median_seconds(one_by_one, device, repeats)
+    out["replay_one_pass_speedup"] = out["replay_one_by_one_seconds"] / out["replay_one_pass_seconds"]
+    with torch.no_grad():
+        for t, s in zip(tensors, saved, strict=True):
+            t.copy_(s)
+        apply_entries_fused(tensors, entries)
+        one_pass = [t.detach().clone() for t in tensors]
+        for t, s in zip(tensors, saved, strict=True):
+            t.copy_(s)
+        one_by_one()
+        out["replay_one_pass_bitwise_equal"] = all(torch.equal(a, b) for a, b in zip(one_pass, tensors, strict=True))
+        for t, s in zip(tensors, saved, strict=True):
+            t.copy_(s)
+    del saved, one_pass
     fused = Perturber(params, NoiseSpec("portable", "gaussian"), fused=True).direction(7)
     chunked = Perturber(params, NoiseSpec("portable", "gaussian"), fused=False).direction(7)
     out["direction_bitwise_equal_to_chunked"] = all(torch.equal(a, b) for a, b in zip(fused, chunked, strict=True))

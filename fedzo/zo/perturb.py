@@ -127,6 +127,21 @@ class Perturber:
                 if final is not None:
                     final(i, start, piece, z)
 
+    @torch.no_grad()
+    def apply_many(self, entries: Sequence[tuple[int, Sequence[float]]]) -> None:
+        """:meth:`apply` for each ``(seed, alphas)`` in order (a replay). Where the fused
+        kernel serves every direction over all tensors (no block schedule), it applies them
+        in one pass over the weights, in the same rounding order, so the result is bitwise
+        that of the applications one by one."""
+        if entries and self.blocks is None and self._use_fused(None):
+            from fedzo.zo.triton_direction import apply_entries_fused
+
+            apply_entries_fused(list(self.params.tensors), entries,
+                                gaussian=self.spec.distribution is Distribution.GAUSSIAN)
+            return
+        for seed, alphas in entries:
+            self.apply(seed, alphas)
+
     def direction(self, seed: int) -> list[torch.Tensor]:
         """The full direction as dense tensors (allocates a copy of the trainable set: the
         forward-grad tangent, tests and diagnostics)."""

@@ -34,11 +34,12 @@ def apply_entries(perturber: Perturber, entries: Iterable[LogEntry], optimizer: 
     Stateless logs need no optimiser. A log written by a stateful optimiser must be
     replayed from the start with a fresh optimiser of the same kind and settings.
     """
+    if optimizer is None:  # one pass over the weights where the fused kernel serves them
+        moves = [(e.seed, e.alphas) for e in entries]
+        perturber.apply_many(moves)
+        return len(moves)
     n = 0
     for e in entries:
-        if optimizer is None:
-            perturber.apply(e.seed, e.alphas)
-        else:
-            optimizer.replay(perturber, e.seed, e.alphas, e.grad, e.lr)
+        optimizer.replay(perturber, e.seed, e.alphas, e.grad, e.lr)
         n += 1
     return n

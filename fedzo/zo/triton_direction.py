@@ -33,6 +33,7 @@ from fedzo.zo.seeds import MASK64, PATH_OFFSET
 from fedzo.zo.seeds import splitmix64 as _splitmix64_int
 
 BLOCK = 1024
+ENTRIES_PER_PASS = 16  # replayed entries a pass over the weights applies (one read and write each)
 
 try:  # pragma: no cover - depends on the environment
     import triton
@@ -78,21 +79,15 @@ if triton is not None:
         return x ^ (x >> 31)
 
     @triton.jit
-    def _apply_kernel(addr_ptr: Any, numel_ptr: Any, first_ptr: Any, index_mix_ptr: Any, segment_ptr: Any,
-                      start: Any, seed_mix: Any, a0: Any, a1: Any, a2: Any, table_ptr: Any, DTYPE: tl.constexpr,
-                      N_ALPHAS: tl.constexpr, GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr) -> None:
-        pid = tl.program_id(0)
-        seg = tl.load(segment_ptr + pid)  # which tensor this block of elements belongs to
-        w_ptr = tl.load(addr_ptr + seg).to(tl.pointer_type(DTYPE))
-        n = tl.load(numel_ptr + seg)
+    def _direction(seed_mix: Any, index_mix: Any, element: Any, inside: Any, table_ptr: Any, DTYPE: tl.constexpr,
+                   GAUSSIAN: tl.constexpr) -> Any:
+        """z at stream positions ``element`` of the tensor whose index mixes to ``index_mix``,
+        for the seed that mixes to ``seed_mix``, in the weights' dtype (as float32)."""
         # the tensor's stream key, derive_seed(seed, index): splitmix(splitmix(seed) ^ splitmix(index + C))
-        key = _splitmix64(seed_mix.to(tl.uint64, bitcast=True) ^ tl.load(index_mix_ptr + seg).to(tl.uint64, bitcast=True))
+        key = _splitmix64(seed_mix.to(tl.uint64, bitcast=True) ^ index_mix.to(tl.uint64, bitcast=True))
         key = key & 0x7FFFFFFFFFFFFFFF
         k0 = (key & 0xFFFFFFFF).to(tl.uint32)
         k1 = (0x9E3779B9 * ((key >> 32) + 1)).to(tl.uint32)  # noise.key_words, wrapped to 32 bits
-        offs = (pid - tl.load(first_ptr + seg)) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-        inside = offs < n
-        element = offs + start  # the element's position in its tensor's stream
         if GAUSSIAN:
             group = element // 2
         else:
@@ -107,13 +102,50 @@ if triton is not None:
         else:
             bit = (h >> (element % 32).to(tl.uint32)) & 1
             z = bit.to(tl.float32) * 2.0 - 1.0
+        return _to_weight_dtype(z, DTYPE).to(tl.float32)  # the CPU buffer holds z in the weights' dtype
+
+    @triton.jit
+    def _apply_kernel(addr_ptr: Any, numel_ptr: Any, first_ptr: Any, index_mix_ptr: Any, segment_ptr: Any,
+                      start: Any, seed_mix: Any, a0: Any, a1: Any, a2: Any, table_ptr: Any, DTYPE: tl.constexpr,
+                      N_ALPHAS: tl.constexpr, GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr) -> None:
+        pid = tl.program_id(0)
+        seg = tl.load(segment_ptr + pid)  # which tensor this block of elements belongs to
+        w_ptr = tl.load(addr_ptr + seg).to(tl.pointer_type(DTYPE))
+        offs = (pid - tl.load(first_ptr + seg)) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        inside = offs < tl.load(numel_ptr + seg)
+        z = _direction(seed_mix, tl.load(index_mix_ptr + seg), offs + start, inside, table_ptr, DTYPE, GAUSSIAN)
         w = tl.load(w_ptr + offs, mask=inside, other=0.0)
-        z = _to_weight_dtype(z, DTYPE).to(tl.float32)  # the CPU buffer holds z in the weights' dtype
         w = _to_weight_dtype(tl.fma(z, a0, w.to(tl.float32)), DTYPE)
         if N_ALPHAS > 1:
             w = _to_weight_dtype(tl.fma(z, a1, w.to(tl.float32)), DTYPE)
         if N_ALPHAS > 2:
             w = _to_weight_dtype(tl.fma(z, a2, w.to(tl.float32)), DTYPE)
+        tl.store(w_ptr + offs, w, mask=inside)
+
+    @triton.jit
+    def _entries_kernel(addr_ptr: Any, numel_ptr: Any, first_ptr: Any, index_mix_ptr: Any, segment_ptr: Any,
+                        seed_mix_ptr: Any, count_ptr: Any, alphas_ptr: Any, base: Any, table_ptr: Any,
+                        DTYPE: tl.constexpr, GAUSSIAN: tl.constexpr, ENTRIES: tl.constexpr,
+                        BLOCK: tl.constexpr) -> None:
+        """Entries ``base .. base + ENTRIES - 1`` (each with up to three alphas, ``count_ptr[e]``
+        of them at ``alphas_ptr[3 e]``; padding rows have none), entry after entry, on each
+        element: loaded once, stored once, rounded to the weights' dtype after each alpha
+        exactly as one application per entry. The loops are unrolled (a compile-time count):
+        no runtime loop bound, which Triton's interpreter cannot take from an argument."""
+        pid = tl.program_id(0)
+        seg = tl.load(segment_ptr + pid)
+        w_ptr = tl.load(addr_ptr + seg).to(tl.pointer_type(DTYPE))
+        offs = (pid - tl.load(first_ptr + seg)) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        inside = offs < tl.load(numel_ptr + seg)
+        index_mix = tl.load(index_mix_ptr + seg)
+        w = tl.load(w_ptr + offs, mask=inside, other=0.0)
+        for e in tl.static_range(ENTRIES):
+            row = base + e
+            z = _direction(tl.load(seed_mix_ptr + row), index_mix, offs, inside, table_ptr, DTYPE, GAUSSIAN)
+            count = tl.load(count_ptr + row)
+            for j in tl.static_range(3):
+                moved = _to_weight_dtype(tl.fma(z, tl.load(alphas_ptr + 3 * row + j), w.to(tl.float32)), DTYPE)
+                w = tl.where(j < count, moved, w)
         tl.store(w_ptr + offs, w, mask=inside)
 
     _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -191,3 +223,40 @@ def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[flo
             _apply_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, start, seed_mix,
                                          a0, a1, a2, table, DTYPE=seg.dtype, N_ALPHAS=len(part), GAUSSIAN=gaussian,
                                          BLOCK=BLOCK)
+
+
+def apply_entries_fused(tensors: Sequence[torch.Tensor], entries: Sequence[tuple[int, Sequence[float]]], *,
+                        gaussian: bool = True, indices: Sequence[int] | None = None) -> None:
+    """``t += a * z(seed)`` for every ``(seed, alphas)`` of ``entries`` and each ``a`` of its
+    alphas, in that order, on every tensor, ``ENTRIES_PER_PASS`` entries a pass over the
+    weights (one launch per dtype and pass): each element is read once, moved entry after
+    entry with a rounding after each alpha, and written once, so the result is bitwise that
+    of one :func:`apply_fused` per entry (a replayed log stays the log it was). The entries'
+    seeds and alphas travel to the device in one copy."""
+    if triton is None:
+        raise RuntimeError("the fused direction kernel needs Triton (pip install triton)")
+    # at most three alphas a row: an entry with more continues on the next row, with the same seed
+    rows = [(seed, [float(a) for a in alphas[i:i + 3]]) for seed, alphas in entries for i in range(0, len(alphas), 3)]
+    if not rows or not tensors:
+        return
+    per_pass = min(ENTRIES_PER_PASS, 1 << (len(rows) - 1).bit_length())  # a power of two: few compilations
+    rows += [(0, [])] * (-len(rows) % per_pass)  # padding rows move nothing
+    if any(not t.is_contiguous() for t in tensors):
+        raise ValueError("the fused direction kernel needs contiguous tensors")
+    device = tensors[0].device
+    table = gaussian_table(device)
+    seed_mix = torch.tensor([_signed64(_splitmix64_int(seed & MASK64)) for seed, _ in rows], dtype=torch.int64)
+    counts = torch.tensor([len(part) for _, part in rows], dtype=torch.int32)
+    alphas = torch.tensor([(part + [0.0, 0.0, 0.0])[:3] for _, part in rows], dtype=torch.float32)
+    seed_mix, counts, alphas = (x.to(device) for x in (seed_mix, counts, alphas))
+    positions = list(range(len(tensors))) if indices is None else list(indices)
+    groups: dict[torch.dtype, list[int]] = {}
+    for pos, t in enumerate(tensors):
+        if t.numel():
+            groups.setdefault(t.dtype, []).append(pos)
+    for members in groups.values():
+        seg = segments([tensors[p] for p in members], [positions[p] for p in members])
+        for base in range(0, len(rows), per_pass):
+            _entries_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, seed_mix,
+                                           counts, alphas, base, table, DTYPE=seg.dtype, GAUSSIAN=gaussian,
+                                           ENTRIES=per_pass, BLOCK=BLOCK)

@@ -128,3 +128,45 @@ def test_one_launch_serves_every_tensor_of_a_dtype(monkeypatch: pytest.MonkeyPat
         want = Perturber(ParamSet.from_tensors(names), NoiseSpec("portable")).direction(99)[index]
         assert torch.equal(got.cpu(), want.to(got.dtype))
     assert td.segments([zero[0], zero[2]], [4, 7]) is td.segments([zero[0], zero[2]], [4, 7])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_replay_in_one_pass_is_bitwise_the_entries_applied_one_by_one(dtype: torch.dtype) -> None:
+    """K log entries (one to three alphas each) in one pass over the weights: each element
+    moved entry after entry, rounded after each alpha, as one application per entry."""
+    from fedzo.zo import LogEntry
+    from fedzo.zo.replay import apply_entries
+    from fedzo.zo.triton_direction import apply_entries_fused
+
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(n, generator=g).to(dtype).to(DEVICE) for n in (2100, 5, 1)]
+    entries = [(11, (1e-3,)), (12, (-2e-3, 5e-4)), (13, ()), (14, (0.25, -0.125, 3e-3)), (15, (7e-4,))]
+    one_by_one = [w.clone() for w in weights]
+    for seed, alphas in entries:
+        apply_fused(one_by_one, seed, alphas, indices=[3, 4, 5])
+    one_pass = [w.clone() for w in weights]
+    apply_entries_fused(one_pass, entries, indices=[3, 4, 5])
+    assert all(torch.equal(a, b) for a, b in zip(one_pass, one_by_one, strict=True))
+    assert not torch.equal(one_pass[0], weights[0])
+    # through the Perturber, as a log replay does
+    params = ParamSet.from_tensors({f"t{i}": w.clone() for i, w in enumerate(weights)})
+    apply_entries(Perturber(params, NoiseSpec("portable"), fused=True),
+                  [LogEntry(1, s, tuple(a)) for s, a in entries])
+    looped = [w.clone() for w in weights]
+    for seed, alphas in entries:
+        apply_fused(looped, seed, alphas)
+    assert all(torch.equal(a, b) for a, b in zip(params.tensors, looped, strict=True))
+
+
+def test_a_long_replay_takes_several_passes_and_splits_long_entries() -> None:
+    """20 entries, one with five alphas: two passes of 16 rows, bitwise the one-by-one result."""
+    from fedzo.zo.triton_direction import ENTRIES_PER_PASS, apply_entries_fused
+
+    entries = [(100 + i, ((-1) ** i * 1e-3 * (i + 1),)) for i in range(20)]
+    entries[7] = (107, (1e-3, 2e-3, -3e-3, 4e-3, -5e-3))  # two rows, same seed
+    w = torch.randn(1500, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    one_pass, one_by_one = w.clone(), w.clone()
+    apply_entries_fused([one_pass], entries, gaussian=False)
+    for seed, alphas in entries:
+        apply_fused([one_by_one], seed, alphas, gaussian=False)
+    assert ENTRIES_PER_PASS == 16 and torch.equal(one_pass, one_by_one)
