@@ -14,6 +14,12 @@ accuracy and of its difference from the fault-free run of the same seed. The see
 the data split, the sampling and the attackers. Runs go to ``--work`` (default
 ``runs/byzantine``) and are reused when finished, so seeds can be spread over invocations.
 
+The defences (``--defences``, the first always ``mean``, the fault-free reference): the plain
+mean, the mean behind the absolute scalar bound only, the median, the per-client reputation
+(the default of seeds-and-scalars runs since 2026-12-07), reputation against the server's
+own scalars on a 128-example root set, and both at threshold 0. The tables of docs/faults.md
+come from ``--kinds sign_flip scale nan random`` at ``--fraction 0.2`` and ``0.3``.
+
 ``--scenario`` runs another fleet (``scenarios/byzantine-smollm2.yaml``: the embedded
 SmolLM2-135M, an illustration), ``--kinds`` and ``--defences`` a subset of the cells::
 

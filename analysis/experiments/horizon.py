@@ -49,7 +49,8 @@ def overrides(name: str, seed: int) -> dict[str, Any]:
     per_round = SECONDS_PER_ROUND[name]
     rounds = math.ceil(CAP_MINUTES * 60 / per_round) + 1
     every = max(1, round(EVAL_MINUTES * 60 / per_round))
-    return {"seed": seed, "federation": {"rounds": rounds, "eval_every": every},
+    # reputation as experiment 1 ran (before it became the seeds-and-scalars default on 2026-12-07)
+    return {"seed": seed, "federation": {"rounds": rounds, "eval_every": every, "reputation": False},
             "data": {"eval_examples": DEV_EXAMPLES, "eval_split": "dev"}}
 
 

@@ -38,10 +38,11 @@ TIMING_KEYS = HOST_MEASURED_KEYS | {"sim_seconds", "round_sim_seconds", "sim_sta
                                     "sim_replay_end", "sim_compute_end", "sim_end"}
 FAULT_KINDS: tuple[str, ...] = (*DELIVERY_FAULTS, "byzantine")
 AGGREGATOR_SETTINGS: dict[str, dict[str, Any]] = {
-    "mean": {"aggregator": "mean"},
-    "median": {"aggregator": "median"},
-    "trimmed-mean": {"aggregator": "trimmed-mean", "trim_fraction": 0.2},
-    "running-median-clip": {"aggregator": "mean", "aggregator_clip": "running-median", "clip_multiplier": 3.0},
+    "mean": {"aggregator": "mean", "reputation": False},
+    "median": {"aggregator": "median", "reputation": False},
+    "trimmed-mean": {"aggregator": "trimmed-mean", "trim_fraction": 0.2, "reputation": False},
+    "running-median-clip": {"aggregator": "mean", "aggregator_clip": "running-median", "clip_multiplier": 3.0,
+                            "reputation": False},
     "reputation": {"aggregator": "mean", "reputation": True},
 }
 
@@ -153,6 +154,24 @@ def run_bench(*, rounds: int = 8, num_clients: int = 5, fraction: float = 0.2, b
                       "initial_accuracy": clean.initial_accuracy, "kinds": byz},
         "seconds": time.perf_counter() - t0,
     }
+
+
+def markdown_resume_table(r: dict[str, Any]) -> str:
+    """The report's kill-and-resume results as the markdown table docs/faults.md shows."""
+    lines = [("| fault | runs completed | model identical after resume | metric lines lost | duplicated "
+              "| injected / observed |"), "|---|---|---|---|---|---|"]
+    for kind, f in r["faults"].items():
+        injected = sum(f["injected"].values())
+        if f.get("extra_replies"):
+            observed = f"{sum(f['extra_replies'].values())} extra replies, never aggregated"
+        elif kind == "byzantine":
+            observed = f"{injected} tampered replies"
+        else:
+            observed = ", ".join(f"{k} {v}" for k, v in f["status"].items() if k != "ok")
+        label = f"byzantine ({r['settings'].get('byzantine_kind', 'sign_flip')})" if kind == "byzantine" else kind
+        lines.append(f"| {label} | {f['runs_completed']}/2 | {'yes' if f['identical_after_resume'] else 'no'} | "
+                     f"{f['lines_lost']} | {f['lines_duplicated']} | {injected} / {observed} |")
+    return "\n".join(lines) + "\n"
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -126,9 +126,11 @@ class FederationConfig(Section):
         "norm: scale each client's scalars down to clip_multiplier x the round's median client norm")
     clip_multiplier: float = Field(3.0, gt=0, description="k of the running-median and norm clip bounds")
     clip_window: int = Field(10, ge=1, description="rounds in the running median (aggregator_clip)")
-    reputation: bool = Field(
-        False, description="leave out clients whose scalars, over seeds and earlier rounds, point against the "
-        "other clients' (direction z-score below reputation_threshold) or are far larger (reputation_max_scale)")
+    reputation: bool | None = Field(
+        None, description="leave out clients whose scalars, over seeds and earlier rounds, point against the "
+        "other clients' (direction z-score below reputation_threshold) or are far larger (reputation_max_scale); "
+        "null: on for the seeds-and-scalars protocol (3 or more replies a round), off for FedAvg, which it "
+        "cannot score")
     reputation_threshold: float = Field(-1.0, description="direction z-score below which a client is left out "
                                         "(0: chance agreement; an honest client scores above 0 on average)")
     reputation_max_scale: float = Field(3.0, gt=1, description="a client whose scalars' norm is on average "
@@ -169,6 +171,11 @@ class FederationConfig(Section):
         default_factory=ServerOptimizerConfig, description="how the server applies a round's aggregated "
         "scalars (seeds-and-scalars protocol): plainly, or with momentum or Adam over the round's move")
 
+    def scores_clients(self, seeds_and_scalars: bool) -> bool:
+        """Whether the reputation runs: ``reputation``, or when it is null, for the
+        seeds-and-scalars protocol (``seeds_and_scalars``) only."""
+        return seeds_and_scalars if self.reputation is None else self.reputation
+
     @field_validator("catch_up")
     @classmethod
     def _known_policy(cls, v: str) -> str:
@@ -195,9 +202,9 @@ class FederationConfig(Section):
         elif self.min_clients > self.participants:
             problems.append(f"federation.min_clients: {self.min_clients} exceeds the {self.participants} "
                             "participants per round; lower min_clients or raise participation")
-        if self.reputation_reference == "server" and not self.reputation:
+        if self.reputation_reference == "server" and self.reputation is False:
             problems.append("federation.reputation_reference: 'server' compares clients with the server's own "
-                            "scalars for the reputation; it needs federation.reputation: true")
+                            "scalars for the reputation; it needs federation.reputation: true or null")
         if self.catch_up == "seed_pool" and self.seed_pool_size < self.local_steps:
             problems.append(f"federation.seed_pool_size: {self.seed_pool_size} is below local_steps "
                             f"{self.local_steps}; a round draws K distinct pool seeds")

@@ -79,7 +79,7 @@ class Scenario(Section):
         if fed.engine == "batched" and self.fleet is not None and self.fleet.compute_model == "measured":
             out.append(batched_measured_problem())
         out += self._server_optimizer_problems()
-        if fed.reputation and not self.is_zo:
+        if fed.reputation is True and not self.is_zo:
             out.append(f"federation.reputation: scores the clients' scalars of the seeds-and-scalars protocol; "
                        f"optimizer {opt.name!r} runs the FedAvg baseline; set reputation: false")
         return out

@@ -210,3 +210,13 @@ def test_a_loud_client_is_left_out_in_the_round_it_first_sends() -> None:
     agg = RobustAggregator("mean", reputation=Reputation())
     out = agg(_contribs([*HONEST, [50 * x for x in HONEST[2]]]))
     assert agg.left_out == [5] and out == pytest.approx(tuple(sum(col) / 5 for col in zip(*HONEST, strict=True)))
+
+
+def test_reputation_is_on_by_default_for_seeds_and_scalars_only(fed_config) -> None:
+    zo = fed_config()
+    assert zo.federation.reputation is None and zo.federation.scores_clients(seeds_and_scalars=zo.is_zo)
+    assert RobustAggregator.from_config(zo.federation).reputation is not None
+    fo = fed_config(optimizer="fo-adam")  # the FedAvg baseline validates with the default and is not scored
+    assert not fo.federation.scores_clients(seeds_and_scalars=fo.is_zo)
+    off = fed_config(reputation=False)
+    assert RobustAggregator.from_config(off.federation).reputation is None

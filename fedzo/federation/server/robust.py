@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fedzo.config.federation import FederationConfig
 from fedzo.federation.server.aggregate import Contribution, make_aggregator
 from fedzo.federation.server.reputation import Reputation, Vote, round_votes
 
@@ -48,13 +49,12 @@ class RobustAggregator:
         self.clipped = 0  # client scalars clipped in the latest call
 
     @classmethod
-    def from_config(cls, fed: Any) -> RobustAggregator:
-        """From a :class:`~fedzo.config.federation.FederationConfig`."""
-        return cls(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip,
-                   mode=getattr(fed, "aggregator_clip", "none"),
-                   multiplier=getattr(fed, "clip_multiplier", 3.0), window=getattr(fed, "clip_window", 10),
+    def from_config(cls, fed: FederationConfig) -> RobustAggregator:
+        """The seeds-and-scalars protocol's aggregator, from its federation settings."""
+        return cls(fed.aggregator, trim_fraction=fed.trim_fraction, clip=fed.clip, mode=fed.aggregator_clip,
+                   multiplier=fed.clip_multiplier, window=fed.clip_window,
                    reputation=Reputation(fed.reputation_threshold, fed.reputation_max_scale)
-                   if getattr(fed, "reputation", False) else None)
+                   if fed.scores_clients(seeds_and_scalars=True) else None)
 
     def reference_scale(self, scalars: Iterable[Sequence[float]]) -> float:
         """The run's own scale of a scalar: the median |aggregated scalar| of the recent applied

@@ -91,7 +91,7 @@ class ZOProtocol:
         self.reference = ServerReference(objective, self.params, self.perturber, seed=scenario.seed,
                                          examples=fed.reference_examples, estimator=zo.estimator,
                                          optimizer=scenario.optimizer.name) \
-            if fed.reputation and fed.reputation_reference == "server" else None
+            if fed.scores_clients(seeds_and_scalars=True) and fed.reputation_reference == "server" else None
         optimizer = make_zo_optimizer(scenario.optimizer.name)
         if not isinstance(optimizer, ZOSGD):
             raise FederationError(f"optimizer.name: {scenario.optimizer.name!r} cannot run federated")
