@@ -194,6 +194,17 @@ def segments(tensors: Sequence[torch.Tensor], indices: Sequence[int]) -> Segment
     return table
 
 
+def _tables(tensors: Sequence[torch.Tensor], indices: Sequence[int] | None) -> list[Segments]:
+    """One segment table per dtype among the non-empty ``tensors`` (their indices in the
+    parameter set from ``indices``, default their positions)."""
+    positions = list(range(len(tensors))) if indices is None else list(indices)
+    groups: dict[torch.dtype, list[int]] = {}
+    for pos, t in enumerate(tensors):
+        if t.numel():
+            groups.setdefault(t.dtype, []).append(pos)
+    return [segments([tensors[p] for p in members], [positions[p] for p in members]) for members in groups.values()]
+
+
 def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[float], *, gaussian: bool = True,
                 indices: Sequence[int] | None = None, start: int = 0) -> None:
     """``t += a * z(seed)`` for each ``a`` in ``alphas``, in order, on every tensor (its
@@ -210,13 +221,7 @@ def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[flo
         raise ValueError("the fused direction kernel needs contiguous tensors")
     table = gaussian_table(tensors[0].device)
     seed_mix = _signed64(_splitmix64_int(seed & MASK64))
-    positions = list(range(len(tensors))) if indices is None else list(indices)
-    groups: dict[torch.dtype, list[int]] = {}
-    for pos, t in enumerate(tensors):
-        if t.numel():
-            groups.setdefault(t.dtype, []).append(pos)
-    for members in groups.values():
-        seg = segments([tensors[p] for p in members], [positions[p] for p in members])
+    for seg in _tables(tensors, indices):
         for i in range(0, len(alphas), 3):
             part = [float(x) for x in alphas[i:i + 3]]
             a0, a1, a2 = (part + [0.0, 0.0])[:3]
@@ -249,13 +254,7 @@ def apply_entries_fused(tensors: Sequence[torch.Tensor], entries: Sequence[tuple
     counts = torch.tensor([len(part) for _, part in rows], dtype=torch.int32)
     alphas = torch.tensor([(part + [0.0, 0.0, 0.0])[:3] for _, part in rows], dtype=torch.float32)
     seed_mix, counts, alphas = (x.to(device) for x in (seed_mix, counts, alphas))
-    positions = list(range(len(tensors))) if indices is None else list(indices)
-    groups: dict[torch.dtype, list[int]] = {}
-    for pos, t in enumerate(tensors):
-        if t.numel():
-            groups.setdefault(t.dtype, []).append(pos)
-    for members in groups.values():
-        seg = segments([tensors[p] for p in members], [positions[p] for p in members])
+    for seg in _tables(tensors, indices):
         for base in range(0, len(rows), per_pass):
             _entries_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, seed_mix,
                                            counts, alphas, base, table, DTYPE=seg.dtype, GAUSSIAN=gaussian,

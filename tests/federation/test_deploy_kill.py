@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import pid_alive
 
 from fedzo.federation.server.global_model import load_global_model
 
@@ -107,26 +106,50 @@ def _rounds_done(run: Path) -> int:
     return max((r["round"] for r in rounds if r.get("kind") == "round"), default=0)
 
 
-def _wait_for_round(run: Path, round_: int, script: _Script, seen: set[int], timeout: float = 240) -> None:
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot; None when it is gone): with the
+    PID it names one process, since a PID is reused once it dies (pid_max may be 32768)."""
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _note(seen: dict[int, int], pids: set[int]) -> None:
+    """Add each process of ``pids`` not seen yet, with its start time."""
+    for pid in pids - set(seen):
+        if (started := _start_time(pid)) is not None:
+            seen[pid] = started
+
+
+def _wait_for_round(run: Path, round_: int, script: _Script, seen: dict[int, int], timeout: float = 240) -> None:
     """Wait for ``round_`` to be recorded, collecting into ``seen`` every process the
     script's processes start (the ServerApp, the per-message ClientApps)."""
     deadline = time.monotonic() + timeout
     while _rounds_done(run) < round_:
         if script.proc.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"round {round_} never came:\n" + "\n".join(script.lines))
-        seen |= _tree({script.proc.pid, *seen})
+        _note(seen, _tree({script.proc.pid, *seen}))
         time.sleep(0.2)
 
 
-def _still_alive(pids: set[int], seconds: float = 30) -> set[int]:
-    """Which of ``pids`` are alive after up to ``seconds`` (the ServerApp's watchdog notices
-    a dead SuperLink within a few seconds)."""
+def _still_alive(procs: dict[int, int], seconds: float = 30) -> dict[int, str]:
+    """Which of ``procs`` (PID: start time) are alive after up to ``seconds``, with their
+    command lines (the ServerApp's watchdog notices a dead SuperLink within a few seconds).
+    A PID now held by a process started later is another process: not counted."""
     deadline = time.monotonic() + seconds
     while True:
-        left = {p for p in pids if pid_alive(p) and not _zombie(p)}
+        left = {p for p, started in procs.items() if _start_time(p) == started and not _zombie(p)}
         if not left or time.monotonic() > deadline:
-            return left
+            return {p: _command(p) for p in sorted(left)}
         time.sleep(0.5)
+
+
+def _command(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
 
 
 def _zombie(pid: int) -> bool:
@@ -144,27 +167,30 @@ def test_a_killed_supernode_and_a_killed_superlink_lose_nothing_and_leave_nothin
     first = _Script(str(scenario), "--out", str(run), "--logs", str(logs), "--timeout", "400")
     link, *nodes = first.pids()
     assert len(nodes) == 3
-    seen: set[int] = {link, *nodes}
+    seen: dict[int, int] = {}
+    _note(seen, {link, *nodes})
     _wait_for_round(run, 2, first, seen)
     os.kill(nodes[1], signal.SIGKILL)  # a board gone: the run goes on without it
     _wait_for_round(run, 4, first, seen)
-    seen |= _tree(seen)
+    _note(seen, _tree(set(seen)))
     os.kill(link, signal.SIGKILL)  # the server gone: the script stops and says how to resume
     assert first.finish(timeout=120) != 0
     output = "\n".join(first.lines)
     assert "SuperNode 1" in output and "the run goes on without it" in output
     assert "resume with --resume" in output
-    assert not any(pid_alive(p) for p in (link, *nodes))
+    assert not any(_start_time(p) == seen[p] and not _zombie(p) for p in (link, *nodes))
     assert len(seen) > 6  # the ServerApp and ClientApps were seen too
-    assert _still_alive(seen - {first.proc.pid}) == set(), "a process of the first run outlived it"
+    assert _still_alive({p: t for p, t in seen.items() if p != first.proc.pid}) == {}, \
+        "a process of the first run outlived it"
 
     done_before = _rounds_done(run)
     assert 4 <= done_before < 8
     second = _Script(str(scenario), "--out", str(run), "--logs", str(logs), "--timeout", "400", "--resume")
-    seen = set(second.pids())
+    seen = {}
+    _note(seen, set(second.pids()))
     _wait_for_round(run, 8, second, seen)
     assert second.finish(timeout=400) == 0, "\n".join(second.lines)
-    assert _still_alive(seen) == set(), "a process of the resumed run outlived it"
+    assert _still_alive(seen) == {}, "a process of the resumed run outlived it"
 
     records: list[dict[str, Any]] = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
                                      if x.strip()]

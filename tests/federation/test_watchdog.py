@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from fedzo.federation.watchdog import EXIT_CODE, command_line, watch_superlink
 
 
-def test_the_serverapp_exits_when_its_superlink_parent_goes() -> None:
+@pytest.mark.parametrize("parent", [
+    "/usr/bin/python flower-superlink --insecure",
+    # Flower 1.2x: the SuperLink starts the ServerApp through a SuperExec, which exits with it
+    "/usr/bin/python3 /venv/bin/flower-superexec --insecure --runtime-api-address 127.0.0.1:1 --parent-pid 9",
+])
+def test_the_serverapp_exits_when_its_superlink_parent_goes(parent: str) -> None:
     parents = [4242]
     exited: list[int] = []
     done = threading.Event()
@@ -18,7 +25,7 @@ def test_the_serverapp_exits_when_its_superlink_parent_goes() -> None:
         done.set()
 
     thread = watch_superlink(interval=0.01, getppid=lambda: parents[0],
-                             cmdline=lambda pid: "/usr/bin/python flower-superlink --insecure", exit_now=exit_now)
+                             cmdline=lambda pid: parent, exit_now=exit_now)
     assert thread is not None and thread.daemon
     assert not done.wait(0.1)  # the parent is alive: nothing happens
     parents[0] = 1  # re-parented to init: the SuperLink died
