@@ -165,9 +165,19 @@ def test_reprice_recomputes_a_finished_runs_clock_under_another_calibration(tiny
     summary = run_federated(cfg, tmp_path / "a")
     cal = load_calibration(tiny_calibration)
     dear = tmp_path / "dear.json"
-    dear.write_text(cal.model_copy(update={"groups": [g.model_copy(update={
-        "overhead_seconds": 3 * g.overhead_seconds, "seconds_per_gflop": 3 * g.seconds_per_gflop})
-        for g in cal.groups]}).to_json())
+    # every price three times: a step's seconds are linear in them, so compute is exactly 3x
+    # whatever the signs of the fit measured here (a loaded host can fit a negative overhead)
+    def tripled(prices: dict[str, float] | None) -> dict[str, float] | None:
+        return None if prices is None else {k: 3 * v for k, v in prices.items()}
+
+    dear.write_text(cal.model_copy(update={
+        "groups": [g.model_copy(update={
+            "overhead_seconds": 3 * g.overhead_seconds, "seconds_per_gflop": 3 * g.seconds_per_gflop,
+            "regen_seconds_per_element": None if g.regen_seconds_per_element is None
+            else 3 * g.regen_seconds_per_element}) for g in cal.groups],
+        "regen_seconds_per_element": 3 * cal.regen_seconds_per_element,
+        "update_seconds_per_element": tripled(cal.update_seconds_per_element),
+        "round_seconds_per_element": tripled(cal.round_seconds_per_element)}).to_json())
     for path, expect in ((tiny_calibration, "same"), (dear, "dearer")):
         assert main(["calibrate", "--reprice", str(tmp_path / "a"), "--out", str(path), "--json"]) == 0
         (r,) = json.loads(capsys.readouterr().out)["runs"]
