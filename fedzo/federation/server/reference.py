@@ -49,7 +49,8 @@ class ServerReference:
     def __init__(self, objective: Objective, params: ParamSet, perturber: Perturber, *, seed: int,
                  examples: int, estimator: str, optimizer: str) -> None:
         self.objective, self.params, self.perturber = objective, params, perturber
-        self.root = [objective.train[i] for i in root_indices(seed, len(objective.train), examples)]
+        root = [objective.train[i] for i in root_indices(seed, len(objective.train), examples)]
+        self.batch = next(iter(objective.classifier.batches(root, len(root)))).to(objective.device)  # once a run
         self.estimator, self.optimizer = estimator, optimizer
         self.seconds = 0.0  # host seconds of the latest call
 
@@ -57,8 +58,7 @@ class ServerReference:
         """The server's K x q projected gradients for ``seeds`` from the current weights, which
         are left exactly as they were."""
         t0 = time.perf_counter()
-        clf = self.objective.classifier
-        batch = next(iter(clf.batches(self.root, len(self.root)))).to(self.objective.device)
+        clf, batch = self.objective.classifier, self.batch
 
         def loss() -> float:
             with torch.no_grad():

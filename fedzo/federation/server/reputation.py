@@ -58,11 +58,12 @@ def round_votes(contribs: Sequence[Contribution], reference: Sequence[float] | N
     vals = np.array([c.scalars for c in contribs], dtype=np.float64)  # (clients, seeds)
     norms = np.linalg.norm(vals, axis=1)
     out: dict[int, Vote] = {}
+    server = None if reference is None else np.sign(np.asarray(reference, dtype=np.float64))
     for i, c in enumerate(contribs):
-        others = np.delete(vals, i, axis=0)
-        if reference is not None:
-            t = np.sign(np.asarray(reference, dtype=np.float64))
+        if server is not None:
+            t = server
         else:
+            others = np.delete(vals, i, axis=0)
             med = np.median(others, axis=0)
             spread = MAD_TO_SIGMA * np.median(np.abs(others - med), axis=0)
             with np.errstate(divide="ignore", invalid="ignore"):
