@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel
 
 from fedzo import environment
+from fedzo.archives import archived_note, locate
 from fedzo.atomic import append_whole, write_whole
 from fedzo.errors import ConfigError
 from fedzo.killpoints import kill_point, write_torn
@@ -90,10 +91,16 @@ class RunDir:
         """An existing run directory (for resume); clear error when it is not one."""
         run = cls(path)
         if not run.path.is_dir():
-            raise ConfigError(f"{run.path}: no such run directory")
+            raise ConfigError(archived_note(run.path) or f"{run.path}: no such run directory")
         if not (run.path / SCENARIO).is_file():
             raise ConfigError(f"{run.path}: not a fedzo run directory (no {SCENARIO})")
         return run
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> RunDir:
+        """An existing run directory to read (not to resume): on disk, or in its experiment's
+        archive (:mod:`fedzo.archives`)."""
+        return cls.open(locate(path))
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration stored in the run (as written, any format version)."""

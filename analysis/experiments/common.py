@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from fedzo.archives import locate
+
 IN_PROCESS = False
 """Run each `fedzo` command inside this interpreter instead of a fresh process. A fresh
 process pays about 10 s of imports (torch, transformers, Flower) per run, which dominates
@@ -72,7 +74,7 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
     written next to the run as ``OUT.yaml``.
     Returns the run's summary.json. Raises RuntimeError naming the run when it fails.
     """
-    summary = out / "summary.json"
+    summary = locate(out) / "summary.json"  # a finished run may sit in the experiment's runs.zip
     if summary.exists():
         return json.loads(summary.read_text(encoding="utf-8"))
     path = Path(scenario)
@@ -97,7 +99,8 @@ def run_scenario(scenario: str | Path, out: Path, *, overrides: dict[str, Any] |
 
 def cached_evaluation(path: Path, out: Path, *args: str) -> dict[str, Any]:
     """`fedzo evaluate ARGS --split test --batch-size 32 --json` (the 1000-sentence test
-    split), cached in ``path`` so a rerun of the experiment reuses it."""
+    split), cached in ``path`` (or its archived copy) so a rerun of the experiment reuses it."""
+    path = locate(path)
     if not path.exists():
         stdout = run_fedzo(out, "evaluate", *args, "--split", "test", "--batch-size", "32", "--json")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.experiments.common import run_fedzo, write_results
+from fedzo.archives import locate
 
 LRS: dict[str, tuple[float, ...]] = {"central": (3e-4, 1e-3, 3e-3), "fzoo": (1e-3, 3e-3, 1e-2),
                                      "forward-grad": (3e-4, 1e-3, 3e-3)}
@@ -41,7 +42,7 @@ def one_run(out: Path, a: argparse.Namespace, estimator: str, lr: float, seed: i
     """One centralized run (reused when finished); its final accuracy."""
     q = a.q if estimator == "fzoo" else 1
     steps = a.forwards // forwards_per_step(estimator, q)
-    run = Path(a.work) / f"{estimator}-{lr:g}-s{seed}"
+    run = locate(Path(a.work) / f"{estimator}-{lr:g}-s{seed}")  # on disk, or packed in its runs.zip
     if not (run / "summary.json").exists():
         run_fedzo(run, "train", "--model", a.model, "--task", a.task, "--train-examples", str(a.train_examples),
                   "--eval-examples", str(a.eval_examples), "--estimator", estimator, "--q", str(q),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from analysis.experiments.common import run_fedzo, write_results
+from fedzo.archives import locate
 
 OPTIMIZERS = ("zo-sgd", "zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "zo-adam", "fo-sgd", "fo-adam")
 PEFTS = ("full", "lora", "prefix")
@@ -75,7 +76,7 @@ def predicted_memory(a: argparse.Namespace, optimizer: str, peft: str) -> int | 
 
 def run_cell(optimizer: str, peft: str, a: argparse.Namespace, runs: Path) -> dict[str, Any]:
     """Run (or resume, or reuse) one cell; returns its table row."""
-    out = runs / f"{optimizer}-{peft}"
+    out = locate(runs / f"{optimizer}-{peft}")  # on disk, or packed in runs.zip
     summary = out / "summary.json"
     row: dict[str, Any] = {"optimizer": optimizer, "peft": peft, "lr": learning_rate(optimizer, peft),
                            "eps": EPS[peft] if optimizer.startswith("zo-") else None,

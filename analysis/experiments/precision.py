@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.experiments.common import write_results
+from fedzo.archives import locate
 from fedzo.bench.faults import tiny_run_config
 from fedzo.federation.run import run_federated
 from fedzo.records import Summary
@@ -35,7 +36,7 @@ DTYPES = ("fp32", "bf16")
 
 def one_run(dtype: str, seed: int, out: Path, rounds: int, eval_n: int) -> dict[str, Any]:
     """One seeded run in ``dtype`` (reused when OUT/runs holds its finished summary)."""
-    run = out / "runs" / f"{dtype}-seed{seed}"
+    run = locate(out / "runs" / f"{dtype}-seed{seed}")  # on disk, or packed in runs.zip
     done = run / "summary.json"
     if done.exists():
         summary = Summary.model_validate_json(done.read_text(encoding="utf-8"))

@@ -48,7 +48,7 @@ def one_seed(scenario: str, root: Path, seed: int, dtype: str | None = None, lr:
                        "rotten-tomatoes", "--prompt", PROMPT, "--seed", str(seed), "--dtype", dtype or "fp32")
     dev = [{"round": r.round, "accuracy": r.eval_accuracy, "n": r.eval_n,
             "interval": [r.eval_accuracy_low, r.eval_accuracy_high]}
-           for r in RunDir.open(out).rounds() if r.eval_accuracy is not None]
+           for r in RunDir.read(out).rounds() if r.eval_accuracy is not None]
     return {
         "seed": seed, "dev": dev,
         "test_zero_shot": {"accuracy": zero["accuracy"], "n": zero["n"],

@@ -28,7 +28,7 @@ def client_rounds(run: Path) -> list[tuple[float, float]]:
     from fedzo.runs import RunDir
 
     out = []
-    for rec in RunDir.open(run).records():
+    for rec in RunDir.read(run).records():
         if not isinstance(rec, ClientRecord) or rec.status != "ok" or rec.host_compute_seconds is None:
             continue
         if rec.sim_compute_end is None or rec.sim_replay_end is None:

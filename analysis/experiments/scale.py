@@ -36,7 +36,7 @@ def round_figures(run_dir: Path) -> dict[str, Any]:
     over the rounds with at least one participant)."""
     from fedzo.runs import RunDir
 
-    rounds = [r for r in RunDir.open(run_dir).rounds() if r.round > 0]
+    rounds = [r for r in RunDir.read(run_dir).rounds() if r.round > 0]
     host = [(b.host_seconds or 0.0) - (a.host_seconds or 0.0) for a, b in itertools.pairwise(rounds)]
     host = [rounds[0].host_seconds or 0.0, *host] if rounds else []
     # a round nobody took part in (all sampled clients offline) has nothing to replay

@@ -62,6 +62,7 @@ from analysis.experiments.zo_efficacy_report import (
     seeds_table,
     summarize_seeds,
 )
+from fedzo.archives import locate
 from fedzo.stats import wilson_interval
 
 
@@ -122,6 +123,7 @@ def scenario(a: argparse.Namespace, name: str, peft: str, lr: float, seed: int) 
 
 def run_cell(a: argparse.Namespace, path: Path, sc: dict[str, Any], *, centralized: bool = False) -> dict[str, Any]:
     """Run (or reuse, or resume) one cell, then score its final model on the test split."""
+    path = locate(path)  # a finished cell may sit in runs.zip
     if not (path / "summary.json").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         if centralized:  # the same forward passes in one process, scored on test at the end (a centralized
@@ -190,6 +192,7 @@ def grid() -> list[tuple[str, str, float]]:
 
 def finished(path: Path) -> bool:
     """Whether the cell in ``path`` ran to its end and has its test score."""
+    path = locate(path)
     return (path / "summary.json").exists() and (path.parent / f"{path.name}.test.json").exists()
 
 

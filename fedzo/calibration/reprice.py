@@ -78,7 +78,7 @@ def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
     """Per round, the recorded simulated seconds and the seconds under ``new``; see the module doc."""
     from fedzo.config.scenario import scenario_from_dict
 
-    run = RunDir.open(run_dir)
+    run = RunDir.read(run_dir)
     stored = run.config()
     if (kind := stored.pop("kind", None)) != "federated":
         raise ConfigError(f"{run.path}: kind {kind!r} is not a federated run; only federated runs have a "
@@ -106,6 +106,6 @@ def reprice(run_dir: str | Path, new: Calibration) -> dict[str, Any]:
         old_total, new_total = old_total + recorded, new_total + priced
         rows.append({"round": rec.round, "accuracy": rec.eval_accuracy, "old_sim_seconds": old_total,
                      "new_sim_seconds": new_total, "new_round_sim_seconds": priced})
-    return {"run": str(run.path), "old_calibration_sha256": own_cal.digest() if own_cal else None,
+    return {"run": str(run_dir), "old_calibration_sha256": own_cal.digest() if own_cal else None,
             "new_calibration_sha256": new.digest(), "rounds": rows, "old_sim_seconds": old_total,
             "new_sim_seconds": new_total, "new_over_old": new_total / old_total if old_total else None}

@@ -140,11 +140,12 @@ def _merge(files: list[str], out: Path) -> dict[str, Any]:
 
 
 def _reprice(runs: list[str], calibration: Path, as_json: bool) -> int:
+    from fedzo.archives import expand
     from fedzo.calibration.model import load_calibration
     from fedzo.calibration.reprice import reprice
 
     new = load_calibration(calibration)
-    results = [reprice(r, new) for r in runs]
+    results = [reprice(r, new) for r in expand(runs)]
     if as_json:
         print(json.dumps({"calibration": str(calibration), "runs": results}, indent=2))
         return 0

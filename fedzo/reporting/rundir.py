@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 import yaml
 
 from fedzo import environment
+from fedzo.archives import locate
 from fedzo.errors import ConfigError
 from fedzo.records import ClientRecord, RecordError, RoundRecord, parse_record
 
@@ -233,14 +234,15 @@ def _derived_summary(rounds: list[RoundRecord], clients: list[ClientRecord]) -> 
 
 
 def load_run(path: str | Path) -> Run:
-    """Load and validate the run directory at ``path``.
+    """Load and validate the run directory at ``path`` (on disk, or in its experiment's
+    archive: :mod:`fedzo.archives`; ``Run.path`` stays the path given).
 
     Raises:
         ConfigError: the path is missing or not a directory, holds neither
             ``summary.json`` nor ``metrics.jsonl``, or one of its files is malformed
             (the message names the file and, for JSONL, the line).
     """
-    root = Path(path)
+    given, root = Path(path), locate(path)
     if not root.exists():
         raise ConfigError(f"{root}: no such run directory; expected a fedzo run directory")
     if not root.is_dir():
@@ -264,7 +266,7 @@ def load_run(path: str | Path) -> Run:
     if name is None:
         name = root.resolve().name
     summary["name"] = name
-    return Run(root, name, summary, rounds, clients, frontier, environment.read(root))
+    return Run(given, name, summary, rounds, clients, frontier, environment.read(root))
 
 
 def display_names(runs: list[Run]) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from fedzo.archives import pack
 from fedzo.cli import main
 from fedzo.errors import ConfigError
 from fedzo.federation.run import run_federated
@@ -147,3 +148,18 @@ def test_sparse_masks_run_federated_and_every_party_builds_the_same_mask(tmp_pat
             flat = t.abs().reshape(-1).float()
             threshold = flat.kthvalue(max(1, round(0.25 * flat.numel()))).values
             assert not changed.any() or t[changed].abs().max() <= threshold, n
+
+
+def test_a_run_packed_into_its_experiments_archive_still_rebuilds_and_evaluates(tmp_path, fed_config, monkeypatch,
+                                                                                 capsys) -> None:
+    monkeypatch.setenv("FEDZO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "exp" / "runs" / "seed0" / "zo"
+    summary = run_federated(fed_config(), out)
+    pack(tmp_path / "exp" / "runs")
+    assert not out.exists()
+    gm = load_global_model(out)
+    assert gm.model_sha256 == summary.model_sha256 and gm.matches_summary is True
+    assert main(["evaluate", "--run", str(out), "--limit", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["model_sha256"] == summary.model_sha256
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "python -m fedzo.archives unpack" in capsys.readouterr().err

@@ -46,7 +46,7 @@ class GlobalModel:
 def load_global_model(run_dir: str | os.PathLike[str], rounds: int | None = None) -> GlobalModel:
     """Replay ``run_dir``'s update log onto the initial model (federated seeds-and-scalars runs):
     all of it, or its first ``rounds`` rounds (a FedAvg run keeps only its last weights)."""
-    run = RunDir.open(run_dir)
+    run = RunDir.read(run_dir)
     stored = run.config()
     kind = stored.pop("kind", None)
     if kind != "federated":
