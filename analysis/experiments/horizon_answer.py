@@ -206,7 +206,11 @@ def answer(out: Any, seeds: Sequence[int], contenders: Sequence[str], *, test: b
             if tests:
                 plateau[name] = {"per_seed": [{k: t[k] for k in ("seed", "round", "accuracy", "n")} for t in tests],
                                  **spread([t["accuracy"] for t in tests])}
-    result = {"command": "python -m analysis.experiments.horizon --answer" + (" --test" if test else ""),
+    command = ["python -m analysis.experiments.horizon --answer", *(["--test"] if test else []),
+               "--seeds", *map(str, seeds), "--contenders", *contenders]
+    if Path(out) != Path("analysis/results/equal_memory/horizon"):
+        command += ["--out", str(out)]
+    result = {"command": " ".join(command),
               "seeds": {name: sorted(by_seed) for name, by_seed in curves.items()},
               "finished": finished, "horizon": h, "crossovers": rows, "plateau_test_accuracy": plateau,
               "mean_curves": {name: [vars(p) for p in pts] for name, pts in means.items()}}

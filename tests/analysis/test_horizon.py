@@ -26,3 +26,17 @@ def test_status_reports_how_far_each_run_got(tmp_path: Path, capsys) -> None:
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert horizon.main(["--status", "--out", str(tmp_path)]) == 0
     assert "runs/seed0/zo-smollm2: round 6, 5.0 simulated min, last dev 0.750" in capsys.readouterr().out
+
+
+def test_the_answer_records_the_command_that_reproduces_it(tmp_path: Path) -> None:
+    for name, acc in (("zo-smollm2", lambda m: 0.75 + 0.0005 * m), ("bp-minilm", lambda m: 0.70 + 0.0004 * m)):
+        run = tmp_path / "runs" / "seed3" / name
+        run.mkdir(parents=True)
+        recs = [{"kind": "round", "round": r, "sim_seconds": 300.0 * r, "eval_accuracy": acc(5 * r), "eval_n": 500}
+                for r in range(25)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (run / "summary.json").write_text(json.dumps({"name": name}))
+    assert horizon.main(["--answer", "--out", str(tmp_path), "--seeds", "3"]) == 0
+    command = json.loads((tmp_path / "results.json").read_text())["command"]
+    assert command == (f"python -m analysis.experiments.horizon --answer --seeds 3 --contenders zo-smollm2 "
+                       f"bp-minilm --out {tmp_path}")
