@@ -3,14 +3,23 @@
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
 (the engines check needs Flower and pydantic, carried as wheels), and it builds its models
-from their configs (random weights, no downloads). Nine checks:
+from their configs (random weights, no downloads). Eleven checks:
 
 0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
-   tiny model at 100 participants, SmolLM2-135M prompt tuning at 10 and 100), from
+   tiny model at 100 participants; SmolLM2-135M at 100 participants, one local step of
+   8 x 64 tokens: prompt tuning in bf16 and in fp32, and full-parameter ZO in fp32), from
    ``scripts/device_engines.py``; it needs Flower and pydantic, which the shell script
-   installs from carried wheels, and is recorded as skipped without them. Its headline
-   ratios are copied to the top level: ``batched_over_inprocess_tiny_100`` and
-   ``batched_over_inprocess_smollm2_100``.
+   installs from carried wheels, and is recorded as skipped without them. Headline keys
+   (named after the device type, ``cuda`` on a GPU): ``client_steps_per_second_cuda_100``
+   (bf16 prompt tuning, batched engine), ``..._fp32``, ``..._full``,
+   ``batched_over_inprocess_cuda_100_full``, and ``batched_over_inprocess_tiny_100`` and
+   ``batched_over_inprocess_smollm2_100`` (fp32 prompt tuning).
+10. ``decomfl``: a DeComFL-shaped run (SmolLM2-135M from its config, 2 of 8 clients a round,
+   5 directions, one local step of 32 x 64 tokens, fp32, evaluation every 25 rounds) through
+   `fedzo run` (the round engine, Flower messages, the in-process engine), each round's wall
+   seconds taken as its record lands, up to 200 rounds or ``--decomfl-seconds``:
+   ``decomfl_2000_rounds_seconds`` is 2,000 x the seconds a round, a projection from the
+   rounds measured (``decomfl.rounds_measured``). Needs Flower, as the engines check.
 
 1. ``known_answers``: the portable generator's golden vectors on the device, eager and
    compiled (``python -m fedzo.zo.known_answers --device DEVICE``).
@@ -48,7 +57,10 @@ from their configs (random weights, no downloads). Nine checks:
    over every weight, against a copy of the weights and a gather-only pass through the
    Gaussian table (the ceilings: memory speed, and what the table costs), its directions
    against the chunked path's and the known answers
-   (``fused_direction_fraction_of_copy_bandwidth``: 1.0 is a regeneration at copy speed).
+   (``fused_direction_fraction_of_copy_bandwidth``: 1.0 is a regeneration at copy speed),
+   in fp32 and over bf16 copies of the weights: ``regeneration_fraction_of_copy_bandwidth_cuda``
+   holds both. ``step_over_two_forwards_cuda`` (with ``two_forwards_seconds_cuda``) is the
+   ``timing`` check's ZO step, the Perturber's default path (the fused kernel on CUDA).
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
@@ -90,7 +102,7 @@ from fedzo.zo.known_answers import check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
-from device_engines import engines_check
+from device_engines import decomfl_check, engines_check
 from device_generator import fused_direction, protocol_rounds, regeneration
 
 
@@ -237,8 +249,18 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     whether every check passed. A batched engine that fell back to one client at a time
     fails the engines check: its ratios then time the sequential path, not batching."""
     engines = result.get("engines", {})
-    for key in ("batched_over_inprocess_tiny_100", "batched_over_inprocess_smollm2_100"):
-        result[key] = engines.get(key)
+    result["batched_over_inprocess_tiny_100"] = engines.get("batched_over_inprocess_tiny_100")
+    result["batched_over_inprocess_smollm2_100"] = engines.get(  # fp32 prompt tuning (runs before 2026-12-08: "smollm2")
+        "batched_over_inprocess_smollm2-fp32_100", engines.get("batched_over_inprocess_smollm2_100"))
+    result |= {k: v for k, v in engines.items() if k.startswith(("client_steps_per_second_", "inprocess_client_steps",
+                                                                 "batched_over_inprocess_cuda", "batched_over_inprocess_cpu"))}
+    kind = "cuda" if str(result["device"]).startswith("cuda") else str(result["device"]).split(":")[0]
+    fused, timing = result.get("fused_direction", {}), result.get("timing", {})
+    result[f"regeneration_fraction_of_copy_bandwidth_{kind}"] = {
+        "fp32": fused.get("gaussian_fraction_of_copy_bandwidth"), "bf16": fused.get("bf16_gaussian_fraction_of_copy_bandwidth")}
+    result[f"step_over_two_forwards_{kind}"] = timing.get("zo_eager", {}).get("ratio_to_two_forwards")
+    result[f"two_forwards_seconds_{kind}"] = timing.get("two_forwards_seconds")
+    result["decomfl_2000_rounds_seconds"] = result.get("decomfl", {}).get("decomfl_2000_rounds_seconds")
     notes = engines.get("results", [])
     result["batched_engine_fell_back"] = sorted({n for r in notes for n in r["batching"] if "sequential" in n})
     if result["batched_engine_fell_back"]:
@@ -263,11 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="device_check.json")
     p.add_argument("--work", default="/tmp/fedzo-device-engines", help="scratch folder of the engines check")
-    p.add_argument("--engine-participants", type=int, nargs="+", default=[10, 100],
+    p.add_argument("--decomfl-seconds", type=float, default=45.0, help="time cap of the DeComFL-shaped run")
+    p.add_argument("--decomfl-rounds", type=int, default=200, help="rounds of the DeComFL-shaped run at most")
+    p.add_argument("--engine-participants", type=int, nargs="+", default=[100],
                    help="SmolLM2 participants per round in the engines check")
     p.add_argument("--engine-tiny", type=int, default=100, help="tiny-model participants in the engines check")
     p.add_argument("--checks", nargs="+", help="run only these checks (default: all)")
-    p.add_argument("--protocol-seconds", type=float, default=25.0,
+    p.add_argument("--protocol-seconds", type=float, default=10.0,
                    help="time cap per variant of the DeComFL-style protocol run (rounds: up to 300)")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -278,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
     checks: list[tuple[str, Callable[[], Any]]] = [
         ("engines", lambda: engines_check(a.device, Path(a.work), tuple(a.engine_participants), a.engine_tiny)),
+        ("decomfl", lambda: decomfl_check(a.device, Path(a.work), a.decomfl_rounds, a.decomfl_seconds)),
         ("timing", lambda: timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("forward_gradient", lambda: forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),

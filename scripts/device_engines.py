@@ -71,14 +71,45 @@ def random_smollm2(out: Path) -> Path:
     return out
 
 
-def on_device(scenario: str, out: Path, device: str, model: str | None = None) -> str:
-    """A copy of ``scenario`` with ``runtime.device`` (and ``model.name``) replaced."""
+def on_device(scenario: str, out: Path, device: str, model: str | None = None,
+              changes: dict[str, Any] | None = None) -> str:
+    """A copy of ``scenario`` with ``runtime.device`` (and ``model.name``) replaced and the
+    sections' keys in ``changes`` set."""
     data = yaml.safe_load((ROOT / scenario).read_text(encoding="utf-8"))
     data["runtime"] = {**data.get("runtime", {}), "device": device}
     if model is not None:
         data["model"] = {**data["model"], "name": model}
+    for section, keys in (changes or {}).items():  # None drops a section (e.g. the fleet)
+        data[section] = None if keys is None else {**(data.get(section) or {}), **keys}
     out.write_text(yaml.safe_dump(data), encoding="utf-8")
     return str(out)
+
+
+# issue 39's fleet figures: SmolLM2-135M at batch 8 x 64 tokens, one local step per client
+FLEET = {"bf16": {"model": {"dtype": "bf16"}, "data": {"batch_size": 8, "max_length": 64}},
+         "fp32": {"model": {"dtype": "fp32"}, "data": {"batch_size": 8, "max_length": 64}},
+         "full": {"model": {"dtype": "fp32", "peft": "full"}, "data": {"batch_size": 8, "max_length": 64}}}
+
+
+def fleet_keys(report: dict[str, Any], device: str) -> dict[str, float | None]:
+    """The headline keys of the fleet cases: client-steps per second of the batched engine at
+    the largest participant count, and the full-parameter case's batched / in-process ratio
+    (named after the device type: ``client_steps_per_second_cuda_100`` on a GPU)."""
+    kind = "cuda" if device.startswith("cuda") else device.split(":")[0]
+    out: dict[str, float | None] = {}
+    for variant in FLEET:
+        rows = [r for r in report.get("results", []) if r["case"] == f"smollm2-{variant}"]
+        if not rows:
+            continue
+        row = max(rows, key=lambda r: r["participants"])
+        suffix = "" if variant == "bf16" else f"_{variant}"
+        batched = row["engines"].get("batched", {})
+        out[f"client_steps_per_second_{kind}_{row['participants']}{suffix}"] = batched.get("client_steps_per_host_second")
+        out[f"inprocess_client_steps_per_second_{kind}_{row['participants']}{suffix}"] = (
+            row["engines"]["inprocess"]["client_steps_per_host_second"])
+        if variant == "full":
+            out[f"batched_over_inprocess_{kind}_{row['participants']}_full"] = batched.get("inprocess_over_engine")
+    return out
 
 
 def missing() -> list[str]:
@@ -102,12 +133,20 @@ def engines_check(device: str, work: Path, participants: tuple[int, ...] = (10, 
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     model = str(random_smollm2(work / "smollm2-135m-random"))
-    smol = on_device("scenarios/quickstart.yaml", work / "quickstart-device.yaml", device, model)
+    fleet = {v: on_device("scenarios/quickstart.yaml", work / f"quickstart-{v}-device.yaml", device, model, changes)
+             for v, changes in FLEET.items()}
     tiny_sc = on_device("scenarios/batched-tiny.yaml", work / "batched-tiny-device.yaml", device)
-    run_bench((Case("warmup", smol, (2,), rounds=1, local_steps=1),), ("inprocess", "batched"), 1)
+    run_bench(tuple(Case(f"warmup-{v}", sc, (2,), rounds=1, local_steps=1) for v, sc in fleet.items()),
+              ("inprocess", "batched"), 1)
     prepared = time.perf_counter() - t0
-    cases = (Case("tiny", tiny_sc, (tiny,), rounds=3), Case("smollm2", smol, participants, rounds=1, local_steps=1))
+    cases = (Case("tiny", tiny_sc, (tiny,), rounds=3),
+             *(Case(f"smollm2-{v}", fleet[v], participants, rounds=1, local_steps=1) for v in ("bf16", "fp32")))
     report = run_bench(cases, ("inprocess", "batched"), repeats)
+    full = run_bench((Case("smollm2-full", fleet["full"], participants[-1:], rounds=1, local_steps=1),),
+                     ("inprocess", "batched"), 1)  # the slowest case: one repeat
+    report["results"] += full["results"]
+    report |= {k: v for k, v in full.items() if k.startswith("batched_over_inprocess")}
+    report |= fleet_keys(report, device)
     from fedzo.federation.client.worker import reset_worker
 
     reset_worker()  # a process keeps its last client worker (and its model) for the next message: free it
@@ -116,6 +155,78 @@ def engines_check(device: str, work: Path, participants: tuple[int, ...] = (10, 
     report["seconds"] = time.perf_counter() - t0
     print(format_report(report), flush=True)
     return report
+
+
+# DeComFL's setting (OPT-125M on SST-2 there, SmolLM2-135M here): 8 clients, 2 a round, 5
+# directions, one local step of 32 x 64 tokens, fp32, the model evaluated every 25 rounds
+DECOMFL: dict[str, Any] = {"model": {"peft": "full", "dtype": "fp32"},
+           "data": {"batch_size": 32, "max_length": 64, "eval_examples": 100, "eval_batch_size": 50},
+           "zo": {"q": 5}, "fleet": None,
+           "federation": {"num_clients": 8, "clients_per_round": 2, "local_steps": 1, "eval_every": 25,
+                          "engine": "inprocess"}}
+
+
+def decomfl_check(device: str, work: Path, rounds: int = 200, seconds: float = 60.0,
+                  scenario: str = "scenarios/quickstart.yaml", smollm2: bool = True) -> dict[str, Any]:
+    """A DeComFL-shaped run through fedzo's round engine and Flower messages (`fedzo run`, the
+    in-process engine): the wall seconds of each round as its record lands (evaluation, replay
+    and checkpoint included), ``rounds`` at most or as many as ``seconds`` allow; the key is
+    2,000 x the measured seconds a round, a projection from the rounds measured. ``scenario``
+    and ``smollm2`` (False: the scenario's own model) make a smoke run on a tiny model."""
+    import json
+    import subprocess
+    import sys
+
+    lacking = missing()
+    if lacking:
+        return {"skipped": f"not installed here: {', '.join(lacking)} (carry them as wheels: README, GPU checks)"}
+    os.environ.setdefault("FEDZO_CACHE", str(CARRY / "cache"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / "smollm2-135m-random"
+    if smollm2 and not (model / "config.json").exists():
+        random_smollm2(model)
+    changes = {**DECOMFL, "federation": {**DECOMFL["federation"], "rounds": rounds}}
+    sc = on_device(scenario, work / "decomfl-device.yaml", device, str(model) if smollm2 else None, changes)
+    out = work / "decomfl-run"
+    proc = subprocess.Popen([sys.executable, "-m", "fedzo", "run", sc, "--out", str(out), "--force", "--no-progress",
+                             "--no-plots"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    landed: dict[int, float] = {}
+    t0 = time.perf_counter()
+    while proc.poll() is None and time.perf_counter() - t0 < seconds:
+        time.sleep(0.05)
+        landed |= _new_rounds(out / "metrics.jsonl", landed, time.perf_counter())
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    landed |= _new_rounds(out / "metrics.jsonl", landed, time.perf_counter()) if proc.returncode == 0 else {}
+    if len(landed) < 3:
+        return {"error": f"fewer than 2 rounds in {seconds:g} s (exit {proc.returncode}): {err[-2000:]}"}
+    first, last = min(landed), max(landed)
+    per_round = (landed[last] - landed[first]) / (last - first)
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    host = [r for r in recs if r.get("kind") == "round" and r["round"] > 0]
+    return {"setting": changes, "rounds_measured": last - first, "seconds_per_round": per_round,
+            "host_seconds_per_round_without_evaluation": host[-1]["host_seconds"] / len(host) if host else None,
+            "decomfl_2000_rounds_seconds": 2000 * per_round,
+            "label": f"projection: 2000 x the wall seconds a round over {last - first} measured rounds",
+            "setup_seconds": landed[first] - t0,
+            "model_weights": "smollm2-135m: random (seed 0) from its config" if smollm2 else scenario}
+
+
+def _new_rounds(metrics: Path, landed: dict[int, float], now: float) -> dict[int, float]:
+    """Round records in ``metrics`` not in ``landed``, stamped ``now``."""
+    import json
+
+    if not metrics.exists():
+        return {}
+    new = {}
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        if not line.endswith("}"):  # a line being written
+            continue
+        rec = json.loads(line)
+        if rec.get("kind") == "round" and rec["round"] not in landed:
+            new[rec["round"]] = now
+    return new
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,18 @@ def regeneration(name: str, device: str, repeats: int) -> dict[str, Any]:
     return out
 
 
+def _bf16_regeneration(tensors: list[torch.Tensor], device: str, repeats: int) -> dict[str, Any]:
+    """The fused Gaussian regeneration over bf16 copies of ``tensors`` against a copy of them."""
+    from fedzo.zo.triton_direction import apply_fused
+
+    half = [t.detach().to(torch.bfloat16) for t in tensors]  # bf16 weights: half the bytes to move
+    copies = [torch.empty_like(t) for t in half]
+    regen = median_seconds(partial(apply_fused, half, 0, (0.0,)), device, repeats)
+    copy = median_seconds(lambda: [c.copy_(t) for c, t in zip(copies, half, strict=True)], device, repeats)
+    return {"bf16_gaussian_seconds": regen, "bf16_copy_seconds": copy,
+            "bf16_gaussian_fraction_of_copy_bandwidth": copy / regen}
+
+
 def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
     """Seconds of the fused kernel's regenerations and of their ceilings (see the module doc)."""
     import json
@@ -83,6 +95,7 @@ def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
     table = gaussian_table(torch.device(device))
     out["gather_only_seconds"] = median_seconds(lambda: torch.take(table, idx, out=flat), device, repeats)
     out["gaussian_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["gaussian"]["seconds"]
+    out |= _bf16_regeneration(tensors, device, repeats)
     out["rademacher_fraction_of_copy_bandwidth"] = out["copy_seconds"] / out["rademacher"]["seconds"]
     # a replay of 16 entries: one pass over the weights against one application per entry
     entries = [(1000 + i, (1e-4 * (-1) ** i,)) for i in range(ENTRIES_PER_PASS)]

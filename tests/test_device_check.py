@@ -68,3 +68,18 @@ def test_summarize_fails_a_run_whose_batched_engine_fell_back() -> None:
     assert mod.summarize(dict(run), ["protocol_rounds"]) is False
     run["known_answers"]["compiled"] = ["chunk 3 differs"]
     assert mod.summarize(run, []) is False and not run["known_answers_ok"]
+
+
+def test_summarize_lifts_issue_39s_headline_keys() -> None:
+    mod = _device_check_module()
+    result = {"device": "cuda", "known_answers": {"eager": [], "compiled": []},
+              "fused_direction": {"gaussian_fraction_of_copy_bandwidth": 0.7, "bf16_gaussian_fraction_of_copy_bandwidth": 0.5},
+              "timing": {"two_forwards_seconds": 0.02, "zo_eager": {"ratio_to_two_forwards": 1.3}},
+              "decomfl": {"decomfl_2000_rounds_seconds": 280.0},
+              "engines": {"results": [], "client_steps_per_second_cuda_100": 310.0,
+                          "batched_over_inprocess_cuda_100_full": 21.0, "batched_over_inprocess_smollm2-fp32_100": 2.5}}
+    assert mod.summarize(result, []) is True
+    assert result["regeneration_fraction_of_copy_bandwidth_cuda"] == {"fp32": 0.7, "bf16": 0.5}
+    assert (result["step_over_two_forwards_cuda"], result["two_forwards_seconds_cuda"]) == (1.3, 0.02)
+    assert result["client_steps_per_second_cuda_100"] == 310.0 and result["batched_over_inprocess_cuda_100_full"] == 21.0
+    assert result["decomfl_2000_rounds_seconds"] == 280.0 and result["batched_over_inprocess_smollm2_100"] == 2.5

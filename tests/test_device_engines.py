@@ -43,3 +43,41 @@ def test_random_smollm2_needs_the_prepared_tokenizer(tmp_path: Path, monkeypatch
     monkeypatch.setattr(device_engines, "CARRY", tmp_path)
     with pytest.raises(FileNotFoundError, match="--prepare"):
         device_engines.random_smollm2(tmp_path / "model")
+
+
+def test_fleet_keys_name_the_device_and_the_largest_participant_count() -> None:
+    def row(case: str, n: int, batched: float, inprocess: float) -> dict:
+        return {"case": case, "participants": n,
+                "engines": {"inprocess": {"client_steps_per_host_second": inprocess},
+                            "batched": {"client_steps_per_host_second": batched,
+                                        "inprocess_over_engine": batched / inprocess}}}
+
+    report = {"results": [row("tiny", 100, 50.0, 5.0), row("smollm2-bf16", 10, 30.0, 15.0),
+                          row("smollm2-bf16", 100, 320.0, 16.0), row("smollm2-fp32", 100, 200.0, 14.0),
+                          row("smollm2-full", 100, 44.0, 2.0)]}
+    keys = device_engines.fleet_keys(report, "cuda:0")
+    assert keys["client_steps_per_second_cuda_100"] == 320.0  # bf16 prompt tuning at 100, not at 10
+    assert keys["client_steps_per_second_cuda_100_fp32"] == 200.0
+    assert keys["client_steps_per_second_cuda_100_full"] == 44.0 and keys["batched_over_inprocess_cuda_100_full"] == 22.0
+    assert keys["inprocess_client_steps_per_second_cuda_100"] == 16.0
+    assert set(device_engines.fleet_keys(report, "cpu")) == {k.replace("cuda", "cpu") for k in keys}
+
+
+def test_the_fleet_variants_are_valid_scenarios(tmp_path: Path) -> None:
+    for variant, changes in device_engines.FLEET.items():
+        sc = load_scenario(device_engines.on_device("scenarios/quickstart.yaml", tmp_path / f"{variant}.yaml", "cpu",
+                                                    None, changes))
+        assert (sc.data.batch_size, sc.data.max_length, sc.model.dtype) == (8, 64, "bf16" if variant == "bf16" else "fp32")
+        assert sc.model.peft == ("full" if variant == "full" else "prompt")
+
+
+@pytest.mark.skipif(device_engines.missing() != [], reason="needs Flower and pydantic")
+def test_the_decomfl_shaped_run_times_rounds_through_fedzo_run(tmp_path: Path) -> None:
+    out = device_engines.decomfl_check("cpu", tmp_path, rounds=4, seconds=300, scenario="scenarios/smoke-tiny.yaml",
+                                       smollm2=False)
+    assert out["rounds_measured"] == 4 and out["seconds_per_round"] > 0, out
+    assert out["decomfl_2000_rounds_seconds"] == 2000 * out["seconds_per_round"]
+    sc = load_scenario(tmp_path / "decomfl-device.yaml")
+    fed = sc.federation
+    assert (fed.num_clients, fed.clients_per_round, fed.local_steps, fed.eval_every, sc.zo.q) == (8, 2, 1, 25, 5)
+    assert (sc.data.batch_size, sc.data.max_length, sc.model.peft, sc.fleet) == (32, 64, "full", None)

@@ -205,8 +205,9 @@ def _row(case: Case, participants: int, engines: tuple[str, ...], repeats: int, 
                              "update_log_bitwise_equal_inprocess": logs[e] == logs["inprocess"],
                              "scalars_max_relative_difference": max(log_difference(x, y) for x in logs[e]
                                                                     for y in logs["inprocess"])}
-    if t.forward_secs:  # the batched engine's rounds, were it to spend nothing beside its joint forwards
-        fwd = statistics.median(t.forward_secs)
+    fwd = statistics.median(t.forward_secs) if t.forward_secs else 0.0
+    if fwd > 0:  # the batched engine's rounds, were it to spend nothing beside its joint forwards (none when
+        # its clients ran without joint passes, e.g. full-parameter ZO, where each client has its own weights)
         out["engines"]["batched"] |= {"joint_forward_seconds_per_round": fwd, "forwards_only_over_inprocess": base / fwd}
     return out
 

@@ -51,6 +51,21 @@ def test_bench_engines_times_inprocess_and_batched(tmp_path: Path) -> None:
     assert "batched joint forwards:" in format_report(report)
 
 
+def test_a_batched_round_without_joint_forwards_reports_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batched engine that ran its clients one at a time (its joint forwards took 0 s) has no
+    forwards-only bound to report (it divided by zero)."""
+    from fedzo.bench import engines
+
+    fake = engines.Timings({"inprocess": [0.2], "batched": [0.1]}, {"inprocess": {b"log"}, "batched": {b"log"}},
+                           ["sequential: 2 clients"], [0.0])
+    monkeypatch.setattr(engines, "time_engines", lambda *a: fake)
+    monkeypatch.setattr(engines, "forward_ceiling", lambda *a: {})
+    monkeypatch.setattr(engines, "log_difference", lambda *a: 0.0)
+    row = engines._row(Case("tiny", TINY, (2,), rounds=1), 2, ("inprocess", "batched"), 1, tmp_path)
+    batched = row["engines"]["batched"]
+    assert batched["inprocess_over_engine"] == pytest.approx(2.0) and "forwards_only_over_inprocess" not in batched
+
+
 @pytest.mark.slow
 def test_bench_engines_times_the_simulation_engine_too(tmp_path: Path) -> None:
     _check(run_bench((Case("tiny", TINY, (3,), rounds=2),), ("batched", "simulation")),
