@@ -25,11 +25,8 @@ from fedzo.tasks.classifiers import Classifier
 from fedzo.tasks.objective import Objective, build_objective
 from fedzo.tasks.types import Example
 from fedzo.zo import (
-    BlockSchedule,
     DirectionalLoss,
-    EstimatorConfig,
     LogEntry,
-    NoiseSpec,
     ParamSet,
     Perturber,
     Schedule,
@@ -46,9 +43,9 @@ from fedzo.zo import (
     zo_step,
 )
 from fedzo.zo.first_order import FOTrainer, HybridZOFO
-from fedzo.zo.masks import make_mask
 from fedzo.zo.params import ParamPredicate
 from fedzo.zo.seeds import BATCH_TAG, STEP_TAG
+from fedzo.zo_parts import estimator_config, perturber_recipe
 
 
 def step_batch(clf: Classifier, examples: list[Example], cfg: TrainConfig, step: int, device: torch.device) -> Batch:
@@ -56,15 +53,6 @@ def step_batch(clf: Classifier, examples: list[Example], cfg: TrainConfig, step:
     rng = random.Random(derive_seed(cfg.seed, BATCH_TAG, step))
     picked = rng.sample(examples, min(cfg.data.batch_size, len(examples)))
     return next(iter(clf.batches(picked, len(picked)))).to(device)
-
-
-def make_perturber(params: ParamSet, cfg: TrainConfig) -> Perturber:
-    """The Perturber a config describes (noise spec, mask, blocks)."""
-    zo = cfg.zo
-    spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
-    mask = make_mask(zo.mask, zo.mask_density, cfg.seed, params)
-    blocks = BlockSchedule(default_blocks(params)) if zo.blockwise else None
-    return Perturber(params, spec, mask=mask, blocks=blocks, compiled=zo.compile)
 
 
 def _fo_selector(clf: Classifier, part: str) -> ParamPredicate:
@@ -96,8 +84,8 @@ class ZOStepper:
     def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf, self.cfg = clf, cfg
         self.optimizer: ZOOptimizer = make_zo_optimizer(cfg.optimizer.name)
-        self.perturber: Perturber | None = make_perturber(ParamSet.from_module(clf), cfg)
-        self.est = EstimatorConfig(cfg.zo.estimator, cfg.zo.eps, cfg.zo.q)
+        self.perturber: Perturber | None = perturber_recipe(cfg.zo, cfg.seed).build(ParamSet.from_module(clf))
+        self.est = estimator_config(cfg.zo)
 
     def loss_fn(self, batch: Batch) -> DirectionalLoss:
         """The no-grad loss on ``batch`` (and its derivative along a direction, for forward-grad)."""
@@ -123,9 +111,10 @@ class HybridStepper(ZOStepper):
     def __init__(self, clf: Classifier, cfg: TrainConfig) -> None:
         self.clf, self.cfg = clf, cfg
         self.optimizer = make_zo_optimizer(cfg.optimizer.name)
-        self.est = EstimatorConfig(cfg.zo.estimator, cfg.zo.eps, cfg.zo.q)
-        self.hybrid = HybridZOFO(clf, _fo_selector(clf, cfg.optimizer.hybrid_fo), lambda ps: make_perturber(ps, cfg),
-                                 self.optimizer, fo_lr=cfg.optimizer.fo_lr)
+        self.est = estimator_config(cfg.zo)
+        recipe = perturber_recipe(cfg.zo, cfg.seed)
+        self.hybrid = HybridZOFO(clf, _fo_selector(clf, cfg.optimizer.hybrid_fo), recipe.build, self.optimizer,
+                                 fo_lr=cfg.optimizer.fo_lr)
         self.perturber = self.hybrid.perturber
 
     def step(self, batch: Batch, step: int, lr: float) -> tuple[float, list[LogEntry]]:

@@ -11,8 +11,9 @@ from fedzo.cli import main
 from fedzo.config.train import TrainConfig
 from fedzo.errors import ConfigError
 from fedzo.tasks.objective import build_objective
-from fedzo.train import make_perturber, train
+from fedzo.train import train
 from fedzo.zo import ParamSet, UpdateLog, apply_entries, param_digest
+from fedzo.zo_parts import perturber_recipe
 
 BASE: dict = {"steps": 12, "eval_every": 4, "model": {"name": "tiny-llama"},
               "data": {"task": "synthetic-sentiment", "batch_size": 8, "eval_examples": 48, "train_examples": 256},
@@ -63,7 +64,7 @@ def test_replaying_the_runs_log_gives_the_trained_model(tmp_path) -> None:
     ps = ParamSet.from_module(obj.classifier)
     log, report = UpdateLog.load(tmp_path / "run" / "update_log.jsonl")
     assert report.bad_line is None and log.last_round == cfg.steps
-    apply_entries(make_perturber(ps, cfg), log.entries())
+    apply_entries(perturber_recipe(cfg.zo, cfg.seed).build(ps), log.entries())
     assert param_digest(ps) == summary.model_sha256
 
 

@@ -29,7 +29,7 @@ from fedzo.federation.catchup import derived_step_seeds as step_seeds
 from fedzo.federation.server.aggregate import Contribution, make_aggregator
 from fedzo.federation.wire.bytes import MessageSize, ensure_task_identity, payload_bytes
 from fedzo.federation.wire.messages import Expected, Uplink, build_uplink, parse_uplink, seeds_digest
-from fedzo.zo import NoiseSpec, ParamSet, Perturber, aggregate_entries, apply_entries
+from fedzo.zo import NoiseSpec, ParamSet, PerturberRecipe, aggregate_entries, apply_entries
 from fedzo.zo.noise import DirectionStream
 from fedzo.zo.optimizers import ZOSGD
 from fedzo.zo.perturb import replay_compiled
@@ -63,7 +63,7 @@ def server_round_seconds(clients: int, numel: int, k: int = 10, repeats: int = 5
     """Best-of-``repeats`` seconds for aggregation + replay (and validation) of one round."""
     params = ParamSet.from_tensors({"w": torch.zeros(numel)})
     spec = NoiseSpec("portable", "gaussian", 1 << 20)
-    perturber = Perturber(params, spec, compiled=replay_compiled(spec, numel))  # as the server builds it
+    perturber = PerturberRecipe(spec).build(params, replay=True)  # as the server builds it
     seeds = step_seeds(0, 1, k)
     replies = [build_uplink(_uplink(k, c)) for c in range(clients)]
     agg = make_aggregator("mean")
@@ -84,8 +84,7 @@ def regeneration_seconds(numel: int, repeats: int = 5) -> float:
     :meth:`Perturber.apply` pass over ``numel`` weights (generate each chunk, add it in
     place), with the generator the server's replay uses at that size."""
     spec = NoiseSpec("portable", "gaussian", 1 << 20)
-    perturber = Perturber(ParamSet.from_tensors({"w": torch.zeros(numel)}), spec,
-                          compiled=replay_compiled(spec, numel))
+    perturber = PerturberRecipe(spec).build(ParamSet.from_tensors({"w": torch.zeros(numel)}), replay=True)
     perturber.apply(6, (0.0,))  # the first call compiles
     best = float("inf")
     for r in range(repeats):

@@ -124,12 +124,12 @@ class _Bench:
 
 def _variant(b: _Bench, gen: GeneratorName, dist: DistributionName) -> dict[str, Any]:
     """Seconds of the fused ZO step (paired with two forwards) and of one regeneration."""
-    from fedzo.zo import NoiseSpec, Perturber, zo_step
+    from fedzo.zo import NoiseSpec, PerturberRecipe, zo_step
 
     reps = b.args["repeats"]
     spec = NoiseSpec(gen, dist, b.args["chunk_size"])
     compiled = b.args["compile"] and gen == "portable"
-    pert = Perturber(b.params, spec, compiled=compiled)
+    pert = PerturberRecipe(spec, compile=compiled).build(b.params)
     compile_s = None
     if compiled:
         t0 = time.perf_counter()
@@ -169,14 +169,14 @@ def _timing(b: _Bench) -> dict[str, Any]:
 
 def _steps(b: _Bench, mode: str) -> None:
     """Two steps of ``mode`` (two forwards for ``infer``), for the process's peak RSS."""
-    from fedzo.zo import NoiseSpec, Perturber, zo_step
+    from fedzo.zo import NoiseSpec, PerturberRecipe, zo_step
 
     if mode == "infer":
         b.loss_f()
         b.loss_f()
     elif mode == "zo":
         spec = NoiseSpec(b.args["generator"], b.args["distribution"], b.args["chunk_size"])
-        pert = Perturber(b.params, spec, compiled=b.args["compile"])
+        pert = PerturberRecipe(spec, compile=b.args["compile"]).build(b.params)
         for s in range(2):
             zo_step(pert, b.loss_f, s, b.est, b.opt, 1e-7)
     elif mode == "mezo":

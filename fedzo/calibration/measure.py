@@ -40,7 +40,7 @@ from fedzo.zo import (
     EstimatorConfig,
     NoiseSpec,
     ParamSet,
-    Perturber,
+    PerturberRecipe,
     make_zo_optimizer,
     module_along,
     zo_step,
@@ -125,7 +125,7 @@ def step_function(clf: Classifier, tuning: Tuning) -> Callable[[Batch], object]:
     Its state (perturber, backprop optimizer) lives across calls, as within a client-round.
     """
     if tuning.method == "zo":
-        perturber = Perturber(ParamSet.from_module(clf), NoiseSpec("portable", "gaussian"))
+        perturber = PerturberRecipe(NoiseSpec("portable", "gaussian")).build(ParamSet.from_module(clf))
         est = EstimatorConfig("forward-grad" if tuning.tangent_forwards_per_step else "central", 1e-3, 1)
         opt = make_zo_optimizer(ZO_OPTIMIZER_OF[tuning.optimizer])
 
@@ -165,7 +165,7 @@ def measure_points(model: str, tuning: Tuning, shapes: Sequence[tuple[int, int]]
 def _regeneration(params: ParamSet, repeats: int) -> float:
     """Seconds per element of one portable-Gaussian pass over ``params`` (in place, scale 0; the
     median of ``repeats``)."""
-    perturber = Perturber(params, NoiseSpec("portable", "gaussian"))
+    perturber = PerturberRecipe(NoiseSpec("portable", "gaussian")).build(params)
     return statistics.median(step_times(lambda: perturber.apply(1, (0.0,)), repeats)) / params.numel
 
 

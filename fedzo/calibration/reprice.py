@@ -62,14 +62,12 @@ def _round_seconds(clock: Clock, clients: list[ClientRecord], start: float) -> f
 def _clocks(run: RunDir, scenario: Any, own: Calibration | None, new: Calibration) -> tuple[Clock, Clock]:
     """The run's clock with its own calibration (None: the FLOP clock), and with ``new``."""
     from fedzo.federation.fleet import plan_fleet
-    from fedzo.tasks.objective import build_objective
-    from fedzo.zo.params import ParamSet
+    from fedzo.federation.parts import build_parts
 
-    objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
-    params = ParamSet.from_module(objective.classifier)
+    parts = build_parts(scenario)
 
     def clock(cal: Calibration | None, source: str) -> Clock:
-        return plan_fleet(scenario, objective, params, calibration=cal, calibration_source=source).clock
+        return plan_fleet(scenario, parts, calibration=cal, calibration_source=source).clock
 
     return clock(own, str(run.path / RUN_COPY)), clock(new, "the new calibration")
 

@@ -8,6 +8,7 @@ cache, its measured memory and torch threads), ``transports`` (subpackage: how t
 reaches its clients: Flower's Grid and the handshake, in-process, batched, fault injection),
 ``wire`` (subpackage: both protocols' wire schemas and the byte counting of messages),
 ``catchup`` (policies, bounded history); at the top level, what both sides or the run use:
+``parts`` (a scenario built into the run's parts, once per party),
 ``batches`` (each local step's examples), ``setup`` (the handshake's run configuration),
 ``logserver`` (the update log served to remote simulation workers), ``fleet`` (devices,
 memory verdicts and the clock), ``preflight``, ``progress``, ``run`` (``run_federated``),

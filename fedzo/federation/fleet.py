@@ -27,13 +27,14 @@ from fedzo.errors import ConfigError, MemoryBudgetExceeded
 from fedzo.models.adapters import base_model
 from fedzo.records import DeviceFit, FleetRecord
 from fedzo.tasks.partition import label_histogram
-from fedzo.zo.estimators import EstimatorConfig
 from fedzo.zo.params import ParamSet
 from fedzo.zo.server_optimizers import SERVER_OPTIMIZERS
+from fedzo.zo_parts import estimator_config
 
 if TYPE_CHECKING:
     from fedzo.calibration.model import Calibration
     from fedzo.config.scenario import Scenario
+    from fedzo.federation.parts import RunParts
     from fedzo.tasks.objective import Objective
 
 HOST_PROFILE = "host"
@@ -75,7 +76,7 @@ def model_shape(scenario: Scenario, objective: Objective, params: ParamSet) -> M
 def tuning_of(scenario: Scenario) -> Tuning:
     """What a scenario trains and how, as the work model needs it."""
     zo, m = scenario.zo, scenario.model
-    est = EstimatorConfig(zo.estimator, zo.eps, zo.q)
+    est = estimator_config(zo)
     return Tuning(method="zo" if scenario.is_zo else "bp", peft=m.peft, lora_rank=m.lora_rank,
                   virtual_tokens=m.virtual_tokens, forwards_per_step=est.forwards_per_step,
                   regenerations_per_step=est.regenerations_per_step,
@@ -206,9 +207,10 @@ def _catalog() -> dict[str, DeviceProfile]:
         return {}
 
 
-def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet, *,
-               calibration: Calibration | None = None, calibration_source: str = "") -> FleetPlan:
-    """Profiles, memory checks and exclusions of a run; raises when the fleet cannot train.
+def plan_fleet(scenario: Scenario, parts: RunParts, *, calibration: Calibration | None = None,
+               calibration_source: str = "") -> FleetPlan:
+    """Profiles, memory checks and exclusions of a run built from ``parts``; raises when the
+    fleet cannot train.
 
     ``calibration`` prices compute on the reference host (None: FLOP estimates).
 
@@ -218,7 +220,8 @@ def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet, *,
     from fedzo.devices.fit import check_fit
 
     n = scenario.federation.num_clients
-    shape = model_shape(scenario, objective, params)
+    objective = parts.objective
+    shape = model_shape(scenario, objective, ParamSet.from_module(objective.classifier))
     names, profiles = _profiles(scenario)
     fleet = scenario.fleet
     policy = fleet.memory_policy if fleet is not None else "report"
@@ -249,18 +252,9 @@ def plan_fleet(scenario: Scenario, objective: Objective, params: ParamSet, *,
         names=names, profiles=profiles, shape=shape, fits=fits, excluded=excluded, memory_policy=policy, speeds=speeds,
         deadline=fleet.deadline_seconds if fleet else None, over_commit=fleet.over_commit if fleet else 0.0,
         compute_model=fleet.compute_model if fleet else "flops", seed=scenario.seed,
-        from_scenario=fleet is not None, partitions=_partitions(scenario, objective),
+        from_scenario=fleet is not None, partitions=parts.partitions,
         labels=[int(e.label) for e in objective.train],
         calibration=calibration, calibration_source=calibration_source)
-
-
-def _partitions(scenario: Scenario, objective: Objective) -> list[list[int]]:
-    """Each client's training examples (the same split the clients train on)."""
-    from fedzo.tasks.partition import partition
-
-    fed = scenario.federation
-    labels = [int(e.label) for e in objective.train]
-    return partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=scenario.seed)
 
 
 # --------------------------------------------------------------------------- frontier

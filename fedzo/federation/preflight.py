@@ -92,15 +92,15 @@ def _model(scenario: Scenario) -> str:
     from fedzo.calibration.model import load_calibration
     from fedzo.calibration.resolve import calibration_path
     from fedzo.federation.fleet import plan_fleet
-    from fedzo.tasks.objective import build_objective
+    from fedzo.federation.parts import build_parts
     from fedzo.units import format_bytes
     from fedzo.zo.params import ParamSet
 
-    objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
-    params = ParamSet.from_module(objective.classifier)
+    parts = build_parts(scenario)
+    objective, params = parts.objective, ParamSet.from_module(parts.objective.classifier)
     value = scenario.fleet.calibration if scenario.fleet else None
     source = str(calibration_path(value)) if value else ""
-    plan = plan_fleet(scenario, objective, params, calibration=load_calibration(source) if value else None,
+    plan = plan_fleet(scenario, parts, calibration=load_calibration(source) if value else None,
                       calibration_source=source)
     plan.clock  # noqa: B018 - builds the clock as a run does: a missing calibration group is an error here
     prompt = getattr(getattr(objective.classifier, "prompt", None), "name", None)

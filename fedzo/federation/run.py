@@ -15,14 +15,13 @@ from fedzo.config.scenario import Scenario, batched_measured_problem, scenario_f
 from fedzo.errors import ConfigError
 from fedzo.federation.fleet import plan_fleet
 from fedzo.federation.logserver import ACTOR_PREFIX, new_actor_ref, serve_log
+from fedzo.federation.parts import build_parts
 from fedzo.federation.progress import Mode, RoundProgress
 from fedzo.federation.server.engine import RoundEngine
 from fedzo.federation.transports.base import GridTransport, Transport
 from fedzo.records import Summary
 from fedzo.registry import Registry
 from fedzo.runs import RunDir, discarded_on_failure, never_started, open_run
-from fedzo.tasks.objective import build_objective
-from fedzo.zo.params import ParamSet
 
 
 def _stored(data: dict[str, Any], source: str) -> Scenario:
@@ -43,21 +42,21 @@ def prepare_run(scenario: Scenario, out: str | os.PathLike[str], *, resume: bool
 
 def build_engine(scenario: Scenario, run: RunDir, *, engine: str, resume: bool,
                  resync_log: str | None) -> RoundEngine[Any]:
-    """The round engine of ``scenario`` with the protocol its optimizer picks, opened (resumed)."""
-    objective = build_objective(scenario.model, scenario.data, scenario.runtime, scenario.seed)
+    """The round engine of ``scenario`` with the protocol its optimizer picks, opened (resumed):
+    the run's parts (:func:`~fedzo.federation.parts.build_parts`), then its fleet plan."""
+    parts = build_parts(scenario)
     calibration, source = run_calibration(run.path, scenario.fleet.calibration if scenario.fleet else None,
                                           resume=resume)
-    plan = plan_fleet(scenario, objective, ParamSet.from_module(objective.classifier), calibration=calibration,
-                      calibration_source=source)
+    plan = plan_fleet(scenario, parts, calibration=calibration, calibration_source=source)
     protocol: Any
     if scenario.is_zo:
         from fedzo.federation.server.protocols.zo import ZOProtocol
 
-        protocol = ZOProtocol(scenario, objective, plan.clock, plan.partitions, resync_log=resync_log)
+        protocol = ZOProtocol(scenario, parts, plan.clock, resync_log=resync_log)
     else:
         from fedzo.federation.server.protocols.fedavg import FedAvgProtocol
 
-        protocol = FedAvgProtocol(scenario, objective, plan.partitions)
+        protocol = FedAvgProtocol(scenario, parts.objective, parts.partitions)
     eng = RoundEngine(scenario, run, plan, protocol, engine=engine)
     eng.open(resume)
     return eng

@@ -8,7 +8,7 @@ from fedzo.zo.masks import BlockSchedule, MagnitudeMask, Mask, RandomMask, defau
 from fedzo.zo.noise import Distribution, DistributionName, GeneratorKind, GeneratorName, NoiseSpec
 from fedzo.zo.optimizers import OPTIMIZERS, ZOOptimizer, is_zo, make_zo_optimizer, optimizer_names
 from fedzo.zo.params import ParamSet, param_digest
-from fedzo.zo.perturb import Perturber
+from fedzo.zo.perturb import Perturber, PerturberRecipe
 from fedzo.zo.replay import aggregate_entries, apply_entries
 from fedzo.zo.schedules import Schedule, ScheduleKind, ScheduleName
 from fedzo.zo.seeds import derive_seed, seed_stream
@@ -30,6 +30,7 @@ __all__ = [
     "NoiseSpec",
     "ParamSet",
     "Perturber",
+    "PerturberRecipe",
     "RandomMask",
     "Schedule",
     "ScheduleKind",

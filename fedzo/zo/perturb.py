@@ -14,10 +14,11 @@ integer lanes for the same chunk).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from fedzo.zo.masks import BlockSchedule, Mask
+from fedzo.zo.masks import BlockSchedule, Mask, default_blocks, make_mask
 from fedzo.zo.noise import DirectionStream, Distribution, GeneratorKind, NoiseSpec
 from fedzo.zo.params import ParamSet
 from fedzo.zo.shared_directions import SharedDirections
@@ -153,3 +154,40 @@ class Perturber:
         finally:
             self.params = saved
         return out
+
+
+@dataclass(frozen=True)
+class PerturberRecipe:
+    """How every :class:`Perturber` of one run is built: its noise spec, its mask (kind,
+    density, and the run seed it is drawn with), block-wise selection and the compile flag.
+
+    The one way a run's perturbers come to be: the trainer's, the server's global model, a
+    client's working and clean copies, the batched engine's per-client copies and a rebuild
+    all build theirs here, so they cannot disagree on a direction."""
+
+    spec: NoiseSpec
+    mask: str = "none"  # none | random | magnitude
+    mask_density: float = 1.0
+    mask_seed: int = 0  # the run's seed
+    blockwise: bool = False
+    compile: bool = False
+
+    def mask_for(self, params: ParamSet) -> Mask | None:
+        """The run's mask, taken from ``params`` as they are now (a magnitude mask: build it
+        from the initial weights)."""
+        return make_mask(self.mask, self.mask_density, self.mask_seed, params)
+
+    def build(self, params: ParamSet, *, like: Perturber | None = None, replay: bool = False,
+              shared: SharedDirections | None = None) -> Perturber:
+        """A perturber of ``params``. Its mask and blocks are ``like``'s (a perturber of the
+        same run over the same initial weights), else built from ``params``. ``replay``: it
+        replays the update log (the global model, a client's clean copy), so a large trainable
+        set compiles the generator (:func:`replay_compiled`); ``shared``: it reads generated
+        chunks from that store."""
+        if like is not None:
+            mask, blocks = like.mask, like.blocks
+        else:
+            mask = self.mask_for(params)
+            blocks = BlockSchedule(default_blocks(params)) if self.blockwise else None
+        compiled = self.compile or (replay and replay_compiled(self.spec, params.numel))
+        return Perturber(params, self.spec, mask=mask, blocks=blocks, compiled=compiled, shared=shared)

@@ -153,11 +153,11 @@ def test_server_reference_runs_a_clients_steps_on_its_root_set_and_restores_the_
     params = ParamSet.from_module(obj.classifier)
     pert = Perturber(params, NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size))
     before = params.snapshot()
-    ref = ServerReference(obj, params, pert, seed=3, examples=16, estimator=sc.zo.estimator,
-                          optimizer=sc.optimizer.name)
+    est = EstimatorConfig(sc.zo.estimator, sc.zo.eps, sc.zo.q)
+    ref = ServerReference(obj, params, pert, seed=3, examples=16, estimator=est, optimizer=sc.optimizer.name)
     assert root_indices(3, len(obj.train), 16) == root_indices(3, len(obj.train), 16) != root_indices(4, len(obj.train), 16)
     seeds = (11, 12, 13)
-    got = ref.scalars(seeds, 1e-3, sc.zo.eps, sc.zo.q)
+    got = ref.scalars(seeds, 1e-3)
     assert len(got) == len(seeds) * sc.zo.q and ref.seconds > 0
     assert all(torch.equal(before[n], t) for n, t in zip(params.names, params.tensors, strict=True))
     # the same K steps written out by hand, on the root set, from the same weights
@@ -168,7 +168,7 @@ def test_server_reference_runs_a_clients_steps_on_its_root_set_and_restores_the_
         with torch.no_grad():
             return float(obj.classifier.loss(batch))
 
-    est, opt, by_hand = EstimatorConfig(sc.zo.estimator, sc.zo.eps, sc.zo.q), make_zo_optimizer(sc.optimizer.name), []
+    opt, by_hand = make_zo_optimizer(sc.optimizer.name), []
     for seed in seeds:
         by_hand.extend(zo_step(pert, DirectionalLoss(loss), seed, est, opt, 1e-3).grads)
     assert tuple(by_hand) == got

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -32,12 +32,12 @@ from flwr.clientapp import ClientApp
 
 from fedzo.errors import ConfigError, FedzoError
 from fedzo.federation.batches import local_examples
-from fedzo.federation.catchup import make_policy
 from fedzo.federation.client import fedavg
 from fedzo.federation.client.memory import peak_memory_bytes
 from fedzo.federation.client.nodecache import NodeCache, default_base
 from fedzo.federation.client.threads import client_threads, reserved_cpus
 from fedzo.federation.logserver import log_lines
+from fedzo.federation.parts import build_parts
 from fedzo.federation.setup import ClientSetup, config_digest
 from fedzo.federation.wire import fedavg as fedavg_wire
 from fedzo.federation.wire.messages import (
@@ -51,13 +51,10 @@ from fedzo.federation.wire.messages import (
 from fedzo.killpoints import kill_point
 from fedzo.models.adapters import enable_checkpointing
 from fedzo.tasks.batching import Batch
-from fedzo.tasks.objective import build_objective
-from fedzo.tasks.partition import partition
 from fedzo.tasks.types import Example
 from fedzo.zo import (
     DirectionalLoss,
     EstimatorConfig,
-    NoiseSpec,
     ParamSet,
     Perturber,
     UpdateLog,
@@ -66,9 +63,7 @@ from fedzo.zo import (
     zo_step,
 )
 from fedzo.zo.forward_grad import Along
-from fedzo.zo.masks import make_mask
-from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import make_server_optimizer, rebuild, split_state
+from fedzo.zo.server_optimizers import rebuild, split_state
 
 SETUP_STATE_KEY = "fz.setup"
 
@@ -81,28 +76,26 @@ class Worker:
     """One loaded model: the clean synced copy and the working copy."""
 
     def __init__(self, setup: ClientSetup) -> None:
+        """Build the run's parts (:func:`~fedzo.federation.parts.build_parts`) from the scenario
+        ``setup`` carries, and the clean and working copies of its model."""
         self.setup = setup
         self.digest = setup.digest
         sc = self.scenario = setup.scenario
-        fed = sc.federation
         threads = client_threads(sc.runtime.threads, reserved_cpus())
         if threads:
             torch.set_num_threads(threads)
-        self.objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
+        parts = self.parts = build_parts(sc)
+        self.objective, self.partitions = parts.objective, parts.partitions
         if sc.optimizer.checkpointing:  # FedAvg with backprop: recompute activations in backward
             enable_checkpointing(self.objective.classifier.model)
         self.work = ParamSet.from_module(self.objective.classifier)
-        self.spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
         self.initial = self.work.snapshot()
         self.clean = ParamSet.from_tensors({n: t.clone() for n, t in self.initial.items()})
         self.round = 0
-        mask = make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, self.work)  # from the initial weights
-        self.work_perturber = Perturber(self.work, self.spec, mask=mask)
-        self.clean_perturber = Perturber(self.clean, self.spec, mask=mask, compiled=replay_compiled(self.spec, self.clean.numel))
-        self.server_opt = make_server_optimizer(  # rebuilt round by round on catch-up
-            fed.server_optimizer.name, self.clean_perturber, **fed.server_optimizer.hyperparameters())
-        labels = [int(e.label) for e in self.objective.train]
-        self.partitions = partition(labels, fed.num_clients, fed.partition, alpha=fed.partition_alpha, seed=sc.seed)
+        self.work_perturber = parts.perturbers.build(self.work)  # its mask from the initial weights
+        # the clean copy replays the global model, round by round on catch-up
+        self.server_opt = parts.global_model(self.clean, like=self.work_perturber)
+        self.clean_perturber = self.server_opt.perturber
 
     # -- catch-up ----------------------------------------------------------------------
     def _reset_clean(self) -> None:
@@ -130,9 +123,7 @@ class Worker:
         log, _ = UpdateLog.parse(log_lines(path), path)
         if (log.last_round or 0) < to_round:
             raise CatchUpError(f"update log {path} ends at round {log.last_round}; need round {to_round}")
-        fed = self.scenario.federation
-        policy = make_policy(fed.catch_up, self.scenario.seed, fed.seed_pool_size)
-        rebuild(self.server_opt, policy, log, self.round, to_round, self._reset_clean)
+        rebuild(self.server_opt, self.parts.catch_up(), log, self.round, to_round, self._reset_clean)
         self.round = to_round
 
     def catch_up(self, d: Downlink, cache: NodeCache | None = None) -> str:
@@ -222,6 +213,11 @@ class Worker:
         if not 0 <= d.client < n:
             raise ConfigError(f"client {d.client} is out of range; allowed: 0..{n - 1}")
 
+    def estimator(self, d: Downlink) -> EstimatorConfig:
+        """The run's estimator with the eps and q train message ``d`` carries."""
+        est = self.parts.estimator
+        return est if (est.eps, est.q) == (d.eps, d.q) else replace(est, eps=d.eps, q=d.q)
+
     def local_steps(self, d: Downlink, perturber: Perturber, evaluate: Callable[[Batch], float],
                     along: Callable[[Batch], Along] | None = None) -> LocalSteps:
         """The K local ZO steps of ``d`` on ``perturber``'s parameters (moved in place);
@@ -231,7 +227,7 @@ class Worker:
         The batched engine runs this very function for many clients at once, each with its
         own perturber and an ``evaluate`` that joins one forward pass shared by all of them.
         """
-        est = EstimatorConfig(self.scenario.zo.estimator, d.eps, d.q)
+        est = self.estimator(d)
         opt = make_zo_optimizer(self.scenario.optimizer.name)
         out = LocalSteps()
         along = along if est.tangent_forwards_per_step else None  # built per batch only when used

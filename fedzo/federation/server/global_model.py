@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from fedzo import environment
 from fedzo.config.scenario import Scenario, scenario_from_dict
 from fedzo.errors import ConfigError
-from fedzo.federation.catchup import make_policy
+from fedzo.federation.parts import build_parts
 from fedzo.runs import STATE, RunDir
-from fedzo.tasks.objective import Objective, build_objective
-from fedzo.zo import NoiseSpec, ParamSet, Perturber, UpdateLog, param_digest
-from fedzo.zo.masks import make_mask
-from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import make_server_optimizer, rebuild
+from fedzo.tasks.objective import Objective
+from fedzo.zo import ParamSet, UpdateLog, param_digest
+from fedzo.zo.server_optimizers import rebuild
 
 
 @dataclass
@@ -55,7 +53,8 @@ def load_global_model(run_dir: str | os.PathLike[str], rounds: int | None = None
     sc = scenario_from_dict(stored, str(run.path / "scenario.yaml"), kind="run")
     environment.compare(run.path, environment.capture(device=sc.runtime.device, dtype=sc.model.dtype,
                                                       threads=sc.runtime.threads), "rebuilding")
-    objective = build_objective(sc.model, sc.data, sc.runtime, sc.seed)
+    parts = build_parts(sc)
+    objective = parts.objective
     params = ParamSet.from_module(objective.classifier)
     if not sc.is_zo:
         return _fedavg_model(run, sc, objective, params, rounds)
@@ -70,16 +69,11 @@ def load_global_model(run_dir: str | os.PathLike[str], rounds: int | None = None
     if log.header.get("initial_digest") not in (None, param_digest(params)):
         raise ConfigError(f"{run_dir}: the initial model built here differs from the run's "
                           "(different assets or library versions?); cannot rebuild its global model")
-    policy = make_policy(sc.federation.catch_up, sc.seed, sc.federation.seed_pool_size)
-    spec = NoiseSpec(sc.zo.generator, sc.zo.distribution, sc.zo.chunk_size)
-    perturber = Perturber(params, spec, mask=make_mask(sc.zo.mask, sc.zo.mask_density, sc.seed, params),  # initial
-                          compiled=replay_compiled(spec, params.numel))
     last = log.last_round or 0
     if rounds is not None and not 0 <= rounds <= last:
         raise ConfigError(f"--round {rounds}: {run_dir} has rounds 0..{last} in its update log")
     upto = last if rounds is None else rounds
-    so = sc.federation.server_optimizer
-    rebuild(make_server_optimizer(so.name, perturber, **so.hyperparameters()), policy, log, 0, upto,
+    rebuild(parts.global_model(params), parts.catch_up(), log, 0, upto,
             lambda: None)  # the parameters are the initial ones already
     summary = run.read_summary() if upto == last else None  # the summary names the last round's model
     return GlobalModel(objective, sc, sum(1 for r, _ in log.rounds if r <= upto), param_digest(params),

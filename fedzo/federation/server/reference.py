@@ -47,14 +47,15 @@ class ServerReference:
     """Runs a round's K local ZO steps on the root set and restores the global weights."""
 
     def __init__(self, objective: Objective, params: ParamSet, perturber: Perturber, *, seed: int,
-                 examples: int, estimator: str, optimizer: str) -> None:
+                 examples: int, estimator: EstimatorConfig, optimizer: str) -> None:
+        """``estimator``: the run's (its estimator, eps and q, as the round's train messages carry)."""
         self.objective, self.params, self.perturber = objective, params, perturber
         root = [objective.train[i] for i in root_indices(seed, len(objective.train), examples)]
         self.batch = next(iter(objective.classifier.batches(root, len(root)))).to(objective.device)  # once a run
         self.estimator, self.optimizer = estimator, optimizer
         self.seconds = 0.0  # host seconds of the latest call
 
-    def scalars(self, seeds: Sequence[int], lr: float, eps: float, q: int) -> tuple[float, ...]:
+    def scalars(self, seeds: Sequence[int], lr: float) -> tuple[float, ...]:
         """The server's K x q projected gradients for ``seeds`` from the current weights, which
         are left exactly as they were."""
         t0 = time.perf_counter()
@@ -64,7 +65,7 @@ class ServerReference:
             with torch.no_grad():
                 return float(clf.loss(batch))
 
-        est = EstimatorConfig(self.estimator, eps, q)
+        est = self.estimator
         along = module_along(clf, self.params, lambda: clf.loss(batch)) if est.tangent_forwards_per_step else None
         opt = make_zo_optimizer(self.optimizer)
         before = self.params.snapshot()

@@ -20,7 +20,8 @@ from fedzo.config.scenario import Scenario
 from fedzo.devices.clock import ClientWork, Clock
 from fedzo.errors import FederationError
 from fedzo.federation.batches import batch_shape, local_examples
-from fedzo.federation.catchup import CatchUp, CatchUpPlanner, make_policy
+from fedzo.federation.catchup import CatchUp, CatchUpPlanner
+from fedzo.federation.parts import RunParts
 from fedzo.federation.server.aggregate import Contribution
 from fedzo.federation.server.protocols.base import Outgoing
 from fedzo.federation.server.reference import ServerReference
@@ -40,12 +41,9 @@ from fedzo.federation.wire.messages import (
 from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord
 from fedzo.runs import RunDir, report_torn_log
-from fedzo.tasks.objective import Objective
 from fedzo.zo import (
     LogEntry,
-    NoiseSpec,
     ParamSet,
-    Perturber,
     Schedule,
     UpdateLog,
     aggregate_entries,
@@ -53,10 +51,8 @@ from fedzo.zo import (
     param_digest,
     param_signature,
 )
-from fedzo.zo.masks import make_mask
 from fedzo.zo.optimizers import ZOSGD
-from fedzo.zo.perturb import replay_compiled
-from fedzo.zo.server_optimizers import make_server_optimizer, rebuild
+from fedzo.zo.server_optimizers import rebuild
 
 
 class ZOProtocol:
@@ -64,24 +60,20 @@ class ZOProtocol:
 
     method = "zo-federated"
 
-    def __init__(self, scenario: Scenario, objective: Objective, clock: Clock, partitions: list[list[int]], *,
-                 resync_log: str | None) -> None:
-        """``partitions``: each client's training examples; ``resync_log``: the update log path a
-        same-machine worker may re-sync from (None in deployment)."""
+    def __init__(self, scenario: Scenario, parts: RunParts, clock: Clock, *, resync_log: str | None) -> None:
+        """``parts``: the run's, built from ``scenario`` (:func:`~fedzo.federation.parts.build_parts`);
+        ``resync_log``: the update log path a same-machine worker may re-sync from (None in
+        deployment)."""
         self.scenario = scenario
-        self.partitions = partitions
+        self.partitions = parts.partitions
         self.fed = fed = scenario.federation
-        self.objective = objective
+        self.objective = objective = parts.objective
+        self.estimator = parts.estimator
         self.params = ParamSet.from_module(objective.classifier)
-        zo = scenario.zo
-        self.spec = NoiseSpec(zo.generator, zo.distribution, zo.chunk_size)
-        self.perturber = Perturber(self.params, self.spec,  # a mask from the initial weights, as every client's
-                                   mask=make_mask(zo.mask, zo.mask_density, scenario.seed, self.params),
-                                   compiled=replay_compiled(self.spec, self.params.numel))
+        self.server_opt = parts.global_model(self.params)  # a mask from the initial weights, as every client's
+        self.perturber = self.server_opt.perturber
         self.initial = self.params.snapshot()
-        self.server_opt = make_server_optimizer(fed.server_optimizer.name, self.perturber,
-                                                **fed.server_optimizer.hyperparameters())
-        self.policy = make_policy(fed.catch_up, scenario.seed, fed.seed_pool_size)
+        self.policy = parts.catch_up()
         self.planner = CatchUpPlanner(self.policy, clock)
         self.planner.history.history_rounds = fed.history_rounds
         self.planner.history.group_rounds = self.server_opt.stateful
@@ -89,7 +81,7 @@ class ZOProtocol:
             self.planner.mark_synced(c, 0)
         self.aggregate = RobustAggregator.from_config(fed)  # running-median clip state: see _apply
         self.reference = ServerReference(objective, self.params, self.perturber, seed=scenario.seed,
-                                         examples=fed.reference_examples, estimator=zo.estimator,
+                                         examples=fed.reference_examples, estimator=self.estimator,
                                          optimizer=scenario.optimizer.name) \
             if fed.scores_clients(seeds_and_scalars=True) and fed.reputation_reference == "server" else None
         optimizer = make_zo_optimizer(scenario.optimizer.name)
@@ -108,7 +100,7 @@ class ZOProtocol:
     # -- state -----------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
         header = {"param_signature": param_signature(self.params), "param_count": len(self.params),
-                  "param_numel": self.params.numel, "noise": self.spec.to_dict(),
+                  "param_numel": self.params.numel, "noise": self.perturber.spec.to_dict(),
                   "optimizer": self.scenario.optimizer.name, "catch_up": self.fed.catch_up,
                   "initial_digest": param_digest(self.params), "protocol": "fedzo-federated"}
         if self.server_opt.stateful:
@@ -158,8 +150,8 @@ class ZOProtocol:
     def downlink(self, round_: int, client: int) -> Outgoing:
         """Seeds, lr, eps, q and the client's catch-up to ``global(round_ - 1)``."""
         cu = self.planner.plan(client, round_ - 1, self.weights)
-        zo = self.scenario.zo
-        d = Downlink("train", round_, client, self.seeds, self.lr, zo.eps, zo.q, cu, config_digest=self.digest)
+        est = self.estimator
+        d = Downlink("train", round_, client, self.seeds, self.lr, est.eps, est.q, cu, config_digest=self.digest)
         content = build_downlink(d)
         share = 0
         if cu.kind != "none":  # the catch-up's share: the same message without it
@@ -171,7 +163,7 @@ class ZOProtocol:
         """The client's scalars, checked against what it was sent: its seeds, its scalar count
         and bound, and its example count (K local batches from its partition, known here)."""
         examples = len(self.seeds) * min(self.scenario.data.batch_size, len(self.partitions[client]))
-        return parse_uplink(content, Expected(round_, client, self.seeds, self.scenario.zo.q, self.fed.max_abs_scalar,
+        return parse_uplink(content, Expected(round_, client, self.seeds, self.estimator.q, self.fed.max_abs_scalar,
                                               examples=examples))
 
     def screen(self, round_: int, updates: Mapping[int, Uplink]) -> dict[int, MessageError]:
@@ -209,11 +201,10 @@ class ZOProtocol:
         entries: list[LogEntry] = []
         self.aggregate.clear()
         if accepted:
-            ref = None if self.reference is None else self.reference.scalars(
-                self.seeds, self.lr, self.scenario.zo.eps, self.scenario.zo.q)
+            ref = None if self.reference is None else self.reference.scalars(self.seeds, self.lr)
             grads = self.aggregate([Contribution(c, u.num_examples, u.scalars) for c, u in sorted(accepted.items())],
                                    ref)
-            entries = aggregate_entries(round_, self.seeds, self.scenario.zo.q, grads, self.lr, self.optimizer)
+            entries = aggregate_entries(round_, self.seeds, self.estimator.q, grads, self.lr, self.optimizer)
         votes = self.aggregate.votes
         self.log.append_round(round_, entries, {"reputation": votes_to_json(votes)} if votes else None)
         kill_point("zo-log-appended", round_)

@@ -59,7 +59,7 @@ from fedzo.federation.wire.fedavg import is_fedavg_downlink
 from fedzo.federation.wire.messages import Downlink, build_uplink, parse_downlink
 from fedzo.killpoints import kill_point
 from fedzo.tasks.batching import Batch
-from fedzo.zo import EstimatorConfig, ParamSet, Perturber
+from fedzo.zo import ParamSet, Perturber
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.perturb import ChunkHook
 from fedzo.zo.shared_directions import SharedDirections
@@ -92,7 +92,7 @@ def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, st
     d = downlinks[0]
     if any(x.catch_up.to_round != d.catch_up.to_round or x.seeds != d.seeds for x in downlinks):
         return "sequential", "participants start from different rounds or seeds"
-    est = EstimatorConfig(worker.scenario.zo.estimator, d.eps, d.q)
+    est = worker.estimator(d)
     if (dtype := worker.scenario.model.dtype) != "fp32":
         # a joint forward rounds differently from a client's own; at 8 significant bits the
         # loss differences, and so the scalars, then differ by far more than rounding (tiny
@@ -130,8 +130,7 @@ def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> A
             rec = RecordingPerturber(worker.work_perturber)
             return worker.local_steps(d, rec, lambda b: loss(LossRequest(b, moves=rec.take())))
         own = ParamSet(worker.clean.names, tuple(t.clone() for t in worker.clean.tensors))
-        pert = Perturber(own, worker.spec, mask=worker.work_perturber.mask, blocks=worker.work_perturber.blocks,
-                         shared=shared)
+        pert = worker.parts.perturbers.build(own, like=worker.work_perturber, shared=shared)
 
         def along(b: Batch) -> Along:
             def derivative(tangents: Sequence[torch.Tensor]) -> tuple[float, float]:
