@@ -263,7 +263,9 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     result["decomfl_2000_rounds_seconds"] = result.get("decomfl", {}).get("decomfl_2000_rounds_seconds")
     notes = engines.get("results", [])
     result["batched_engine_fell_back"] = sorted({n for r in notes for n in r["batching"] if "sequential" in n})
-    if result["batched_engine_fell_back"]:
+    # half-precision clients run one at a time by the engine's rule (a joint bf16 pass would not
+    # reproduce each client's scalars): recorded above, not a failure of the check
+    if [n for n in result["batched_engine_fell_back"] if not n.startswith("sequential: model.dtype")]:
         failed = [*failed, "engines (the batched engine fell back to one client at a time)"]
     result["failed_checks"] = failed
     fused = result.get("fused_direction", {})

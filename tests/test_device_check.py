@@ -83,3 +83,13 @@ def test_summarize_lifts_issue_39s_headline_keys() -> None:
     assert (result["step_over_two_forwards_cuda"], result["two_forwards_seconds_cuda"]) == (1.3, 0.02)
     assert result["client_steps_per_second_cuda_100"] == 310.0 and result["batched_over_inprocess_cuda_100_full"] == 21.0
     assert result["decomfl_2000_rounds_seconds"] == 280.0 and result["batched_over_inprocess_smollm2_100"] == 2.5
+
+
+def test_a_half_precision_case_run_one_client_at_a_time_is_recorded_not_failed() -> None:
+    mod = _device_check_module()
+    result = {"device": "cuda", "known_answers": {"eager": [], "compiled": []}, "engines": {"results": [
+        {"batching": ["sequential: model.dtype bf16: a joint forward would not reproduce each client's scalars"]},
+        {"batching": ["rows: 100 clients, 8 joint turns"]}]}}
+    assert mod.summarize(result, []) is True and len(result["batched_engine_fell_back"]) == 1
+    result["engines"]["results"][1]["batching"] = ["sequential: participants start from different rounds or seeds"]
+    assert mod.summarize(result, []) is False
