@@ -153,11 +153,17 @@ def gaussian_table(device: torch.device) -> torch.Tensor:
     return _TABLES[dev]
 
 
-def _portable_fill(key: int, start: int, out: torch.Tensor, gaussian: bool) -> None:
-    n = out.numel()
+def _check_group(start: int, gaussian: bool) -> None:
+    """Portable chunks start at a group boundary (pairs for a Gaussian, 32 for Rademacher)."""
     group = _GAUSSIAN_GROUP if gaussian else _RADEMACHER_GROUP
     if start % group:
         raise ValueError(f"portable chunks must start at a multiple of {group}")
+
+
+def _portable_fill(key: int, start: int, out: torch.Tensor, gaussian: bool) -> None:
+    n = out.numel()
+    group = _GAUSSIAN_GROUP if gaussian else _RADEMACHER_GROUP
+    _check_group(start, gaussian)
     g0 = start // group
     g1 = (start + n + group - 1) // group
     h = portable_bits(key, g0, g1 - g0, out.device)
@@ -176,7 +182,8 @@ _compiled: dict[bool, _Kernel | None] = {}
 
 
 def _compiled_portable(gaussian: bool) -> _Kernel | None:
-    """The portable fill compiled with torch.compile (None when no compiler works)."""
+    """The portable fill compiled with torch.compile in int64 lanes (None when no compiler
+    works): used off the CPU; a CPU takes :mod:`fedzo.zo.cpu_lanes`' int32 lanes."""
     if gaussian not in _compiled:
         try:
             def kernel(h_idx: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
@@ -215,11 +222,16 @@ class DirectionStream:
         key = derive_seed(self.seed, tensor_index)
         gaussian = self.spec.distribution is Distribution.GAUSSIAN
         if self.spec.generator is GeneratorKind.PORTABLE:
-            kern = _compiled_portable(gaussian) if self.compiled else None
+            if self.compiled and out.device.type == "cpu" and out.dtype == torch.float32 and out.is_contiguous():
+                _check_group(start, gaussian)
+                from fedzo.zo.cpu_lanes import fill  # 32-bit lanes: vectorised on AVX2 hosts too
+
+                if fill(key_words(key), start, out, gaussian_table(out.device), gaussian):
+                    return out
+            kern = _compiled_portable(gaussian) if self.compiled and out.device.type != "cpu" else None
             if kern is not None and out.dtype == torch.float32:
+                _check_group(start, gaussian)
                 group = _GAUSSIAN_GROUP if gaussian else _RADEMACHER_GROUP
-                if start % group:
-                    raise ValueError(f"portable chunks must start at a multiple of {group}")
                 n = out.numel()
                 g0, g1 = start // group, (start + n + group - 1) // group
                 idx = torch.arange(g0, g1, dtype=torch.int64, device=out.device)

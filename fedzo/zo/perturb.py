@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from fedzo.zo.masks import BlockSchedule, Mask, default_blocks, make_mask
-from fedzo.zo.noise import DirectionStream, Distribution, GeneratorKind, NoiseSpec
+from fedzo.zo.noise import DirectionStream, Distribution, GeneratorKind, NoiseSpec, gaussian_table, key_words
 from fedzo.zo.params import ParamSet
+from fedzo.zo.seeds import derive_seed
 from fedzo.zo.shared_directions import SharedDirections
 
 # final(tensor_index, start, theta_chunk, z_chunk): extra per-chunk work after the alphas
@@ -115,6 +116,9 @@ class Perturber:
         chunk = self.spec.chunk_size
         for i in self.tensor_indices(seed):
             t = self.params.tensors[i]
+            todo = alphas[self._apply_lanes(seed, i, t, alphas, final):]
+            if not todo and alphas:
+                continue
             flat = t.view(-1)
             buf = self._buffer(t)
             for start in range(0, flat.numel(), chunk):
@@ -123,10 +127,26 @@ class Perturber:
                 if self.mask is not None:
                     self.mask.apply(i, start, z)
                 piece = flat[start : start + n]
-                for a in alphas:
+                for a in todo:
                     piece.add_(z, alpha=a)
                 if final is not None:
                     final(i, start, piece, z)
+
+    def _apply_lanes(self, seed: int, i: int, t: torch.Tensor, alphas: Sequence[float],
+                     final: ChunkHook | None) -> int:
+        """How many of ``alphas`` the compiled CPU path applied to tensor ``i`` in one pass per
+        three alphas, no direction buffer (:func:`fedzo.zo.cpu_lanes.apply`, bitwise the
+        chunked update): none unless compiled, portable, on the CPU, float32 and without a
+        mask, a shared store or a per-chunk hook."""
+        if (not self.compiled or final is not None or self.mask is not None or self.shared is not None
+                or self.spec.generator is not GeneratorKind.PORTABLE):
+            return 0
+        from fedzo.zo.cpu_lanes import apply, eligible
+
+        if not eligible(t):
+            return 0
+        return apply(key_words(derive_seed(seed, i)), t, alphas, gaussian_table(t.device),
+                     self.spec.distribution is Distribution.GAUSSIAN)
 
     @torch.no_grad()
     def apply_many(self, entries: Sequence[tuple[int, Sequence[float]]]) -> None:

@@ -88,15 +88,15 @@ def test_bad_noise_spec_names_value(bad: dict) -> None:
 def test_a_compiled_kernel_that_fails_falls_back_to_the_same_eager_bits(monkeypatch) -> None:
     """torch.compile compiles on first call: a machine without a C compiler fails there, and the
     fill then goes eager for good (replays of large sets compile by default)."""
-    from fedzo.zo import noise
+    from fedzo.zo import cpu_lanes, noise
 
     def broken(*args):
         raise RuntimeError("no C compiler")
 
-    monkeypatch.setitem(noise._compiled, True, broken)
+    monkeypatch.setitem(cpu_lanes._KERNELS, ("fill", True, 0), broken)  # the CPU's kernel
     spec = NoiseSpec("portable", "gaussian", chunk_size=1024)
     got = noise.DirectionStream(spec, 5, compiled=True).fill(0, 0, torch.empty(1024))
-    assert noise._compiled[True] is None
+    assert cpu_lanes._KERNELS[("fill", True, 0)] is None
     assert torch.equal(got, noise.DirectionStream(spec, 5).fill(0, 0, torch.empty(1024)))
 
 

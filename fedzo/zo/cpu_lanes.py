@@ -1,0 +1,195 @@
+"""The portable generator compiled for the CPU in 32-bit lanes, and fused with the update.
+
+:mod:`fedzo.zo.noise` holds the generator's 32-bit words in int64 lanes (masked after each
+multiplication). A CPU without AVX-512 has no vector int64 multiply, so the compiled int64
+kernel does not vectorise there. Here the same two rounds of the murmur3 finaliser run in
+int32 lanes: the multiplications wrap modulo 2**32 (two's complement, the low word of the
+product is the same signed or unsigned), and each logical right shift is an arithmetic
+shift whose sign-extended high bits are masked off. torch.compile's C++ backend turns
+these into ``at::vec::Vectorized<int32_t>`` loops (16 lanes with AVX-512, 8 with AVX2).
+
+Two kernels, each one pass over its output:
+
+* :func:`fill`: the direction's elements ``[start, start + n)`` written into a buffer (the
+  chunked path of :class:`fedzo.zo.perturb.Perturber`, and :class:`fedzo.zo.noise.DirectionStream`).
+* :func:`apply`: ``w += a * z`` for up to three alphas, regenerating ``z`` on the fly, with
+  no direction buffer: each element is read and written once.
+
+Both are bitwise the eager generator and the chunked ``w.add_(z, alpha=a)``. torch's CPU
+``add_`` is a fused multiply-add (one rounding); inductor's C++ code never emits one (it
+compiles with ``-ffp-contract=off``), so :func:`apply` rounds as an FMA by exact means: a
+Rademacher ``z`` is +-1, so ``w + z * a`` has an exact product and one rounding; a Gaussian
+``z`` (a float32 table value) times a float32 alpha is exact in float64, the float64 sum is
+rounded to odd (its error from a two-sum sets the last bit), and rounding that to float32
+is the correctly rounded ``fma(z, a, w)`` (rounding to odd with two spare bits makes the
+second rounding innocuous).
+
+float32 weights only. ``add_`` on bfloat16 or float16 weights rounds the alpha to their
+dtype too (then ``z * a`` is exact in float32 and one float32 addition would do), but a fused
+kernel written with those casts still differed from the chunked update in 15-30 % of the
+elements under inductor (not pursued), so half-precision weights keep the chunked path; its
+buffer is filled by :func:`fill` only when it is float32.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+
+import torch
+
+MAX_ALPHAS = 3  # alphas one fused pass applies (more take further passes, which round alike)
+FUSED_MIN_ELEMENTS = 1024  # smaller tensors take the chunked path (no compile for 1-element sizes)
+
+
+def _signed32(v: int) -> int:
+    """A 32-bit word as the int32 that holds its bits."""
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+# the murmur3 finaliser's multipliers, as :mod:`fedzo.zo.noise` (which imports this module,
+# so they are not imported from it) and the Triton kernel have them
+_C1_32, _C2_32 = _signed32(0x85EBCA6B), _signed32(0xC2B2AE35)
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """The murmur3 finaliser on int32 lanes (wrapping multiplications, logical shifts as
+    arithmetic shifts with the sign bits masked off)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _C1_32
+    x = x ^ ((x >> 13) & 0x7FFFF)
+    x = x * _C2_32
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def direction(pos: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor, table: torch.Tensor,
+              gaussian: bool) -> torch.Tensor:
+    """float32 z at the int64 stream positions ``pos`` for the key words ``k0``, ``k1``
+    (int32 scalars): a Gaussian takes a 16-bit half of its pair's hash, a Rademacher sign
+    one bit of its group of 32's hash, exactly as :func:`fedzo.zo.noise.portable_bits`."""
+    group = pos >> (1 if gaussian else 5)
+    h = mix32(mix32(group.to(torch.int32) ^ k0) ^ ((group >> 32).to(torch.int32) + k1))
+    if gaussian:
+        return table[(h >> ((pos & 1) * 16).to(torch.int32)) & 0xFFFF]
+    return (((h >> (pos & 31).to(torch.int32)) & 1) * 2 - 1).to(torch.float32)
+
+
+def fma_float32(z: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``fma(z, a, w)`` of float32 tensors, rounded once, from float64 operations: the
+    product is exact, the sum is rounded to odd, then to float32."""
+    w64, p = w.to(torch.float64), z.to(torch.float64) * a.to(torch.float64)
+    s = w64 + p
+    back = s - w64
+    err = (w64 - (s - back)) + (p - back)  # s + err == w + p exactly (two-sum)
+    bits = s.view(torch.int64)
+    odd = torch.where((err > 0) == (s > 0), bits + 1, bits - 1)  # the neighbour towards w + p
+    return torch.where((err != 0) & ((bits & 1) == 0), odd, bits).view(torch.float64).to(torch.float32)
+
+
+def _positions(n: int, start: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.int64, device=device) + start
+
+
+def _own_code(fn: Callable[..., None], name: str) -> Callable[..., None]:
+    """``fn`` with a code object of its own: torch.compile caches (and counts recompilations)
+    per code object, so each variant gets its own cache rather than sharing one."""
+    return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, name, fn.__defaults__,
+                              fn.__closure__)
+
+
+def _fill_kernel(gaussian: bool) -> Callable[..., None]:
+    def kernel(out: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
+               table: torch.Tensor) -> None:
+        pos = _positions(out.shape[0], start, out.device)
+        out.copy_(direction(pos, k0, k1, table, gaussian))
+    return _own_code(kernel, f"fill_{'gaussian' if gaussian else 'rademacher'}")
+
+
+def _apply_kernel(gaussian: bool, count: int) -> Callable[..., None]:
+    def kernel(w: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
+               table: torch.Tensor, alphas: torch.Tensor) -> None:
+        pos = _positions(w.shape[0], start, w.device)
+        z = direction(pos, k0, k1, table, gaussian)
+        x = w
+        for j in range(count):  # one rounding per alpha, in order, as add_(z, alpha=a) each
+            x = fma_float32(z, alphas[j], x) if gaussian else x + z * alphas[j]  # +-1: exact product
+        w.copy_(x)
+    return _own_code(kernel, f"apply_{'gaussian' if gaussian else 'rademacher'}_{count}")
+
+
+_KERNELS: dict[tuple[str, bool, int], Callable[..., None] | None] = {}
+
+
+def _compiled(kind: str, gaussian: bool, count: int = 0) -> Callable[..., None] | None:
+    """The compiled kernel (None once compiling or running it has failed)."""
+    key = (kind, gaussian, count)
+    if key not in _KERNELS:
+        fn = _fill_kernel(gaussian) if kind == "fill" else _apply_kernel(gaussian, count)
+        try:
+            _KERNELS[key] = torch.compile(fn, dynamic=True, fullgraph=True)
+        except Exception:  # noqa: BLE001  # pragma: no cover - any compiler failure: eager/chunked
+            _KERNELS[key] = None
+    return _KERNELS[key]
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-d tensor over ``t``'s (contiguous) elements that is not a view: torch.compile
+    guards a view's base, so views of differently shaped tensors (a chunk of a buffer, a
+    flattened matrix) would each compile anew."""
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(),
+                                                                (t.numel(),), (1,))
+
+
+def _scalars(words: tuple[int, int], start: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The start position and the key's two words as 0-d tensors (no recompilation per value)."""
+    return (torch.full((), start, dtype=torch.int64, device=device),
+            torch.full((), _signed32(words[0]), dtype=torch.int32, device=device),
+            torch.full((), _signed32(words[1]), dtype=torch.int32, device=device))
+
+
+def fill(words: tuple[int, int], start: int, out: torch.Tensor, table: torch.Tensor, gaussian: bool) -> bool:
+    """Write the portable direction's elements ``[start, start + len(out))`` for the stream
+    key whose words (:func:`fedzo.zo.noise.key_words`) are ``words`` into the contiguous
+    float32 ``out`` (``table``: :func:`fedzo.zo.noise.gaussian_table`); False (nothing
+    written) where the compiled kernel is not available, which then stays so."""
+    kern = _compiled("fill", gaussian)
+    if kern is None:
+        return False
+    try:
+        with torch.no_grad():
+            kern(_flat(out), *_scalars(words, start, out.device), table)
+    except Exception:  # noqa: BLE001  # compiled lazily: no C compiler...
+        _KERNELS[("fill", gaussian, 0)] = None
+        return False
+    return True
+
+
+def eligible(t: torch.Tensor) -> bool:
+    """Whether :func:`apply` serves ``t``: a contiguous CPU tensor of a supported dtype and
+    at least ``FUSED_MIN_ELEMENTS`` elements.
+    Half-precision weights take the chunked path (see the module's notes)."""
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and t.numel() >= FUSED_MIN_ELEMENTS
+
+
+def apply(words: tuple[int, int], w: torch.Tensor, alphas: Sequence[float], table: torch.Tensor, gaussian: bool,
+          start: int = 0) -> int:
+    """``w += a * z`` for each ``a`` of ``alphas`` in order, ``z`` the portable direction of
+    the stream key whose words are ``words`` from position ``start`` (as :func:`fill`), in one pass over ``w`` per ``MAX_ALPHAS``
+    alphas. Returns how many alphas it applied: all, or fewer where a compiled kernel is not
+    available (the caller applies the rest)."""
+    flat = _flat(w)
+    scalars = _scalars(words, start, w.device)
+    done = 0
+    while done < len(alphas):
+        part = alphas[done:done + MAX_ALPHAS]
+        kern = _compiled("apply", gaussian, len(part))
+        if kern is None:
+            break
+        try:
+            with torch.no_grad():
+                kern(flat, *scalars, table, torch.tensor(list(part), dtype=torch.float32))
+        except Exception:  # noqa: BLE001  # compiled lazily (before it writes): no C compiler...
+            _KERNELS[("apply", gaussian, len(part))] = None
+            break
+        done += len(part)
+    return done

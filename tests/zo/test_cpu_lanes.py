@@ -1,0 +1,88 @@
+"""The compiled CPU path in 32-bit lanes (:mod:`fedzo.zo.cpu_lanes`): its directions are the
+eager generator's and its one-pass update is bitwise the chunked ``add_`` (a fused
+multiply-add per alpha), offsets past 2**32 included."""
+
+import pytest
+import torch
+
+from fedzo.zo import NoiseSpec, ParamSet, Perturber, cpu_lanes
+from fedzo.zo.noise import _portable_fill, gaussian_table, key_words
+
+KEY = 0x1234567890ABCDE
+WORDS = key_words(KEY)
+TABLE = gaussian_table(torch.device("cpu"))
+START = (1 << 32) - 4096  # the counter's high word changes inside the tensor (both groupings)
+N = (1 << 20) + 1030  # not a multiple of the vector width
+
+
+def _weights() -> torch.Tensor:
+    """float32 weights over many magnitudes, signed zeros included."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(N, generator=g) * torch.pow(10.0, torch.randint(-8, 3, (N,), generator=g).float())
+    w[:64], w[64:128] = 0.0, -0.0
+    return w
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32)
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+def test_fill_is_the_eager_generator_across_the_high_word(gaussian: bool) -> None:
+    start = START * (1 if gaussian else 32)  # group index crosses 2**32 for both distributions
+    want, got = torch.empty(N), torch.empty(N)
+    _portable_fill(KEY, start, want, gaussian)
+    assert cpu_lanes.fill(WORDS, start, got, TABLE, gaussian)
+    assert torch.equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+def test_fused_update_is_bitwise_the_chunked_add(gaussian: bool) -> None:
+    """Several alphas (one pass of three, then one more), every rounding as ``add_``'s FMA."""
+    start = START * (1 if gaussian else 32)
+    z = torch.empty(N)
+    _portable_fill(KEY, start, z, gaussian)
+    alphas = (1e-3, -2e-3, 0.7311, 3e-7)
+    want, got = _weights(), _weights()
+    for a in alphas:
+        want.add_(z, alpha=a)
+    assert cpu_lanes.apply(WORDS, got, alphas, TABLE, gaussian, start) == len(alphas)
+    assert torch.equal(_bits(got), _bits(want))
+
+
+def test_fma_emulation_rounds_once() -> None:
+    """The float64 round-to-odd sum is the float32 FMA where two roundings would differ."""
+    g = torch.Generator().manual_seed(1)
+    w, z = torch.randn(1 << 16, generator=g), torch.randn(1 << 16, generator=g)
+    a = torch.tensor(0.7311)
+    got = cpu_lanes.fma_float32(z, a, w)
+    assert torch.equal(_bits(got), _bits(w.clone().add_(z, alpha=0.7311)))
+    assert not torch.equal(got, w + z * a)
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_compiled_perturber_moves_weights_as_the_eager_one(dist: str) -> None:
+    """Perturber(compiled=True): the large tensor fused, the small ones chunked; a multi-alpha
+    application leaves every tensor bitwise where the eager chunked path does."""
+    spec = NoiseSpec("portable", dist, chunk_size=1024)
+
+    def params() -> ParamSet:
+        g = torch.Generator().manual_seed(2)
+        return ParamSet.from_tensors({"a": torch.randn(5000, generator=g), "b": torch.randn(17, 5, generator=g),
+                                      "c": torch.randn(3, 2048, generator=g)})
+
+    eager, comp = params(), params()
+    for seed, alphas in ((3, (1e-3,)), (4, (1e-3, -2e-3, 5e-4, -1e-4))):
+        Perturber(eager, spec).apply(seed, alphas)
+        Perturber(comp, spec, compiled=True).apply(seed, alphas)
+    assert all(torch.equal(_bits(x), _bits(y)) for x, y in zip(eager.tensors, comp.tensors, strict=True))
+
+
+def test_a_failing_update_kernel_leaves_the_rest_to_the_chunked_path(monkeypatch) -> None:
+    def broken(*args):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setitem(cpu_lanes._KERNELS, ("apply", True, 1), broken)
+    w = _weights()
+    assert cpu_lanes.apply(WORDS, w, (1e-3,), TABLE, True) == 0 and torch.equal(w, _weights())
+    assert cpu_lanes._KERNELS[("apply", True, 1)] is None
