@@ -57,6 +57,8 @@ def load(path: Path = RESULTS) -> dict[str, Any]:
 def measure(scenario: str, emulate: str | None) -> dict[str, Any]:
     """Run ``scenarios/SCENARIO.yaml`` in a fresh process; its hash and environment."""
     env = dict(os.environ) | EMULATION.get(emulate or "", {})
+    if emulate:  # inductor's on-disk cache does not key on ATEN_CPU_CAPABILITY: a native run's kernels crash
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"fedzo-inductor-{emulate}"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / scenario
         cmd = [sys.executable, "-m", "fedzo", "run", str(ROOT / "scenarios" / f"{scenario}.yaml"), "--out", str(out),
