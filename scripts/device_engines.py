@@ -86,7 +86,9 @@ def on_device(scenario: str, out: Path, device: str, model: str | None = None,
 
 
 # issue 39's fleet figures: SmolLM2-135M at batch 8 x 64 tokens, one local step per client
-FLEET = {"bf16": {"model": {"dtype": "bf16"}, "data": {"batch_size": 8, "max_length": 64}},
+# (bf16 clients share joint passes only when asked: federation.batched.half_precision)
+FLEET = {"bf16": {"model": {"dtype": "bf16"}, "data": {"batch_size": 8, "max_length": 64},
+                  "federation": {"batched": {"half_precision": "joint"}}},
          "fp32": {"model": {"dtype": "fp32"}, "data": {"batch_size": 8, "max_length": 64}},
          "full": {"model": {"dtype": "fp32", "peft": "full"}, "data": {"batch_size": 8, "max_length": 64}}}
 

@@ -69,6 +69,8 @@ def test_the_fleet_variants_are_valid_scenarios(tmp_path: Path) -> None:
                                                     None, changes))
         assert (sc.data.batch_size, sc.data.max_length, sc.model.dtype) == (8, 64, "bf16" if variant == "bf16" else "fp32")
         assert sc.model.peft == ("full" if variant == "full" else "prompt")
+        assert sc.federation.batched.half_precision == ("joint" if variant == "bf16" else "sequential")
+        assert sc.federation.num_clients == 4  # the quickstart's federation otherwise (the bench sets participants)
 
 
 @pytest.mark.skipif(device_engines.missing() != [], reason="needs Flower and pydantic")

@@ -60,6 +60,11 @@ class BatchedConfig(Section):
     share_prompt: bool = Field(True, description="prompt tuning of a causal LM: run each client's virtual tokens "
                                "once per pass and share their keys and values across its rows, instead of once per "
                                "row (host time only; scores equal to float32 rounding)")
+    half_precision: Literal["sequential", "joint"] = Field(
+        "sequential", description="model.dtype bf16 or fp16: sequential runs the clients one at a time, so each "
+        "client's scalars are those of its own batch; joint shares their forward passes as in fp32, where a pass of "
+        "another shape rounds each loss differently (in bf16 the scalars then differ from a client's own by as much "
+        "as their size: another draw of the same rounding noise, not the scalars a board would send), for speed")
 
 
 class ServerOptimizerConfig(Section):

@@ -405,3 +405,29 @@ def test_an_encoders_lora_and_head_batch_per_row(tmp_path: Path, fed_config: Any
     assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
     if a == b:
         assert got.model_sha256 == ref.model_sha256
+
+
+def test_half_precision_clients_share_passes_only_when_asked(tmp_path: Path, fed_config: Any) -> None:
+    """bf16 clients run one at a time by default (a joint pass would not reproduce each one's
+    scalars); with half_precision: joint they share passes: the same seeds, learning rates,
+    clock and bytes as in-process, scalars from the joint passes' rounding."""
+    def bf16(**batched: Any) -> Scenario:
+        data = _scenario(fed_config, "prompt", clients_per_round=3, batched=batched).model_dump()
+        data["model"]["dtype"] = "bf16"
+        return Scenario.model_validate(data)
+
+    ref = run_federated(bf16(), tmp_path / "inprocess", engine="inprocess")
+    run_federated(bf16(), tmp_path / "default", engine="batched")
+    assert all(str(n).startswith("sequential: model.dtype bf16") and "half_precision: joint" in str(n)
+               for n in _batching(tmp_path / "default"))
+    assert _entries(tmp_path / "default") == _entries(tmp_path / "inprocess")  # one at a time: the same arithmetic
+    got = run_federated(bf16(half_precision="joint"), tmp_path / "joint", engine="batched")
+    notes = _batching(tmp_path / "joint")
+    assert all(str(n).startswith("rows: 3 clients") and "bf16 joint passes" in str(n) for n in notes), notes
+    a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "joint")
+    assert [(e[0], e[3]) for e in a] == [(e[0], e[3]) for e in b]  # seeds and learning rates
+    assert all(math.isfinite(e[2]) for e in b) and a != b  # the joint passes' own rounding
+    same = run_federated(bf16(half_precision="joint"), tmp_path / "inprocess-joint", engine="inprocess")
+    assert _entries(tmp_path / "inprocess-joint") == a  # in-process, the option changes nothing
+    assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (same.sim_seconds, same.bytes_up, same.bytes_down)
+    assert ref.sim_seconds == got.sim_seconds

@@ -59,7 +59,7 @@ from fedzo.federation.wire.fedavg import is_fedavg_downlink
 from fedzo.federation.wire.messages import Downlink, build_uplink, parse_downlink
 from fedzo.killpoints import kill_point
 from fedzo.tasks.batching import Batch
-from fedzo.zo import ParamSet, Perturber
+from fedzo.zo import EstimatorConfig, ParamSet, Perturber
 from fedzo.zo.forward_grad import Along
 from fedzo.zo.perturb import ChunkHook
 from fedzo.zo.shared_directions import SharedDirections
@@ -85,19 +85,30 @@ class RecordingPerturber(Perturber):
         return out
 
 
-def choose_mode(worker: Worker, downlinks: Sequence[Downlink]) -> tuple[Mode, str]:
-    """How a round's local steps can run together, and why."""
+def choose_mode(worker: Worker, downlinks: Sequence[Downlink], half_precision: str = "sequential") -> tuple[Mode, str]:
+    """How a round's local steps can run together, and why (``half_precision``:
+    ``federation.batched.half_precision``)."""
     if len(downlinks) < 2:
         return "sequential", "one participant"
     d = downlinks[0]
     if any(x.catch_up.to_round != d.catch_up.to_round or x.seeds != d.seeds for x in downlinks):
         return "sequential", "participants start from different rounds or seeds"
     est = worker.estimator(d)
-    if (dtype := worker.scenario.model.dtype) != "fp32":
+    mode, why = _joint_mode(worker, d, est)
+    dtype = worker.scenario.model.dtype
+    if dtype == "fp32" or mode == "sequential":
+        return mode, why
+    if half_precision != "joint":
         # a joint forward rounds differently from a client's own; at 8 significant bits the
         # loss differences, and so the scalars, then differ by far more than rounding (tiny
         # model in bf16: up to 52x)
-        return "sequential", f"model.dtype {dtype}: a joint forward would not reproduce each client's scalars"
+        return "sequential", (f"model.dtype {dtype}: a joint forward would not reproduce each client's scalars "
+                              "(federation.batched.half_precision: joint shares the passes anyway)")
+    return mode, why  # the scalars then come from the joint passes' rounding, not each client's own
+
+
+def _joint_mode(worker: Worker, d: Downlink, est: EstimatorConfig) -> tuple[Mode, str]:
+    """The joint mode of a round whose clients start alike, whatever the dtype."""
     if est.tangent_forwards_per_step:  # each client's tangent is along its own state: rows only
         rows = rows_reason(worker.objective.classifier, worker.work)
         if rows is None:
@@ -198,7 +209,7 @@ class BatchedTransport(InProcessTransport):
                 out[i] = _error(msg, exc)
                 continue
             ready.append((i, msg, d, time.perf_counter() - t0))
-        mode, why = choose_mode(worker, [d for _, _, d, _ in ready])
+        mode, why = choose_mode(worker, [d for _, _, d, _ in ready], self.config.half_precision)
         if mode != "sequential":
             worker.reset_work()
             joint = JointForward(worker, mode, self.config)
@@ -222,6 +233,8 @@ class BatchedTransport(InProcessTransport):
                     out[i] = Message(build_uplink(up), reply_to=msg)
                 why = f"{len(ready)} clients, {turns} joint turns, {joint.forwards} forward passes"
                 why += f"; {joint.prompt_note}" if joint.prompt_note else ""
+                dtype = worker.scenario.model.dtype
+                why += f"; {dtype} joint passes (half_precision: joint)" if dtype != "fp32" else ""
             worker.reset_work()
         if mode == "sequential":
             for i, msg, _, _ in ready:
