@@ -102,7 +102,7 @@ from fedzo.zo.known_answers import check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
-from device_engines import decomfl_check, engines_check
+from device_engines import decomfl_check, device_kind, engines_check
 from device_generator import fused_direction, protocol_rounds, regeneration
 
 
@@ -254,7 +254,7 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
         "batched_over_inprocess_smollm2-fp32_100", engines.get("batched_over_inprocess_smollm2_100"))
     result |= {k: v for k, v in engines.items() if k.startswith(("client_steps_per_second_", "inprocess_client_steps",
                                                                  "batched_over_inprocess_cuda", "batched_over_inprocess_cpu"))}
-    kind = "cuda" if str(result["device"]).startswith("cuda") else str(result["device"]).split(":")[0]
+    kind = device_kind(str(result["device"]))
     fused, timing = result.get("fused_direction", {}), result.get("timing", {})
     result[f"regeneration_fraction_of_copy_bandwidth_{kind}"] = {
         "fp32": fused.get("gaussian_fraction_of_copy_bandwidth"), "bf16": fused.get("bf16_gaussian_fraction_of_copy_bandwidth")}

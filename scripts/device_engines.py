@@ -93,11 +93,16 @@ FLEET = {"bf16": {"model": {"dtype": "bf16"}, "data": {"batch_size": 8, "max_len
          "full": {"model": {"dtype": "fp32", "peft": "full"}, "data": {"batch_size": 8, "max_length": 64}}}
 
 
+def device_kind(device: str) -> str:
+    """The device type that names the headline keys: ``cuda`` for any CUDA device, else its type."""
+    return "cuda" if device.startswith("cuda") else device.split(":")[0]
+
+
 def fleet_keys(report: dict[str, Any], device: str) -> dict[str, float | None]:
     """The headline keys of the fleet cases: client-steps per second of the batched engine at
     the largest participant count, and the full-parameter case's batched / in-process ratio
     (named after the device type: ``client_steps_per_second_cuda_100`` on a GPU)."""
-    kind = "cuda" if device.startswith("cuda") else device.split(":")[0]
+    kind = device_kind(device)
     out: dict[str, float | None] = {}
     for variant in FLEET:
         rows = [r for r in report.get("results", []) if r["case"] == f"smollm2-{variant}"]
