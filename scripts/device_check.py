@@ -270,6 +270,8 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     result["failed_checks"] = failed
     fused = result.get("fused_direction", {})
     result["fused_direction_fraction_of_copy_bandwidth"] = fused.get("gaussian_fraction_of_copy_bandwidth")
+    # elements where the kernel's step differs from the CPU Perturber's (fp32, bf16): recorded, 0 is bitwise
+    result["fused_update_mismatches_vs_cpu"] = fused.get("update_mismatches_vs_cpu")
     result["known_answers_ok"] = ("known_answers" not in failed and not any(result.get("known_answers", {}).values())
                                   and not fused.get("known_answers_mismatches"))
     result["half_precision_replay_ok"] = "half_precision" not in failed and all(

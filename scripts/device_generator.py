@@ -13,7 +13,8 @@ bitwise), against one copy of the weights
 (the traffic a regeneration at memory speed would have: each weight read and written once)
 and a gather-only pass (a random index per element looked up in the 256 KB Gaussian table:
 what the table costs); whether its directions agree bitwise with the chunked path's and
-with every known-answer vector.
+with every known-answer vector, and in how many elements one step's update (fp32, bf16)
+differs from the CPU Perturber's (``update_mismatches_vs_cpu``: 0 is bitwise).
 ``protocol_rounds``: see device_check.py's docstring.
 """
 
@@ -125,6 +126,7 @@ def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
     chunked = Perturber(params, NoiseSpec("portable", "gaussian"), fused=False).direction(7)
     out["direction_bitwise_equal_to_chunked"] = all(torch.equal(a, b) for a, b in zip(fused, chunked, strict=True))
     del fused, chunked
+    out["update_mismatches_vs_cpu"] = _update_mismatches(device)
     bad = []
     for c in json.loads(VECTORS.read_text(encoding="utf-8"))["chunks"]:
         z = torch.zeros(c["n"], dtype=torch.float32, device=device)
@@ -133,6 +135,24 @@ def fused_direction(name: str, device: str, repeats: int) -> dict[str, Any]:
         if "".join(struct.pack(">f", v).hex() for v in z.cpu().tolist()) != c["float32_bits"]:
             bad.append(f"{c['distribution']} seed {c['seed']} tensor {c['tensor']} start {c['start']}")
     out["known_answers_mismatches"] = bad
+    return out
+
+
+def _update_mismatches(device: str, n: int = 1 << 20) -> dict[str, int]:
+    """Elements where one step's three alphas, applied by the fused kernel here, differ from
+    the CPU Perturber's chunked ``add_`` (Gaussian, fp32 and bf16; ``n`` a multiple of 32, so
+    no element falls in ``add_``'s scalar tail, which does not round a half-precision alpha:
+    :mod:`fedzo.zo.cpu_lanes`): 0 means the GPU's updates are bitwise the CPU's."""
+    from fedzo.zo.triton_direction import apply_fused
+
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        w = torch.randn(n, generator=torch.Generator().manual_seed(3)).to(dtype)
+        cpu = w.clone()
+        Perturber(ParamSet.from_tensors({"w": cpu}), NoiseSpec("portable", "gaussian")).apply(21, (1e-3, -2e-3, 0.51))
+        gpu = w.to(device)
+        apply_fused([gpu], 21, (1e-3, -2e-3, 0.51))
+        out[name] = int((gpu.cpu() != cpu).sum())
     return out
 
 

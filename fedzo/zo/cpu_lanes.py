@@ -25,7 +25,9 @@ is the correctly rounded ``fma(z, a, w)`` (rounding to odd with two spare bits m
 second rounding innocuous).
 
 float32 weights only. ``add_`` on bfloat16 or float16 weights rounds the alpha to their
-dtype too (then ``z * a`` is exact in float32 and one float32 addition would do), but a fused
+dtype too in its vectorised loop (then ``z * a`` is exact in float32 and one float32 addition
+would do), but not in its scalar tail (a chunk's last ``n mod 32`` bf16 elements, on AVX2
+and AVX-512 hosts alike, measured with torch 2.13), where the alpha stays a float32. A fused
 kernel written with those casts still differed from the chunked update in 15-30 % of the
 elements under inductor (not pursued), so half-precision weights keep the chunked path; its
 buffer is filled by :func:`fill` only when it is float32.

@@ -6,7 +6,8 @@ tensor: every program computes the portable generator's bits for its block of el
 :mod:`fedzo.zo.noise`, here in uint32 lanes, where the multiplications wrap as the masked
 int64 ones do), maps them to a Rademacher sign or a Gaussian quantile from the same
 65,536-entry float32 table, and applies the alphas in order, rounding to the weights' dtype
-after each one, as :meth:`fedzo.zo.perturb.Perturber.apply` does. No direction buffer, no
+after each one, as :meth:`fedzo.zo.perturb.Perturber.apply` does (each alpha rounded to a
+half-precision tensor's dtype first, as its ``add_`` rounds it: :func:`alpha_in`). No direction buffer, no
 chunk loop, no host synchronisation: one launch for all the tensors of one dtype. A
 segment table (:class:`Segments`: each tensor's address, length and first block, and each
 block's tensor) is built once per set of tensors and cached on their device; each tensor's
@@ -175,7 +176,8 @@ class Segments:
         self.segment = torch.repeat_interleave(torch.arange(len(tensors), dtype=torch.int32),
                                                torch.tensor(blocks)).to(device)
         self.blocks = sum(blocks)
-        self.dtype = _TL_DTYPES[tensors[0].dtype]
+        self.torch_dtype = tensors[0].dtype
+        self.dtype = _TL_DTYPES[self.torch_dtype]
 
 
 _SEGMENTS: dict[tuple[tuple[int, int, int], ...], Segments] = {}
@@ -205,6 +207,17 @@ def _tables(tensors: Sequence[torch.Tensor], indices: Sequence[int] | None) -> l
     return [segments([tensors[p] for p in members], [positions[p] for p in members]) for members in groups.values()]
 
 
+def alpha_in(dtype: torch.dtype, alphas: list[float]) -> list[float]:
+    """The alphas as ``Tensor.add_(z, alpha=a)`` applies them to weights of ``dtype``: a
+    bfloat16 or float16 tensor's ``add_`` rounds ``a`` to that dtype first (then ``z * a`` is
+    exact in float32 and the kernel's FMA rounds as the CPU's float32 arithmetic); float32
+    weights take ``a`` as a float32. The rounding goes through float32, as c10's conversion
+    of a double scalar to a half type does."""
+    if dtype == torch.float32:
+        return alphas
+    return torch.tensor(alphas, dtype=torch.float32).to(dtype).to(torch.float32).tolist()
+
+
 def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[float], *, gaussian: bool = True,
                 indices: Sequence[int] | None = None, start: int = 0) -> None:
     """``t += a * z(seed)`` for each ``a`` in ``alphas``, in order, on every tensor (its
@@ -223,7 +236,7 @@ def apply_fused(tensors: Sequence[torch.Tensor], seed: int, alphas: Sequence[flo
     seed_mix = _signed64(_splitmix64_int(seed & MASK64))
     for seg in _tables(tensors, indices):
         for i in range(0, len(alphas), 3):
-            part = [float(x) for x in alphas[i:i + 3]]
+            part = alpha_in(seg.torch_dtype, [float(x) for x in alphas[i:i + 3]])
             a0, a1, a2 = (part + [0.0, 0.0])[:3]
             _apply_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, start, seed_mix,
                                          a0, a1, a2, table, DTYPE=seg.dtype, N_ALPHAS=len(part), GAUSSIAN=gaussian,
@@ -255,7 +268,8 @@ def apply_entries_fused(tensors: Sequence[torch.Tensor], entries: Sequence[tuple
     alphas = torch.tensor([(part + [0.0, 0.0, 0.0])[:3] for _, part in rows], dtype=torch.float32)
     seed_mix, counts, alphas = (x.to(device) for x in (seed_mix, counts, alphas))
     for seg in _tables(tensors, indices):
+        rounded = alphas.to(seg.torch_dtype).to(torch.float32)  # as alpha_in: add_ rounds alpha to the weights' dtype
         for base in range(0, len(rows), per_pass):
             _entries_kernel[(seg.blocks,)](seg.addr, seg.numel, seg.first, seg.index_mix, seg.segment, seed_mix,
-                                           counts, alphas, base, table, DTYPE=seg.dtype, GAUSSIAN=gaussian,
+                                           counts, rounded, base, table, DTYPE=seg.dtype, GAUSSIAN=gaussian,
                                            ENTRIES=per_pass, BLOCK=BLOCK)
