@@ -16,13 +16,17 @@ Two kernels, each one pass over its output:
   no direction buffer: each element is read and written once.
 
 Both are bitwise the eager generator and the chunked ``w.add_(z, alpha=a)``. torch's CPU
-``add_`` is a fused multiply-add (one rounding); inductor's C++ code never emits one (it
-compiles with ``-ffp-contract=off``), so :func:`apply` rounds as an FMA by exact means: a
-Rademacher ``z`` is +-1, so ``w + z * a`` has an exact product and one rounding; a Gaussian
-``z`` (a float32 table value) times a float32 alpha is exact in float64, the float64 sum is
-rounded to odd (its error from a two-sum sets the last bit), and rounding that to float32
-is the correctly rounded ``fma(z, a, w)`` (rounding to odd with two spare bits makes the
-second rounding innocuous).
+``add_`` is a fused multiply-add (one rounding); inductor's C++ code never contracts
+``w + z * a`` into one (it compiles with ``-ffp-contract=off``), so :func:`apply` asks for
+the FMA: a Rademacher ``z`` is +-1, so ``w + z * a`` has an exact product and one rounding;
+a Gaussian uses inductor's own ``fma`` primitive (``fmadd`` on vector lanes, ``std::fma``
+in scalar code). Each kernel first moves a probe of weights and must match ``add_``
+bitwise; where it does not (a torch without the primitive, or torch.compile disabled, which
+runs it eagerly as two roundings), the Gaussian kernel uses an exact emulation instead,
+about 5x slower per element (:func:`fma_float32`: ``z`` times a float32 alpha is exact in
+float64, the float64 sum is rounded to odd, its error from a two-sum setting the last bit,
+and rounding that to float32 is the correctly rounded ``fma(z, a, w)``, as rounding to odd
+with two spare bits makes the second rounding innocuous).
 
 float32 weights only. ``add_`` on bfloat16 or float16 weights rounds the alpha to their
 dtype too in its vectorised loop (then ``z * a`` is exact in float32 and one float32 addition
@@ -107,31 +111,72 @@ def _fill_kernel(gaussian: bool) -> Callable[..., None]:
     return _own_code(kernel, f"fill_{'gaussian' if gaussian else 'rademacher'}")
 
 
-def _apply_kernel(gaussian: bool, count: int) -> Callable[..., None]:
+def _inductor_fma() -> Callable[..., torch.Tensor] | None:
+    """Inductor's fused multiply-add (``std::fma`` in the generated C++, ``fmadd`` on vector
+    lanes: one rounding), or None where this torch has none."""
+    try:
+        from torch._inductor import inductor_prims
+    except ImportError:  # pragma: no cover - depends on the torch build
+        return None
+    return getattr(inductor_prims, "fma", None)
+
+
+def _apply_kernel(gaussian: bool, count: int, fma: Callable[..., torch.Tensor]) -> Callable[..., None]:
     def kernel(w: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
                table: torch.Tensor, alphas: torch.Tensor) -> None:
         pos = _positions(w.shape[0], start, w.device)
         z = direction(pos, k0, k1, table, gaussian)
         x = w
         for j in range(count):  # one rounding per alpha, in order, as add_(z, alpha=a) each
-            x = fma_float32(z, alphas[j], x) if gaussian else x + z * alphas[j]  # +-1: exact product
+            x = fma(z, alphas[j], x) if gaussian else x + z * alphas[j]  # +-1: exact product
         w.copy_(x)
-    return _own_code(kernel, f"apply_{'gaussian' if gaussian else 'rademacher'}_{count}")
+    name = "prim" if fma is not fma_float32 else "emulated"
+    return _own_code(kernel, f"apply_{'gaussian' if gaussian else 'rademacher'}_{count}_{name}")
 
 
 _KERNELS: dict[tuple[str, bool, int], Callable[..., None] | None] = {}
+PROBE = 4096  # elements of the check an apply kernel passes before it serves (see _verified)
 
 
-def _compiled(kind: str, gaussian: bool, count: int = 0) -> Callable[..., None] | None:
-    """The compiled kernel (None once compiling or running it has failed)."""
+def _compiled(kind: str, gaussian: bool, count: int = 0,
+              table: torch.Tensor | None = None) -> Callable[..., None] | None:
+    """The compiled kernel (None once compiling or running it has failed). An apply kernel
+    multiplies and adds with inductor's FMA where that compiles to one rounding, checked on a
+    probe against ``add_`` (under ``TORCHDYNAMO_DISABLE`` it would run as two roundings), else
+    with the exact float64 emulation :func:`fma_float32`, about 5x slower per element."""
     key = (kind, gaussian, count)
     if key not in _KERNELS:
-        fn = _fill_kernel(gaussian) if kind == "fill" else _apply_kernel(gaussian, count)
-        try:
-            _KERNELS[key] = torch.compile(fn, dynamic=True, fullgraph=True)
-        except Exception:  # noqa: BLE001  # pragma: no cover - any compiler failure: eager/chunked
-            _KERNELS[key] = None
+        _KERNELS[key] = None
+        if kind == "fill":
+            candidates = [_fill_kernel(gaussian)]
+        else:
+            prim = _inductor_fma() if gaussian else None
+            candidates = [_apply_kernel(gaussian, count, f) for f in (prim, fma_float32) if f is not None]
+        for fn in candidates:
+            try:
+                kern = torch.compile(fn, dynamic=True, fullgraph=True)
+                ok = kind == "fill" or table is None or _verified(kern, gaussian, count, table)
+            except Exception:  # noqa: BLE001  # pragma: no cover - any compiler failure: the next, or chunked
+                ok = False
+            if ok:
+                _KERNELS[key] = kern
+                break
     return _KERNELS[key]
+
+
+def _verified(kern: Callable[..., None], gaussian: bool, count: int, table: torch.Tensor) -> bool:
+    """Whether ``kern`` moves ``PROBE`` weights bitwise as ``add_`` with the eager direction does."""
+    words = (0x9E3779B9, 0x7F4A7C15)
+    alphas = [0.7311, -2.5e-3, 3e-7][:count]
+    w = torch.linspace(-3.0, 3.0, PROBE)
+    want = w.clone()
+    start, k0, k1 = _scalars(words, 0, w.device)
+    z = direction(_positions(PROBE, start, w.device), k0, k1, table, gaussian)
+    for a in alphas:
+        want.add_(z, alpha=a)
+    with torch.no_grad():
+        kern(w, start, k0, k1, table, torch.tensor(alphas, dtype=torch.float32))
+    return torch.equal(w.view(torch.int32), want.view(torch.int32))
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -184,7 +229,7 @@ def apply(words: tuple[int, int], w: torch.Tensor, alphas: Sequence[float], tabl
     done = 0
     while done < len(alphas):
         part = alphas[done:done + MAX_ALPHAS]
-        kern = _compiled("apply", gaussian, len(part))
+        kern = _compiled("apply", gaussian, len(part), table)
         if kern is None:
             break
         try:

@@ -86,3 +86,15 @@ def test_a_failing_update_kernel_leaves_the_rest_to_the_chunked_path(monkeypatch
     w = _weights()
     assert cpu_lanes.apply(WORDS, w, (1e-3,), TABLE, True) == 0 and torch.equal(w, _weights())
     assert cpu_lanes._KERNELS[("apply", True, 1)] is None
+
+
+def test_an_apply_kernel_serves_only_after_matching_add_on_a_probe() -> None:
+    """The Gaussian kernel's FMA (inductor's primitive) passes the probe; a kernel that rounds
+    the product and the sum apart does not, so it would never serve."""
+    prim = cpu_lanes._inductor_fma()
+    assert prim is not None  # torch 2.13 has it: the fast path is the one tested here
+    fused = torch.compile(cpu_lanes._apply_kernel(True, 2, prim), dynamic=True, fullgraph=True)
+    assert cpu_lanes._verified(fused, True, 2, TABLE)
+    two_roundings = torch.compile(cpu_lanes._apply_kernel(True, 2, lambda z, a, w: w + z * a), dynamic=True,
+                                  fullgraph=True)
+    assert not cpu_lanes._verified(two_roundings, True, 2, TABLE)
