@@ -491,6 +491,8 @@ def test_state_groups_are_the_fewest_that_fit() -> None:
         plan_groups(3, 11, 10)
     assert state_bytes([torch.zeros(4, 2), torch.zeros(3, dtype=torch.float16)]) == 38
     assert state_bytes([torch.zeros(4)], tangents=True) == 32
+    assert state_bytes([torch.zeros(4), torch.zeros(10)], chunk=8) == 56 + 32  # a scratch chunk of 8 elements
+    assert state_bytes([torch.zeros(4), torch.zeros(10)], chunk=1 << 20) == 56 + 40  # at most the largest tensor
     assert state_budget(2.0, "cpu") == 2 * MIB
     assert state_budget(None, "cpu", usable=1000.0) == 500.0 and state_budget(None, "cuda", usable=1000.0) == 750.0
     plan = make_plan(100, 10 * MIB, None, "cuda", usable=1000 * MIB)
@@ -512,7 +514,7 @@ def test_a_state_budget_splits_the_round_into_groups_with_the_same_results(tmp_p
 
     sc = full()
     obj = build_objective(sc.model, sc.data, sc.runtime, 0)
-    per = state_bytes(ParamSet.from_module(obj.classifier).tensors) / MIB
+    per = state_bytes(ParamSet.from_module(obj.classifier).tensors, chunk=sc.zo.chunk_size) / MIB
     two = run_federated(full(max_state_mib=2.5 * per), tmp_path / "two", engine="batched")
     assert all(str(n).startswith("rows: 3 clients, ") for n in _batching(tmp_path / "one"))
     notes = _batching(tmp_path / "two")

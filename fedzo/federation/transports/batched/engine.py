@@ -167,7 +167,7 @@ def plan_rows(worker: Worker, downlinks: Sequence[Downlink], config: BatchedConf
     :mod:`~fedzo.federation.transports.batched.plan` budget), or None and why the round
     runs one client at a time instead."""
     tangents = bool(worker.estimator(downlinks[0]).tangent_forwards_per_step)
-    per_client = state_bytes(worker.clean.tensors, tangents=tangents)
+    per_client = state_bytes(worker.clean.tensors, tangents=tangents, chunk=worker.work_perturber.spec.chunk_size)
     try:
         return make_plan(len(downlinks), per_client, config.max_state_mib, device), ""
     except StateTooLarge as exc:

@@ -55,11 +55,13 @@ class Plan:
         return f"in {len(self.groups)} groups of <= {max(self.groups)} ({self.source})"
 
 
-def state_bytes(tensors: Sequence[torch.Tensor], *, tangents: bool = False) -> int:
+def state_bytes(tensors: Sequence[torch.Tensor], *, tangents: bool = False, chunk: int = 0) -> int:
     """Bytes of one client's own state: a copy of ``tensors`` (and as much again for the
-    forward-mode tangents of forward gradients)."""
+    forward-mode tangents of forward gradients), and its perturber's scratch buffer of at
+    most ``chunk`` elements (the direction chunk it regenerates into)."""
     total = sum(t.numel() * t.element_size() for t in tensors)
-    return 2 * total if tangents else total
+    scratch = min(chunk, max((t.numel() for t in tensors), default=0)) * (tensors[0].element_size() if tensors else 0)
+    return (2 * total if tangents else total) + scratch
 
 
 def plan_groups(n: int, per_client: int, budget: float) -> list[int]:
