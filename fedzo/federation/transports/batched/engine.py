@@ -171,8 +171,9 @@ def plan_rows(worker: Worker, downlinks: Sequence[Downlink], config: BatchedConf
     try:
         return make_plan(len(downlinks), per_client, config.max_state_mib, device), ""
     except StateTooLarge as exc:
-        source = "federation.batched.max_state_mib" if config.max_state_mib is not None else "the device's memory"
-        return None, f"{exc} of client states ({source})"
+        source = ("federation.batched.max_state_mib" if config.max_state_mib is not None
+                  else "the device's free memory; federation.batched.max_state_mib sets it")
+        return None, f"{exc} for the clients' own copies ({source})"
 
 
 def run_groups(worker: Worker, downlinks: Sequence[Downlink], groups: Sequence[int], mode: Mode,
