@@ -56,7 +56,17 @@ class BatchedConfig(Section):
     max_pass_mib: float | None = Field(None, gt=0, description="activation MiB of one joint pass (rows x width x "
                                        "the model's widest layer): passes that stay in a CPU's caches run faster "
                                        "(SmolLM2-135M on 2 cores: 16 rows 1.3x, 128 rows 0.6x the speed of "
-                                       "8-row batches); default (null) 8 on a CPU, no cap on a GPU")
+                                       "8-row batches); default (null) 8 on a CPU; on CUDA a quarter of the "
+                                       "device's free memory beside the clients' states (max_state_mib); no cap "
+                                       "on other devices")
+    max_state_mib: float | None = Field(
+        None, gt=0, description="MiB that the clients' own trainable states may take at once (rows mode: each "
+        "client's copy of its prompt, prefix, LoRA adapters or, for full weights, the whole model; twice that "
+        "under forward-grad): a round whose participants do not fit runs them in groups that each fit, one "
+        "after another (the same results), and says so in its batching note; a client that alone does not "
+        "fit runs the round one client at a time. Default (null): on CUDA 3/4 of the device's free memory "
+        "(torch.cuda.mem_get_info) less a headroom of max(512 MiB, 5% of the device), leaving the rest to a "
+        "pass's activations; on a CPU half the available RAM (psutil, else /proc/meminfo MemAvailable)")
     share_prompt: bool = Field(True, description="prompt tuning of a causal LM: run each client's virtual tokens "
                                "once per pass and share their keys and values across its rows, instead of once per "
                                "row (host time only; scores equal to float32 rounding)")

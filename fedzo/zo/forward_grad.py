@@ -53,7 +53,7 @@ class DirectionalLoss:
             raise ConfigError("estimator 'forward-grad' needs a loss it can differentiate in forward mode, and "
                               "this one has none (the batched engine's shared joint forward); allowed: the in-process, "
                               "simulation and deployment engines, the batched engine with per-row client state "
-                              "(prompt, prefix or LoRA tuning), and centralized training")
+                              "(full weights, prompt, prefix or LoRA tuning), and centralized training")
         return self._along(tangents)
 
 

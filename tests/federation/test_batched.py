@@ -95,7 +95,9 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "full-K1": ("full", {}, "zo-sgd-sign", {"local_steps": 1}, "shared"),
     "lora-K1-fzoo": ("lora", {"estimator": "fzoo", "q": 2}, "zo-sgd", {"local_steps": 1}, "shared"),
     "prefix-K1": ("prefix", {}, "zo-sgd", {"local_steps": 1}, "shared"),
-    "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "sequential"),
+    "full-K1-q2": ("full", {"q": 2}, "zo-sgd", {"local_steps": 1}, "rows"),
+    "full-K2": ("full", {}, "zo-sgd", {"local_steps": 2}, "rows"),
+    "full-K2-q2-sign": ("full", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "prefix-K3": ("prefix", {}, "zo-sgd", {}, "rows"),
     "prefix-K2-q2-sign": ("prefix", {"q": 2}, "zo-sgd-sign", {"local_steps": 2}, "rows"),
     "lora-K3": ("lora", {}, "zo-sgd", {}, "rows"),
@@ -103,7 +105,7 @@ CASES = {  # name: (peft, zo, optimizer, federation keys, expected mode)
     "prompt-K1-forward-grad": ("prompt", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "rows"),
     "lora-K2-forward-grad": ("lora", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 2}, "rows"),
     "prefix-K2-forward-grad": ("prefix", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 2}, "rows"),
-    "full-K1-forward-grad": ("full", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 1}, "sequential"),
+    "full-K2-forward-grad": ("full", {"estimator": "forward-grad"}, "zo-sgd", {"local_steps": 2}, "rows"),
 }
 
 
@@ -379,7 +381,8 @@ def test_committed_bench_tables_match_their_data(name: str) -> None:
     ("tiny-bert", "lora", None),  # its classifier head trains too, per row like the adapters
     ("tiny-llama", "prefix", None),
     ("tiny-bert", "prefix", "prompt or prefix tuning of a causal LM"),
-    ("tiny-llama", "full", "implemented for LoRA and for prompt or prefix tuning"),
+    ("tiny-llama", "full", None),  # every trained layer runs each block with its client's weights
+    ("tiny-bert", "full", None),
 ])
 def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, peft: str, reason: str | None) -> None:
     from fedzo.federation.transports.batched.rowstate import rows_reason
@@ -391,10 +394,12 @@ def test_which_tunings_carry_per_row_client_state(fed_config: Any, model: str, p
     assert got == reason if reason is None else (got is not None and reason in got)
 
 
-def test_an_encoders_lora_and_head_batch_per_row(tmp_path: Path, fed_config: Any) -> None:
+@pytest.mark.parametrize("peft", ["lora", "full"])
+def test_an_encoders_lora_and_head_batch_per_row(tmp_path: Path, fed_config: Any, peft: str) -> None:
     """tiny-bert under LoRA also trains its classifier head: each client's rows get its own
-    adapters and its own head, K = 3."""
-    data = _scenario(fed_config, "lora", clients_per_round=3).model_dump()
+    adapters and its own head, K = 3; under full weights every layer's (its position
+    embeddings, broadcast over the batch, per block too)."""
+    data = _scenario(fed_config, peft, clients_per_round=3).model_dump()
     data["model"]["name"] = "tiny-bert"
     sc = Scenario.model_validate(data)
     ref = run_federated(sc, tmp_path / "inprocess", engine="inprocess")
@@ -431,3 +436,107 @@ def test_half_precision_clients_share_passes_only_when_asked(tmp_path: Path, fed
     assert _entries(tmp_path / "inprocess-joint") == a  # in-process, the option changes nothing
     assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (same.sim_seconds, same.bytes_up, same.bytes_down)
     assert ref.sim_seconds == got.sim_seconds
+
+
+def test_full_weight_layers_score_each_block_with_its_clients_weights(fed_config: Any) -> None:
+    """Per-row full weights give each block the scores of its client's own forward (rows of
+    several lengths, tied embeddings), and the blocks' weights matter."""
+    from fedzo.federation.transports.batched.rowstate import per_row_state
+    from fedzo.tasks.objective import build_objective
+
+    sc = fed_config()
+    obj = build_objective(sc.model.model_copy(update={"peft": "full"}), sc.data, sc.runtime, 0)
+    clf, work = obj.classifier, ParamSet.from_module(obj.classifier)
+    torch.manual_seed(0)
+    rows = [3, 1, 4]
+    states = [[t + 0.05 * torch.randn_like(t) for t in work.tensors] for _ in rows]
+    examples = obj.train[: sum(rows)]
+    batch = next(iter(clf.batches(examples, len(examples))))
+    original = [t.clone() for t in work.tensors]
+    with torch.no_grad():
+        with per_row_state(clf, work, states, rows):
+            joint = clf.logits(batch)
+        own, start = [], 0
+        for state, n in zip(states, rows, strict=True):
+            for t, x in zip(work.tensors, state, strict=True):
+                t.copy_(x)
+            own.append(clf.logits(Batch(batch.input_ids[start:start + n], batch.attention_mask[start:start + n],
+                                        batch.labels[start:start + n])))
+            start += n
+        for t, x in zip(work.tensors, original, strict=True):
+            t.copy_(x)
+        plain = clf.logits(batch)
+    torch.testing.assert_close(joint, torch.cat(own), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(joint, plain)  # the model's own weights were not used
+    assert all(torch.equal(t, x) for t, x in zip(work.tensors, original, strict=True))
+
+
+def test_state_groups_are_the_fewest_that_fit() -> None:
+    from fedzo.federation.transports.batched.plan import (
+        MIB,
+        StateTooLarge,
+        cuda_pass_bytes,
+        make_plan,
+        plan_groups,
+        state_budget,
+        state_bytes,
+    )
+
+    assert plan_groups(100, 10, 250) == [25, 25, 25, 25]
+    assert plan_groups(100, 10, 1000) == [100]
+    assert plan_groups(10, 3, 10) == [3, 3, 2, 2]  # 3 fit; 4 groups, sizes differing by at most one
+    assert plan_groups(7, 5, 5) == [1] * 7
+    assert plan_groups(5, 8, math.inf) == [5] and plan_groups(5, 0, 0.0) == [5] and plan_groups(0, 8, 8) == []
+    with pytest.raises(StateTooLarge, match="exceeds the budget"):
+        plan_groups(3, 11, 10)
+    assert state_bytes([torch.zeros(4, 2), torch.zeros(3, dtype=torch.float16)]) == 38
+    assert state_bytes([torch.zeros(4)], tangents=True) == 32
+    assert state_bytes([torch.zeros(4), torch.zeros(10)], chunk=8) == 56 + 32  # a scratch chunk of 8 elements
+    assert state_bytes([torch.zeros(4), torch.zeros(10)], chunk=1 << 20) == 56 + 40  # at most the largest tensor
+    assert state_budget(2.0, "cpu") == 2 * MIB
+    assert state_budget(None, "cpu", usable=1000.0) == 500.0 and state_budget(None, "cuda", usable=1000.0) == 750.0
+    plan = make_plan(100, 10 * MIB, None, "cuda", usable=1000 * MIB)
+    assert plan.groups == (50, 50) and plan.note() == "in 2 groups of <= 50 (device memory)"  # 75 fit
+    assert make_plan(3, 1, 1.0, "cpu").note() == ""
+    assert cuda_pass_bytes(1000.0, 200.0) == 200.0 and cuda_pass_bytes(100.0, 200.0) == 0.0
+
+
+def test_a_state_budget_splits_the_round_into_groups_with_the_same_results(tmp_path: Path, fed_config: Any) -> None:
+    """Full weights, K = 2: a budget of two clients' states runs 3 participants as groups of
+    2 and 1, with the scalars of one group; below one client's state the round runs one
+    client at a time, and says why."""
+    def full(**batched: Any) -> Scenario:
+        return _scenario(fed_config, "full", clients_per_round=3, local_steps=2, batched=batched)
+
+    one = run_federated(full(), tmp_path / "one", engine="batched")
+    from fedzo.federation.transports.batched.plan import MIB, state_bytes
+    from fedzo.tasks.objective import build_objective
+
+    sc = full()
+    obj = build_objective(sc.model, sc.data, sc.runtime, 0)
+    per = state_bytes(ParamSet.from_module(obj.classifier).tensors, chunk=sc.zo.chunk_size) / MIB
+    two = run_federated(full(max_state_mib=2.5 * per), tmp_path / "two", engine="batched")
+    assert all(str(n).startswith("rows: 3 clients, ") for n in _batching(tmp_path / "one"))
+    notes = _batching(tmp_path / "two")
+    assert all(str(n).startswith("rows: 3 clients in 2 groups of <= 2 (max_state_mib), ") for n in notes), notes
+    a, b = _entries(tmp_path / "one"), _entries(tmp_path / "two")
+    assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "one")))
+    if a == b:
+        assert one.model_sha256 == two.model_sha256
+    run_federated(full(max_state_mib=0.5 * per), tmp_path / "none", engine="batched")
+    notes = _batching(tmp_path / "none")
+    assert all(str(n).startswith("sequential: one client's state") and "federation.batched.max_state_mib" in str(n)
+               for n in notes), notes
+    assert _entries(tmp_path / "none") == _entries(tmp_path / "one") or _close(
+        _entries(tmp_path / "none"), a, _grad_bound(sc, _loss_scale(tmp_path / "one")))
+
+
+@pytest.mark.parametrize("value", [0, -1.5, "lots"])
+def test_a_bad_state_budget_names_its_key(fed_config: Any, value: Any) -> None:
+    from fedzo.config.scenario import scenario_from_dict
+    from fedzo.errors import ScenarioError
+
+    data = fed_config().model_dump()
+    data["federation"]["batched"]["max_state_mib"] = value
+    with pytest.raises(ScenarioError, match=r"federation\.batched\.max_state_mib"):
+        scenario_from_dict(data, "test.yaml")

@@ -14,15 +14,21 @@ Two ways to share a pass:
   step): the clients' moves are recorded, checked equal (a guard: the engine predicts
   this), and applied once to the worker's model. Any tuning kind (full, LoRA, prompt, prefix), any estimator whose
   directions are all probed before any update (q = 1, or ``fzoo``).
-* ``rows``: prompt, prefix and LoRA tuning with any number of local steps, directions and
-  estimators: each client keeps its own copy of its virtual tokens or adapters, and each
-  row of the joint forward gets its own client's (:mod:`fedzo.federation.transports.batched.rowstate`).
+* ``rows``: full weights, prompt, prefix and LoRA tuning with any number of local steps,
+  directions and estimators: each client keeps its own copy of its trainable tensors (the
+  whole model, for full weights), and each row of the joint forward gets its own client's
+  (:mod:`fedzo.federation.transports.batched.rowstate`,
+  :mod:`fedzo.federation.transports.batched.fullrows`). The clients' copies are planned
+  against a memory budget (:mod:`fedzo.federation.transports.batched.plan`,
+  ``federation.batched.max_state_mib``): participants that do not fit together run in
+  groups that each fit, one group's lockstep after another (:func:`run_groups`).
 
 Forward gradients (``forward-grad``) run in ``rows`` mode: one forward-mode pass
 (:func:`torch.func.jvp`) carries every client's tangent along its own rows, and gives each
-client its loss and its derivative. Otherwise (and for a half-precision model, whose joint
-forward would round the loss differences far beyond the tolerance) the round runs one client
-at a time, as in-process, and its record says why (``batching``). A pass's shape differs from a client's own batch, so it may round
+client its loss and its derivative. Otherwise (a model whose trained tensors cannot be
+given per row, a client whose state alone exceeds the budget, and a half-precision model,
+whose joint forward would round the loss differences far beyond the tolerance) the round
+runs one client at a time, as in-process, and its record says why (``batching``). A pass's shape differs from a client's own batch, so it may round
 differently: scalars agree with the in-process engine's to float32 rounding of the
 losses, not bitwise. The server side (aggregation, replay) is the same code.
 
@@ -52,7 +58,8 @@ from fedzo.federation.client import worker as client_mod
 from fedzo.federation.client.memory import peak_memory_bytes
 from fedzo.federation.client.worker import LocalSteps, Worker
 from fedzo.federation.transports.batched.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
-from fedzo.federation.transports.batched.lockstep import Abandoned, Ask, run_lockstep
+from fedzo.federation.transports.batched.lockstep import Abandoned, Ask, Outcome, run_lockstep
+from fedzo.federation.transports.batched.plan import Plan, StateTooLarge, make_plan, state_bytes
 from fedzo.federation.transports.batched.rowstate import rows_reason
 from fedzo.federation.transports.inprocess import InProcessTransport
 from fedzo.federation.wire.fedavg import is_fedavg_downlink
@@ -154,6 +161,36 @@ def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> A
     return job
 
 
+def plan_rows(worker: Worker, downlinks: Sequence[Downlink], config: BatchedConfig,
+              device: torch.device | str) -> tuple[Plan | None, str]:
+    """The groups in which a ``rows`` round's clients hold their own states (the
+    :mod:`~fedzo.federation.transports.batched.plan` budget), or None and why the round
+    runs one client at a time instead."""
+    tangents = bool(worker.estimator(downlinks[0]).tangent_forwards_per_step)
+    per_client = state_bytes(worker.clean.tensors, tangents=tangents, chunk=worker.work_perturber.spec.chunk_size)
+    try:
+        return make_plan(len(downlinks), per_client, config.max_state_mib, device), ""
+    except StateTooLarge as exc:
+        source = ("federation.batched.max_state_mib" if config.max_state_mib is not None
+                  else "the device's free memory; federation.batched.max_state_mib sets it")
+        return None, f"{exc} for the clients' own copies ({source})"
+
+
+def run_groups(worker: Worker, downlinks: Sequence[Downlink], groups: Sequence[int], mode: Mode,
+               shared: SharedDirections, joint: JointForward) -> tuple[list[Outcome[LocalSteps]], int]:
+    """Each group of consecutive clients' local steps in a lockstep of its own, one group
+    after another (stopping after a group whose joint forward failed); the outcomes in
+    client order and the joint turns of all groups."""
+    outcomes: list[Outcome[LocalSteps]] = []
+    turns = start = 0
+    for size in groups:
+        got, t = run_lockstep([_job(worker, d, mode, shared) for d in downlinks[start:start + size]], joint)
+        outcomes, turns, start = outcomes + got, turns + t, start + size
+        if any(isinstance(o.error, Abandoned) for o in got):
+            break
+    return outcomes, turns
+
+
 def _error(msg: Message, exc: BaseException) -> Message:
     return Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
@@ -210,13 +247,18 @@ class BatchedTransport(InProcessTransport):
                 continue
             ready.append((i, msg, d, time.perf_counter() - t0))
         mode, why = choose_mode(worker, [d for _, _, d, _ in ready], self.config.half_precision)
+        plan = None
+        if mode == "rows":
+            plan, refused = plan_rows(worker, [d for _, _, d, _ in ready], self.config, worker.objective.device)
+            mode, why = ("sequential", refused) if plan is None else (mode, why)
         if mode != "sequential":
             worker.reset_work()
-            joint = JointForward(worker, mode, self.config)
+            groups = plan.groups if plan is not None else (len(ready),)
+            joint = JointForward(worker, mode, self.config, max(groups) * plan.per_client_bytes if plan else 0.0)
             t0 = time.perf_counter()
             shared = SharedDirections()  # the round's directions, generated once for all its clients
             worker.prefetch([d for _, _, d, _ in ready])
-            outcomes, turns = run_lockstep([_job(worker, d, mode, shared) for _, _, d, _ in ready], joint)
+            outcomes, turns = run_groups(worker, [d for _, _, d, _ in ready], groups, mode, shared, joint)
             seconds = time.perf_counter() - t0
             self.last_joint_seconds = (self.last_joint_seconds or 0.0) + joint.seconds
             if any(isinstance(o.error, Abandoned) for o in outcomes):
@@ -231,7 +273,8 @@ class BatchedTransport(InProcessTransport):
                     up = o.value.uplink(d, catch_up_s + seconds * o.value.examples / total,
                                         peak_memory_bytes(worker.objective.device))
                     out[i] = Message(build_uplink(up), reply_to=msg)
-                why = f"{len(ready)} clients, {turns} joint turns, {joint.forwards} forward passes"
+                grouped = f" {plan.note()}" if plan is not None and plan.note() else ""
+                why = f"{len(ready)} clients{grouped}, {turns} joint turns, {joint.forwards} forward passes"
                 why += f"; {joint.prompt_note}" if joint.prompt_note else ""
                 dtype = worker.scenario.model.dtype
                 why += f"; {dtype} joint passes (half_precision: joint)" if dtype != "fp32" else ""

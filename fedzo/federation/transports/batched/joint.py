@@ -12,10 +12,12 @@ Sorting rows rather than whole client batches removes most padding: a random bat
 Rotten Tomatoes prompts is padded to 1.22x its tokens (SmolLM2 tokenizer), a pass of
 sorted rows to almost none. Three caps bound a pass: ``max_rows`` rows (its memory),
 ``max_padding`` (padded tokens over own tokens, minus one) and ``max_pass_mib`` of
-activations (rows x width x the model's widest layer): on a CPU a pass that stays in the
-caches runs faster per token (SmolLM2-135M on 2 cores, 128 sorted rows: 16-row passes
-1.29x, 128-row passes 0.64x the speed of separate 8-row batches; measured by
-``fedzo bench engines``'s forward ceiling).
+activations (rows x width x the model's widest layer; on CUDA by default a share of the
+device's free memory beside the clients' states,
+:mod:`fedzo.federation.transports.batched.plan`): on a CPU a pass that stays in the caches
+runs faster per token (SmolLM2-135M on 2 cores, 128 sorted rows: 16-row passes 1.29x,
+128-row passes 0.64x the speed of separate 8-row batches; measured by ``fedzo bench
+engines``'s forward ceiling).
 
 Only trailing padding is cut: a left-padded row keeps its leading pads, so its positions
 are those of its client's own batch. Causal attention never looks right, and the
@@ -37,6 +39,7 @@ from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fedzo.config.federation import BatchedConfig
+from fedzo.federation.transports.batched.plan import cuda_pass_bytes, free_bytes
 from fedzo.federation.transports.batched.promptcache import (
     NOT_PROMPT_TUNING,
     block_prompts,
@@ -81,11 +84,16 @@ def token_bytes(model: Any) -> int:
     return widest * (param.element_size() if param is not None else 4)
 
 
-def pass_byte_cap(max_pass_mib: float | None, device: torch.device | str) -> float:
-    """The activation cap of one pass: the configured one, else 8 MiB on a CPU, none elsewhere."""
+def pass_byte_cap(max_pass_mib: float | None, device: torch.device | str, states: float = 0.0) -> float:
+    """The activation cap of one pass: the configured one, else 8 MiB on a CPU; on CUDA what
+    the device has free beside ``states`` bytes of client states, over the activations a pass
+    holds at once (:func:`fedzo.federation.transports.batched.plan.cuda_pass_bytes`); none elsewhere."""
     if max_pass_mib is not None:
         return max_pass_mib * 2**20
-    return CPU_PASS_MIB * 2**20 if torch.device(device).type == "cpu" else float("inf")
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return CPU_PASS_MIB * 2**20
+    return cuda_pass_bytes(free_bytes(dev), states) if dev.type == "cuda" else float("inf")
 
 
 def pack(lengths: Sequence[int], max_rows: int, max_padding: float, max_tokens: float) -> list[list[int]]:
@@ -153,13 +161,15 @@ def _prompt_note(why: str | None, shared: bool, share_prompt: bool) -> str | Non
 class JointForward:
     """Answers a turn's loss requests with passes of sorted rows (see the module doc)."""
 
-    def __init__(self, worker: Any, mode: Mode, config: BatchedConfig) -> None:
+    def __init__(self, worker: Any, mode: Mode, config: BatchedConfig, states: float = 0.0) -> None:
+        """``states``: bytes the clients' own states will take beside the passes (``rows`` mode)."""
         self.worker = worker
         self.mode = mode
         self.max_rows = config.max_rows
         self.max_padding = config.max_padding
         clf = worker.objective.classifier
-        self.max_tokens = pass_byte_cap(config.max_pass_mib, worker.objective.device) / token_bytes(clf.model)
+        cap = pass_byte_cap(config.max_pass_mib, worker.objective.device, states)
+        self.max_tokens = cap / token_bytes(clf.model)
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
         self.seconds = 0.0  # host seconds spent in calls (the joint passes and their losses)

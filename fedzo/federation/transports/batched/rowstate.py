@@ -13,9 +13,11 @@ per block of rows, with the same operations a client's own forward uses:
   block ``i``, with client ``i``'s ``A`` and ``B``; a linear that trains whole beside the
   adapters (an encoder classifier's head) uses client ``i``'s weight and bias.
 
-Full weights, and prompt or prefix tuning of an encoder (whose head trains too), are not
-supported here: :func:`rows_reason` says why, and the engine runs such rounds one client at
-a time.
+* full weights (no PEFT wrapper): every layer that owns trained parameters runs block ``i``
+  with client ``i``'s copy of them (:mod:`fedzo.federation.transports.batched.fullrows`).
+
+Prompt or prefix tuning of an encoder (whose head trains too) is not supported here:
+:func:`rows_reason` says why, and the engine runs such rounds one client at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fedzo.federation.transports.batched.fullrows import full_reason, per_row_full
 from fedzo.tasks.classifiers import PromptClassifier
 from fedzo.zo import ParamSet
 
@@ -85,10 +88,12 @@ def _virtual_reason(classifier: Any, work: ParamSet) -> str | None:
 def rows_reason(classifier: Any, work: ParamSet) -> str | None:
     """Why each row cannot carry its own client's trainable state (None: it can)."""
     kind = _peft_kind(classifier.model)
+    if kind is None:
+        return full_reason(classifier, work)
     if kind == "LORA":
         return _lora_reason(classifier, work)
     if kind not in _VIRTUAL or not isinstance(classifier, PromptClassifier):
-        return "per-row client state is implemented for LoRA and for prompt or prefix tuning of a causal LM"
+        return "per-row client state is implemented for full weights, LoRA, and prompt or prefix tuning of a causal LM"
     return _virtual_reason(classifier, work)
 
 
@@ -187,6 +192,8 @@ def per_row_lora(classifier: Any, work: ParamSet, states: States, rows: Sequence
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
     """The context in which ``classifier``'s forward gives row block ``i`` the state ``states[i]``."""
     kind = _peft_kind(classifier.model)
+    if kind is None:
+        return per_row_full(classifier, work, states, rows)
     if kind == "LORA":
         return per_row_lora(classifier, work, states, rows)
     return (per_row_prefixes if kind == "PREFIX_TUNING" else per_row_prompts)(classifier.model, work, states, rows)
