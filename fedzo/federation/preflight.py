@@ -107,7 +107,7 @@ def _model(scenario: Scenario) -> str:
     fits = ", ".join(f"{name} {format_bytes(rep.needed)} of {format_bytes(rep.budget)}"
                      f"{'' if rep.fits else ' (does not fit: excluded)'}" for name, rep in plan.fits.items())
     return (f"{scenario.model.name}: {plan.shape.n_params / 1e6:.1f} M parameters, {params.numel:,} trained"
-            f"{f', prompt {prompt}' if prompt else ''}; modelled peak memory per client: {fits}")
+            f"{f', prompt template {prompt!r}' if prompt else ''}; modelled peak memory per client: {fits}")
 
 
 def preflight(scenario: Scenario) -> list[Check]:
