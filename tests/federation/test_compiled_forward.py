@@ -35,7 +35,9 @@ def _rounds(run: Path) -> list[dict[str, Any]]:
     return [r for r in recs if r["kind"] == "round"]
 
 
-@pytest.mark.parametrize("engine", ["inprocess", "batched"])
+# the in-process engine's clients score through Classifier.loss, as tests/tasks/test_forward.py's
+# compiled classifier does: opt-in (-m slow), which keeps the default run's compilations to two
+@pytest.mark.parametrize("engine", [pytest.param("inprocess", marks=pytest.mark.slow), "batched"])
 def test_a_compiled_run_compiles_few_shapes_and_keeps_the_scalars(tmp_path: Path, fed_config: Any,
                                                                    engine: str) -> None:
     client_mod.reset_worker()
