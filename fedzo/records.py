@@ -29,11 +29,12 @@ SCHEMA_VERSION = 2
 ClientStatus = Literal["ok", "late", "dropped", "failed", "excluded", "offline"]
 CLIENT_STATUSES: tuple[str, ...] = ("ok", "late", "dropped", "failed", "excluded", "offline")
 
-# Fields measured on the host (time, memory): they differ between two runs of the same
-# configuration, unlike every other field, which a rerun or a resume reproduces.
+# Fields measured on the host (time, memory, the host process's compiled graphs): they differ
+# between two runs of the same configuration (a resumed run's process starts with no graph),
+# unlike every other field, which a rerun or a resume reproduces.
 HOST_MEASURED_KEYS = frozenset({"host_seconds", "host_compute_seconds", "peak_memory_bytes",
-                                "server_replay_seconds", "reference_seconds", "joint_forward_seconds", "measured_client_memory_bytes",
-                                "measured_client_model_bytes"})
+                                "server_replay_seconds", "reference_seconds", "joint_forward_seconds",
+                                "compiled_shapes", "measured_client_memory_bytes", "measured_client_model_bytes"})
 
 
 class Record(BaseModel):
@@ -64,6 +65,9 @@ class RoundRecord(Record):
                                  "per-row joint forward passes, or one client at a time and why)")
     joint_forward_seconds: float | None = Field(None, description="engine: batched: host s the round's joint forward "
                                                 "passes took (their losses and moves included)")
+    compiled_shapes: int | None = Field(None, description="runtime.forward: compiled or graphs: the batch shapes "
+                                        "(compiled graphs) the server's process has run so far, the in-process and "
+                                        "batched engines' clients included; null when every forward ran eager")
     bytes_up: int = Field(0, description="this round's bytes, clients -> server: every message as Flower "
                           "carries it on the wire (fedzo.federation.wire.bytes, wire)")
     bytes_down: int = Field(0, description="this round's bytes, server -> clients")

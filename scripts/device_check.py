@@ -3,7 +3,7 @@
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
 (the engines check needs Flower and pydantic, carried as wheels), and it builds its models
-from their configs (random weights, no downloads). Eleven checks:
+from their configs (random weights, no downloads). Twelve checks:
 
 0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
    tiny model at 100 participants; SmolLM2-135M at 100 participants, one local step of
@@ -26,6 +26,14 @@ from their configs (random weights, no downloads). Eleven checks:
 2. ``timing``: one ZO step (central estimator, q = 1, portable Gaussian, eager and compiled
    perturbation) against two forward passes, and one backprop + Adam step, on SmolLM2-135M
    built from its config: the ratios the CPU benchmark reports, on this device.
+11. ``compiled_forward``: the ZO step and two forwards under each ``runtime.forward`` mode
+   (``--forward-modes``, default eager and graphs: CUDA graphs on CUDA; compiled costs one more
+   compilation), through the classifier's own compiled forward (``scripts/device_forward.py``),
+   the first calls (compilation, graph recording) timed apart. Headline keys
+   ``step_over_two_forwards_cuda_graphs`` and ``two_forwards_seconds_cuda_graphs`` (one pair
+   per mode), and ``step_over_two_forwards_cuda`` / ``two_forwards_seconds_cuda``: the mode
+   with the fastest forwards, named by ``step_over_two_forwards_cuda_mode`` (the ``timing``
+   check's eager step where this check did not run).
 3. ``forward_gradient``: one forward-gradient ZO step (``zo.estimator: forward-grad``: a
    forward with tangents through SDPA's math kernel) against two forward passes, with its
    peak against the memory model's (all weights trained: the direction is a dense copy).
@@ -60,7 +68,8 @@ from their configs (random weights, no downloads). Eleven checks:
    (``fused_direction_fraction_of_copy_bandwidth``: 1.0 is a regeneration at copy speed),
    in fp32 and over bf16 copies of the weights: ``regeneration_fraction_of_copy_bandwidth_cuda``
    holds both. ``step_over_two_forwards_cuda`` (with ``two_forwards_seconds_cuda``) is the
-   ``timing`` check's ZO step, the Perturber's default path (the fused kernel on CUDA).
+   ``compiled_forward`` check's ZO step in its fastest forward mode, the Perturber's default
+   path (the fused kernel on CUDA).
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
@@ -103,6 +112,7 @@ from fedzo.zo.known_answers import check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
 from device_engines import decomfl_check, device_kind, engines_check
+from device_forward import best_mode, compiled_forward
 from device_generator import fused_direction, protocol_rounds, regeneration
 
 
@@ -243,6 +253,25 @@ def half_precision(name: str, device: str, batch: int, seq: int, repeats: int, s
     return out
 
 
+def forward_keys(kind: str, timing: dict[str, Any], forward: dict[str, Any]) -> dict[str, Any]:
+    """The step-over-forwards headline: each forward mode's ratio and two forwards' seconds
+    (``step_over_two_forwards_cuda_graphs``, ...), and unsuffixed, the mode with the fastest
+    forwards (``..._mode`` names it); the ``timing`` check's eager step where the
+    ``compiled_forward`` check did not run."""
+    best = best_mode(forward)
+    if best is None:
+        return {f"step_over_two_forwards_{kind}": timing.get("zo_eager", {}).get("ratio_to_two_forwards"),
+                f"two_forwards_seconds_{kind}": timing.get("two_forwards_seconds"),
+                f"step_over_two_forwards_{kind}_mode": "eager" if timing.get("zo_eager") else None}
+    out: dict[str, Any] = {f"step_over_two_forwards_{kind}": forward[best]["ratio_to_two_forwards"],
+                           f"two_forwards_seconds_{kind}": forward[best]["two_forwards_seconds"],
+                           f"step_over_two_forwards_{kind}_mode": best}
+    for mode in forward["modes"]:
+        out[f"step_over_two_forwards_{kind}_{mode}"] = forward[mode]["ratio_to_two_forwards"]
+        out[f"two_forwards_seconds_{kind}_{mode}"] = forward[mode]["two_forwards_seconds"]
+    return out
+
+
 def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     """Add the headline keys to ``result`` (the engines' two ratios, the batched engine's
     fallbacks, the failed checks, whether known answers and half-precision replays held);
@@ -258,8 +287,7 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     fused, timing = result.get("fused_direction", {}), result.get("timing", {})
     result[f"regeneration_fraction_of_copy_bandwidth_{kind}"] = {
         "fp32": fused.get("gaussian_fraction_of_copy_bandwidth"), "bf16": fused.get("bf16_gaussian_fraction_of_copy_bandwidth")}
-    result[f"step_over_two_forwards_{kind}"] = timing.get("zo_eager", {}).get("ratio_to_two_forwards")
-    result[f"two_forwards_seconds_{kind}"] = timing.get("two_forwards_seconds")
+    result |= forward_keys(kind, timing, result.get("compiled_forward", {}))
     result["decomfl_2000_rounds_seconds"] = result.get("decomfl", {}).get("decomfl_2000_rounds_seconds")
     notes = engines.get("results", [])
     result["batched_engine_fell_back"] = sorted({n for r in notes for n in r["batching"] if "sequential" in n})
@@ -295,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="SmolLM2 participants per round in the engines check")
     p.add_argument("--engine-tiny", type=int, default=100, help="tiny-model participants in the engines check")
     p.add_argument("--checks", nargs="+", help="run only these checks (default: all)")
+    p.add_argument("--forward-modes", nargs="+", default=["eager", "graphs"],
+                   help="runtime.forward modes the compiled_forward check times (eager, compiled, graphs; each "
+                        "compiled one costs a compilation of the model)")
     p.add_argument("--protocol-seconds", type=float, default=10.0,
                    help="time cap per variant of the DeComFL-style protocol run (rounds: up to 300)")
     a = p.parse_args(argv)
@@ -308,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         ("engines", lambda: engines_check(a.device, Path(a.work), tuple(a.engine_participants), a.engine_tiny)),
         ("decomfl", lambda: decomfl_check(a.device, Path(a.work), a.decomfl_rounds, a.decomfl_seconds)),
         ("timing", lambda: timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)),
+        ("compiled_forward", lambda: compiled_forward(a.model, a.device, a.batch, a.seq, a.repeats, a.forward_modes)),
         ("forward_gradient", lambda: forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),
         ("half_precision", lambda: half_precision(a.model, a.device, a.batch, a.seq, a.repeats)),

@@ -16,7 +16,7 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
                            "--model", "tiny-llama", "--batch", "2", "--seq", "16", "--repeats", "1",
                            "--protocol-seconds", "2", "--out", str(out),
                            "--checks", "timing", "forward_gradient", "half_precision", "regeneration", "protocol_rounds",
-                           "known_answers"], capture_output=True, text=True, timeout=600, check=False)
+                           "known_answers", "compiled_forward"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["known_answers_ok"] and r["known_answers"] == {"eager": [], "compiled": []}
@@ -41,6 +41,14 @@ def test_device_check_writes_one_json_on_the_cpu(tmp_path: Path) -> None:
         f"{m}_chunk_{c}" for m in ("eager", "compiled") for c in (1 << 20, 1 << 24)}
     assert all(regen[k]["seconds"] > 0 and regen[k]["peak_allocated_bytes"] is None for k in regen
                if k.startswith(("eager", "compiled")))
+    # the compiled forward (graphs: compiled without CUDA graphs on a CPU): one shape, eager's loss to rounding
+    cf = r["compiled_forward"]
+    assert cf["modes"] == ["eager", "graphs"] and cf["graphs"]["shapes"] == [[2, 16]] and cf["eager"]["shapes"] == []
+    assert cf["graphs"]["loss_abs_difference_to_first_mode"] < 1e-5
+    assert all(cf[m]["step_seconds"] > 0 and cf[m]["two_forwards_seconds"] > 0 for m in cf["modes"])
+    assert r["step_over_two_forwards_cpu_mode"] in cf["modes"]
+    assert r["step_over_two_forwards_cpu"] == cf[r["step_over_two_forwards_cpu_mode"]]["ratio_to_two_forwards"]
+    assert r["step_over_two_forwards_cpu_graphs"] == cf["graphs"]["ratio_to_two_forwards"]
 
 
 def _device_check_module():  # the script, imported as a module (it is not in a package)
@@ -83,6 +91,15 @@ def test_summarize_lifts_issue_39s_headline_keys() -> None:
     assert (result["step_over_two_forwards_cuda"], result["two_forwards_seconds_cuda"]) == (1.3, 0.02)
     assert result["client_steps_per_second_cuda_100"] == 310.0 and result["batched_over_inprocess_cuda_100_full"] == 21.0
     assert result["decomfl_2000_rounds_seconds"] == 280.0 and result["batched_over_inprocess_smollm2_100"] == 2.5
+    assert result["step_over_two_forwards_cuda_mode"] == "eager"  # no compiled_forward check: the timing's eager step
+    # with the compiled_forward check: the mode with the fastest forwards heads, every mode keyed
+    result["compiled_forward"] = {"modes": ["eager", "graphs"],
+                                  "eager": {"two_forwards_seconds": 0.06, "ratio_to_two_forwards": 1.1},
+                                  "graphs": {"two_forwards_seconds": 0.012, "ratio_to_two_forwards": 1.4}}
+    assert mod.summarize(result, []) is True
+    assert (result["step_over_two_forwards_cuda"], result["two_forwards_seconds_cuda"]) == (1.4, 0.012)
+    assert result["step_over_two_forwards_cuda_mode"] == "graphs"
+    assert (result["step_over_two_forwards_cuda_eager"], result["two_forwards_seconds_cuda_graphs"]) == (1.1, 0.012)
 
 
 def test_a_half_precision_case_run_one_client_at_a_time_is_recorded_not_failed() -> None:

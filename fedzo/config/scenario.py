@@ -45,7 +45,7 @@ class Scenario(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="the task and its batches")
     zo: ZOConfig = Field(default_factory=ZOConfig, description="zeroth-order probing")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="optimizer and schedule")
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device and threads")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device, threads and compiled forwards")
     federation: FederationConfig = Field(default_factory=FederationConfig, description="the federated protocol")
     fleet: FleetConfig | None = Field(None, description="devices of the clients (default: every client "
                                       "on the host stand-in: this machine, always available)")

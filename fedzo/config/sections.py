@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fedzo.tasks.forward import ForwardMode
 from fedzo.tasks.user import TaskOptions
 from fedzo.zo.estimators import ESTIMATORS
 from fedzo.zo.optimizers import OPTIMIZERS, is_zo
@@ -177,12 +178,18 @@ class OptimizerConfig(Section):
 
 
 class RuntimeConfig(Section):
-    """Where and with how many threads the run computes."""
+    """Where, with how many threads and how compiled the run computes."""
 
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where to compute (auto: CUDA when present)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: all cores); a "
                                 "simulation-engine client runs at most the CPUs Ray reserved for it "
                                 "(federation.simulation.num_cpus)")
+    forward: ForwardMode = Field(
+        "eager", description="how the model's forward passes run without autograd (ZO losses, evaluation): eager; "
+        "compiled (torch.compile, one graph per padded batch shape: widths and rows rounded up to buckets, 16, 24, "
+        "32, 48, 64, ... tokens); graphs (the same, replayed as CUDA graphs on CUDA, compiled without them on a "
+        "CPU). Scores change by float rounding only; backprop, forward gradients and the batched engine's per-row "
+        "state stay eager")
 
 
 def precision_problems(model: ModelConfig, runtime: RuntimeConfig) -> list[str]:

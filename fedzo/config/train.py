@@ -31,7 +31,7 @@ class TrainConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="the task and its batches")
     zo: ZOConfig = Field(default_factory=ZOConfig, description="zeroth-order probing")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="optimizer and schedule")
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device and threads")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device, threads and compiled forwards")
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainConfig:

@@ -3,12 +3,15 @@
 Both are ``nn.Module`` s whose ``named_parameters()`` hold everything trainable (the
 backbone, possibly PEFT-wrapped, and for encoders the linear head), so a ZO optimizer can
 walk the parameters with ``requires_grad`` in sorted-name order. Both share
-``batches / logits / loss / predict / evaluate``.
+``batches / logits / loss / predict / evaluate``; ``logits`` runs the subclass's
+``scores(input_ids, attention_mask)``, eager or compiled (:meth:`Classifier.use_forward`,
+:mod:`fedzo.tasks.forward`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from fedzo.errors import ConfigError
 from fedzo.models.loading import LoadedModel
 from fedzo.tasks.batching import Batch, make_batches
+from fedzo.tasks.forward import CompiledForward, ForwardMode
 from fedzo.tasks.metrics import accuracy, macro_f1
 from fedzo.tasks.types import Example, Prompt, Task
 
@@ -61,6 +65,22 @@ class Classifier(nn.Module):
         self.task = task
         self.max_length = max_length or task.max_length
         self._cache: dict[str, list[int]] = {}
+        self.compiled: CompiledForward | None = None  # runtime.forward: compiled or graphs
+
+    def use_forward(self, mode: ForwardMode) -> None:
+        """Run :meth:`logits` eager (``eager``) or through the compiled ``scores`` (``compiled``,
+        ``graphs``) from now on; see :mod:`fedzo.tasks.forward`."""
+        if mode == "eager":
+            self.compiled = None
+            return
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ConfigError(f"the tokenizer of model {type(self.model).__name__} has no pad token")
+        self.compiled = CompiledForward(self.scores, mode, pad_id=int(pad_id), max_width=self.max_length)
+
+    def eager(self) -> AbstractContextManager[None]:
+        """Forwards inside run eager, whatever ``runtime.forward`` says (module code patched per call)."""
+        return nullcontext() if self.compiled is None else self.compiled.eager()
 
     @property
     def num_labels(self) -> int:
@@ -71,9 +91,21 @@ class Classifier(nn.Module):
         """Token ids for one example text, at most ``max_length`` long."""
         raise NotImplementedError
 
-    def logits(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
-        """Class scores (B, num_labels)."""
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Class scores (B, num_labels) of padded token ids (the function compiled per shape)."""
         raise NotImplementedError
+
+    def _scoring(self) -> AbstractContextManager[object]:
+        """What a call of :meth:`scores` needs around it (the prompt classifier's answer hook)."""
+        return nullcontext()
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Class scores (B, num_labels): compiled where ``runtime.forward`` asks for it and the
+        call allows it (no autograd, no forward-mode AD), else eager."""
+        with self._scoring():
+            if self.compiled is not None and self.compiled.serves():
+                return self.compiled(batch.input_ids, batch.attention_mask)
+            return self.scores(batch.input_ids, batch.attention_mask)
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` of each text (subclasses tokenize them in one call)."""
@@ -169,6 +201,7 @@ class PromptClassifier(Classifier):
         self.register_buffer(
             "label_token_ids", torch.tensor(self._label_tokens(loaded.name), dtype=torch.long), persistent=False
         )
+        self._answer = _AnswerRows()
 
     def _label_tokens(self, model_name: str) -> list[int]:
         """The single token id of each verbalizer word; error if a word is not one token."""
@@ -230,27 +263,42 @@ class PromptClassifier(Classifier):
         config = getattr(self.model, "active_peft_config", None)
         return bool(getattr(config, "is_prompt_learning", False))
 
-    def logits(self, batch: Batch) -> torch.Tensor:
-        """Verbalizer logits at the answer position (B, num_labels)."""
-        mask = batch.attention_mask
-        from_end = mask.shape[1] - 1 - last_positions(mask)  # (B,)
-        rows = torch.arange(mask.shape[0], device=mask.device)
-
-        def select(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            hidden = args[0]  # (B, T', H); T' > T when virtual tokens were prepended
-            return (hidden[rows, hidden.shape[1] - 1 - from_end].unsqueeze(1), *args[1:])
-
-        head = output_head(self.model)
-        handle = head.register_forward_pre_hook(select)
-        kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask, "use_cache": False}
-        if not self._prompt_learning():
-            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    @contextmanager
+    def _scoring(self) -> Iterator[None]:
+        """The answer hook on the output head, for the calls of :meth:`scores` inside."""
+        handle = output_head(self.model).register_forward_pre_hook(self._answer)
         try:
-            out = self.model(**kwargs)
+            yield
         finally:
             handle.remove()
+            self._answer.from_end = None
+
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Verbalizer logits at the answer position (B, num_labels); under :meth:`_scoring`."""
+        mask = attention_mask
+        self._answer.from_end = mask.shape[1] - 1 - last_positions(mask)  # (B,)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
+        if not self._prompt_learning():
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(**kwargs)
         scores = out.logits[:, -1, :]  # (B, V)
         return scores.index_select(-1, self.label_token_ids)
+
+
+class _AnswerRows:
+    """A forward pre-hook of the output head that keeps each row's answer position only: the
+    position ``from_end`` places before the row's end (set by the call in progress). One object
+    per classifier, so that a compiled forward sees the same hook at every call."""
+
+    def __init__(self) -> None:
+        self.from_end: torch.Tensor | None = None  # (B,)
+
+    def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if self.from_end is None:
+            raise RuntimeError("the output head ran outside PromptClassifier.logits")
+        hidden = args[0]  # (B, T', H); T' > T when virtual tokens were prepended
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, hidden.shape[1] - 1 - self.from_end].unsqueeze(1), *args[1:])
 
 
 class EncoderClassifier(Classifier):
@@ -277,11 +325,11 @@ class EncoderClassifier(Classifier):
         """:meth:`encode` of each text, tokenized in one call."""
         return [list(x) for x in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
-    def logits(self, batch: Batch) -> torch.Tensor:
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Head scores of the mean of non-pad token states (B, num_labels)."""
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         states = out.last_hidden_state  # (B, T', H)
-        mask = batch.attention_mask
+        mask = attention_mask
         extra = states.shape[1] - mask.shape[1]  # virtual tokens of prompt tuning
         if extra > 0:
             mask = torch.cat([mask.new_ones(mask.shape[0], extra), mask], dim=1)

@@ -70,6 +70,7 @@ def build_objective(model: ModelConfig, data: DataConfig, runtime: RuntimeConfig
     loaded.model = apply_peft(loaded.model, model.peft, r=model.lora_rank, num_virtual_tokens=model.virtual_tokens)
     clf = build_classifier(loaded, task, data.prompt, max_length=data.max_length).to(device)
     clf.eval()
+    clf.use_forward(runtime.forward)
     train = list(task.train[: data.train_examples] if data.train_examples else task.train)
     split = task.dev if data.eval_split == "dev" else task.test
     evals = list(split[: data.eval_examples] if data.eval_examples else split)

@@ -189,21 +189,22 @@ class Accounts:
                 "bytes_up_total": self.totals.bytes_up, "bytes_down_total": self.totals.bytes_down,
                 "bytes_by_kind": dict(sorted(kinds.items()))}
 
-    def round_zero(self, metrics: dict[str, Any] | None) -> RoundRecord:
+    def round_zero(self, metrics: dict[str, Any] | None, compiled_shapes: int | None = None) -> RoundRecord:
         """The record of the initial model's evaluation (with the first handshake's bytes)."""
         return RoundRecord(round=0, sim_seconds=0.0, host_seconds=0.0, **self.byte_fields([], 0),
-                           **eval_fields(metrics))
+                           **eval_fields(metrics), compiled_shapes=compiled_shapes)
 
     def round_record(self, round_: int, records: Sequence[ClientRecord], *, losses: Sequence[float],
                      participants: int, rejected: dict[int, str], metrics: dict[str, Any] | None,
                      round_sim: float, commit_seconds: float, skipped: str | None, unknown: int,
                      duplicates: int, protocol_fields: dict[str, Any], batching: str | None,
-                     joint_forward_seconds: float | None) -> RoundRecord:
+                     joint_forward_seconds: float | None, compiled_shapes: int | None = None) -> RoundRecord:
         """A committed round's record."""
         overhead = estimated_transport_overhead(2 * len(records))
         return RoundRecord(
             round=round_, sim_seconds=self.totals.sim_seconds, host_seconds=self.totals.host_seconds,
             server_replay_seconds=commit_seconds, batching=batching, joint_forward_seconds=joint_forward_seconds,
+            compiled_shapes=compiled_shapes,
             **self.byte_fields(records, duplicates),
             payload_bytes_up=sum(r.payload_bytes_up for r in records),
             payload_bytes_down=sum(r.payload_bytes_down for r in records),

@@ -45,6 +45,7 @@ from fedzo.federation.wire.bytes import MessageSize
 from fedzo.killpoints import kill_point
 from fedzo.records import ClientRecord, FleetRecord, RoundRecord, Summary
 from fedzo.runs import RunDir
+from fedzo.tasks.forward import compiled_shapes
 
 
 @dataclass
@@ -115,7 +116,7 @@ class RoundEngine(Generic[U]):
             self.accounts.setup(hs.bytes_up, hs.bytes_down)
             m = self.protocol.evaluate()
             kill_point("round0-evaluated")
-            self.run.append([self.accounts.round_zero(m)])
+            self.run.append([self.accounts.round_zero(m, compiled_shapes())])
         for r in range(self.done + 1, self.fed.rounds + 1):
             self.run_round(transport, r)
         return self.summary()
@@ -176,7 +177,7 @@ class RoundEngine(Generic[U]):
             participants=len(result.accepted), rejected=result.rejected, metrics=m, round_sim=round_sim,
             commit_seconds=commit_seconds, skipped=skipped, unknown=unknown, duplicates=duplicates,
             protocol_fields=self.protocol.round_fields(), batching="; ".join(batching) or None,
-            joint_forward_seconds=sum(joint) if joint else None)
+            joint_forward_seconds=sum(joint) if joint else None, compiled_shapes=compiled_shapes())
         self.run.append([*records, rec])
         kill_point("metrics-appended", round_)
         self.protocol.checkpoint(round_)

@@ -256,5 +256,7 @@ class JointForward:
             return prompt_scores(clf, joint, block_prompts(clf, tables), rows)
         if self.mode != "rows":
             return clf.logits(joint)
-        with per_row_state(clf, self.worker.work, [states[i] for i, _ in parts], [len(js) for _, js in parts]):
+        # per-row state patches module code for the call: it runs eager whatever runtime.forward says
+        with (per_row_state(clf, self.worker.work, [states[i] for i, _ in parts], [len(js) for _, js in parts]),
+              clf.eager()):
             return clf.logits(joint)
