@@ -174,10 +174,14 @@ DECOMFL: dict[str, Any] = {"model": {"peft": "full", "dtype": "fp32"},
 
 
 def decomfl_check(device: str, work: Path, rounds: int = 200, seconds: float = 60.0,
-                  scenario: str = "scenarios/quickstart.yaml", smollm2: bool = True) -> dict[str, Any]:
+                  scenario: str = "scenarios/quickstart.yaml", smollm2: bool = True, forward: str = "eager",
+                  from_round: int = 0, warmup_seconds: float = 150.0) -> dict[str, Any]:
     """A DeComFL-shaped run through fedzo's round engine and Flower messages (`fedzo run`, the
     in-process engine): the wall seconds of each round as its record lands (evaluation, replay
-    and checkpoint included), ``rounds`` at most or as many as ``seconds`` allow; the key is
+    and checkpoint included), ``rounds`` at most or as many as ``seconds`` allow after round
+    ``from_round`` has landed (at most ``warmup_seconds`` for that: with ``forward`` compiled
+    or graphs, round 1 compiles the training shape, round 0's evaluation the evaluation
+    shapes, so ``from_round`` 1 leaves compilation out of the measured rounds); the key is
     2,000 x the measured seconds a round, a projection from the rounds measured. ``scenario``
     and ``smollm2`` (False: the scenario's own model) make a smoke run on a tiny model."""
     import json
@@ -192,30 +196,41 @@ def decomfl_check(device: str, work: Path, rounds: int = 200, seconds: float = 6
     model = work / "smollm2-135m-random"
     if smollm2 and not (model / "config.json").exists():
         random_smollm2(model)
-    changes = {**DECOMFL, "federation": {**DECOMFL["federation"], "rounds": rounds}}
+    changes = {**DECOMFL, "federation": {**DECOMFL["federation"], "rounds": rounds + from_round},
+               "runtime": {"forward": forward}}
     sc = on_device(scenario, work / "decomfl-device.yaml", device, str(model) if smollm2 else None, changes)
     out = work / "decomfl-run"
     proc = subprocess.Popen([sys.executable, "-m", "fedzo", "run", sc, "--out", str(out), "--force", "--no-progress",
                              "--no-plots"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     landed: dict[int, float] = {}
     t0 = time.perf_counter()
-    while proc.poll() is None and time.perf_counter() - t0 < seconds:
+
+    def running() -> bool:  # within the warm-up cap until from_round lands, then ``seconds`` from there
+        start = landed.get(from_round)
+        now = time.perf_counter()
+        return now - t0 < warmup_seconds + seconds if start is None else now - start < seconds
+
+    while proc.poll() is None and running():
         time.sleep(0.05)
         landed |= _new_rounds(out / "metrics.jsonl", landed, time.perf_counter())
     if proc.poll() is None:
         proc.kill()
     err = proc.communicate()[1]
     landed |= _new_rounds(out / "metrics.jsonl", landed, time.perf_counter()) if proc.returncode == 0 else {}
+    landed = {r: t for r, t in landed.items() if r >= from_round}
     if len(landed) < 3:
-        return {"error": f"fewer than 2 rounds in {seconds:g} s (exit {proc.returncode}): {err[-2000:]}"}
+        return {"error": f"fewer than 2 rounds after round {from_round} in {seconds:g} s (exit {proc.returncode}): "
+                         f"{err[-2000:]}"}
     first, last = min(landed), max(landed)
     per_round = (landed[last] - landed[first]) / (last - first)
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     host = [r for r in recs if r.get("kind") == "round" and r["round"] > 0]
-    return {"setting": changes, "rounds_measured": last - first, "seconds_per_round": per_round,
+    return {"setting": changes, "forward": forward, "rounds_measured": last - first, "seconds_per_round": per_round,
             "host_seconds_per_round_without_evaluation": host[-1]["host_seconds"] / len(host) if host else None,
             "decomfl_2000_rounds_seconds": 2000 * per_round,
-            "label": f"projection: 2000 x the wall seconds a round over {last - first} measured rounds",
+            "label": f"projection: 2000 x the wall seconds a round over {last - first} measured rounds "
+                     f"(rounds {first + 1}-{last}, runtime.forward {forward})",
+            "compiled_shapes": host[-1].get("compiled_shapes") if host else None,
             "setup_seconds": landed[first] - t0,
             "model_weights": "smollm2-135m: random (seed 0) from its config" if smollm2 else scenario}
 

@@ -92,6 +92,13 @@ def test_summarize_lifts_issue_39s_headline_keys() -> None:
     assert result["client_steps_per_second_cuda_100"] == 310.0 and result["batched_over_inprocess_cuda_100_full"] == 21.0
     assert result["decomfl_2000_rounds_seconds"] == 280.0 and result["batched_over_inprocess_smollm2_100"] == 2.5
     assert result["step_over_two_forwards_cuda_mode"] == "eager"  # no compiled_forward check: the timing's eager step
+    assert result["decomfl_forward"] is None  # the eager run names no mode in this stub
+    # a DeComFL-shaped run under CUDA graphs that is faster heads; a failed one does not
+    result["decomfl_graphs"] = {"decomfl_2000_rounds_seconds": 120.0, "forward": "graphs"}
+    assert mod.summarize(result, []) is True
+    assert (result["decomfl_2000_rounds_seconds"], result["decomfl_forward"]) == (120.0, "graphs")
+    result["decomfl_graphs"] = {"error": "fewer than 2 rounds"}
+    assert mod.summarize(result, []) is True and result["decomfl_2000_rounds_seconds"] == 280.0
     # with the compiled_forward check: the mode with the fastest forwards heads, every mode keyed
     result["compiled_forward"] = {"modes": ["eager", "graphs"],
                                   "eager": {"two_forwards_seconds": 0.06, "ratio_to_two_forwards": 1.1},

@@ -79,7 +79,20 @@ def test_the_decomfl_shaped_run_times_rounds_through_fedzo_run(tmp_path: Path) -
                                        smollm2=False)
     assert out["rounds_measured"] == 4 and out["seconds_per_round"] > 0, out
     assert out["decomfl_2000_rounds_seconds"] == 2000 * out["seconds_per_round"]
+    assert out["forward"] == "eager" and out["compiled_shapes"] is None
     sc = load_scenario(tmp_path / "decomfl-device.yaml")
     fed = sc.federation
     assert (fed.num_clients, fed.clients_per_round, fed.local_steps, fed.eval_every, sc.zo.q) == (8, 2, 1, 25, 5)
     assert (sc.data.batch_size, sc.data.max_length, sc.model.peft, sc.fleet) == (32, 64, "full", None)
+
+
+@pytest.mark.slow  # a torch.compile of the tiny model: 45-120 s on 2 cores
+@pytest.mark.skipif(device_engines.missing() != [], reason="needs Flower and pydantic")
+def test_the_decomfl_shaped_run_under_a_compiled_forward_leaves_compilation_out(tmp_path: Path) -> None:
+    """From round 1's record on: round 0's evaluation and round 1's training shape compiled
+    before the measured rounds, which then compile nothing new."""
+    out = device_engines.decomfl_check("cpu", tmp_path, rounds=3, seconds=300, scenario="scenarios/smoke-tiny.yaml",
+                                       smollm2=False, forward="compiled", from_round=1)
+    assert out["forward"] == "compiled" and out["rounds_measured"] == 3, out
+    assert "rounds 2-4" in out["label"] and out["compiled_shapes"] >= 1
+    assert load_scenario(tmp_path / "decomfl-device.yaml").runtime.forward == "compiled"
