@@ -35,7 +35,7 @@ def test_csv_to_federated_run_and_plot(tmp_path: Path, monkeypatch, capsys) -> N
     out = capsys.readouterr().out
     assert "task: ok, reviews.csv: 50 train / 10 dev / 20 test; the run trains on 50 and evaluates on 10 dev; " \
            "labels bad, good" in out
-    assert "model: ok, tiny-llama" in out and "prompt custom" in out
+    assert "model: ok, tiny-llama" in out and "prompt template 'custom'" in out
 
     assert main(["run", "reviews.yaml", "--no-progress", "--no-plots"]) == 0
     lines = capsys.readouterr().out.splitlines()
