@@ -3,7 +3,9 @@
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
 Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
 (the engines check needs Flower and pydantic, carried as wheels), and it builds its models
-from their configs (random weights, no downloads). Twelve checks:
+from their configs (random weights, no downloads). Thirteen checks (numbered as they were
+added; they run in the order engines, decomfl, timing, fused_direction, compiled_forward,
+then the rest, decomfl_graphs last, so a timeout loses the least of the headline keys):
 
 0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
    tiny model at 100 participants; SmolLM2-135M at 100 participants, one local step of
@@ -341,17 +343,18 @@ def main(argv: list[str] | None = None) -> int:
         "device": a.device, "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else
         platform.processor() or platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
     }
-    # timings first: torch.compile's worker processes (started by the compiled checks) compete for the CPU
+    # the headline keys' checks first (a timeout keeps what finished), the compiling ones after the
+    # plain timings: torch.compile's worker processes compete for the CPU
     checks: list[tuple[str, Callable[[], Any]]] = [
         ("engines", lambda: engines_check(a.device, Path(a.work), tuple(a.engine_participants), a.engine_tiny)),
         ("decomfl", lambda: decomfl_check(a.device, Path(a.work), a.decomfl_rounds, a.decomfl_seconds)),
         ("timing", lambda: timing_and_memory(a.model, a.device, a.batch, a.seq, a.repeats)),
+        ("fused_direction", lambda: fused_direction(a.model, a.device, a.repeats)),
         ("compiled_forward", lambda: compiled_forward(a.model, a.device, a.batch, a.seq, a.repeats, a.forward_modes)),
         ("forward_gradient", lambda: forward_gradient(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("joint_forward", lambda: joint_forward(a.model, a.device, 8, a.seq, a.repeats)),
         ("half_precision", lambda: half_precision(a.model, a.device, a.batch, a.seq, a.repeats)),
         ("regeneration", lambda: regeneration(a.model, a.device, a.repeats)),
-        ("fused_direction", lambda: fused_direction(a.model, a.device, a.repeats)),
         ("protocol_rounds", lambda: protocol_rounds(a.model, a.device, 8, a.seq, a.protocol_seconds)),
         ("known_answers", lambda: {mode: check(a.device, compiled=mode == "compiled")
                                    for mode in ("eager", "compiled")}),

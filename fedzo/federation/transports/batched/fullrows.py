@@ -27,8 +27,8 @@ shape is an error, and the engine then runs the round one client at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -92,10 +92,22 @@ def _call_with(layer: torch.nn.Module, params: dict[str, torch.Tensor], x: torch
 
 
 @contextmanager
-def per_row_full(classifier: torch.nn.Module, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+def forwards_replaced(patches: Sequence[tuple[torch.nn.Module, Callable[..., Any]]]) -> Iterator[None]:
+    """While active, each module's ``forward`` is its patch (an instance attribute, deleted on exit)."""
+    for module, forward in patches:
+        setattr(module, "forward", forward)  # noqa: B010  # an instance attribute, deleted on exit
+    try:
+        yield
+    finally:
+        for module, _ in patches:
+            del module.forward
+
+
+def per_row_full(classifier: torch.nn.Module, work: ParamSet, states: States,
+                 rows: Sequence[int]) -> AbstractContextManager[None]:
     """While active, every layer of ``classifier`` that owns trained parameters runs row block
     ``i`` with ``states[i]``'s tensors (see the module doc)."""
-    patched = []
+    patches = []
     for layer, own in trained_layers(classifier, work):
         def forward(x: Any, *args: Any, _layer: torch.nn.Module = layer, _own: dict[str, int] = own,
                     **kwargs: Any) -> torch.Tensor:
@@ -106,10 +118,5 @@ def per_row_full(classifier: torch.nn.Module, work: ParamSet, states: States, ro
                 outs.append(y.expand(n, *y.shape[1:]) if broadcast else y)
             return torch.cat(outs)
 
-        setattr(layer, "forward", forward)  # noqa: B010  # an instance attribute, deleted on exit
-        patched.append(layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer.forward
+        patches.append((layer, forward))
+    return forwards_replaced(patches)

@@ -23,13 +23,13 @@ Prompt or prefix tuning of an encoder (whose head trains too) is not supported h
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from fedzo.federation.transports.batched.fullrows import full_reason, per_row_full
+from fedzo.federation.transports.batched.fullrows import forwards_replaced, full_reason, per_row_full
 from fedzo.tasks.classifiers import PromptClassifier
 from fedzo.zo import ParamSet
 
@@ -154,12 +154,12 @@ def _split(x: torch.Tensor, rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
     return x.split(list(rows))
 
 
-@contextmanager
-def per_row_lora(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Iterator[None]:
+def per_row_lora(classifier: Any, work: ParamSet, states: States,
+                 rows: Sequence[int]) -> AbstractContextManager[None]:
     """While active, every LoRA linear applies block ``i``'s adapters from ``states[i]``, and
     every fully trained linear (an encoder's head) block ``i``'s weight and bias."""
     index = {t.data_ptr(): k for k, t in enumerate(work.tensors)}
-    patched: list[Any] = []
+    patches: list[tuple[torch.nn.Module, Any]] = []
     for m in _lora_layers(classifier):
         name = m.active_adapters[0]
         ia, ib = index[m.lora_A[name].weight.data_ptr()], index[m.lora_B[name].weight.data_ptr()]
@@ -171,8 +171,7 @@ def per_row_lora(classifier: Any, work: ParamSet, states: States, rows: Sequence
                      for block, state in zip(_split(x, rows), states, strict=True)]
             return (result + torch.cat(delta)).to(result.dtype)
 
-        m.forward = forward
-        patched.append(m)
+        patches.append((m, forward))
     for lin in _trained_linears(classifier, work):
         iw, ibias = index[lin.weight.data_ptr()], None if lin.bias is None else index[lin.bias.data_ptr()]
 
@@ -180,13 +179,8 @@ def per_row_lora(classifier: Any, work: ParamSet, states: States, rows: Sequence
             return torch.cat([F.linear(block, state[_w], None if _b is None else state[_b])
                               for block, state in zip(_split(x, rows), states, strict=True)])
 
-        setattr(lin, "forward", linear)  # noqa: B010  # an instance attribute, deleted on exit
-        patched.append(lin)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.forward
+        patches.append((lin, linear))
+    return forwards_replaced(patches)
 
 
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
