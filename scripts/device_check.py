@@ -1,9 +1,10 @@
 """The GPU checks of fedzo, in one script that writes one JSON (run by scripts/device_check.sh).
 
 Made for a lent accelerator with only torch, transformers and peft installed (no Flower,
-Ray, pydantic or datasets), so checks 1-7 import only ``fedzo.zo`` and the memory model
-(the engines check needs Flower and pydantic, carried as wheels), and it builds its models
-from their configs (random weights, no downloads). Thirteen checks (numbered as they were
+Ray, pydantic or datasets): checks 1-7 import only ``fedzo.zo`` and the memory model, whose
+package (``fedzo.devices``) imports pydantic, and the engines checks need Flower too, so
+every check needs the wheels ``scripts/device_prepare.sh`` carries (``device_check.sh``
+installs them); it builds its models from their configs (random weights, no downloads). Thirteen checks (numbered as they were
 added; they run in the order engines, decomfl, timing, fused_direction, compiled_forward,
 then the rest, decomfl_graphs last, so a timeout loses the least of the headline keys):
 
