@@ -20,7 +20,11 @@ computes the common horizon, the crossover per seed and on the mean curves, and 
 with ``--test`` it also measures each contender's test accuracy (1,000 sentences) at the
 horizon: a ZO run's model rebuilt at the horizon round from its update log, a backprop run
 (which keeps only its last weights) run again to that round, which must reproduce the
-recorded dev accuracies of those rounds.
+recorded dev accuracies of those rounds. ``--pause-at-round N`` spares that second run:
+each chosen run stops durably after round N (it stays resumable) and its test accuracy at
+that round is cached where ``--answer --test`` looks for it; pause a backprop run at its last
+evaluation before the horizon, then resume it past the horizon (a pause at the next
+evaluation round), which proves that evaluation was the last one before it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,49 @@ def status(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def last_round(run: Path) -> int:
+    """The last round recorded in ``run``'s metrics.jsonl (0 when there is none)."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    recs = (json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip())
+    return max((r["round"] for r in recs if r.get("kind") == "round"), default=0)
+
+
+def pause(out: Path, name: str, seed: int, round_: int) -> dict[str, Any]:
+    """Run (or resume) one horizon run until round ``round_`` is durable, stop it there
+    (resumable: a later run or ``--pause-at-round`` goes on from it), and cache its test
+    accuracy at that round for ``--answer --test``; returns that evaluation.
+
+    The stop is the ``checkpointed`` kill point (:mod:`fedzo.killpoints`), which the
+    resume tests prove leaves nothing lost or recomputed differently."""
+    from analysis.experiments.horizon_answer import test_at_round
+    from fedzo.killpoints import ENV, Interrupted, interrupt_at
+
+    run = out / "runs" / f"seed{seed}" / name
+    done = last_round(run)
+    if done > round_:
+        raise SystemExit(f"{run}: already at round {done}, past round {round_}; "
+                         "a run keeps only its last round's weights, so pause at a later round")
+    if done < round_ and not (run / "summary.json").exists():
+        before = os.environ.get(ENV)
+        os.environ[ENV] = f"checkpointed@{round_}"  # a fresh `fedzo run` process dies there
+        try:
+            with interrupt_at("checkpointed", round_):  # an in-process one raises there
+                run_scenario(CONTENDERS[name][1], run, overrides=overrides(name, seed))
+        except (RuntimeError, Interrupted):
+            if last_round(run) != round_:
+                raise
+        finally:
+            if before is None:
+                del os.environ[ENV]
+            else:
+                os.environ[ENV] = before
+    if last_round(run) != round_:
+        raise SystemExit(f"{run}: finished at round {last_round(run)} before round {round_}; nothing to pause")
+    return test_at_round(out, name, seed, round_)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the horizon runs of the chosen seeds and contenders, or print status."""
     p = argparse.ArgumentParser(prog="python -m analysis.experiments.horizon", description=__doc__,
@@ -78,13 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", action="store_true", help="print how far each run got, and run nothing")
     p.add_argument("--answer", action="store_true", help="compute the horizon, crossovers and figure; run nothing")
     p.add_argument("--test", action="store_true", help="with --answer: test accuracy at the horizon")
+    p.add_argument("--pause-at-round", type=int, metavar="N", default=None,
+                   help="stop each chosen run durably after round N (resumable) and cache its test accuracy there")
     args = p.parse_args(argv)
     if args.answer:
         from analysis.experiments.horizon_answer import answer
 
         answer(args.out, args.seeds, args.contenders, test=args.test)
         return 0
-    if not args.status:
+    if args.pause_at_round is not None:
+        if args.pause_at_round < 1:
+            raise SystemExit(f"--pause-at-round {args.pause_at_round}: must be a round >= 1")
+        for seed in args.seeds:
+            for name in args.contenders:
+                got = pause(args.out, name, seed, args.pause_at_round)
+                print(f"runs/seed{seed}/{name}: paused after round {args.pause_at_round}, "
+                      f"test accuracy {got['accuracy']:.3f} (n {got['n']})", flush=True)
+    elif not args.status:
         for seed in args.seeds:
             for name in args.contenders:
                 run_scenario(CONTENDERS[name][1], args.out / "runs" / f"seed{seed}" / name,

@@ -50,6 +50,13 @@ def dev_curve(run_dir: str) -> list[Point]:
             for r in run.eval_rounds if r.eval_accuracy is not None]
 
 
+def last_minutes(run_dir: str) -> float:
+    """Simulated minutes at the last round a run recorded (evaluated or not)."""
+    from fedzo.reporting.rundir import load_run
+
+    return max(((r.sim_seconds or 0.0) / 60.0 for r in load_run(run_dir).rounds), default=0.0)
+
+
 def mean_curve(curves: Sequence[Sequence[Point]]) -> list[Point]:
     """Point-by-point mean over seeds, on the evaluated rounds every seed reached; ``n`` is
     the pooled number of examples (for the interval of the mean accuracy)."""
@@ -142,19 +149,55 @@ def format_answer(result: dict[str, Any]) -> str:
             f"{c['bp_accuracy']:.3f} ({c['bp_interval'][0]:.3f}-{c['bp_interval'][1]:.3f})")
         cross = "null" if row["crossover_minutes"] is None else f"{row['crossover_minutes']:.1f}"
         lines.append(f"| {row['curve']} | {cross} | {row.get('leader_at_horizon') or '-'} | {zo_bp[0]} | {zo_bp[1]} |")
+    if result.get("short_of_horizon"):
+        lines += ["", "Provisional: these runs stop before the horizon: " + ", ".join(
+            f"{r} at {m:.1f} min" for r, m in result["short_of_horizon"].items())]
     return "\n".join(lines) + "\n"
 
 
+def _test_cache(out: Any, name: str, seed: int, round_: int) -> Any:
+    """Where the test accuracy of one run's model after ``round_`` rounds is cached."""
+    return out / "runs" / f"seed{seed}" / f"{name}.test-round{round_}.json"
+
+
+def kept_round(run: Any) -> int | None:
+    """The round of the global weights a FedAvg run keeps (None: it keeps none)."""
+    from safetensors import safe_open
+
+    from fedzo.federation.server.protocols.fedavg import CHECKPOINT
+    from fedzo.runs import STATE
+
+    path = run / STATE / CHECKPOINT
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {}).get("round", -1))
+
+
+def test_at_round(out: Any, name: str, seed: int, round_: int) -> dict[str, Any]:
+    """Test accuracy of one run's own global model after ``round_`` rounds (cached next to
+    the run): a ZO run's update log replayed that far, a FedAvg run's kept weights, which
+    must be that round's (a run paused there, ``horizon --pause-at-round``)."""
+    from analysis.experiments.common import cached_evaluation
+
+    run = out / "runs" / f"seed{seed}" / name
+    return cached_evaluation(_test_cache(out, name, seed, round_), run, "--run", str(run), "--round", str(round_))
+
+
 def _test_at(out: Any, name: str, seed: int, point: Point) -> dict[str, Any]:
-    """Test accuracy of one run's model after ``point.round`` rounds (cached next to the run)."""
+    """Test accuracy of one run's model after ``point.round`` rounds: from the run itself
+    where it can (:func:`test_at_round`), else (a FedAvg run that went on past that round)
+    from the scenario run again to that round, which must reproduce the recorded dev
+    accuracies of those rounds."""
     from analysis.experiments.common import cached_evaluation, run_scenario
     from analysis.experiments.equal_memory import CONTENDERS
     from analysis.experiments.horizon import overrides
+    from fedzo.archives import locate
 
     run = out / "runs" / f"seed{seed}" / name
-    cache = out / "runs" / f"seed{seed}" / f"{name}.test-round{point.round}.json"
-    if name.startswith(("zo", "fg")):
-        return cached_evaluation(cache, run, "--run", str(run), "--round", str(point.round))
+    cache = _test_cache(out, name, seed, point.round)
+    if name.startswith(("zo", "fg")) or locate(cache).exists() or kept_round(run) == point.round:
+        return test_at_round(out, name, seed, point.round)
     again = out / "runs" / f"seed{seed}" / f"{name}-to-round{point.round}"
     settings = overrides(name, seed)
     settings["federation"]["rounds"] = point.round
@@ -176,17 +219,29 @@ def answer(out: Any, seeds: Sequence[int], contenders: Sequence[str], *, test: b
     out = Path(out)
     curves: dict[str, dict[int, list[Point]]] = {}
     finished: dict[str, bool] = {}
+    reached: dict[str, float] = {}  # run: its last round's simulated minutes, unfinished runs only
     for name in contenders:
         for seed in seeds:
             run = out / "runs" / f"seed{seed}" / name
             if (run / "metrics.jsonl").exists():
                 curves.setdefault(name, {})[seed] = dev_curve(str(run))
-                finished[name] = finished.get(name, True) and (run / "summary.json").exists()
+                done = (run / "summary.json").exists()
+                finished[name] = finished.get(name, True) and done
+                if not done:
+                    reached[f"seed{seed}/{name}"] = last_minutes(str(run))
     zo_name = next((n for n in contenders if n.startswith("zo")), None)
     if zo_name is None or zo_name not in curves:
         raise SystemExit(f"no ZO run under {out}/runs: nothing to take the horizon from")
     means = {name: mean_curve(list(by_seed.values())) for name, by_seed in curves.items()}
     h = horizon(means[zo_name], finished[zo_name] and len(curves[zo_name]) == len(seeds))
+    # an unfinished run that stops before the horizon may still evaluate before it: its value
+    # at the horizon is not known yet
+    short = {} if h["minutes"] is None else {r: m for r, m in reached.items() if m < h["minutes"]}
+    if test and short:
+        raise SystemExit(f"--test: these runs stop before the horizon ({h['minutes']:.1f} simulated min), so their "
+                         f"last evaluation before it is not known yet: "
+                         f"{', '.join(f'{r} at {m:.1f} min' for r, m in short.items())}; resume them past it "
+                         "(python -m analysis.experiments.horizon --pause-at-round N for a backprop run)")
     rows: list[dict[str, Any]] = []
     if h["minutes"] is not None:
         for bp in (n for n in curves if n.startswith("bp")):
@@ -212,7 +267,7 @@ def answer(out: Any, seeds: Sequence[int], contenders: Sequence[str], *, test: b
         command += ["--out", str(out)]
     result = {"command": " ".join(command),
               "seeds": {name: sorted(by_seed) for name, by_seed in curves.items()},
-              "finished": finished, "horizon": h, "crossovers": rows, "plateau_test_accuracy": plateau,
+              "finished": finished, "short_of_horizon": short, "horizon": h, "crossovers": rows, "plateau_test_accuracy": plateau,
               "mean_curves": {name: [vars(p) for p in pts] for name, pts in means.items()}}
     write_results(out, result, format_answer)
     _figure(curves, means, h["minutes"], out / "dev_vs_time.png")
