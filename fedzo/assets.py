@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO
 
 from fedzo.asset_catalog import ASSETS, Asset, get_asset
+from fedzo.cache import cache_root
 from fedzo.errors import AssetError
 
 __all__ = [
@@ -61,18 +62,6 @@ _CHUNK = 1 << 20
 
 Downloader = Callable[[Asset, Path], Path]
 """Puts the asset's archive into the given (empty) folder and returns its path."""
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder: ``cache_dir`` if given, else ``$FEDZO_CACHE``, else the user cache."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("FEDZO_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "fedzo"
 
 
 def asset_dir(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -5,18 +5,26 @@ after a change) and compare the ratios::
 
     PYTHONPATH=. python scripts/bench_cpu_lanes.py
     ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CACHE_DIR=/tmp/ic-avx2 PYTHONPATH=. python scripts/bench_cpu_lanes.py
+
+The fused update is :mod:`fedzo.zo.native_lanes`' C kernel where it builds; with
+``FEDZO_NATIVE_LANES=0`` torch.compile's kernel. ``--march haswell`` builds the C kernel for
+that processor type instead of the host's (``-march=native``), into a cache of its own: AVX2
+code on an AVX-512 host.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 
-from fedzo.zo import NoiseSpec, ParamSet, Perturber
+from fedzo.zo import NoiseSpec, ParamSet, Perturber, native_lanes
 
 TENSORS, PER_TENSOR = 8, 16_814_376  # 134.5 M elements, SmolLM2-135M's trainable count
 
@@ -32,9 +40,16 @@ def _median(f: Callable[[], object], repeats: int = 3) -> float:
 
 def main() -> None:
     """Time a copy and a regeneration per distribution."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--march", default=None, help="build the C kernel with -march=MARCH (default: native)")
+    args = p.parse_args()
+    if args.march:
+        native_lanes.FLAGS = tuple(f"-march={args.march}" if f == "-march=native" else f for f in native_lanes.FLAGS)
+        os.environ["FEDZO_CACHE"] = tempfile.mkdtemp(prefix=f"fedzo-{args.march}-")
     params = ParamSet.from_tensors({f"t{i}": torch.zeros(PER_TENSOR) for i in range(TENSORS)})
     src = [torch.ones(PER_TENSOR) for _ in range(TENSORS)]
-    out: dict[str, object] = {"threads": torch.get_num_threads()}
+    out: dict[str, object] = {"threads": torch.get_num_threads(), "march": args.march or "native",
+                              "native_kernel": native_lanes.library() is not None}
     for dist in ("gaussian", "rademacher"):
         pert = Perturber(params, NoiseSpec("portable", dist), compiled=True)
         pert.apply(1, (0.0,))  # compile

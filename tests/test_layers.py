@@ -1,7 +1,7 @@
 """The package's layers, as the architecture document draws them, enforced.
 
 * ``fedzo.zo`` is the pure core: the standard library, torch, ``fedzo.errors``,
-  ``fedzo.registry``, ``fedzo.killpoints`` and ``fedzo.atomic`` (standard library only) only.
+  ``fedzo.registry``, ``fedzo.killpoints``, ``fedzo.atomic`` and ``fedzo.cache`` (standard library only) only.
 * Nothing in ``fedzo`` imports the top-level ``analysis`` (experiment scripts).
 * ``fedzo.federation`` does not import the centralized trainer (``fedzo.train``).
 * ``fedzo.records`` and ``fedzo.config`` import neither Flower nor transformers;
@@ -71,7 +71,7 @@ GRAPH = {name: {m for m in imports_of(path, type_checking=True) if m in MODULES 
 
 
 def test_zo_core_imports_only_torch_and_the_standard_library() -> None:
-    allowed = {"torch", "fedzo.errors", "fedzo.registry", "fedzo.killpoints", "fedzo.atomic"}
+    allowed = {"torch", "fedzo.errors", "fedzo.registry", "fedzo.killpoints", "fedzo.atomic", "fedzo.cache"}
     for name, path in MODULES.items():
         if not name.startswith("fedzo.zo"):
             continue

@@ -115,8 +115,9 @@ class ZOConfig(Section):
         "portable", description="direction generator (portable: the same directions on CPU and CUDA)")
     distribution: Literal["gaussian", "rademacher"] = Field("gaussian", description="direction distribution")
     chunk_size: int = Field(1 << 20, ge=1024, description="elements regenerated per chunk")
-    compile: bool = Field(False, description="compile the portable generator with torch.compile "
-                          "(centralized runs)")
+    compile: bool = Field(False, description="regenerate and apply the portable directions with compiled kernels, "
+                          "bitwise the uncompiled path: on a CPU a C kernel built at first use (FEDZO_NATIVE_LANES=0: "
+                          "none), else torch.compile (CUDA weights take the fused Triton kernel either way)")
     mask: Literal["none", "random", "magnitude"] = Field(
         "none", description="sparse perturbation mask: random (seeded, no memory) or magnitude (the smallest "
         "initial weights, 1 bit per trainable parameter); federated, every party builds it from the initial weights")

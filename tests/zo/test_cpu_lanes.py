@@ -5,7 +5,7 @@ multiply-add per alpha), offsets past 2**32 included."""
 import pytest
 import torch
 
-from fedzo.zo import NoiseSpec, ParamSet, Perturber, cpu_lanes
+from fedzo.zo import NoiseSpec, ParamSet, Perturber, cpu_lanes, native_lanes
 from fedzo.zo.noise import _portable_fill, gaussian_table, key_words
 
 KEY = 0x1234567890ABCDE
@@ -27,6 +27,16 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int32)
 
 
+@pytest.fixture(params=["native", "inductor"])
+def update_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The fused update served by the C kernel (where a compiler is at hand), or by
+    torch.compile's kernel as on a host without one."""
+    monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    if request.param == "inductor":
+        monkeypatch.setattr(native_lanes, "_LIBRARY", [None])
+    return str(request.param)
+
+
 @pytest.mark.parametrize("gaussian", [True, False])
 def test_fill_is_the_eager_generator_across_the_high_word(gaussian: bool) -> None:
     start = START * (1 if gaussian else 32)  # group index crosses 2**32 for both distributions
@@ -37,7 +47,7 @@ def test_fill_is_the_eager_generator_across_the_high_word(gaussian: bool) -> Non
 
 
 @pytest.mark.parametrize("gaussian", [True, False])
-def test_fused_update_is_bitwise_the_chunked_add(gaussian: bool) -> None:
+def test_fused_update_is_bitwise_the_chunked_add(gaussian: bool, update_path: str) -> None:
     """Several alphas (one pass of three, then one more), every rounding as ``add_``'s FMA."""
     start = START * (1 if gaussian else 32)
     z = torch.empty(N)
@@ -48,6 +58,8 @@ def test_fused_update_is_bitwise_the_chunked_add(gaussian: bool) -> None:
         want.add_(z, alpha=a)
     assert cpu_lanes.apply(WORDS, got, alphas, TABLE, gaussian, start) == len(alphas)
     assert torch.equal(_bits(got), _bits(want))
+    served = cpu_lanes._KERNELS[("apply", gaussian, 3)]
+    assert (served.__module__ == native_lanes.__name__) == (update_path == "native")
 
 
 def test_fma_emulation_rounds_once() -> None:
@@ -61,7 +73,7 @@ def test_fma_emulation_rounds_once() -> None:
 
 
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
-def test_compiled_perturber_moves_weights_as_the_eager_one(dist: str) -> None:
+def test_compiled_perturber_moves_weights_as_the_eager_one(dist: str, update_path: str) -> None:
     """Perturber(compiled=True): the large tensor fused, the small ones chunked; a multi-alpha
     application leaves every tensor bitwise where the eager chunked path does."""
     spec = NoiseSpec("portable", dist, chunk_size=1024)

@@ -1,0 +1,92 @@
+"""The C kernel of the fused update (:mod:`fedzo.zo.native_lanes`): bitwise the eager
+generator with ``add_`` per alpha, at any start, split over threads; built once per
+processor; absent without a compiler, where the compiled torch kernels serve."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedzo.zo import cpu_lanes, native_lanes
+from fedzo.zo.noise import _portable_fill, gaussian_table, key_words
+
+KEY = 0x1234567890ABCDE
+WORDS = key_words(KEY)
+TABLE = gaussian_table(torch.device("cpu"))
+N = (1 << 18) + 77  # several threads' parts, odd length
+
+
+def _weights() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(N, generator=g) * torch.pow(10.0, torch.randint(-8, 3, (N,), generator=g).float())
+
+
+def _eager(start: int, alphas: tuple[float, ...], gaussian: bool) -> torch.Tensor:
+    """``add_`` of the eager generator's direction (which fills from a group boundary)."""
+    group = 2 if gaussian else 32
+    head = start % group
+    z = torch.empty(N + head)
+    _portable_fill(KEY, start - head, z, gaussian)
+    w = _weights()
+    for a in alphas:
+        w.add_(z[head:], alpha=a)
+    return w
+
+
+@pytest.fixture
+def fresh_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """No library loaded yet, a cache of this test's own."""
+    monkeypatch.setenv("FEDZO_CACHE", str(tmp_path))
+    monkeypatch.setattr(native_lanes, "_LIBRARY", [])
+    monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    yield tmp_path
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+@pytest.mark.parametrize("start", [0, 1, 31, (1 << 33) - 5, (1 << 37) - 3])  # odd, mid-group, high word changing
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_c_kernel_is_the_eager_generator_with_add(gaussian: bool, start: int, threads: int) -> None:
+    kern = native_lanes.kernel(gaussian)
+    assert kern is not None  # the CI host has a C compiler, as torch.compile needs one
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for alphas in ((1e-3,), (0.7311, -2.5e-3), (1e-3, -2e-3, 3e-7)):
+            w = _weights()
+            kern(w, *cpu_lanes._scalars(WORDS, start, w.device), TABLE, torch.tensor(alphas))
+            assert torch.equal(w.view(torch.int32), _eager(start, alphas, gaussian).view(torch.int32))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_library_is_built_once_per_processor(fresh_library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native_lanes.library() is not None
+    built = native_lanes.library_path()
+    assert built.is_file() and built.parent == fresh_library / "native"
+    monkeypatch.setattr(native_lanes, "_processor", lambda: "another processor")
+    assert native_lanes.library_path() != built  # a shared cache keeps one build per processor
+
+
+def test_without_a_compiler_the_compiled_torch_kernel_serves(fresh_library: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", str(fresh_library / "no-such-compiler"))
+    assert native_lanes.kernel(True) is None and not list((fresh_library / "native").glob("*.so"))
+    w = _weights()
+    assert cpu_lanes.apply(WORDS, w, (1e-3, -2e-3), TABLE, True, 8) == 2
+    assert torch.equal(w.view(torch.int32), _eager(8, (1e-3, -2e-3), True).view(torch.int32))
+
+
+def test_the_c_kernel_can_be_turned_off(fresh_library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native_lanes.ENV, "0")
+    assert native_lanes.kernel(False) is None and not (fresh_library / "native").exists()
+
+
+def test_the_c_kernel_refuses_what_it_cannot_update() -> None:
+    kern = native_lanes.kernel(True)
+    assert kern is not None
+    with pytest.raises(ValueError, match="float32"):
+        kern(torch.zeros(8, dtype=torch.float64), *cpu_lanes._scalars(WORDS, 0, torch.device("cpu")), TABLE,
+             torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="one to three alphas"):
+        kern(torch.zeros(8), *cpu_lanes._scalars(WORDS, 0, torch.device("cpu")), TABLE, torch.ones(4))
