@@ -245,7 +245,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-HORIZON_KEYS = ("command", "seeds", "finished", "horizon", "crossovers", "plateau_test_accuracy")
+HORIZON_KEYS = ("command", "seeds", "finished", "short_of_horizon", "horizon", "crossovers", "plateau_test_accuracy")
 
 
 def horizon_summary(horizon_dir: Path) -> dict[str, Any] | None:
@@ -258,7 +258,11 @@ def horizon_summary(horizon_dir: Path) -> dict[str, Any] | None:
     h = json.loads(path.read_text(encoding="utf-8"))
     out = {k: h[k] for k in HORIZON_KEYS if k in h}
     out["horizon"] = {k: v for k, v in h["horizon"].items() if k != "trace"}
-    out["complete"] = all(h["finished"].values()) and all(len(v) >= 3 for v in h["seeds"].values())
+    # the answer is whole once the horizon is fixed, every run of three seeds a contender reached
+    # past it (a run need not go on to the cap) and the test accuracy at it was measured
+    out["complete"] = (h["horizon"].get("minutes") is not None and not h.get("short_of_horizon")
+                       and all(len(v) >= 3 for v in h["seeds"].values())
+                       and set(h.get("plateau_test_accuracy") or {}) == set(h["seeds"]))
     return out
 
 
@@ -275,8 +279,10 @@ def format_horizon(h: dict[str, Any]) -> list[str]:
     """The table's lines for the answer at the common horizon."""
     from analysis.experiments.horizon_answer import format_answer
 
+    short = h.get("short_of_horizon") or {}
     seeds = "; ".join(f"{n}: seeds {', '.join(map(str, s)) or 'none'}"
-                      f"{'' if h['finished'].get(n) else ' (a run unfinished)'}" for n, s in h["seeds"].items())
+                      f"{' (a run short of the horizon)' if any(r.endswith('/' + n) for r in short) else ''}"
+                      for n, s in h["seeds"].items())
     lines = ["", "### At the common horizon", "",
              (f"{'All' if h['complete'] else 'Partial, not yet the answer:'} runs to the horizon so far ({seeds}); "
               f"dev accuracy on the whole 500-sentence split. `{h['command']}`, "

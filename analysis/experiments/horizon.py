@@ -82,10 +82,12 @@ def last_round(run: Path) -> int:
     return max((r["round"] for r in recs if r.get("kind") == "round"), default=0)
 
 
-def pause(out: Path, name: str, seed: int, round_: int) -> dict[str, Any]:
+def pause(out: Path, name: str, seed: int, round_: int) -> dict[str, Any] | None:
     """Run (or resume) one horizon run until round ``round_`` is durable, stop it there
-    (resumable: a later run or ``--pause-at-round`` goes on from it), and cache its test
-    accuracy at that round for ``--answer --test``; returns that evaluation.
+    (resumable: a later run or ``--pause-at-round`` goes on from it), and, for a backprop run
+    (which keeps only its last weights), cache its test accuracy at that round for
+    ``--answer --test`` and return that evaluation (None for a ZO run: its update log rebuilds
+    any round's model later).
 
     The stop is the ``checkpointed`` kill point (:mod:`fedzo.killpoints`), which the
     resume tests prove leaves nothing lost or recomputed differently."""
@@ -113,7 +115,7 @@ def pause(out: Path, name: str, seed: int, round_: int) -> dict[str, Any]:
                 os.environ[ENV] = before
     if last_round(run) != round_:
         raise SystemExit(f"{run}: finished at round {last_round(run)} before round {round_}; nothing to pause")
-    return test_at_round(out, name, seed, round_)
+    return None if name.startswith(("zo", "fg")) else test_at_round(out, name, seed, round_)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for name in args.contenders:
                 got = pause(args.out, name, seed, args.pause_at_round)
-                print(f"runs/seed{seed}/{name}: paused after round {args.pause_at_round}, "
-                      f"test accuracy {got['accuracy']:.3f} (n {got['n']})", flush=True)
+                test = "" if got is None else f", test accuracy {got['accuracy']:.3f} (n {got['n']})"
+                print(f"runs/seed{seed}/{name}: paused after round {args.pause_at_round}{test}", flush=True)
     elif not args.status:
         for seed in args.seeds:
             for name in args.contenders:

@@ -124,6 +124,7 @@ def crossover(zo: Sequence[Point], bp: Sequence[Point], horizon_minutes: float) 
 
     end = leaders[-1][1]
     result: dict[str, Any] = {"leader_at_horizon": end, "at_horizon": both(horizon_minutes),
+                              "bp_slower_for_zo_lead": bp_slower_for_zo_lead(zo, bp, horizon_minutes),
                               "lead_changes": [{"minutes": t, "new_leader": w} for (t, w), (_, prev)
                                                in zip(leaders[1:], leaders[:-1], strict=True) if w != prev]}
     if end != "zo":
@@ -135,20 +136,49 @@ def crossover(zo: Sequence[Point], bp: Sequence[Point], horizon_minutes: float) 
     return {"crossover_minutes": t, "zo_led_from_the_start": since == 0, "at_crossover": both(t), **result}
 
 
+def bp_slower_for_zo_lead(zo: Sequence[Point], bp: Sequence[Point], horizon_minutes: float) -> float | None:
+    """How many times longer a backprop round would have to take, relative to a ZO round,
+    for ZO to lead at the horizon (None where ZO leads there already, or backprop leads from
+    its first evaluation on).
+
+    On a board with another backprop/ZO speed ratio the ZO curve and the horizon stay where
+    they are and backprop's curve stretches along the time axis by the change ``k`` of that
+    ratio: backprop's accuracy at the horizon becomes its accuracy here at ``H / k``. ZO leads
+    at ``H`` once that is below ZO's accuracy at ``H``, i.e. once ``H / k`` falls before the
+    first evaluation from which backprop stays at or above it: ``k > H / T``. The stretch is
+    exact for a change of whole-round time (compute and transfers alike); a change of the
+    compute price alone stretches backprop's rounds less, as their transfers keep their time."""
+    a, b = at(zo, horizon_minutes), at(bp, horizon_minutes)
+    if a is None or b is None or a.accuracy > b.accuracy:
+        return None
+    since = None
+    for p in bp:
+        if p.minutes > horizon_minutes:
+            break
+        if p.accuracy >= a.accuracy:
+            since = p.minutes if since is None else since
+        else:
+            since = None
+    return None if not since else horizon_minutes / since
+
+
 def format_answer(result: dict[str, Any]) -> str:
     """The answer as a markdown table (per seed and on the mean curve)."""
     h = result["horizon"]
     lines = [f"Common horizon: {h['minutes']:.1f} simulated minutes ({h['rule']})" if h["minutes"] is not None
              else "Common horizon: not reached yet", "",
-             "| curve | crossover (sim. min) | leader at horizon | ZO dev at horizon | BP dev at horizon |",
-             "|---|---|---|---|---|"]
+             ("| curve | crossover (sim. min) | leader at horizon | ZO dev at horizon | BP dev at horizon "
+              "| BP rounds slower for a ZO lead |"),
+             "|---|---|---|---|---|---|"]
     for row in result["crossovers"]:
         c = row.get("at_horizon")
         zo_bp = ("-", "-") if c is None else (
             f"{c['zo_accuracy']:.3f} ({c['zo_interval'][0]:.3f}-{c['zo_interval'][1]:.3f})",
             f"{c['bp_accuracy']:.3f} ({c['bp_interval'][0]:.3f}-{c['bp_interval'][1]:.3f})")
         cross = "null" if row["crossover_minutes"] is None else f"{row['crossover_minutes']:.1f}"
-        lines.append(f"| {row['curve']} | {cross} | {row.get('leader_at_horizon') or '-'} | {zo_bp[0]} | {zo_bp[1]} |")
+        k = row.get("bp_slower_for_zo_lead")
+        lines.append(f"| {row['curve']} | {cross} | {row.get('leader_at_horizon') or '-'} | {zo_bp[0]} | {zo_bp[1]} "
+                     f"| {'-' if k is None else f'> {k:.1f}x'} |")
     if result.get("short_of_horizon"):
         lines += ["", "Provisional: these runs stop before the horizon: " + ", ".join(
             f"{r} at {m:.1f} min" for r, m in result["short_of_horizon"].items())]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.experiments.horizon_answer import Point, crossover, horizon, mean_curve
+from analysis.experiments.horizon_answer import Point, bp_slower_for_zo_lead, crossover, horizon, mean_curve
 
 
 def _curve(pairs: list[tuple[float, float]], n: int = 500) -> list[Point]:
@@ -75,4 +75,19 @@ def test_experiment_one_carries_the_horizon_answer_and_keeps_its_other_figures(t
     assert carried["complete"] is False and "trace" not in carried["horizon"] and "mean_curves" not in carried
     assert carried["crossovers"][0]["crossover_minutes"] == 80  # a tie at 70 is no lead
     table = (tmp_path / "table.md").read_text()
-    assert "### At the common horizon" in table and "Partial, not yet the answer" in table and "(a run unfinished)" in table
+    assert "### At the common horizon" in table and "Partial, not yet the answer" in table
+
+
+def test_how_much_slower_backprop_would_have_to_be_for_zo_to_lead_at_the_horizon() -> None:
+    zo = _curve([(0, 0.75), (20, 0.78), (40, 0.79), (60, 0.80)])
+    bp = _curve([(0, 0.50), (5, 0.79), (10, 0.81), (15, 0.79), (20, 0.82), (40, 0.83), (60, 0.83)])
+    # backprop stays at or above ZO's 0.80 from 20 minutes on (it dipped to 0.79 at 15): stretched
+    # by more than 60 / 20 = 3x its value at the horizon is the 0.79 of before 20 minutes
+    assert bp_slower_for_zo_lead(zo, bp, 60) == pytest.approx(3.0)
+    assert crossover(zo, bp, 60)["bp_slower_for_zo_lead"] == pytest.approx(3.0)
+    stretched = [Point(p.round, p.minutes * 3.01, p.accuracy, p.n) for p in bp]
+    assert crossover(zo, stretched, 60)["leader_at_horizon"] == "zo"
+    assert crossover(zo, [Point(p.round, p.minutes * 2.99, p.accuracy, p.n) for p in bp], 60)[
+        "leader_at_horizon"] == "bp"
+    assert bp_slower_for_zo_lead(zo, _curve([(0, 0.5), (60, 0.6)]), 60) is None  # ZO leads already
+    assert bp_slower_for_zo_lead(zo, _curve([(0, 0.85), (60, 0.85)]), 60) is None  # no stretch would do
