@@ -221,10 +221,16 @@ def fill(words: tuple[int, int], start: int, out: torch.Tensor, table: torch.Ten
 
 
 def eligible(t: torch.Tensor) -> bool:
-    """Whether :func:`apply` serves ``t``: a contiguous CPU tensor of a supported dtype and
-    at least ``FUSED_MIN_ELEMENTS`` elements.
-    Half-precision weights take the chunked path (see the module's notes)."""
-    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and t.numel() >= FUSED_MIN_ELEMENTS
+    """Whether :func:`apply` serves ``t``: a contiguous float32 CPU tensor, of at least
+    ``FUSED_MIN_ELEMENTS`` elements unless the C kernel serves (torch.compile would compile
+    the smallest sizes anew; the C kernel takes any size, so norms and biases skip the chunked
+    path's per-call overhead too). Half-precision weights take the chunked path (see the
+    module's notes)."""
+    from fedzo.zo.native_lanes import library
+
+    if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() or t.numel() == 0:
+        return False
+    return t.numel() >= FUSED_MIN_ELEMENTS or library() is not None  # apply() checks the C kernel serves
 
 
 def apply(words: tuple[int, int], w: torch.Tensor, alphas: Sequence[float], table: torch.Tensor, gaussian: bool,
@@ -233,13 +239,15 @@ def apply(words: tuple[int, int], w: torch.Tensor, alphas: Sequence[float], tabl
     the stream key whose words are ``words`` from position ``start`` (as :func:`fill`), in one pass over ``w`` per ``MAX_ALPHAS``
     alphas. Returns how many alphas it applied: all, or fewer where a compiled kernel is not
     available (the caller applies the rest)."""
+    from fedzo.zo.native_lanes import LanesKernel
+
     flat = _flat(w)
     scalars = _scalars(words, start, w.device)
     done = 0
     while done < len(alphas):
         part = alphas[done:done + MAX_ALPHAS]
         kern = _compiled("apply", gaussian, len(part), table)
-        if kern is None:
+        if kern is None or (flat.numel() < FUSED_MIN_ELEMENTS and not isinstance(kern, LanesKernel)):
             break
         try:
             with torch.no_grad():

@@ -122,6 +122,10 @@ static void rademacher_range(float *w, int64_t n, uint64_t start, uint32_t k0, u
     }
 }
 
+/* one call's work, shared by its threads: blocks of BLOCK elements handed out in turn, so a
+ * thread the scheduler delays (a loaded host) leaves its blocks to the others */
+#define BLOCK ((int64_t)1 << 16) /* whole Rademacher groups and Gaussian pairs */
+
 struct job {
     float *w;
     int64_t n;
@@ -129,41 +133,40 @@ struct job {
     uint32_t k0, k1;
     const float *table, *a;
     int count, gaussian;
+    int64_t next; /* the next block to take (atomic) */
 };
 
 static void *run_job(void *arg) {
-    const struct job *j = (const struct job *)arg;
-    if (j->gaussian)
-        gaussian_range(j->w, j->n, j->start, j->k0, j->k1, j->table, j->a, j->count);
-    else
-        rademacher_range(j->w, j->n, j->start, j->k0, j->k1, j->a, j->count);
+    struct job *j = (struct job *)arg;
+    for (;;) {
+        int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        int64_t lo = b * BLOCK;
+        if (lo >= j->n) break;
+        int64_t len = j->n - lo < BLOCK ? j->n - lo : BLOCK;
+        if (j->gaussian)
+            gaussian_range(j->w + lo, len, j->start + (uint64_t)lo, j->k0, j->k1, j->table, j->a, j->count);
+        else
+            rademacher_range(j->w + lo, len, j->start + (uint64_t)lo, j->k0, j->k1, j->a, j->count);
+    }
     return 0;
 }
 
-/* w[0 .. n) at stream positions start .. start + n - 1; threads >= 1 split it into parts
- * (each position's z depends on its position only, so any split gives the same bits).
+/* w[0 .. n) at stream positions start .. start + n - 1, over up to `threads` threads (each
+ * position's z depends on its position only, so any split gives the same bits).
  * Returns 0, or -1 for bad arguments (nothing written). */
 int fedzo_lanes_apply(float *w, int64_t n, uint64_t start, uint32_t k0, uint32_t k1, const float *table,
                       const float *a, int count, int gaussian, int threads) {
     if (n < 0 || count < 1 || count > 3 || (gaussian && !table)) return -1;
-    if (threads < 1) threads = 1;
+    struct job job = {w, n, start, k0, k1, table, a, count, gaussian, 0};
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (n < 65536 * (int64_t)threads) threads = 1; /* not worth a thread */
-    struct job jobs[MAX_THREADS];
+    if (threads > blocks / 16) threads = (int)(blocks / 16); /* a thread is worth a million elements */
+    if (threads < 1) threads = 1;
     pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    int64_t part = (n / threads) & ~(int64_t)31; /* whole Rademacher groups and Gaussian pairs */
-    for (int t = 0; t < threads; t++) {
-        int64_t lo = part * t, hi = t == threads - 1 ? n : part * (t + 1);
-        jobs[t] = (struct job){w + lo, hi - lo, start + (uint64_t)lo, k0, k1, table, a, count, gaussian};
-    }
-    for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], 0, run_job, &jobs[t]) == 0;
-    run_job(&jobs[0]);
-    for (int t = 1; t < threads; t++) {
-        if (started[t])
-            pthread_join(ids[t], 0);
-        else
-            run_job(&jobs[t]); /* no thread to be had: this one does the part */
-    }
+    int started = 1;
+    for (; started < threads; started++)
+        if (pthread_create(&ids[started], 0, run_job, &job) != 0) break; /* none to be had: fewer */
+    run_job(&job);
+    for (int t = 1; t < started; t++) pthread_join(ids[t], 0);
     return 0;
 }

@@ -2,18 +2,19 @@
 
 torch.compile's C++ code for :mod:`fedzo.zo.cpu_lanes` vectorises the hash but reads the
 Gaussian's 65,536-entry quantile table one lane at a time through a temporary array, and
-that gather dominates a regeneration (about 1.9 ns an element on one AMD EPYC core, against
-0.36 ns for a plain copy). ``native_lanes.c`` does the same arithmetic as plain scalar C
-(about 0.65 ns an element there): one pass over the weights, no direction buffer, each alpha
-one ``fmaf`` rounding as ``add_``. :func:`fedzo.zo.cpu_lanes.apply` offers it first and, as
-every kernel there, uses it only after it has moved a probe of weights bitwise as ``add_``.
+that gather dominates a regeneration. ``native_lanes.c`` does the same arithmetic as plain
+C: one pass over the weights, no direction buffer, each alpha one ``fmaf`` rounding as
+``add_`` (about 2x faster per element, ``docs/benchmarks.md``). :func:`fedzo.zo.cpu_lanes.apply`
+offers it first and, as every kernel there, uses it only after it has moved a probe of
+weights bitwise as ``add_``.
 
 It is compiled with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
-the fedzo cache (``<cache>/native/<digest>.so``, the digest covering the source, the flags
-and the host's processor flags, so a cache shared by different processors keeps one
-library per processor), and called through ctypes, which releases the GIL; the kernel splits
-its range over torch's intra-op thread count with POSIX threads. Where there is no compiler
-(or ``FEDZO_NATIVE_LANES=0``) :func:`kernel` gives None and the compiled torch kernels serve.
+the fedzo cache (``<cache>/native/lanes-<digest>.so``, the digest covering the source, the
+flags and the host's processor flags, so a cache shared by different processors keeps one
+library per processor), and called through ctypes, which releases the GIL. A tensor of a
+million elements or more is shared among torch's intra-op thread count of POSIX threads,
+which take blocks of 65,536 elements in turn. Where there is no compiler (or
+``FEDZO_NATIVE_LANES=0``) :func:`kernel` gives None and the compiled torch kernels serve.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -89,24 +89,31 @@ def library() -> ctypes.CDLL | None:
     return _LIBRARY[0]
 
 
-def kernel(gaussian: bool) -> Callable[..., None] | None:
-    """``kernel(w, start, k0, k1, table, alphas)`` with the arguments of the compiled kernels
-    of :mod:`fedzo.zo.cpu_lanes` (``w`` a contiguous 1-d float32 CPU tensor, 0-d ``start``
-    and key words, up to three float32 alphas), or None without the library."""
-    lib = library()
-    if lib is None:
-        return None
-    fn = lib.fedzo_lanes_apply
+class LanesKernel:
+    """The C kernel for one distribution, called as the compiled kernels of
+    :mod:`fedzo.zo.cpu_lanes` are: ``kernel(w, start, k0, k1, table, alphas)`` with ``w`` a
+    contiguous 1-d float32 CPU tensor of any length, 0-d ``start`` and key words, and one to
+    three float32 alphas."""
 
-    def apply(w: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor, table: torch.Tensor,
-              alphas: torch.Tensor) -> None:
+    def __init__(self, lib: ctypes.CDLL, gaussian: bool) -> None:
+        self.fn = lib.fedzo_lanes_apply
+        self.gaussian = gaussian
+
+    def __call__(self, w: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
+                 table: torch.Tensor, alphas: torch.Tensor) -> None:
+        """``w += a * z`` for each alpha in order, ``z`` the direction from position ``start``."""
         a = alphas.to(torch.float32).contiguous()
         if (w.dtype != torch.float32 or not w.is_contiguous() or w.device.type != "cpu" or table.dtype != torch.float32
                 or not table.is_contiguous() or not 1 <= a.numel() <= 3):
             raise ValueError("native lanes: contiguous float32 CPU weights and table, one to three alphas")
-        code = fn(w.data_ptr(), w.numel(), int(start) & (2**64 - 1), int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF,
-                  table.data_ptr(), a.data_ptr(), a.numel(), int(gaussian), torch.get_num_threads())
+        code = self.fn(w.data_ptr(), w.numel(), int(start) & (2**64 - 1), int(k0) & 0xFFFFFFFF,
+                       int(k1) & 0xFFFFFFFF, table.data_ptr(), a.data_ptr(), a.numel(), int(self.gaussian),
+                       torch.get_num_threads())
         if code != 0:
             raise ValueError(f"native lanes: refused its arguments ({code})")
 
-    return apply
+
+def kernel(gaussian: bool) -> LanesKernel | None:
+    """The C kernel for a Gaussian or a Rademacher direction, or None without the library."""
+    lib = library()
+    return None if lib is None else LanesKernel(lib, gaussian)

@@ -14,7 +14,7 @@ from fedzo.zo.noise import _portable_fill, gaussian_table, key_words
 KEY = 0x1234567890ABCDE
 WORDS = key_words(KEY)
 TABLE = gaussian_table(torch.device("cpu"))
-N = (1 << 18) + 77  # several threads' parts, odd length
+N = (1 << 21) + 77  # enough blocks for two threads, odd length
 
 
 def _weights() -> torch.Tensor:
@@ -90,3 +90,20 @@ def test_the_c_kernel_refuses_what_it_cannot_update() -> None:
              torch.tensor([1.0]))
     with pytest.raises(ValueError, match="one to three alphas"):
         kern(torch.zeros(8), *cpu_lanes._scalars(WORDS, 0, torch.device("cpu")), TABLE, torch.ones(4))
+
+
+def test_small_tensors_take_the_c_kernel_but_never_a_small_compiled_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Norms and biases (fewer than FUSED_MIN_ELEMENTS elements) are updated in place by the C
+    kernel, bitwise the chunked add_; torch.compile's kernel leaves them to the chunked path."""
+    monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    small = torch.linspace(-1.0, 1.0, 576)
+    want = small.clone()
+    z = torch.empty(576)
+    _portable_fill(KEY, 0, z, True)
+    want.add_(z, alpha=1e-3)
+    assert cpu_lanes.eligible(small) and cpu_lanes.apply(WORDS, small, (1e-3,), TABLE, True) == 1
+    assert torch.equal(small.view(torch.int32), want.view(torch.int32))
+    monkeypatch.setattr(native_lanes, "_LIBRARY", [None])
+    monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    assert not cpu_lanes.eligible(small)
+    assert cpu_lanes.apply(WORDS, small, (1e-3,), TABLE, True) == 0  # were it asked
