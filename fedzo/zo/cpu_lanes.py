@@ -44,8 +44,12 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from fedzo.zo.native_lanes import LanesKernel
 
 MAX_ALPHAS = 3  # alphas one fused pass applies (more take further passes, which round alike)
 FUSED_MIN_ELEMENTS = 1024  # smaller tensors take the chunked path (no compile for 1-element sizes)
@@ -257,3 +261,60 @@ def apply(words: tuple[int, int], w: torch.Tensor, alphas: Sequence[float], tabl
             break
         done += len(part)
     return done
+
+
+_TABLE_READY: dict[bool, bool] = {}  # per distribution: the C kernel's table call passed its probe
+
+
+def _table_verified(kern: LanesKernel, gaussian: bool, table: torch.Tensor) -> bool:
+    """Whether the C kernel's table call moves a probe of three tensors (one crossing a block
+    boundary, one of a single element) under two entries bitwise as ``add_`` one entry after
+    the other does."""
+    sizes, starts = (PROBE + 3, 1, 70_001), (5, 0, 31)
+    entries = [((0x9E3779B9, 0x7F4A7C15), (0.7311, -2.5e-3)), ((0x1B873593, 0xCC9E2D51), (3e-7,))]
+    ws = [torch.linspace(-3.0, 3.0, n) for n in sizes]
+    want = [w.clone() for w in ws]
+    for e, (words, alphas) in enumerate(entries):
+        for s, (w, start) in enumerate(zip(want, starts, strict=True)):
+            pair = (words[0] ^ s, words[1] + e)
+            st, k0, k1 = _scalars(pair, start, w.device)
+            z = direction(_positions(w.numel(), st, w.device), k0, k1, table, gaussian)
+            for a in alphas:
+                w.add_(z, alpha=a)
+    keys = [[(words[0] ^ s, words[1] + e) for s in range(len(ws))] for e, (words, _) in enumerate(entries)]
+    kern.apply_table(ws, keys, [a for _, a in entries], table, starts)
+    return all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ws, want, strict=True))
+
+
+def apply_entries(tensors: Sequence[torch.Tensor], entries: Sequence[tuple[Sequence[tuple[int, int]], Sequence[float]]],
+                  table: torch.Tensor, gaussian: bool) -> bool:
+    """Every entry's ``w += a * z`` over every tensor, in the order of the entries and their
+    alphas, in one call of the C kernel (:meth:`fedzo.zo.native_lanes.LanesKernel.apply_table`):
+    an entry is the key words of its direction on each tensor (:func:`apply`'s ``words``,
+    one pair per tensor) and its alphas. One pass over the weights however many entries, the
+    bits those of :func:`apply` per entry and tensor. False, and nothing applied, where it does
+    not serve: no C kernel, its probe failed, or a tensor that :func:`eligible` refuses."""
+    from fedzo.zo.native_lanes import kernel
+
+    if not tensors or not all(eligible(t) for t in tensors):
+        return False
+    kern = kernel(gaussian)
+    if kern is None:
+        return False
+    if gaussian not in _TABLE_READY:
+        try:
+            with torch.no_grad():
+                _TABLE_READY[gaussian] = _table_verified(kern, gaussian, table)
+        except Exception:  # noqa: BLE001  # pragma: no cover - a failing library: the per-tensor paths
+            _TABLE_READY[gaussian] = False
+    if not _TABLE_READY[gaussian]:
+        return False
+    keys, alphas = [], []
+    for words, entry_alphas in entries:
+        for j in range(0, len(entry_alphas), MAX_ALPHAS):  # more than three: further entries, same order
+            keys.append(words)
+            alphas.append(list(entry_alphas[j:j + MAX_ALPHAS]))
+    if alphas:
+        with torch.no_grad():
+            kern.apply_table(tensors, keys, alphas, table)
+    return True

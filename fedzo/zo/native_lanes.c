@@ -17,6 +17,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define MAX_THREADS 64
 
@@ -122,45 +123,79 @@ static void rademacher_range(float *w, int64_t n, uint64_t start, uint32_t k0, u
     }
 }
 
-/* one call's work, shared by its threads: blocks of BLOCK elements handed out in turn, so a
- * thread the scheduler delays (a loaded host) leaves its blocks to the others */
+/* One call's work: every segment (a tensor's elements, at its stream positions) cut into
+ * blocks of BLOCK elements, handed out in turn through an atomic counter, so a thread the
+ * scheduler delays (a loaded host) leaves its blocks to the others, and small tensors (norms,
+ * biases) share the threads with the large ones. A block takes every entry (a direction's key
+ * for that segment and its one to three alphas) in order before the next block: each element
+ * is updated entry after entry, alpha after alpha, exactly as the entries applied one by one
+ * over all the weights, while the block stays in the cache. */
 #define BLOCK ((int64_t)1 << 16) /* whole Rademacher groups and Gaussian pairs */
 
 struct job {
-    float *w;
-    int64_t n;
-    uint64_t start;
-    uint32_t k0, k1;
-    const float *table, *a;
-    int count, gaussian;
+    const int64_t *segs;   /* per segment: the weights' address, the length, the first position */
+    const int64_t *first;  /* per segment, the index of its first block; first[nsegs] = all blocks */
+    int64_t nsegs, entries;
+    const uint32_t *keys;  /* per entry, per segment: the key's two words */
+    const float *alphas;   /* per entry: three slots */
+    const int32_t *counts; /* per entry: how many of its slots apply (1-3) */
+    const float *table;
+    int gaussian;
     int64_t next; /* the next block to take (atomic) */
 };
 
+static void run_block(const struct job *j, int64_t b) {
+    int64_t lo = 0, hi = j->nsegs - 1; /* the segment holding block b: first[s] <= b < first[s + 1] */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (j->first[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    const int64_t *seg = j->segs + 3 * lo;
+    int64_t off = (b - j->first[lo]) * BLOCK, n = seg[1] - off < BLOCK ? seg[1] - off : BLOCK;
+    float *w = (float *)(intptr_t)seg[0] + off;
+    uint64_t start = (uint64_t)seg[2] + (uint64_t)off;
+    for (int64_t e = 0; e < j->entries; e++) {
+        const uint32_t *k = j->keys + 2 * (e * j->nsegs + lo);
+        const float *a = j->alphas + 3 * e;
+        if (j->gaussian)
+            gaussian_range(w, n, start, k[0], k[1], j->table, a, j->counts[e]);
+        else
+            rademacher_range(w, n, start, k[0], k[1], a, j->counts[e]);
+    }
+}
+
 static void *run_job(void *arg) {
     struct job *j = (struct job *)arg;
+    int64_t blocks = j->first[j->nsegs];
     for (;;) {
         int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-        int64_t lo = b * BLOCK;
-        if (lo >= j->n) break;
-        int64_t len = j->n - lo < BLOCK ? j->n - lo : BLOCK;
-        if (j->gaussian)
-            gaussian_range(j->w + lo, len, j->start + (uint64_t)lo, j->k0, j->k1, j->table, j->a, j->count);
-        else
-            rademacher_range(j->w + lo, len, j->start + (uint64_t)lo, j->k0, j->k1, j->a, j->count);
+        if (b >= blocks) break;
+        run_block(j, b);
     }
     return 0;
 }
 
-/* w[0 .. n) at stream positions start .. start + n - 1, over up to `threads` threads (each
- * position's z depends on its position only, so any split gives the same bits).
- * Returns 0, or -1 for bad arguments (nothing written). */
-int fedzo_lanes_apply(float *w, int64_t n, uint64_t start, uint32_t k0, uint32_t k1, const float *table,
-                      const float *a, int count, int gaussian, int threads) {
-    if (n < 0 || count < 1 || count > 3 || (gaussian && !table)) return -1;
-    struct job job = {w, n, start, k0, k1, table, a, count, gaussian, 0};
-    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+/* Every entry's update over every segment, over up to `threads` threads (each position's z
+ * depends on its position and its segment's key only, so any split gives the same bits).
+ * segs: 3 int64 per segment (address of contiguous float32 weights, length, first stream
+ * position); keys: 2 words per entry per segment (entry-major); alphas: 3 floats per entry,
+ * of which counts[e] (1-3) apply. Returns 0, or -1 for bad arguments (nothing written). */
+int fedzo_lanes_apply_table(const int64_t *segs, int64_t nsegs, const uint32_t *keys, const float *alphas,
+                            const int32_t *counts, int64_t entries, const float *table, int gaussian, int threads) {
+    if (nsegs < 0 || entries < 0 || (gaussian && !table)) return -1;
+    for (int64_t s = 0; s < nsegs; s++)
+        if (segs[3 * s + 1] < 0 || (segs[3 * s + 1] > 0 && !segs[3 * s])) return -1;
+    for (int64_t e = 0; e < entries; e++)
+        if (counts[e] < 1 || counts[e] > 3) return -1;
+    if (nsegs == 0 || entries == 0) return 0;
+    int64_t first_small[65], *first = nsegs < 65 ? first_small : malloc(sizeof(int64_t) * (size_t)(nsegs + 1));
+    if (!first) return -2;
+    first[0] = 0;
+    for (int64_t s = 0; s < nsegs; s++) first[s + 1] = first[s] + (segs[3 * s + 1] + BLOCK - 1) / BLOCK;
+    struct job job = {segs, first, nsegs, entries, keys, alphas, counts, table, gaussian, 0};
+    int64_t work = first[nsegs] * entries; /* block passes */
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads > blocks / 16) threads = (int)(blocks / 16); /* a thread is worth a million elements */
+    if (threads > work / 16) threads = (int)(work / 16); /* a thread is worth a million element updates */
     if (threads < 1) threads = 1;
     pthread_t ids[MAX_THREADS];
     int started = 1;
@@ -168,5 +203,17 @@ int fedzo_lanes_apply(float *w, int64_t n, uint64_t start, uint32_t k0, uint32_t
         if (pthread_create(&ids[started], 0, run_job, &job) != 0) break; /* none to be had: fewer */
     run_job(&job);
     for (int t = 1; t < started; t++) pthread_join(ids[t], 0);
+    if (first != first_small) free(first);
     return 0;
+}
+
+/* w[0 .. n) at stream positions start .. start + n - 1: one segment, one entry. */
+int fedzo_lanes_apply(float *w, int64_t n, uint64_t start, uint32_t k0, uint32_t k1, const float *table,
+                      const float *a, int count, int gaussian, int threads) {
+    if (n < 0 || count < 1 || count > 3 || (gaussian && !table)) return -1;
+    int64_t seg[3] = {(int64_t)(intptr_t)w, n, (int64_t)start};
+    uint32_t key[2] = {k0, k1};
+    float slots[3] = {a[0], count > 1 ? a[1] : 0.0f, count > 2 ? a[2] : 0.0f};
+    int32_t c = count;
+    return fedzo_lanes_apply_table(seg, 1, key, slots, &c, 1, table, gaussian, threads);
 }

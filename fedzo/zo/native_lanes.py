@@ -11,10 +11,13 @@ weights bitwise as ``add_``.
 It is compiled with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
 the fedzo cache (``<cache>/native/lanes-<digest>.so``, the digest covering the source, the
 flags and the host's processor flags, so a cache shared by different processors keeps one
-library per processor), and called through ctypes, which releases the GIL. A tensor of a
-million elements or more is shared among torch's intra-op thread count of POSIX threads,
-which take blocks of 65,536 elements in turn. Where there is no compiler (or
-``FEDZO_NATIVE_LANES=0``) :func:`kernel` gives None and the compiled torch kernels serve.
+library per processor), and called through ctypes, which releases the GIL. One call
+(:meth:`LanesKernel.apply_table`) covers a whole parameter set and any number of directions:
+up to torch's intra-op thread count of POSIX threads take blocks of 65,536 elements of all
+tensors in turn (a thread per million element updates at most), and each block takes every
+direction in order while it is in the cache, which is the order the directions applied one by
+one would give each element. Where there is no compiler (or ``FEDZO_NATIVE_LANES=0``)
+:func:`kernel` gives None and the compiled torch kernels serve.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -83,6 +87,10 @@ def library() -> ctypes.CDLL | None:
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32,
                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+                table = lib.fedzo_lanes_apply_table
+                table.restype = ctypes.c_int
+                table.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
             except (OSError, subprocess.SubprocessError, AttributeError):
                 lib = None
         _LIBRARY.append(lib)
@@ -97,6 +105,7 @@ class LanesKernel:
 
     def __init__(self, lib: ctypes.CDLL, gaussian: bool) -> None:
         self.fn = lib.fedzo_lanes_apply
+        self.table_fn = lib.fedzo_lanes_apply_table
         self.gaussian = gaussian
 
     def __call__(self, w: torch.Tensor, start: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor,
@@ -109,6 +118,34 @@ class LanesKernel:
         code = self.fn(w.data_ptr(), w.numel(), int(start) & (2**64 - 1), int(k0) & 0xFFFFFFFF,
                        int(k1) & 0xFFFFFFFF, table.data_ptr(), a.data_ptr(), a.numel(), int(self.gaussian),
                        torch.get_num_threads())
+        if code != 0:
+            raise ValueError(f"native lanes: refused its arguments ({code})")
+
+
+    def apply_table(self, tensors: Sequence[torch.Tensor], keys: Sequence[Sequence[tuple[int, int]]],
+                    alphas: Sequence[Sequence[float]], table: torch.Tensor,
+                    starts: Sequence[int] | None = None) -> None:
+        """Entry after entry, ``w += a * z`` over every tensor in one call: ``keys[e][s]`` the
+        key words of entry ``e``'s direction on tensor ``s`` (which starts at stream position
+        ``starts[s]``, default 0), ``alphas[e]`` its one to three alphas in order. Each element
+        is updated in the order of the entries applied one by one, so the bits are theirs; the
+        threads share blocks of all tensors (small ones included) and a block takes every
+        entry while it is in the cache."""
+        if any(t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu" for t in tensors) \
+                or table.dtype != torch.float32 or not table.is_contiguous():
+            raise ValueError("native lanes: contiguous float32 CPU weights and table")
+        if len(keys) != len(alphas) or any(len(k) != len(tensors) for k in keys) \
+                or any(not 1 <= len(a) <= 3 for a in alphas):
+            raise ValueError("native lanes: one key per tensor and one to three alphas per entry")
+        n, e = len(tensors), len(alphas)
+        segs = (ctypes.c_int64 * (3 * n))()
+        for i, t in enumerate(tensors):
+            segs[3 * i: 3 * i + 3] = [t.data_ptr(), t.numel(), 0 if starts is None else int(starts[i])]
+        words = (ctypes.c_uint32 * (2 * n * e))(*(x & 0xFFFFFFFF for row in keys for pair in row for x in pair))
+        slots = (ctypes.c_float * (3 * e))(*(x for a in alphas for x in (*a, *[0.0] * (3 - len(a)))))
+        counts = (ctypes.c_int32 * e)(*(len(a) for a in alphas))
+        code = self.table_fn(segs, n, words, slots, counts, e, table.data_ptr(), int(self.gaussian),
+                             torch.get_num_threads())
         if code != 0:
             raise ValueError(f"native lanes: refused its arguments ({code})")
 

@@ -112,6 +112,8 @@ class Perturber:
             apply_fused([self.params.tensors[i] for i in indices], seed, alphas,
                         gaussian=self.spec.distribution is Distribution.GAUSSIAN, indices=indices)
             return
+        if final is None and self._apply_native([(seed, alphas)]):
+            return
         stream = DirectionStream(self.spec, seed, compiled=self.compiled)
         chunk = self.spec.chunk_size
         for i in self.tensor_indices(seed):
@@ -148,6 +150,33 @@ class Perturber:
         return apply(key_words(derive_seed(seed, i)), t, alphas, gaussian_table(t.device),
                      self.spec.distribution is Distribution.GAUSSIAN)
 
+    def _apply_native(self, entries: Sequence[tuple[int, Sequence[float]]]) -> bool:
+        """Whether the C kernel applied ``entries`` (in order) to all their tensors, one call
+        over every tensor (:func:`fedzo.zo.cpu_lanes.apply_entries`: small tensors share its
+        threads, and a replay's entries take one pass over the weights, bitwise the entries one
+        by one); False, with nothing applied, unless compiled, portable, without a mask or a
+        shared store, every tensor float32 on the CPU and the C kernel at hand. With a block
+        schedule each entry is one call over its own block."""
+        if (not self.compiled or self.mask is not None or self.shared is not None
+                or self.spec.generator is not GeneratorKind.PORTABLE or not entries):
+            return False
+        from fedzo.zo.cpu_lanes import apply_entries, eligible
+
+        if not all(eligible(t) for t in self.params.tensors):
+            return False
+        groups = [entries] if self.blocks is None else [[entry] for entry in entries]
+        gaussian = self.spec.distribution is Distribution.GAUSSIAN
+        for n, group in enumerate(groups):
+            indices = list(self.tensor_indices(group[0][0]))
+            tensors = [self.params.tensors[i] for i in indices]
+            table = gaussian_table(tensors[0].device) if tensors else None
+            keyed = [([key_words(derive_seed(seed, i)) for i in indices], alphas) for seed, alphas in group]
+            if table is not None and not apply_entries(tensors, keyed, table, gaussian):
+                if n:  # pragma: no cover - every tensor is eligible, so the first group's answer holds
+                    raise RuntimeError("the C kernel refused an entry after serving the first")
+                return False
+        return True
+
     @torch.no_grad()
     def apply_many(self, entries: Sequence[tuple[int, Sequence[float]]]) -> None:
         """:meth:`apply` for each ``(seed, alphas)`` in order (a replay). Where the fused
@@ -159,6 +188,8 @@ class Perturber:
 
             apply_entries_fused(list(self.params.tensors), entries,
                                 gaussian=self.spec.distribution is Distribution.GAUSSIAN)
+            return
+        if self._apply_native(entries):
             return
         for seed, alphas in entries:
             self.apply(seed, alphas)

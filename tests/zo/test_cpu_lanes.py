@@ -32,6 +32,7 @@ def update_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """The fused update served by the C kernel (where a compiler is at hand), or by
     torch.compile's kernel as on a host without one."""
     monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    monkeypatch.setattr(cpu_lanes, "_TABLE_READY", {})
     if request.param == "inductor":
         monkeypatch.setattr(native_lanes, "_LIBRARY", [None])
     return str(request.param)
@@ -88,6 +89,56 @@ def test_compiled_perturber_moves_weights_as_the_eager_one(dist: str, update_pat
         Perturber(eager, spec).apply(seed, alphas)
         Perturber(comp, spec, compiled=True).apply(seed, alphas)
     assert all(torch.equal(_bits(x), _bits(y)) for x, y in zip(eager.tensors, comp.tensors, strict=True))
+
+
+def _three_tensors() -> ParamSet:
+    g = torch.Generator().manual_seed(2)
+    return ParamSet.from_tensors({"layers.0.a": torch.randn(5000, generator=g), "layers.0.n": torch.randn(17, generator=g),
+                                  "layers.1.c": torch.randn(3, 2048, generator=g)})
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("blocks", [False, True])
+def test_a_compiled_replay_is_the_entries_applied_one_by_one(dist: str, blocks: bool, update_path: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply_many of a compiled perturber (the C kernel: one pass over the weights for all
+    entries, or one call per entry with a block schedule) is bitwise the eager perturber's
+    applications one by one, an entry of four alphas included."""
+    from fedzo.zo.masks import BlockSchedule, default_blocks
+
+    if update_path == "native":  # the table call serves it all: no per-tensor update is asked for
+        monkeypatch.setattr(cpu_lanes, "apply", lambda *a, **k: pytest.fail("a per-tensor update"))
+
+    spec = NoiseSpec("portable", dist, chunk_size=1024)
+    entries = [(11, (1e-3,)), (12, (1e-3, -2e-3, 5e-4, -1e-4)), (13, ()), (14, (-3e-3, 2e-4))]
+    eager, comp = _three_tensors(), _three_tensors()
+    schedule = BlockSchedule(default_blocks(eager)) if blocks else None
+    for seed, alphas in entries:
+        Perturber(eager, spec, blocks=schedule).apply(seed, alphas)
+    Perturber(comp, spec, compiled=True, blocks=schedule).apply_many(entries)
+    assert all(torch.equal(_bits(x), _bits(y)) for x, y in zip(eager.tensors, comp.tensors, strict=True))
+    assert not torch.equal(eager.tensors[0], _three_tensors().tensors[0])
+
+
+def test_the_table_call_leaves_half_precision_weights_to_the_chunked_path() -> None:
+    """A bfloat16 tensor among float32 ones: the table call refuses the set (nothing applied)
+    and the perturber's per-tensor paths move it as the eager one does."""
+    def params() -> ParamSet:
+        ps = _three_tensors()
+        return ParamSet.from_tensors({**dict(zip(ps.names, ps.tensors, strict=True)),
+                                      "h": torch.linspace(-1, 1, 3000).to(torch.bfloat16)})
+
+    comp = params()
+    words = [WORDS] * len(comp.tensors)
+    assert not cpu_lanes.apply_entries(comp.tensors, [(words, (1e-3,))], TABLE, True)
+    assert all(torch.equal(x, y) for x, y in zip(comp.tensors, params().tensors, strict=True))
+    spec = NoiseSpec("portable", "gaussian", chunk_size=1024)
+    eager = params()
+    Perturber(eager, spec).apply_many([(3, (1e-3,)), (4, (2e-3, -1e-3))])
+    Perturber(comp, spec, compiled=True).apply_many([(3, (1e-3,)), (4, (2e-3, -1e-3))])
+    assert all(torch.equal(x.view(torch.int16) if x.dtype == torch.bfloat16 else _bits(x),
+                           y.view(torch.int16) if y.dtype == torch.bfloat16 else _bits(y))
+               for x, y in zip(eager.tensors, comp.tensors, strict=True))
 
 
 def test_a_failing_update_kernel_leaves_the_rest_to_the_chunked_path(monkeypatch) -> None:

@@ -40,6 +40,7 @@ def fresh_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[P
     monkeypatch.setenv("FEDZO_CACHE", str(tmp_path))
     monkeypatch.setattr(native_lanes, "_LIBRARY", [])
     monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
+    monkeypatch.setattr(cpu_lanes, "_TABLE_READY", {})
     yield tmp_path
 
 
@@ -107,3 +108,49 @@ def test_small_tensors_take_the_c_kernel_but_never_a_small_compiled_one(monkeypa
     monkeypatch.setattr(cpu_lanes, "_KERNELS", {})
     assert not cpu_lanes.eligible(small)
     assert cpu_lanes.apply(WORDS, small, (1e-3,), TABLE, True) == 0  # were it asked
+
+
+SIZES = (1, 576, 0, (1 << 16) + 3, 3 * (1 << 16) + 77)  # a norm, none, across one and several blocks
+STARTS = (7, 0, 0, (1 << 32) - 5, 31)  # odd, mid-group, the high word changing
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_table_call_is_the_entries_applied_one_by_one(gaussian: bool, threads: int) -> None:
+    """One call over five tensors and three entries (of 1, 3 and 2 alphas) leaves every
+    element where the eager direction with add_, entry after entry and tensor by tensor, does."""
+    kern = native_lanes.kernel(gaussian)
+    assert kern is not None
+    g = torch.Generator().manual_seed(5)
+    weights = [torch.randn(n, generator=g) for n in SIZES]
+    keys = [[KEY + 1000 * e + s for s in range(len(SIZES))] for e in range(3)]
+    alphas = [(1e-3,), (0.7311, -2.5e-3, 3e-7), (-1e-2, 4e-4)]
+    want = [w.clone() for w in weights]
+    group = 2 if gaussian else 32
+    for e, entry_alphas in enumerate(alphas):
+        for s, (w, start) in enumerate(zip(want, STARTS, strict=True)):
+            head = start % group
+            z = torch.empty(w.numel() + head)
+            _portable_fill(keys[e][s], start - head, z, gaussian)
+            for a in entry_alphas:
+                w.add_(z[head:], alpha=a)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kern.apply_table(weights, [[key_words(k) for k in row] for row in keys], alphas, TABLE, STARTS)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(weights, want, strict=True))
+
+
+def test_a_table_call_refuses_what_it_cannot_update() -> None:
+    kern = native_lanes.kernel(True)
+    assert kern is not None
+    w = torch.zeros(8)
+    with pytest.raises(ValueError, match="float32"):
+        kern.apply_table([w, torch.zeros(4, dtype=torch.bfloat16)], [[WORDS, WORDS]], [(1.0,)], TABLE)
+    with pytest.raises(ValueError, match="one key per tensor"):
+        kern.apply_table([w, w], [[WORDS]], [(1.0,)], TABLE)
+    with pytest.raises(ValueError, match="one to three alphas"):
+        kern.apply_table([w], [[WORDS]], [(1.0, 2.0, 3.0, 4.0)], TABLE)
+    assert torch.equal(w, torch.zeros(8))
