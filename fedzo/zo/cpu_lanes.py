@@ -315,6 +315,10 @@ def apply_entries(tensors: Sequence[torch.Tensor], entries: Sequence[tuple[Seque
             keys.append(words)
             alphas.append(list(entry_alphas[j:j + MAX_ALPHAS]))
     if alphas:
-        with torch.no_grad():
-            kern.apply_table(tensors, keys, alphas, table)
+        try:
+            with torch.no_grad():
+                kern.apply_table(tensors, keys, alphas, table)
+        except ValueError:  # refused before writing anything: the per-tensor paths serve from now on
+            _TABLE_READY[gaussian] = False
+            return False
     return True

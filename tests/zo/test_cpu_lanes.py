@@ -141,6 +141,26 @@ def test_the_table_call_leaves_half_precision_weights_to_the_chunked_path() -> N
                for x, y in zip(eager.tensors, comp.tensors, strict=True))
 
 
+def test_a_refused_table_call_leaves_the_update_to_the_per_tensor_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C kernel refuses a table (nothing written), apply_entries says so and stops
+    offering it; the compiled perturber then moves the weights as the eager one does."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("native lanes: refused its arguments (-2)")
+
+    monkeypatch.setattr(cpu_lanes, "_TABLE_READY", {})
+    monkeypatch.setattr(native_lanes.LanesKernel, "apply_table", refuse)
+    comp = _three_tensors()
+    words = [WORDS] * len(comp.tensors)
+    monkeypatch.setitem(cpu_lanes._TABLE_READY, True, True)  # past its probe
+    assert not cpu_lanes.apply_entries(comp.tensors, [(words, (1e-3,))], TABLE, True)
+    assert cpu_lanes._TABLE_READY[True] is False
+    spec = NoiseSpec("portable", "gaussian", chunk_size=1024)
+    eager = _three_tensors()
+    Perturber(eager, spec).apply_many([(3, (1e-3,)), (4, (2e-3,))])
+    Perturber(comp, spec, compiled=True).apply_many([(3, (1e-3,)), (4, (2e-3,))])
+    assert all(torch.equal(_bits(x), _bits(y)) for x, y in zip(eager.tensors, comp.tensors, strict=True))
+
+
 def test_a_failing_update_kernel_leaves_the_rest_to_the_chunked_path(monkeypatch) -> None:
     def broken(*args):
         raise RuntimeError("no C compiler")
