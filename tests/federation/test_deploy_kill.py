@@ -1,9 +1,11 @@
 """A dying node and then a dying server, for real: ``scripts/deploy_local.sh`` runs a SuperLink
-and 3 SuperNodes on loopback; one SuperNode is killed after round 2, the SuperLink after round
-4; the script must stop with a resume hint and leave no process behind, and ``--resume`` must
+and 3 SuperNodes on loopback; one SuperNode is killed after round 1, the SuperLink after round
+3; the script must stop with a resume hint and leave no process behind, and ``--resume`` must
 finish the run with every round recorded once and a final model equal to a replay of the run's
 own update log (which rounds the dead node missed depends on timing, so an uninterrupted
-run's hash is not the reference). About 2 minutes on 2 cores; marked ``deploy``.
+run's hash is not the reference). Round 2 waits for Flower to mark the dead node offline (its
+heartbeat interval, 30 s, times a patience of 2: fixed in flwr 1.41), round 3 goes on without
+it at once. About 3 minutes on 2 cores (a round takes about 15 s); marked ``deploy``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ optimizer: {lr: 0.001}
 runtime: {device: cpu, threads: 1}
 federation:
   num_clients: 3
-  rounds: 8
+  rounds: 5
   local_steps: 2
   round_timeout: 300
 fleet:
@@ -169,9 +171,9 @@ def test_a_killed_supernode_and_a_killed_superlink_lose_nothing_and_leave_nothin
     assert len(nodes) == 3
     seen: dict[int, int] = {}
     _note(seen, {link, *nodes})
-    _wait_for_round(run, 2, first, seen)
+    _wait_for_round(run, 1, first, seen)
     os.kill(nodes[1], signal.SIGKILL)  # a board gone: the run goes on without it
-    _wait_for_round(run, 4, first, seen)
+    _wait_for_round(run, 3, first, seen)
     _note(seen, _tree(set(seen)))
     os.kill(link, signal.SIGKILL)  # the server gone: the script stops and says how to resume
     assert first.finish(timeout=120) != 0
@@ -184,20 +186,20 @@ def test_a_killed_supernode_and_a_killed_superlink_lose_nothing_and_leave_nothin
         "a process of the first run outlived it"
 
     done_before = _rounds_done(run)
-    assert 4 <= done_before < 8
+    assert 3 <= done_before < 5
     second = _Script(str(scenario), "--out", str(run), "--logs", str(logs), "--timeout", "400", "--resume")
     seen = {}
     _note(seen, set(second.pids()))
-    _wait_for_round(run, 8, second, seen)
+    _wait_for_round(run, 5, second, seen)
     assert second.finish(timeout=400) == 0, "\n".join(second.lines)
     assert _still_alive(seen) == {}, "a process of the resumed run outlived it"
 
     records: list[dict[str, Any]] = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
                                      if x.strip()]
     rounds = [r["round"] for r in records if r.get("kind") == "round"]
-    assert rounds == list(range(9))  # the initial evaluation and every round once: none lost, none twice
+    assert rounds == list(range(6))  # the initial evaluation and every round once: none lost, none twice
     clients = [(r["round"], r["client"], r["attempt"]) for r in records if r.get("kind") == "client"]
     assert len(clients) == len(set(clients))
     summary = json.loads((run / "summary.json").read_text())
     rebuilt = load_global_model(run)
-    assert rebuilt.rounds == 8 and rebuilt.model_sha256 == summary["model_sha256"]
+    assert rebuilt.rounds == 5 and rebuilt.model_sha256 == summary["model_sha256"]
