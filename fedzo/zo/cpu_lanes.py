@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import torch
@@ -286,6 +287,12 @@ def _table_verified(kern: LanesKernel, gaussian: bool, table: torch.Tensor) -> b
     return all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ws, want, strict=True))
 
 
+def _overlap(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether any two of the (contiguous) tensors share memory."""
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors)
+    return any(nxt[0] < cur[1] for cur, nxt in pairwise(spans))
+
+
 def apply_entries(tensors: Sequence[torch.Tensor], entries: Sequence[tuple[Sequence[tuple[int, int]], Sequence[float]]],
                   table: torch.Tensor, gaussian: bool) -> bool:
     """Every entry's ``w += a * z`` over every tensor, in the order of the entries and their
@@ -293,10 +300,11 @@ def apply_entries(tensors: Sequence[torch.Tensor], entries: Sequence[tuple[Seque
     an entry is the key words of its direction on each tensor (:func:`apply`'s ``words``,
     one pair per tensor) and its alphas. One pass over the weights however many entries, the
     bits those of :func:`apply` per entry and tensor. False, and nothing applied, where it does
-    not serve: no C kernel, its probe failed, or a tensor that :func:`eligible` refuses."""
+    not serve: no C kernel, its probe failed, a tensor that :func:`eligible` refuses, or tensors
+    whose memory overlaps (their elements would be updated in another order, concurrently)."""
     from fedzo.zo.native_lanes import kernel
 
-    if not tensors or not all(eligible(t) for t in tensors):
+    if not tensors or not all(eligible(t) for t in tensors) or _overlap(tensors):
         return False
     kern = kernel(gaussian)
     if kern is None:

@@ -162,8 +162,8 @@ class Perturber:
             return False
         from fedzo.zo.cpu_lanes import apply_entries, eligible
 
-        if not all(eligible(t) for t in self.params.tensors):
-            return False
+        if self.blocks is not None and not all(eligible(t) for t in self.params.tensors):
+            return False  # all or none: each block's call checks only its own tensors
         groups = [entries] if self.blocks is None else [[entry] for entry in entries]
         gaussian = self.spec.distribution is Distribution.GAUSSIAN
         for n, group in enumerate(groups):

@@ -141,6 +141,17 @@ def test_the_table_call_leaves_half_precision_weights_to_the_chunked_path() -> N
                for x, y in zip(eager.tensors, comp.tensors, strict=True))
 
 
+def test_overlapping_tensors_are_left_to_the_per_tensor_paths() -> None:
+    """Two views sharing elements would be updated concurrently and in another order by one
+    table call: it refuses them (nothing written)."""
+    base = torch.linspace(-1.0, 1.0, 6000)
+    views = [base[:4000], base[3000:]]
+    assert not cpu_lanes.apply_entries(views, [([WORDS, WORDS], (1e-3,))], TABLE, True)
+    assert torch.equal(base, torch.linspace(-1.0, 1.0, 6000))
+    assert cpu_lanes.apply_entries([base[:3000], base[3000:]], [([WORDS, WORDS], (1e-3,))], TABLE, True)
+    assert not torch.equal(base, torch.linspace(-1.0, 1.0, 6000))
+
+
 def test_a_refused_table_call_leaves_the_update_to_the_per_tensor_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the C kernel refuses a table (nothing written), apply_entries says so and stops
     offering it; the compiled perturber then moves the weights as the eager one does."""
