@@ -183,14 +183,21 @@ def _verified(kern: Callable[..., None], gaussian: bool, count: int, table: torc
     words = (0x9E3779B9, 0x7F4A7C15)
     alphas = [0.7311, -2.5e-3, 3e-7][:count]
     w = torch.linspace(-3.0, 3.0, PROBE)
-    want = w.clone()
-    start, k0, k1 = _scalars(words, 0, w.device)
-    z = direction(_positions(PROBE, start, w.device), k0, k1, table, gaussian)
-    for a in alphas:
-        want.add_(z, alpha=a)
+    want = _reference_update(w.clone(), words, 0, alphas, table, gaussian)
     with torch.no_grad():
-        kern(w, start, k0, k1, table, torch.tensor(alphas, dtype=torch.float32))
+        kern(w, *_scalars(words, 0, w.device), table, torch.tensor(alphas, dtype=torch.float32))
     return torch.equal(w.view(torch.int32), want.view(torch.int32))
+
+
+def _reference_update(w: torch.Tensor, words: tuple[int, int], start: int, alphas: Sequence[float],
+                      table: torch.Tensor, gaussian: bool) -> torch.Tensor:
+    """``w`` moved by ``add_`` of the eager direction from ``start``, alpha after alpha (what a
+    kernel's probe must match bitwise)."""
+    st, k0, k1 = _scalars(words, start, w.device)
+    z = direction(_positions(w.numel(), st, w.device), k0, k1, table, gaussian)
+    for a in alphas:
+        w.add_(z, alpha=a)
+    return w
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -275,14 +282,10 @@ def _table_verified(kern: LanesKernel, gaussian: bool, table: torch.Tensor) -> b
     entries = [((0x9E3779B9, 0x7F4A7C15), (0.7311, -2.5e-3)), ((0x1B873593, 0xCC9E2D51), (3e-7,))]
     ws = [torch.linspace(-3.0, 3.0, n) for n in sizes]
     want = [w.clone() for w in ws]
-    for e, (words, alphas) in enumerate(entries):
-        for s, (w, start) in enumerate(zip(want, starts, strict=True)):
-            pair = (words[0] ^ s, words[1] + e)
-            st, k0, k1 = _scalars(pair, start, w.device)
-            z = direction(_positions(w.numel(), st, w.device), k0, k1, table, gaussian)
-            for a in alphas:
-                w.add_(z, alpha=a)
     keys = [[(words[0] ^ s, words[1] + e) for s in range(len(ws))] for e, (words, _) in enumerate(entries)]
+    for row, (_, alphas) in zip(keys, entries, strict=True):
+        for w, pair, start in zip(want, row, starts, strict=True):
+            _reference_update(w, pair, start, alphas, table, gaussian)
     kern.apply_table(ws, keys, [a for _, a in entries], table, starts)
     return all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ws, want, strict=True))
 

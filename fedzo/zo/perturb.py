@@ -113,7 +113,7 @@ class Perturber:
                         gaussian=self.spec.distribution is Distribution.GAUSSIAN, indices=indices)
             return
         if final is None and self._apply_native([(seed, alphas)]):
-            return
+            return  # else nothing was applied
         stream = DirectionStream(self.spec, seed, compiled=self.compiled)
         chunk = self.spec.chunk_size
         for i in self.tensor_indices(seed):
@@ -150,32 +150,29 @@ class Perturber:
         return apply(key_words(derive_seed(seed, i)), t, alphas, gaussian_table(t.device),
                      self.spec.distribution is Distribution.GAUSSIAN)
 
-    def _apply_native(self, entries: Sequence[tuple[int, Sequence[float]]]) -> bool:
-        """Whether the C kernel applied ``entries`` (in order) to all their tensors, one call
-        over every tensor (:func:`fedzo.zo.cpu_lanes.apply_entries`: small tensors share its
-        threads, and a replay's entries take one pass over the weights, bitwise the entries one
-        by one); False, with nothing applied, unless compiled, portable, without a mask or a
+    def _apply_native(self, entries: Sequence[tuple[int, Sequence[float]]]) -> int:
+        """How many of ``entries`` (from the first, in order) the C kernel applied to all their
+        tensors, one call over every tensor (:func:`fedzo.zo.cpu_lanes.apply_entries`: small
+        tensors share its threads, and a replay's entries take one pass over the weights,
+        bitwise the entries one by one); none unless compiled, portable, without a mask or a
         shared store, every tensor float32 on the CPU and the C kernel at hand. With a block
-        schedule each entry is one call over its own block."""
+        schedule each entry is one call over its own block; the caller applies the rest."""
         if (not self.compiled or self.mask is not None or self.shared is not None
-                or self.spec.generator is not GeneratorKind.PORTABLE or not entries):
-            return False
-        from fedzo.zo.cpu_lanes import apply_entries, eligible
+                or self.spec.generator is not GeneratorKind.PORTABLE or not self.params.tensors):
+            return 0
+        from fedzo.zo.cpu_lanes import apply_entries
 
-        if self.blocks is not None and not all(eligible(t) for t in self.params.tensors):
-            return False  # all or none: each block's call checks only its own tensors
-        groups = [entries] if self.blocks is None else [[entry] for entry in entries]
+        table = gaussian_table(self.params.tensors[0].device)
         gaussian = self.spec.distribution is Distribution.GAUSSIAN
-        for n, group in enumerate(groups):
+        groups = [entries] if self.blocks is None else [[entry] for entry in entries]
+        done = 0
+        for group in groups:
             indices = list(self.tensor_indices(group[0][0]))
-            tensors = [self.params.tensors[i] for i in indices]
-            table = gaussian_table(tensors[0].device) if tensors else None
             keyed = [([key_words(derive_seed(seed, i)) for i in indices], alphas) for seed, alphas in group]
-            if table is not None and not apply_entries(tensors, keyed, table, gaussian):
-                if n:  # pragma: no cover - every tensor is eligible, so the first group's answer holds
-                    raise RuntimeError("the C kernel refused an entry after serving the first")
-                return False
-        return True
+            if not apply_entries([self.params.tensors[i] for i in indices], keyed, table, gaussian):
+                break
+            done += len(group)
+        return done
 
     @torch.no_grad()
     def apply_many(self, entries: Sequence[tuple[int, Sequence[float]]]) -> None:
@@ -189,9 +186,7 @@ class Perturber:
             apply_entries_fused(list(self.params.tensors), entries,
                                 gaussian=self.spec.distribution is Distribution.GAUSSIAN)
             return
-        if self._apply_native(entries):
-            return
-        for seed, alphas in entries:
+        for seed, alphas in entries[self._apply_native(entries):]:  # what the C kernel left, in order
             self.apply(seed, alphas)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
