@@ -4,9 +4,9 @@ Made for a lent accelerator with only torch, transformers and peft installed (no
 Ray, pydantic or datasets): checks 1-7 import only ``fedzo.zo`` and the memory model, whose
 package (``fedzo.devices``) imports pydantic, and the engines checks need Flower too, so
 every check needs the wheels ``scripts/device_prepare.sh`` carries (``device_check.sh``
-installs them); it builds its models from their configs (random weights, no downloads). Thirteen checks (numbered as they were
+installs them); it builds its models from their configs (random weights, no downloads). Fourteen checks (numbered as they were
 added; they run in the order engines, decomfl, timing, fused_direction, compiled_forward,
-then the rest, decomfl_graphs last, so a timeout loses the least of the headline keys):
+then the rest, full_rows and decomfl_graphs last, so a timeout loses the least of the headline keys):
 
 0. ``engines``: ``fedzo bench engines`` on the device (in-process against batched engine,
    tiny model at 100 participants; SmolLM2-135M at 100 participants, one local step of
@@ -76,6 +76,12 @@ then the rest, decomfl_graphs last, so a timeout loses the least of the headline
    holds both. ``step_over_two_forwards_cuda`` (with ``two_forwards_seconds_cuda``) is the
    ``compiled_forward`` check's ZO step in its fastest forward mode, the Perturber's default
    path (the fused kernel on CUDA).
+12. ``full_rows``: full-parameter ZO with 2 local steps, 32 participants (SmolLM2-135M,
+   batch 8 x 64, fp32), in-process against batched engine (``scripts/device_engines.py``):
+   each client moves its own copy of the model, which the batched engine keeps stacked and
+   runs whole clients per pass, one batched matmul per linear
+   (``fedzo/federation/transports/batched/stacked.py``). Keys
+   ``client_steps_per_second_cuda_32_full_k2`` and ``batched_over_inprocess_cuda_32_full_k2``.
 
 A check that raises is recorded (``error``, ``traceback``) and the others still run; the
 exit status is 1 if any failed, if the known answers or the half-precision replays differ,
@@ -117,7 +123,7 @@ from fedzo.zo.known_answers import check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_common import build_model, loss_fn, median_seconds, peak_bytes, release  # the script folder
-from device_engines import decomfl_check, device_kind, engines_check
+from device_engines import decomfl_check, device_kind, engines_check, full_rows_check
 from device_forward import best_mode, compiled_forward
 from device_generator import fused_direction, protocol_rounds, regeneration
 
@@ -287,8 +293,9 @@ def summarize(result: dict[str, Any], failed: list[str]) -> bool:
     result["batched_over_inprocess_tiny_100"] = engines.get("batched_over_inprocess_tiny_100")
     result["batched_over_inprocess_smollm2_100"] = engines.get(  # fp32 prompt tuning (runs before 2026-12-08: "smollm2")
         "batched_over_inprocess_smollm2-fp32_100", engines.get("batched_over_inprocess_smollm2_100"))
-    result |= {k: v for k, v in engines.items() if k.startswith(("client_steps_per_second_", "inprocess_client_steps",
-                                                                 "batched_over_inprocess_cuda", "batched_over_inprocess_cpu"))}
+    for part in (engines, result.get("full_rows", {})):
+        result |= {k: v for k, v in part.items() if k.startswith((
+            "client_steps_per_second_", "inprocess_client_steps", "batched_over_inprocess_cuda", "batched_over_inprocess_cpu"))}
     kind = device_kind(str(result["device"]))
     fused, timing = result.get("fused_direction", {}), result.get("timing", {})
     result[f"regeneration_fraction_of_copy_bandwidth_{kind}"] = {
@@ -359,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         ("protocol_rounds", lambda: protocol_rounds(a.model, a.device, 8, a.seq, a.protocol_seconds)),
         ("known_answers", lambda: {mode: check(a.device, compiled=mode == "compiled")
                                    for mode in ("eager", "compiled")}),
+        ("full_rows", lambda: full_rows_check(a.device, Path(a.work))),
         ("decomfl_graphs", lambda: decomfl_check(a.device, Path(a.work), a.decomfl_rounds, a.decomfl_seconds,
                                                  forward="graphs", from_round=1)),
     ]

@@ -164,6 +164,42 @@ def engines_check(device: str, work: Path, participants: tuple[int, ...] = (10, 
     return report
 
 
+def full_rows_check(device: str, work: Path, participants: int = 32, local_steps: int = 2,
+                    scenario: str = "scenarios/quickstart.yaml", smollm2: bool = True) -> dict[str, Any]:
+    """Full-parameter ZO with ``local_steps`` local steps (batch 8 x 64, fp32), in-process
+    against batched engine, one round after a warm-up round of 2 participants: every client
+    moves its own copy of the whole model, so the batched engine runs ``rows`` mode with the
+    group's copies stacked, whole clients per pass and one batched call per layer
+    (fedzo/federation/transports/batched/stacked.py). Keys ``client_steps_per_second_cuda_32_full_k2``,
+    ``batched_over_inprocess_cuda_32_full_k2`` (named after the device type, the participants
+    and K) and the batching note. ``scenario`` and ``smollm2`` (False: the scenario's own
+    model) make a smoke run on a tiny model."""
+    lacking = missing()
+    if lacking:
+        return {"skipped": f"not installed here: {', '.join(lacking)} (carry them as wheels: README, GPU checks)"}
+    os.environ.setdefault("FEDZO_CACHE", str(CARRY / "cache"))
+    from fedzo.bench.engines import Case, run_bench
+
+    t0 = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / "smollm2-135m-random"
+    if smollm2 and not (model / "config.json").exists():
+        random_smollm2(model)
+    sc = on_device(scenario, work / "full-rows-device.yaml", device, str(model) if smollm2 else None, FLEET["full"])
+    engines = ("inprocess", "batched")
+    run_bench((Case("warmup-full-rows", sc, (2,), rounds=1, local_steps=local_steps),), engines, 1)
+    report = run_bench((Case(f"smollm2-full-k{local_steps}", sc, (participants,), rounds=1, local_steps=local_steps),),
+                       engines, 1)
+    (row,) = report["results"]
+    batched, kind = row["engines"]["batched"], device_kind(device)
+    suffix = f"{kind}_{participants}_full_k{local_steps}"
+    return {f"client_steps_per_second_{suffix}": batched["client_steps_per_host_second"],
+            f"inprocess_client_steps_per_second_{suffix}": row["engines"]["inprocess"]["client_steps_per_host_second"],
+            f"batched_over_inprocess_{suffix}": batched["inprocess_over_engine"],
+            "batching": row["batching"], "results": report["results"], "seconds": time.perf_counter() - t0,
+            "model_weights": "smollm2-135m: random (seed 0) from its config" if smollm2 else scenario}
+
+
 # DeComFL's setting (OPT-125M on SST-2 there, SmolLM2-135M here): 8 clients, 2 a round, 5
 # directions, one local step of 32 x 64 tokens, fp32, the model evaluated every 25 rounds
 DECOMFL: dict[str, Any] = {"model": {"peft": "full", "dtype": "fp32"},

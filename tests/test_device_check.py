@@ -85,8 +85,11 @@ def test_summarize_lifts_issue_39s_headline_keys() -> None:
               "timing": {"two_forwards_seconds": 0.02, "zo_eager": {"ratio_to_two_forwards": 1.3}},
               "decomfl": {"decomfl_2000_rounds_seconds": 280.0},
               "engines": {"results": [], "client_steps_per_second_cuda_100": 310.0,
-                          "batched_over_inprocess_cuda_100_full": 21.0, "batched_over_inprocess_smollm2-fp32_100": 2.5}}
+                          "batched_over_inprocess_cuda_100_full": 21.0, "batched_over_inprocess_smollm2-fp32_100": 2.5},
+              "full_rows": {"batched_over_inprocess_cuda_32_full_k2": 9.0, "client_steps_per_second_cuda_32_full_k2": 60.0,
+                            "batching": ["rows: 32 clients"]}}
     assert mod.summarize(result, []) is True
+    assert result["batched_over_inprocess_cuda_32_full_k2"] == 9.0 and result["client_steps_per_second_cuda_32_full_k2"] == 60.0
     assert result["regeneration_fraction_of_copy_bandwidth_cuda"] == {"fp32": 0.7, "bf16": 0.5}
     assert (result["step_over_two_forwards_cuda"], result["two_forwards_seconds_cuda"]) == (1.3, 0.02)
     assert result["client_steps_per_second_cuda_100"] == 310.0 and result["batched_over_inprocess_cuda_100_full"] == 21.0

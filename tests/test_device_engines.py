@@ -96,3 +96,17 @@ def test_the_decomfl_shaped_run_under_a_compiled_forward_leaves_compilation_out(
     assert out["forward"] == "compiled" and out["rounds_measured"] == 3, out
     assert "rounds 2-4" in out["label"] and out["compiled_shapes"] >= 1
     assert load_scenario(tmp_path / "decomfl-device.yaml").runtime.forward == "compiled"
+
+
+@pytest.mark.skipif(device_engines.missing() != [], reason="needs Flower and pydantic")
+def test_the_full_rows_check_times_stacked_clients_against_in_process(tmp_path: Path) -> None:
+    """Full weights, K = 2: the batched engine keeps each client's copy (stacked) and runs
+    whole clients per pass; its keys name the device type, the participants and K."""
+    out = device_engines.full_rows_check("cpu", tmp_path, participants=3, scenario="scenarios/smoke-tiny.yaml",
+                                         smollm2=False)
+    assert out["client_steps_per_second_cpu_3_full_k2"] > 0 and out["batched_over_inprocess_cpu_3_full_k2"] > 0, out
+    assert out["inprocess_client_steps_per_second_cpu_3_full_k2"] > 0
+    assert [n.split(",")[0] for n in out["batching"]] == ["rows: 3 clients"], out["batching"]
+    assert all("whole clients with stacked weights" in n for n in out["batching"]), out["batching"]
+    sc = load_scenario(tmp_path / "full-rows-device.yaml")
+    assert (sc.model.peft, sc.model.dtype, sc.data.batch_size, sc.data.max_length) == ("full", "fp32", 8, 64)

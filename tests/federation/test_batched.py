@@ -123,6 +123,8 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
         assert all("3 clients" in str(n) for n in notes), notes
     if peft == "prompt" and mode != "sequential":
         assert all(str(n).endswith("; virtual tokens per row (share_prompt off)") for n in notes), notes
+    stacked = peft == "full" and mode == "rows" and zo.get("estimator") != "forward-grad"
+    assert all(("whole clients with stacked weights" in str(n)) == stacked for n in notes), notes
     if mode == "rows" and zo.get("estimator") == "forward-grad":  # on a CPU a tangent pass holds one batch of rows
         for n in notes:
             turns, passes = (int(str(n).split(f" {w}")[0].split()[-1]) for w in ("joint turns", "forward passes"))

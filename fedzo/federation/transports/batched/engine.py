@@ -18,7 +18,9 @@ Two ways to share a pass:
   directions and estimators: each client keeps its own copy of its trainable tensors (the
   whole model, for full weights), and each row of the joint forward gets its own client's
   (:mod:`fedzo.federation.transports.batched.rowstate`,
-  :mod:`fedzo.federation.transports.batched.fullrows`). The clients' copies are planned
+  :mod:`fedzo.federation.transports.batched.fullrows`); a group's full-weight copies are
+  kept stacked, so a pass holds whole clients and each layer runs them all in one batched
+  call (:mod:`fedzo.federation.transports.batched.stacked`). The clients' copies are planned
   against a memory budget (:mod:`fedzo.federation.transports.batched.plan`,
   ``federation.batched.max_state_mib``): participants that do not fit together run in
   groups that each fit, one group's lockstep after another (:func:`run_groups`).
@@ -60,7 +62,8 @@ from fedzo.federation.client.worker import LocalSteps, Worker
 from fedzo.federation.transports.batched.joint import Answer, JointForward, LossRequest, Mode, Move, NotShareable
 from fedzo.federation.transports.batched.lockstep import Abandoned, Ask, Outcome, run_lockstep
 from fedzo.federation.transports.batched.plan import Plan, StateTooLarge, make_plan, state_bytes
-from fedzo.federation.transports.batched.rowstate import rows_reason
+from fedzo.federation.transports.batched.rowstate import rows_reason, stackable
+from fedzo.federation.transports.batched.stacked import Slot, slot_state, stack_states
 from fedzo.federation.transports.inprocess import InProcessTransport
 from fedzo.federation.wire.fedavg import is_fedavg_downlink
 from fedzo.federation.wire.messages import Downlink, build_uplink, parse_downlink
@@ -134,10 +137,11 @@ def _joint_mode(worker: Worker, d: Downlink, est: EstimatorConfig) -> tuple[Mode
     return "sequential", f"{'; '.join(why)} (clients' parameters diverge) and {rows}"
 
 
-def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> Any:
+def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections, slot: Slot | None = None) -> Any:
     """One client's local steps, asking the lockstep coordinator for every loss (and, for
     forward gradients, its derivative along the client's tangents); in ``rows`` mode its
-    perturber reads the round's directions from ``shared``."""
+    perturber reads the round's directions from ``shared``, and its own copy of the
+    trainable tensors is ``slot`` of its group's stacked copies (else a clone of its own)."""
     def job(ask: Ask[LossRequest, Answer]) -> LocalSteps:
         def loss(request: LossRequest) -> float:
             answer = ask(request)
@@ -147,7 +151,8 @@ def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> A
         if mode == "shared":
             rec = RecordingPerturber(worker.work_perturber)
             return worker.local_steps(d, rec, lambda b: loss(LossRequest(b, moves=rec.take())))
-        own = ParamSet(worker.clean.names, tuple(t.clone() for t in worker.clean.tensors))
+        own = ParamSet(worker.clean.names,
+                       slot_state(slot) if slot is not None else tuple(t.clone() for t in worker.clean.tensors))
         pert = worker.parts.perturbers.build(own, like=worker.work_perturber, shared=shared)
 
         def along(b: Batch) -> Along:
@@ -157,7 +162,7 @@ def _job(worker: Worker, d: Downlink, mode: Mode, shared: SharedDirections) -> A
                 return answer
             return derivative
 
-        return worker.local_steps(d, pert, lambda b: loss(LossRequest(b, state=own.tensors)), along)
+        return worker.local_steps(d, pert, lambda b: loss(LossRequest(b, state=own.tensors, slot=slot)), along)
     return job
 
 
@@ -180,11 +185,19 @@ def run_groups(worker: Worker, downlinks: Sequence[Downlink], groups: Sequence[i
                shared: SharedDirections, joint: JointForward) -> tuple[list[Outcome[LocalSteps]], int]:
     """Each group of consecutive clients' local steps in a lockstep of its own, one group
     after another (stopping after a group whose joint forward failed); the outcomes in
-    client order and the joint turns of all groups."""
+    client order and the joint turns of all groups. In ``rows`` mode under full weights a
+    group's copies of the model are stacked (:mod:`~fedzo.federation.transports.batched.stacked`),
+    and freed before the next group's are made."""
     outcomes: list[Outcome[LocalSteps]] = []
     turns = start = 0
+    stack = mode == "rows" and stackable(worker.objective.classifier)
     for size in groups:
-        got, t = run_lockstep([_job(worker, d, mode, shared) for d in downlinks[start:start + size]], joint)
+        stacks = stack_states(worker.clean.tensors, size) if stack else None
+        jobs = [_job(worker, d, mode, shared, None if stacks is None else Slot(stacks, j))
+                for j, d in enumerate(downlinks[start:start + size])]
+        del stacks  # held by the jobs only: gone with them
+        got, t = run_lockstep(jobs, joint)
+        del jobs
         outcomes, turns, start = outcomes + got, turns + t, start + size
         if any(isinstance(o.error, Abandoned) for o in got):
             break
@@ -276,6 +289,8 @@ class BatchedTransport(InProcessTransport):
                 grouped = f" {plan.note()}" if plan is not None and plan.note() else ""
                 why = f"{len(ready)} clients{grouped}, {turns} joint turns, {joint.forwards} forward passes"
                 why += f"; {joint.prompt_note}" if joint.prompt_note else ""
+                why += (f"; {joint.stacked_passes} of them whole clients with stacked weights"
+                        if joint.stacked_passes else "")
                 dtype = worker.scenario.model.dtype
                 why += f"; {dtype} joint passes (half_precision: joint)" if dtype != "fp32" else ""
             worker.reset_work()

@@ -19,6 +19,11 @@ pass. The per-layer patch needs no copy (a client's state tensors are used as th
 they may carry forward-mode tangents, as forward gradients need) and works for any module
 whose trained parameters sit in leaf modules that take the batch first.
 
+The engine keeps a group's copies stacked and runs whole clients per pass, where most layers
+apply all the copies in one batched call (:mod:`fedzo.federation.transports.batched.stacked`);
+the block-by-block forward here serves the layers and inputs that cannot (and the
+forward-gradient passes, whose states are the tangents' dual tensors).
+
 A layer's input whose first dimension is 1 rather than the pass's rows (a BERT encoder's
 position embeddings, broadcast over the batch) gives every block its own client's output,
 expanded to the block's rows: the values a client's own broadcast would add. Any other
@@ -103,20 +108,24 @@ def forwards_replaced(patches: Sequence[tuple[torch.nn.Module, Callable[..., Any
             del module.forward
 
 
+def blockwise(layer: torch.nn.Module, own: dict[str, int], states: States,
+              rows: Sequence[int]) -> Callable[..., torch.Tensor]:
+    """A forward for ``layer`` that runs row block ``i`` of its input with ``states[i]``'s
+    tensors in place of its trained parameters (``own``: their names and work indices)."""
+    def forward(x: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        parts, broadcast = _blocks(x, rows, layer)
+        outs = []
+        for part, state, n in zip(parts, states, rows, strict=True):
+            y = _call_with(layer, {name: state[k] for name, k in own.items()}, part, args, kwargs)
+            outs.append(y.expand(n, *y.shape[1:]) if broadcast else y)
+        return torch.cat(outs)
+
+    return forward
+
+
 def per_row_full(classifier: torch.nn.Module, work: ParamSet, states: States,
                  rows: Sequence[int]) -> AbstractContextManager[None]:
     """While active, every layer of ``classifier`` that owns trained parameters runs row block
     ``i`` with ``states[i]``'s tensors (see the module doc)."""
-    patches = []
-    for layer, own in trained_layers(classifier, work):
-        def forward(x: Any, *args: Any, _layer: torch.nn.Module = layer, _own: dict[str, int] = own,
-                    **kwargs: Any) -> torch.Tensor:
-            parts, broadcast = _blocks(x, rows, _layer)
-            outs = []
-            for part, state, n in zip(parts, states, rows, strict=True):
-                y = _call_with(_layer, {name: state[k] for name, k in _own.items()}, part, args, kwargs)
-                outs.append(y.expand(n, *y.shape[1:]) if broadcast else y)
-            return torch.cat(outs)
-
-        patches.append((layer, forward))
-    return forwards_replaced(patches)
+    return forwards_replaced([(layer, blockwise(layer, own, states, rows))
+                              for layer, own in trained_layers(classifier, work)])

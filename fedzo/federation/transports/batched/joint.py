@@ -47,6 +47,7 @@ from fedzo.federation.transports.batched.promptcache import (
     prompt_scores,
 )
 from fedzo.federation.transports.batched.rowstate import States, per_row_state, prompt_table_index
+from fedzo.federation.transports.batched.stacked import Slot, pack_clients, stacked_full
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 
@@ -68,6 +69,7 @@ class LossRequest:
     state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
     moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
     tangents: tuple[torch.Tensor, ...] = ()  # rows, forward gradients: a direction for each state tensor
+    slot: Slot | None = None  # rows, full weights: where ``state`` lives in its group's stacked copies
 
 
 def row_lengths(batch: Batch) -> list[int]:
@@ -172,6 +174,7 @@ class JointForward:
         self.max_tokens = cap / token_bytes(clf.model)
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
+        self.stacked_passes = 0  # passes of whole clients with stacked full weights (module stacked)
         self.seconds = 0.0  # host seconds spent in calls (the joint passes and their losses)
         # prompt tuning: which state tensor holds a client's virtual tokens, when they are shared per block
         why = prompt_cache_reason(clf)
@@ -224,30 +227,63 @@ class JointForward:
             out = jvp(losses, primals, tangents)
         return [(float(v), float(d)) for v, d in zip(out[0], out[1], strict=True)]
 
+    def _client_passes(self, requests: Sequence[LossRequest]) -> list[list[int]] | None:
+        """Passes of whole clients (request indices) when every request's state is a slot of
+        one group's stacked copies (module stacked), else None."""
+        slots = [r.slot for r in requests if r.slot is not None]
+        if self.mode != "rows" or not slots or len(slots) < len(requests) or any(
+                s.stacks is not slots[0].stacks for s in slots):
+            return None
+        widths = [max(row_lengths(r.batch)) for r in requests]
+        return pack_clients([len(r.batch) for r in requests], widths, [s.index for s in slots],
+                            self.max_rows, self.max_padding, self.max_tokens)
+
     def _losses(self, requests: Sequence[LossRequest], states: States, max_rows: int | None = None) -> torch.Tensor:
         """Every request's mean cross-entropy over its own rows (stacked), from packed passes
-        of at most ``max_rows`` rows (default: the engine's cap)."""
-        lengths = [n for r in requests for n in row_lengths(r.batch)]
-        owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
-        passes = pack(lengths, min(self.max_rows, max_rows or self.max_rows), self.max_padding, self.max_tokens)
-        logits = [self._forward(requests, states, blocks(p, owner), max(lengths[k] for k in p)) for p in passes]
-        scores = torch.cat(logits)
-        order = torch.tensor([k for p in passes for k in p], device=scores.device)
-        scores = scores[torch.argsort(order)]  # back in request order
+        of at most ``max_rows`` rows (default: the engine's cap): passes of whole clients when
+        their full weights are stacked, else of rows sorted by length."""
+        clients = self._client_passes(requests) if max_rows is None else None
+        if clients is not None:
+            scores = torch.cat([self._forward_clients(requests, p) for p in clients])  # in request order
+        else:
+            lengths = [n for r in requests for n in row_lengths(r.batch)]
+            owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
+            passes = pack(lengths, min(self.max_rows, max_rows or self.max_rows), self.max_padding, self.max_tokens)
+            scores = torch.cat([self._forward(requests, states, blocks(p, owner), max(lengths[k] for k in p))
+                                for p in passes])
+            order = torch.tensor([k for p in passes for k in p], device=scores.device)
+            scores = scores[torch.argsort(order)]  # back in request order
         out, start = [], 0
         for r in requests:
             out.append(F.cross_entropy(scores[start:start + len(r.batch)], r.batch.labels))
             start += len(r.batch)
         return torch.stack(out)
 
+    def _gather(self, requests: Sequence[LossRequest], parts: Sequence[Block], width: int) -> Batch:
+        """One pass of the rows ``parts`` name (counted as a forward)."""
+        pad_id = self.worker.objective.classifier.tokenizer.pad_token_id
+        assert pad_id is not None  # the classifier refuses tokenizers without one
+        self.forwards += 1
+        return gather([r.batch for r in requests], parts, width, int(pad_id))
+
+    def _forward_clients(self, requests: Sequence[LossRequest], clients: Sequence[int]) -> torch.Tensor:
+        """Class scores of the whole batches of ``clients`` (consecutive slots of one group's
+        stacked copies, equal batch sizes), in their order, in one pass."""
+        slot, rows = requests[clients[0]].slot, len(requests[clients[0]].batch)
+        assert slot is not None
+        width = max(n for i in clients for n in row_lengths(requests[i].batch))
+        joint = self._gather(requests, [(i, list(range(rows))) for i in clients], width)
+        self.stacked_passes += 1
+        clf = self.worker.objective.classifier
+        stacks = [s.narrow(0, slot.index, len(clients)) for s in slot.stacks]
+        with stacked_full(clf, self.worker.work, stacks, rows), clf.eager():
+            return clf.logits(joint)
+
     def _forward(self, requests: Sequence[LossRequest], states: States, parts: Sequence[Block],
                  width: int) -> torch.Tensor:
         """Class scores of the rows ``parts`` name, in their order, in one pass."""
         clf = self.worker.objective.classifier
-        pad_id = clf.tokenizer.pad_token_id
-        assert pad_id is not None  # the classifier refuses tokenizers without one
-        joint = gather([r.batch for r in requests], parts, width, int(pad_id))
-        self.forwards += 1
+        joint = self._gather(requests, parts, width)
         if self.prompt_table is not None:  # each block's virtual tokens run once (promptcache)
             if self.mode == "rows":
                 tables, rows = [states[i][self.prompt_table] for i, _ in parts], [len(js) for _, js in parts]

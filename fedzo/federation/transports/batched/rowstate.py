@@ -183,6 +183,11 @@ def per_row_lora(classifier: Any, work: ParamSet, states: States,
     return forwards_replaced(patches)
 
 
+def stackable(classifier: Any) -> bool:
+    """Whether a ``rows`` round keeps its clients' copies stacked (full weights: module stacked)."""
+    return _peft_kind(classifier.model) is None
+
+
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:
     """The context in which ``classifier``'s forward gives row block ``i`` the state ``states[i]``."""
     kind = _peft_kind(classifier.model)
