@@ -123,7 +123,7 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
         assert all("3 clients" in str(n) for n in notes), notes
     if peft == "prompt" and mode != "sequential":
         assert all(str(n).endswith("; virtual tokens per row (share_prompt off)") for n in notes), notes
-    stacked = peft == "full" and mode == "rows" and zo.get("estimator") != "forward-grad"
+    stacked = peft in ("full", "lora") and mode == "rows" and zo.get("estimator") != "forward-grad"
     assert all(("whole clients with stacked weights" in str(n)) == stacked for n in notes), notes
     if mode == "rows" and zo.get("estimator") == "forward-grad":  # on a CPU a tangent pass holds one batch of rows
         for n in notes:
@@ -136,6 +136,29 @@ def test_batched_equals_in_process(tmp_path: Path, fed_config: Any, name: str) -
         assert got.final_accuracy == ref.final_accuracy
     # the clock, the bytes and the messages are the in-process engine's
     assert (got.sim_seconds, got.bytes_up, got.bytes_down) == (ref.sim_seconds, ref.bytes_up, ref.bytes_down)
+
+
+def test_forward_gradients_in_one_pass_use_the_tangents_not_the_stacked_copies(
+        tmp_path: Path, fed_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a CPU a forward-gradient turn is one forward-mode pass over all rows. Under full
+    weights the clients' slots of the stacked copies hold their primal values only: the pass
+    must run on the jvp's dual tensors, or every derivative would be zero."""
+    from fedzo.federation.transports.batched import joint
+
+    init = joint.JointForward.__init__
+
+    def as_on_a_gpu(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.cpu = False  # no one-batch cap on a forward-mode pass, as on CUDA
+
+    monkeypatch.setattr(joint.JointForward, "__init__", as_on_a_gpu)
+    peft, zo, opt, fed, _ = CASES["full-K2-forward-grad"]
+    sc = _scenario(fed_config, peft, zo=zo, optimizer=opt, clients_per_round=3, **fed)
+    run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    run_federated(sc, tmp_path / "batched", engine="batched")
+    assert all(str(n).startswith("rows: 3 clients") for n in _batching(tmp_path / "batched"))
+    a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
+    assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
 
 
 def test_the_bound_is_not_vacuous(tmp_path: Path, fed_config: Any) -> None:

@@ -1,5 +1,6 @@
-"""Stacked full weights (fedzo/federation/transports/batched/stacked.py): whole clients per
-joint pass, every trained layer applying all clients' copies in one batched call."""
+"""Stacked copies (fedzo/federation/transports/batched/stacked.py): whole clients per joint
+pass, every trained layer (full weights, LoRA adapters) applying all clients' copies in one
+batched call."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fedzo.federation.transports.batched.stacked import (
     pack_clients,
     slot_state,
     stack_states,
-    stacked_full,
+    stacked_layers,
 )
 from fedzo.tasks.batching import Batch
 from fedzo.zo import ParamSet
@@ -45,16 +46,18 @@ def test_pack_clients_keeps_whole_clients_under_the_caps() -> None:
     assert pack_clients([64], [512], [0], 8, 0.0, 1.0) == [[0]]  # one client always makes a pass
 
 
+@pytest.mark.parametrize("peft", ["full", "lora"])
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-bert"])
-def test_stacked_layers_score_each_client_with_its_own_weights(fed_config: Any, model: str) -> None:
-    """Three clients of two rows each, each with its own perturbed copy of every weight: a
-    stacked pass gives each client's rows the scores of its own forward (tiny-llama: tied
-    embeddings, RMS norms; tiny-bert: layer norms, position ids broadcast over the batch,
-    which run block by block), and the model's own weights are untouched."""
+def test_stacked_layers_score_each_client_with_its_own_weights(fed_config: Any, model: str, peft: str) -> None:
+    """Three clients of two rows each, each with its own perturbed copy of every trained
+    tensor: a stacked pass gives each client's rows the scores of its own forward (full
+    weights of tiny-llama: tied embeddings, RMS norms; of tiny-bert: layer norms, position ids
+    broadcast over the batch, which run block by block; LoRA: the adapters' linears, and
+    tiny-bert's trained head), and the model's own tensors are untouched."""
     from fedzo.tasks.objective import build_objective
 
     sc = fed_config()
-    obj = build_objective(sc.model.model_copy(update={"name": model, "peft": "full"}), sc.data, sc.runtime, 0)
+    obj = build_objective(sc.model.model_copy(update={"name": model, "peft": peft}), sc.data, sc.runtime, 0)
     clf, work = obj.classifier, ParamSet.from_module(obj.classifier)
     clients, rows = 3, 2
     torch.manual_seed(0)
@@ -62,7 +65,7 @@ def test_stacked_layers_score_each_client_with_its_own_weights(fed_config: Any, 
     for s in stacks:
         s.add_(0.05 * torch.randn_like(s))
     kinds = {type(layer).__name__: handler(layer, own) is not None for layer, own in trained_layers(clf, work)}
-    if model == "tiny-llama":  # every trained layer of a Llama runs all clients in one call
+    if model == "tiny-llama" or peft == "lora":  # every trained layer runs all clients in one call
         assert kinds and all(kinds.values()), kinds
     else:
         assert kinds["Linear"] and kinds["LayerNorm"] and kinds["Embedding"], kinds
@@ -70,7 +73,7 @@ def test_stacked_layers_score_each_client_with_its_own_weights(fed_config: Any, 
     batch = next(iter(clf.batches(examples, len(examples))))
     original = [t.clone() for t in work.tensors]
     with torch.no_grad():
-        with stacked_full(clf, work, stacks, rows), clf.eager():
+        with stacked_layers(clf, work, stacks, rows), clf.eager():
             joint = clf.logits(batch)
         own = []
         for j in range(clients):

@@ -7,8 +7,8 @@ chooses its mode), ``lockstep`` (the turn-taking threads), ``joint`` (packing th
 rows into passes and each client's loss from its own rows), ``rowstate`` (per-row client
 state: each block of rows gets its own client's prompt, prefix or LoRA adapters),
 ``fullrows`` (per-row full weights: each trained layer runs each block with its client's
-tensors), ``stacked`` (full weights kept stacked per group: whole clients per pass, one
-batched call per layer), ``plan`` (how many clients' states fit the device at once: the round's groups),
+tensors), ``stacked`` (full weights or LoRA adapters kept stacked per group: whole clients
+per pass, one batched call per trained layer), ``plan`` (how many clients' states fit the device at once: the round's groups),
 ``promptcache`` (prompt tuning's virtual tokens run once per client and pass, their keys
 and values shared by its rows).
 """

@@ -18,9 +18,9 @@ Two ways to share a pass:
   directions and estimators: each client keeps its own copy of its trainable tensors (the
   whole model, for full weights), and each row of the joint forward gets its own client's
   (:mod:`fedzo.federation.transports.batched.rowstate`,
-  :mod:`fedzo.federation.transports.batched.fullrows`); a group's full-weight copies are
-  kept stacked, so a pass holds whole clients and each layer runs them all in one batched
-  call (:mod:`fedzo.federation.transports.batched.stacked`). The clients' copies are planned
+  :mod:`fedzo.federation.transports.batched.fullrows`); a group's copies of full weights or
+  LoRA adapters are kept stacked, so a pass holds whole clients and each trained layer runs
+  them all in one batched call (:mod:`fedzo.federation.transports.batched.stacked`). The clients' copies are planned
   against a memory budget (:mod:`fedzo.federation.transports.batched.plan`,
   ``federation.batched.max_state_mib``): participants that do not fit together run in
   groups that each fit, one group's lockstep after another (:func:`run_groups`).
@@ -185,7 +185,7 @@ def run_groups(worker: Worker, downlinks: Sequence[Downlink], groups: Sequence[i
                shared: SharedDirections, joint: JointForward) -> tuple[list[Outcome[LocalSteps]], int]:
     """Each group of consecutive clients' local steps in a lockstep of its own, one group
     after another (stopping after a group whose joint forward failed); the outcomes in
-    client order and the joint turns of all groups. In ``rows`` mode under full weights a
+    client order and the joint turns of all groups. In ``rows`` mode under full weights or LoRA a
     group's copies of the model are stacked (:mod:`~fedzo.federation.transports.batched.stacked`),
     and freed before the next group's are made."""
     outcomes: list[Outcome[LocalSteps]] = []

@@ -47,7 +47,7 @@ from fedzo.federation.transports.batched.promptcache import (
     prompt_scores,
 )
 from fedzo.federation.transports.batched.rowstate import States, per_row_state, prompt_table_index
-from fedzo.federation.transports.batched.stacked import Slot, pack_clients, stacked_full
+from fedzo.federation.transports.batched.stacked import Slot, pack_clients, stacked_layers
 from fedzo.tasks.batching import Batch
 from fedzo.tasks.classifiers import last_positions
 
@@ -69,7 +69,7 @@ class LossRequest:
     state: tuple[torch.Tensor, ...] = ()  # rows: the client's own trainable tensors
     moves: tuple[Move, ...] = ()  # shared: the moves the client made since its last request
     tangents: tuple[torch.Tensor, ...] = ()  # rows, forward gradients: a direction for each state tensor
-    slot: Slot | None = None  # rows, full weights: where ``state`` lives in its group's stacked copies
+    slot: Slot | None = None  # rows, full weights or LoRA: where ``state`` lives in its group's stacked copies
 
 
 def row_lengths(batch: Batch) -> list[int]:
@@ -174,7 +174,7 @@ class JointForward:
         self.max_tokens = cap / token_bytes(clf.model)
         self.cpu = torch.device(worker.objective.device).type == "cpu"
         self.forwards = 0
-        self.stacked_passes = 0  # passes of whole clients with stacked full weights (module stacked)
+        self.stacked_passes = 0  # passes of whole clients with stacked copies (module stacked)
         self.seconds = 0.0  # host seconds spent in calls (the joint passes and their losses)
         # prompt tuning: which state tensor holds a client's virtual tokens, when they are shared per block
         why = prompt_cache_reason(clf)
@@ -219,8 +219,8 @@ class JointForward:
 
         rows = max(len(r.batch) for r in requests) if self.cpu else None
 
-        def losses(*flat: torch.Tensor) -> torch.Tensor:
-            return self._losses(requests, [flat[i * n:(i + 1) * n] for i in range(len(requests))], rows)
+        def losses(*flat: torch.Tensor) -> torch.Tensor:  # the dual tensors, not the stacked copies, carry the tangents
+            return self._losses(requests, [flat[i * n:(i + 1) * n] for i in range(len(requests))], rows, stacked=False)
 
         # PyTorch's fused CPU attention has no forward-mode derivative (as fedzo.zo.forward_grad)
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
@@ -238,11 +238,13 @@ class JointForward:
         return pack_clients([len(r.batch) for r in requests], widths, [s.index for s in slots],
                             self.max_rows, self.max_padding, self.max_tokens)
 
-    def _losses(self, requests: Sequence[LossRequest], states: States, max_rows: int | None = None) -> torch.Tensor:
+    def _losses(self, requests: Sequence[LossRequest], states: States, max_rows: int | None = None,
+                stacked: bool = True) -> torch.Tensor:
         """Every request's mean cross-entropy over its own rows (stacked), from packed passes
         of at most ``max_rows`` rows (default: the engine's cap): passes of whole clients when
-        their full weights are stacked, else of rows sorted by length."""
-        clients = self._client_passes(requests) if max_rows is None else None
+        ``stacked`` allows and ``states`` are the requests' slots of stacked copies, else of
+        rows sorted by length."""
+        clients = self._client_passes(requests) if stacked else None
         if clients is not None:
             scores = torch.cat([self._forward_clients(requests, p) for p in clients])  # in request order
         else:
@@ -276,7 +278,7 @@ class JointForward:
         self.stacked_passes += 1
         clf = self.worker.objective.classifier
         stacks = [s.narrow(0, slot.index, len(clients)) for s in slot.stacks]
-        with stacked_full(clf, self.worker.work, stacks, rows), clf.eager():
+        with stacked_layers(clf, self.worker.work, stacks, rows), clf.eager():
             return clf.logits(joint)
 
     def _forward(self, requests: Sequence[LossRequest], states: States, parts: Sequence[Block],

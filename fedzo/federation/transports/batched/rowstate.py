@@ -184,8 +184,10 @@ def per_row_lora(classifier: Any, work: ParamSet, states: States,
 
 
 def stackable(classifier: Any) -> bool:
-    """Whether a ``rows`` round keeps its clients' copies stacked (full weights: module stacked)."""
-    return _peft_kind(classifier.model) is None
+    """Whether a ``rows`` round keeps its clients' copies stacked (module stacked): full
+    weights and LoRA, whose trained tensors all sit in leaf layers (the virtual tokens of
+    prompt and prefix tuning run once per client and pass already)."""
+    return _peft_kind(classifier.model) in (None, "LORA")
 
 
 def per_row_state(classifier: Any, work: ParamSet, states: States, rows: Sequence[int]) -> Any:

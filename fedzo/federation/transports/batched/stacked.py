@@ -1,18 +1,22 @@
-"""Whole clients per pass with stacked full weights: one batched call per layer, not one per client.
+"""Whole clients per pass with stacked copies: one batched call per trained layer, not one per client.
 
-Under full-parameter ZO with several local steps (or several directions updated one after
-another) every client of a ``rows`` round holds its own copy of the whole model
-(:mod:`fedzo.federation.transports.batched.fullrows`). Run block by block, a joint pass of
+With several local steps (or several directions updated one after another) every client of
+a ``rows`` round holds its own copy of the trainable tensors: the whole model under full
+weights (:mod:`fedzo.federation.transports.batched.fullrows`), its adapters under LoRA
+(:mod:`fedzo.federation.transports.batched.rowstate`). Run block by block, a joint pass of
 ``G`` clients costs ``G`` calls of every trained layer: on a GPU, ``G`` kernel launches per
-linear, which for 100 clients of SmolLM2-135M is about 21,000 launches a pass, far more
-than the arithmetic of 8-row blocks needs.
+linear, which for 100 clients of SmolLM2-135M is about 21,000 launches a pass under full
+weights (12,000 under LoRA of the attention's query and value projections), far more than
+the arithmetic of 8-row blocks needs.
 
 Here a round's group of clients keeps its copies *stacked*: one tensor of shape
 ``(G, *shape)`` per trainable tensor, client ``j``'s copy being its slice ``j``
 (:func:`stack_states`; the same bytes as ``G`` separate copies). A joint pass then holds
 whole clients, ``rows`` rows each, in slot order (consecutive slots, equal batch sizes:
-:func:`pack_clients`), and while :func:`stacked_full` is active each trained layer applies
-every client's tensors to its block in one call:
+:func:`pack_clients`), and while :func:`stacked_layers` is active each trained layer applies
+every client's tensors to its block in one call (LoRA's adapters are linears: PEFT's layer
+adds ``lora_B(lora_A(x)) * scaling`` to its frozen layer's output, each of the two one
+batched matmul here):
 
 * a linear: one batched matmul (``torch.bmm``) of the blocks with the stacked weights, plus
   the stacked biases;
@@ -166,7 +170,7 @@ def handler(layer: torch.nn.Module, own: dict[str, int]) -> Handler | None:
     return None
 
 
-def stacked_full(classifier: torch.nn.Module, work: ParamSet, stacks: Sequence[torch.Tensor],
+def stacked_layers(classifier: torch.nn.Module, work: ParamSet, stacks: Sequence[torch.Tensor],
                  rows: int) -> AbstractContextManager[None]:
     """While active, a forward of ``classifier`` holds ``len(stacks[0])`` clients' blocks of
     ``rows`` rows each, in stack order, and every trained layer runs block ``j`` with
