@@ -51,8 +51,10 @@ class BatchedConfig(Section):
     max_rows: int = Field(256, ge=1, description="examples per joint forward pass (all clients' rows together): "
                           "the cap on its activation memory; more rows take several passes")
     max_padding: float = Field(0.25, ge=0, description="extra padded tokens a joint pass may add, as a fraction of "
-                               "its clients' own tokens (rows are padded to the pass's widest): low on a CPU, where "
-                               "padding costs as much as real tokens; high (e.g. 4) on a GPU, where passes cost more")
+                               "its clients' own tokens (rows are padded to the pass's widest; passes of whole clients, under "
+                               "full weights and LoRA with diverging clients: beyond what the clients' own batches pad "
+                               "to): low on a CPU, where padding costs as much as real tokens; high (e.g. 4) on a GPU, "
+                               "where passes cost more")
     max_pass_mib: float | None = Field(None, gt=0, description="activation MiB of one joint pass (rows x width x "
                                        "the model's widest layer): passes that stay in a CPU's caches run faster "
                                        "(SmolLM2-135M on 2 cores: 16 rows 1.3x, 128 rows 0.6x the speed of "
