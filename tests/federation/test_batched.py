@@ -161,6 +161,23 @@ def test_forward_gradients_in_one_pass_use_the_tangents_not_the_stacked_copies(
     assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
 
 
+def test_clients_with_batches_of_other_sizes_take_passes_of_their_own(tmp_path: Path, fed_config: Any) -> None:
+    """Stacked copies run whole clients of equal batch sizes per pass: with 16 training
+    examples over 3 clients (batches of 6, 5 and 5 rows) every turn takes two passes, the
+    6-row client's and the two 5-row clients', and the scalars agree with in-process."""
+    data = _scenario(fed_config, "full", num_clients=3, clients_per_round=3, local_steps=2, rounds=1).model_dump()
+    data["data"]["train_examples"] = 16
+    sc = Scenario.model_validate(data)
+    run_federated(sc, tmp_path / "inprocess", engine="inprocess")
+    run_federated(sc, tmp_path / "batched", engine="batched")
+    recs = [json.loads(x) for x in (tmp_path / "batched" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({b[0] for r in recs if r["kind"] == "client" for b in r.get("batches") or []}) == [5, 6]
+    assert _batching(tmp_path / "batched") == [
+        "rows: 3 clients, 4 joint turns, 8 forward passes; 8 of them whole clients with stacked weights"]
+    a, b = _entries(tmp_path / "inprocess"), _entries(tmp_path / "batched")
+    assert _close(a, b, _grad_bound(sc, _loss_scale(tmp_path / "inprocess")))
+
+
 def test_the_bound_is_not_vacuous(tmp_path: Path, fed_config: Any) -> None:
     """A run agrees with itself, and one projected gradient or one move off by 10 times the
     bound is caught; the bound is also well below the scalars it guards."""
