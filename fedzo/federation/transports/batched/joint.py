@@ -227,16 +227,17 @@ class JointForward:
             out = jvp(losses, primals, tangents)
         return [(float(v), float(d)) for v, d in zip(out[0], out[1], strict=True)]
 
-    def _client_passes(self, requests: Sequence[LossRequest]) -> list[list[int]] | None:
-        """Passes of whole clients (request indices) when every request's state is a slot of
-        one group's stacked copies (module stacked), else None."""
+    def _client_passes(self, requests: Sequence[LossRequest]) -> list[tuple[list[int], int]] | None:
+        """Passes of whole clients (request indices, and the pass's width) when every
+        request's state is a slot of one group's stacked copies (module stacked), else None."""
         slots = [r.slot for r in requests if r.slot is not None]
         if self.mode != "rows" or not slots or len(slots) < len(requests) or any(
                 s.stacks is not slots[0].stacks for s in slots):
             return None
         widths = [max(row_lengths(r.batch)) for r in requests]
-        return pack_clients([len(r.batch) for r in requests], widths, [s.index for s in slots],
-                            self.max_rows, self.max_padding, self.max_tokens)
+        passes = pack_clients([len(r.batch) for r in requests], widths, [s.index for s in slots],
+                              self.max_rows, self.max_padding, self.max_tokens)
+        return [(p, max(widths[i] for i in p)) for p in passes]
 
     def _losses(self, requests: Sequence[LossRequest], states: States, max_rows: int | None = None,
                 stacked: bool = True) -> torch.Tensor:
@@ -246,7 +247,7 @@ class JointForward:
         rows sorted by length."""
         clients = self._client_passes(requests) if stacked else None
         if clients is not None:
-            scores = torch.cat([self._forward_clients(requests, p) for p in clients])  # in request order
+            scores = torch.cat([self._forward_clients(requests, p, w) for p, w in clients])  # in request order
         else:
             lengths = [n for r in requests for n in row_lengths(r.batch)]
             owner = [(i, j) for i, r in enumerate(requests) for j in range(len(r.batch))]
@@ -268,12 +269,11 @@ class JointForward:
         self.forwards += 1
         return gather([r.batch for r in requests], parts, width, int(pad_id))
 
-    def _forward_clients(self, requests: Sequence[LossRequest], clients: Sequence[int]) -> torch.Tensor:
+    def _forward_clients(self, requests: Sequence[LossRequest], clients: Sequence[int], width: int) -> torch.Tensor:
         """Class scores of the whole batches of ``clients`` (consecutive slots of one group's
-        stacked copies, equal batch sizes), in their order, in one pass."""
+        stacked copies, equal batch sizes), in their order, in one pass ``width`` tokens wide."""
         slot, rows = requests[clients[0]].slot, len(requests[clients[0]].batch)
         assert slot is not None
-        width = max(n for i in clients for n in row_lengths(requests[i].batch))
         joint = self._gather(requests, [(i, list(range(rows))) for i in clients], width)
         self.stacked_passes += 1
         clf = self.worker.objective.classifier

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -170,13 +170,35 @@ def handler(layer: torch.nn.Module, own: dict[str, int]) -> Handler | None:
     return None
 
 
+class _ClientViews(Sequence[torch.Tensor]):
+    """Client ``j``'s trainable tensors as views of the stacks, each made when read: a layer
+    run block by block reads only its own few, not every tensor of every client."""
+
+    def __init__(self, stacks: Sequence[torch.Tensor], j: int) -> None:
+        self.stacks, self.j = stacks, j
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+    @overload
+    def __getitem__(self, k: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[torch.Tensor]: ...
+
+    def __getitem__(self, k: int | slice) -> torch.Tensor | Sequence[torch.Tensor]:
+        if isinstance(k, slice):
+            return [s[self.j] for s in self.stacks[k]]
+        return self.stacks[k][self.j]
+
+
 def stacked_layers(classifier: torch.nn.Module, work: ParamSet, stacks: Sequence[torch.Tensor],
                  rows: int) -> AbstractContextManager[None]:
     """While active, a forward of ``classifier`` holds ``len(stacks[0])`` clients' blocks of
     ``rows`` rows each, in stack order, and every trained layer runs block ``j`` with
     ``stacks[k][j]`` in place of its trained tensor ``k`` (see the module doc)."""
     clients = stacks[0].shape[0]
-    states = [tuple(s[j] for s in stacks) for j in range(clients)]
+    states = [_ClientViews(stacks, j) for j in range(clients)]
     patches = []
     for layer, own in trained_layers(classifier, work):
         loop = blockwise(layer, own, states, [rows] * clients)
